@@ -1,0 +1,440 @@
+# cython: language_level=3
+"""The RPMP block pool: a typed Python face of native/rpmp_pool.c (libpmemobj).
+
+Blocks are named by their pool address (the object's offset in the pool file). Writes take any
+C-contiguous buffer without copying it in Python; reads go into a caller's buffer or come back as
+zero-copy read-only views (memoryview or pyarrow.Buffer) that stay valid while the block lives.
+The GIL is released around every copy and checksum.
+"""
+
+from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
+
+from rpmp._cpool cimport *
+
+import os
+
+DEFAULT_BLOCK_CAPACITY = RPMP_DEFAULT_BLOCK_CAPACITY
+HEADER_SIZE = RPMP_HDR_SIZE
+KEY_MAX = RPMP_KEY_MAX
+MIN_POOL_SIZE = RPMP_MIN_POOL_SIZE
+MAX_BLOCK_CAPACITY = RPMP_MAX_BLOCK_CAPACITY
+OPEN = RPMP_BLOCK_OPEN
+SEALED = RPMP_BLOCK_SEALED
+
+
+class PoolError(Exception):
+    """Base of every pool error; `code` is the native error code."""
+
+    code = 0
+
+
+class PoolNotFoundError(PoolError):
+    code = RPMP_E_NOENT
+
+
+class PoolLayoutError(PoolError):
+    code = RPMP_E_LAYOUT
+
+
+class PoolLockedError(PoolError):
+    code = RPMP_E_LOCKED
+
+
+class PoolFullError(PoolError):
+    code = RPMP_E_FULL
+
+
+class PoolSizeError(PoolError, ValueError):
+    code = RPMP_E_SIZE
+
+
+class BlockKeyError(PoolError, ValueError):
+    code = RPMP_E_KEY
+
+
+class BlockNotFoundError(PoolError):
+    code = RPMP_E_BLOCK
+
+
+class BlockSealedError(PoolError):
+    code = RPMP_E_STATE
+
+
+class PoolExistsError(PoolError):
+    code = RPMP_E_EXISTS
+
+
+class PoolIOError(PoolError):
+    code = RPMP_E_IO
+
+
+class BlockCorruptError(PoolError):
+    code = RPMP_E_CORRUPT
+
+
+class PoolBusyError(PoolError):
+    """The pool or block still has zero-copy views handed out."""
+
+    code = -100
+
+
+class PoolClosedError(PoolError):
+    code = -101
+
+
+_ERRORS = {cls.code: cls for cls in (
+    PoolNotFoundError, PoolLayoutError, PoolLockedError, PoolFullError, PoolSizeError, BlockKeyError,
+    BlockNotFoundError, BlockSealedError, PoolExistsError, PoolIOError, BlockCorruptError)}
+
+
+cdef int _raise(int rc) except -1:
+    cls = _ERRORS.get(rc, PoolError)
+    raise cls(rpmp_last_error().decode("utf-8", "replace"))
+
+
+cdef inline int _check(int rc) except -1:
+    if rc != RPMP_OK:
+        _raise(rc)
+    return 0
+
+
+class BlockInfo:
+    """What the header of one block says."""
+
+    __slots__ = ("id", "payload_offset", "capacity", "used", "checksum", "sealed", "seal_required", "key")
+
+    def __init__(self, id, payload_offset, capacity, used, checksum, sealed, seal_required, key):
+        self.id = id
+        self.payload_offset = payload_offset
+        self.capacity = capacity
+        self.used = used
+        self.checksum = checksum
+        self.sealed = sealed
+        self.seal_required = seal_required
+        self.key = key
+
+    def __repr__(self):
+        return (f"BlockInfo(id={self.id:#x}, key={self.key!r}, used={self.used}, capacity={self.capacity}, "
+                f"sealed={self.sealed})")
+
+
+cdef class BlockView:
+    """A read-only buffer over a block's payload bytes, straight out of the mapped pool."""
+
+    cdef Pool pool
+    cdef readonly uint64_t block
+    cdef const uint8_t *ptr
+    cdef Py_ssize_t length
+    cdef Py_ssize_t shape[1]
+    cdef Py_ssize_t strides[1]
+    cdef int exports
+
+    def __getbuffer__(self, Py_buffer *buf, int flags):
+        if flags & PyBUF_WRITABLE:
+            raise BufferError("pool views are read-only")
+        if self.pool._pool == NULL:
+            raise PoolClosedError("pool is closed")
+        self.shape[0] = self.length
+        self.strides[0] = 1
+        buf.buf = <void *>self.ptr
+        buf.obj = self
+        buf.len = self.length
+        buf.readonly = 1
+        buf.itemsize = 1
+        buf.format = "B"
+        buf.ndim = 1
+        buf.shape = self.shape
+        buf.strides = self.strides
+        buf.suboffsets = NULL
+        buf.internal = NULL
+        if self.exports == 0:
+            self.pool._hold(self.block)
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buf):
+        self.exports -= 1
+        if self.exports == 0:
+            self.pool._unhold(self.block)
+
+    def __len__(self):
+        return self.length
+
+
+cdef class Pool:
+    """One open pool file. Use Pool.create / Pool.open / Pool.open_or_create, then close()."""
+
+    cdef rpmp_pool *_pool
+    cdef readonly str path
+    cdef readonly dict recovery
+    cdef set _live
+    cdef dict _held
+
+    def __cinit__(self):
+        self._pool = NULL
+        self._live = set()
+        self._held = {}
+        self.recovery = {}
+
+    def __dealloc__(self):
+        if self._pool != NULL and not self._held:
+            rpmp_pool_close(self._pool)
+            self._pool = NULL
+
+    @staticmethod
+    def create(path, uint64_t size):
+        """Create a new pool file of `size` bytes (PoolExistsError if it is there already)."""
+        cdef Pool p = Pool.__new__(Pool)
+        cdef bytes bpath = os.fsencode(path)
+        cdef const char *cpath = bpath
+        cdef int rc
+        with nogil:
+            rc = rpmp_pool_create(cpath, size, &p._pool)
+        _check(rc)
+        p.path = os.fsdecode(bpath)
+        p.recovery = {"blocks_kept": 0, "freed_damaged": 0, "freed_unsealed": 0, "freed_corrupt": 0}
+        return p
+
+    @staticmethod
+    def open(path, bint verify=True):
+        """Open an existing pool; the recovery scan runs here (see `recovery` for what it did).
+
+        verify=True also checks every sealed block's payload checksum and frees blocks that fail it.
+        """
+        cdef Pool p = Pool.__new__(Pool)
+        cdef bytes bpath = os.fsencode(path)
+        cdef const char *cpath = bpath
+        cdef rpmp_recovery rec
+        cdef int rc
+        memset(&rec, 0, sizeof(rec))
+        with nogil:
+            rc = rpmp_pool_open(cpath, verify, &p._pool, &rec)
+        _check(rc)
+        p.path = os.fsdecode(bpath)
+        p.recovery = {"blocks_kept": rec.blocks_kept, "freed_damaged": rec.freed_damaged,
+                      "freed_unsealed": rec.freed_unsealed, "freed_corrupt": rec.freed_corrupt}
+        p._live = set(p._scan())
+        return p
+
+    @staticmethod
+    def open_or_create(path, uint64_t size, bint verify=True):
+        """Open the pool at `path`, creating it with `size` bytes when the file does not exist."""
+        if os.path.exists(path):
+            return Pool.open(path, verify)
+        return Pool.create(path, size)
+
+    cdef inline rpmp_pool *_p(self) except NULL:
+        if self._pool == NULL:
+            raise PoolClosedError("pool is closed")
+        return self._pool
+
+    cdef inline int _live_check(self, uint64_t block) except -1:
+        if block not in self._live:
+            raise BlockNotFoundError(f"no live block at {block:#x}")
+        return 0
+
+    cdef void _hold(self, uint64_t block):
+        self._held[block] = self._held.get(block, 0) + 1
+
+    cdef void _unhold(self, uint64_t block):
+        n = self._held.get(block, 0) - 1
+        if n <= 0:
+            self._held.pop(block, None)
+        else:
+            self._held[block] = n
+
+    def _scan(self):
+        cdef uint64_t cur = 0, nxt = 0
+        cdef rpmp_pool *pool = self._p()
+        while True:
+            _check(rpmp_pool_next(pool, cur, &nxt))
+            if nxt == 0:
+                return
+            yield nxt
+            cur = nxt
+
+    def close(self):
+        """Close the pool. Refused (PoolBusyError) while zero-copy views of its blocks are alive."""
+        if self._pool == NULL:
+            return
+        if self._held:
+            raise PoolBusyError(f"{sum(self._held.values())} views of pool blocks are still alive")
+        rpmp_pool_close(self._pool)
+        self._pool = NULL
+        self._live.clear()
+
+    @property
+    def closed(self):
+        return self._pool == NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def alloc(self, uint64_t capacity=RPMP_DEFAULT_BLOCK_CAPACITY, key=b"", bint seal_required=False):
+        """Allocate a block and return its pool address.
+
+        seal_required=True: the block's content counts only once sealed; a crash before seal() frees it.
+        """
+        cdef rpmp_pool *pool = self._p()
+        cdef bytes bkey = bytes(key)
+        cdef const char *ckey = bkey
+        cdef uint32_t klen = len(bkey) if len(bkey) <= 0xFFFFFFFF else 0xFFFFFFFF
+        cdef uint32_t flags = RPMP_BLOCK_SEAL_REQUIRED if seal_required else 0
+        cdef uint64_t block = 0
+        cdef int rc
+        with nogil:
+            rc = rpmp_block_alloc(pool, ckey, klen, capacity, flags, &block)
+        _check(rc)
+        self._live.add(block)
+        return block
+
+    def write(self, uint64_t block, uint64_t offset, data):
+        """Persist `data` (any contiguous buffer) at `offset`, then publish it."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef Py_buffer view
+        cdef int rc
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                rc = rpmp_block_write(pool, block, offset, view.buf, <uint64_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        _check(rc)
+
+    def append(self, uint64_t block, data):
+        """Persist `data` at the end of the block's published bytes; returns the offset it landed at."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef Py_buffer view
+        cdef uint64_t at = 0
+        cdef int rc
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                rc = rpmp_block_append(pool, block, view.buf, <uint64_t>view.len, &at)
+        finally:
+            PyBuffer_Release(&view)
+        _check(rc)
+        return at
+
+    def read_into(self, uint64_t block, buf, uint64_t offset=0):
+        """Copy published bytes starting at `offset` into the writable buffer `buf`; returns len(buf)."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef Py_buffer view
+        cdef int rc
+        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+        try:
+            with nogil:
+                rc = rpmp_block_read(pool, block, offset, view.buf, <uint64_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        _check(rc)
+        return view.len
+
+    def read(self, uint64_t block, uint64_t offset=0, length=None):
+        """Published bytes as a new bytes object (copy); see view() for zero-copy."""
+        cdef uint64_t used = self.info(block).used
+        if offset > used:
+            raise PoolSizeError(f"offset {offset} is past the block's {used} published bytes")
+        cdef uint64_t n = used - offset if length is None else length
+        out = bytearray(n)
+        self.read_into(block, out, offset)
+        return bytes(out)
+
+    def view(self, uint64_t block, uint64_t offset=0, length=None):
+        """A zero-copy read-only memoryview of published bytes; valid while the block lives."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef const uint8_t *data
+        cdef uint64_t used
+        _check(rpmp_block_data(pool, block, &data, &used))
+        cdef uint64_t n = used - offset if length is None and offset <= used else (length or 0)
+        if offset > used or n > used - offset:
+            raise PoolSizeError(f"view of {n} bytes at {offset} exceeds the block's {used} published bytes")
+        cdef BlockView v = BlockView.__new__(BlockView)
+        v.pool = self
+        v.block = block
+        v.ptr = data + offset
+        v.length = n
+        return memoryview(v)
+
+    def buffer(self, uint64_t block, uint64_t offset=0, length=None):
+        """Like view() but as a zero-copy pyarrow.Buffer."""
+        import pyarrow
+        return pyarrow.py_buffer(self.view(block, offset, length))
+
+    def seal(self, uint64_t block):
+        """Checksum the published bytes and make the block immutable (idempotent)."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef int rc
+        with nogil:
+            rc = rpmp_block_seal(pool, block)
+        _check(rc)
+
+    def verify(self, uint64_t block):
+        """Recompute a sealed block's checksum; BlockCorruptError if the payload changed."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef int rc
+        with nogil:
+            rc = rpmp_block_verify(pool, block)
+        _check(rc)
+
+    def free(self, uint64_t block):
+        """Free a block. Refused (PoolBusyError) while zero-copy views of it are alive."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        if block in self._held:
+            raise PoolBusyError(f"block {block:#x} has {self._held[block]} live views")
+        _check(rpmp_block_free(pool, block))
+        self._live.discard(block)
+
+    def info(self, uint64_t block):
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef c_block_info bi
+        _check(rpmp_block_info(pool, block, &bi))
+        return BlockInfo(bi.id, bi.payload_offset, bi.capacity, bi.used, bi.checksum,
+                         bi.state == RPMP_BLOCK_SEALED, bool(bi.flags & RPMP_BLOCK_SEAL_REQUIRED),
+                         bytes(bi.key[:bi.key_len]))
+
+    def payload_offset(self, uint64_t block):
+        """File offset of the block's first payload byte, for readers that map the pool file."""
+        self._p()
+        self._live_check(block)
+        return block + RPMP_HDR_SIZE
+
+    def blocks(self):
+        """Pool addresses of all live blocks, in pool order."""
+        self._p()
+        return list(self._scan())
+
+    def __iter__(self):
+        return (self.info(b) for b in self.blocks())
+
+    def __len__(self):
+        return len(self._live)
+
+    def __contains__(self, block):
+        return block in self._live
+
+    def stats(self):
+        """capacity (pool file bytes), allocated, used, free and block counts."""
+        cdef rpmp_stats st
+        _check(rpmp_pool_stats(self._p(), &st))
+        return {
+            "capacity": st.pool_size,
+            "allocated": st.allocated_bytes,
+            "used": st.used_bytes,
+            "free": st.pool_size - st.allocated_bytes if st.pool_size > st.allocated_bytes else 0,
+            "blocks": st.blocks,
+            "open_blocks": st.open_blocks,
+            "sealed_blocks": st.sealed_blocks,
+        }

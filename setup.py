@@ -1,0 +1,55 @@
+"""One build for RPMP's native pieces: the libpmemobj pool (C) and its Cython wrappers.
+
+`pip install .` and `pip install -e .` both run this. The Spark plugin jar is built from
+shuffle_plugin/jvm by shuffle_plugin.jar (javac against the installed pyspark's jars), on demand
+or here when a JDK and pyspark are present.
+"""
+
+import os
+import subprocess
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CFLAGS = ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unreachable-code"]
+
+
+def native_ext(name: str, sources: list[str], libs: list[str]) -> Extension:
+    return Extension(
+        name,
+        sources=sources,
+        include_dirs=[os.path.join(HERE, "native")],
+        libraries=libs,
+        extra_compile_args=CFLAGS,
+    )
+
+
+extensions = [
+    native_ext("rpmp._pool", ["rpmp/_pool.pyx", "native/rpmp_pool.c"], ["pmemobj", "pmem"]),
+]
+if os.path.exists(os.path.join(HERE, "rpmp", "_wire.pyx")):
+    extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], []))
+
+
+class BuildPyWithJar(build_py):
+    """Build the Spark plugin jar too when javac and pyspark are available (never fails the install)."""
+
+    def run(self) -> None:
+        super().run()
+        builder = os.path.join(HERE, "shuffle_plugin", "jar.py")
+        if os.path.exists(builder) and os.path.isdir(os.path.join(HERE, "shuffle_plugin", "jvm", "src")):
+            subprocess.call([sys.executable, builder, "--quiet", "--out-dir",
+                             os.path.join(self.build_lib, "shuffle_plugin", "jars")])
+
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "embedsignature": True},
+    ),
+    cmdclass={"build_py": BuildPyWithJar},
+)
