@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <libgen.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <libpmemobj.h>
@@ -123,10 +125,25 @@ static int lookup(rpmp_pool *pool, uint64_t id, struct block_hdr **out) {
     return RPMP_OK;
 }
 
-static void set_prefault(void) {
+#define TMPFS_MAGIC_NUMBER 0x01021994
+
+/* Settings that must be in place before libpmem first looks at a mapping.
+ * - prefault: touch every page at open so the first writes do not pay for page faults;
+ * - on tmpfs (/dev/shm, the PMem stand-in) the page cache is the medium: a process crash cannot lose
+ *   a store, and msync would only cost time, so libpmem is told to flush with CPU instructions as on
+ *   real PMem. libpmem reads PMEM_IS_PMEM_FORCE once per process, so the first pool opened decides;
+ *   an explicit PMEM_IS_PMEM_FORCE in the environment always wins. */
+static void prepare(const char *path) {
     int one = 1;
     pmemobj_ctl_set(NULL, "prefault.at_open", &one);
     pmemobj_ctl_set(NULL, "prefault.at_create", &one);
+    if (getenv("PMEM_IS_PMEM_FORCE")) return;
+    struct statfs fs;
+    char *copy = strdup(path);
+    int rc = copy ? statfs(path, &fs) : -1;
+    if (rc != 0 && copy) rc = statfs(dirname(copy), &fs);
+    free(copy);
+    if (rc == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC_NUMBER) setenv("PMEM_IS_PMEM_FORCE", "1", 0);
 }
 
 static int map_open_errno(const char *path, int e) {
@@ -161,7 +178,7 @@ int rpmp_pool_create(const char *path, uint64_t size, rpmp_pool **out) {
         return fail(RPMP_E_SIZE, "pool size %llu is below the minimum of %llu bytes",
                     (unsigned long long)size, (unsigned long long)RPMP_MIN_POOL_SIZE);
     if (access(path, F_OK) == 0) return fail(RPMP_E_EXISTS, "pool %s already exists", path);
-    set_prefault();
+    prepare(path);
     PMEMobjpool *pop = pmemobj_create(path, RPMP_POOL_LAYOUT, (size_t)size, 0600);
     if (!pop) return map_open_errno(path, errno);
     return pool_wrap(pop, path, out);
@@ -209,7 +226,7 @@ static void recover(rpmp_pool *pool, int verify_sealed, struct rpmp_recovery *re
 int rpmp_pool_open(const char *path, int verify_sealed, rpmp_pool **out, struct rpmp_recovery *rec) {
     if (!path || !*path) return fail(RPMP_E_IO, "empty pool path");
     if (access(path, F_OK) != 0) return fail(RPMP_E_NOENT, "pool %s does not exist", path);
-    set_prefault();
+    prepare(path);
     PMEMobjpool *pop = pmemobj_open(path, RPMP_POOL_LAYOUT);
     if (!pop) return map_open_errno(path, errno);
     int rc = pool_wrap(pop, path, out);

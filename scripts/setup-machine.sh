@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what pip cannot (Debian's libpmemobj, pmdk-tools, xxhash headers, a JDK when javac is
+# missing), then the rpmp package itself (editable, with its Spark and test extras).
+# Idempotent and fast when everything is in place: each step checks before it acts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PKGS=(libpmemobj-dev pmdk-tools libxxhash-dev build-essential)
+command -v javac >/dev/null 2>&1 || APT_PKGS+=(openjdk-17-jdk-headless)
+command -v redis-server >/dev/null 2>&1 || APT_PKGS+=(redis-server)   # baseline for bench/micro.py
+
+missing=()
+for p in "${APT_PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+# Reinstall (which rebuilds the C/Cython extensions and the jar) only when a build input changed.
+stamp=.setup-stamp
+sum=$(cat setup.py pyproject.toml native/*.[ch] rpmp/*.pyx rpmp/*.pxd 2>/dev/null | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! "$PY" -c "import rpmp._pool" 2>/dev/null; then
+  echo "setup: building and installing rpmp (pip install -e '.[spark,test]')"
+  "$PY" -m pip install -q --root-user-action=ignore --disable-pip-version-check -e ".[spark,test]"
+  echo "$sum" > "$stamp"
+fi

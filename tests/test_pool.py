@@ -1,0 +1,314 @@
+"""The PMem pool (native/rpmp_pool.c through rpmp._pool): round trips, recovery, errors, views."""
+
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import textwrap
+
+import pyarrow as pa
+import pytest
+import xxhash
+from rpmp._pool import Pool
+
+from rpmp import _pool as P
+
+MiB = 1 << 20
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    """Deterministic, non-repeating-looking bytes (so misplaced bytes are caught)."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += xxhash.xxh64_digest(struct.pack("<QQ", seed, i))
+        i += 1
+    return bytes(out[:n])
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 4096, 65537, P.DEFAULT_BLOCK_CAPACITY, 9 * MiB + 3])
+def test_round_trip_sizes(pool_path, size):
+    data = pattern(size, size)
+    with Pool.create(pool_path, 64 * MiB) as pool:
+        block = pool.alloc(max(size, 1) if size > P.DEFAULT_BLOCK_CAPACITY else P.DEFAULT_BLOCK_CAPACITY,
+                           key=b"k")
+        assert pool.append(block, data) == 0
+        assert pool.read(block) == data
+        out = bytearray(size)
+        assert pool.read_into(block, out) == size
+        assert out == data
+        view = pool.view(block)
+        assert view.readonly and view.nbytes == size and bytes(view) == data
+        buf = pool.buffer(block)
+        assert isinstance(buf, pa.Buffer) and buf.to_pybytes() == data
+        del view, buf
+        info = pool.info(block)
+        assert (info.used, info.key, info.sealed) == (size, b"k", False)
+
+
+def test_appends_accumulate_and_report_offsets(pool_path):
+    parts = [pattern(n, n) for n in (10, 0, 4096, 333, 1 * MiB)]
+    with Pool.create(pool_path, 32 * MiB) as pool:
+        block = pool.alloc()
+        offsets = [pool.append(block, p) for p in parts]
+        assert offsets == [0, 10, 10, 4106, 4439]
+        assert pool.read(block) == b"".join(parts)
+        assert pool.read(block, 4106, 333) == parts[3]
+        # any buffer-protocol object is accepted without a Python-level copy
+        pool.append(block, memoryview(bytearray(b"xyz")))
+        pool.append(block, pa.py_buffer(b"arrow"))
+        assert pool.read(block)[-8:] == b"xyzarrow"
+
+
+def test_block_larger_than_default_and_write_at_offset(pool_path):
+    with Pool.create(pool_path, 64 * MiB) as pool:
+        block = pool.alloc(10 * MiB)
+        pool.write(block, 6 * MiB, b"tail")
+        assert pool.info(block).used == 6 * MiB + 4
+        pool.write(block, 0, b"head")
+        assert pool.info(block).used == 6 * MiB + 4  # used only grows
+        assert pool.read(block, 0, 4) == b"head" and pool.read(block, 6 * MiB, 4) == b"tail"
+
+
+def test_write_past_capacity_is_refused_and_keeps_data(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc(100)
+        pool.append(block, b"a" * 60)
+        with pytest.raises(P.PoolSizeError, match="exceeds the block's capacity of 100"):
+            pool.append(block, b"b" * 41)
+        with pytest.raises(P.PoolSizeError):
+            pool.write(block, 101, b"")
+        assert pool.read(block) == b"a" * 60
+        with pytest.raises(P.PoolSizeError, match="published bytes"):
+            pool.read(block, 50, 11)
+
+
+def test_seal_checksum_and_immutability(pool_path):
+    data = pattern(12345)
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc()
+        pool.append(block, data)
+        pool.seal(block)
+        pool.seal(block)  # idempotent
+        info = pool.info(block)
+        assert info.sealed and info.checksum == xxhash.xxh64_intdigest(data)
+        with pytest.raises(P.BlockSealedError, match="sealed"):
+            pool.append(block, b"x")
+        pool.verify(block)
+        assert pool.read(block) == data
+
+
+def test_reopen_after_clean_close(pool_path):
+    blocks = {}
+    with Pool.create(pool_path, 64 * MiB) as pool:
+        for i in range(20):
+            block = pool.alloc(P.DEFAULT_BLOCK_CAPACITY if i % 2 else 5000, key=f"key-{i}".encode())
+            pool.append(block, pattern(1000 + i * 97, i))
+            if i % 3 == 0:
+                pool.seal(block)
+            blocks[block] = i
+    with Pool.open(pool_path) as pool:
+        assert pool.recovery == {"blocks_kept": 20, "freed_damaged": 0, "freed_unsealed": 0, "freed_corrupt": 0}
+        assert sorted(pool.blocks()) == sorted(blocks)
+        for block, i in blocks.items():
+            info = pool.info(block)
+            assert info.key == f"key-{i}".encode()
+            assert info.sealed == (i % 3 == 0)
+            assert pool.read(block) == pattern(1000 + i * 97, i)
+        st = pool.stats()
+        assert st["blocks"] == 20 and st["sealed_blocks"] == 7 and st["open_blocks"] == 13
+        assert st["used"] == sum(1000 + i * 97 for i in range(20))
+    check = subprocess.run(["pmempool", "check", "-v", pool_path], capture_output=True, text=True)
+    assert check.returncode == 0 and "consistent" in check.stdout, check.stdout + check.stderr
+
+
+def test_free_and_stats(pool_path):
+    with Pool.create(pool_path, 64 * MiB) as pool:
+        st0 = pool.stats()
+        assert st0["capacity"] == 64 * MiB and st0["blocks"] == 0 and st0["used"] == 0
+        a, b = pool.alloc(), pool.alloc(1000)
+        pool.append(a, b"x" * 500)
+        st = pool.stats()
+        assert st["blocks"] == 2 and st["used"] == 500
+        assert st["allocated"] == 2 * P.HEADER_SIZE + P.DEFAULT_BLOCK_CAPACITY + 1000
+        assert st["free"] == st["capacity"] - st["allocated"]
+        pool.free(a)
+        assert pool.blocks() == [b] and len(pool) == 1 and a not in pool
+        with pytest.raises(P.BlockNotFoundError):
+            pool.read(a)
+        with pytest.raises(P.BlockNotFoundError):
+            pool.free(a)
+        assert pool.stats()["used"] == 0
+
+
+def test_default_block_fills_chunks_exactly(pool_path):
+    """4 MiB blocks must not spill into a 17th 256 KiB chunk: 32 fit where 32 x 4 MiB of heap exists."""
+    with Pool.create(pool_path, 160 * MiB) as pool:
+        n = 0
+        with pytest.raises(P.PoolFullError):
+            while True:
+                pool.alloc()
+                n += 1
+        # 160 MiB minus libpmemobj's metadata leaves room for 37 whole 4 MiB blocks (34 if they spilled)
+        assert n >= 37
+
+
+@pytest.mark.parametrize("bad", [0, 1, 8, 4095, 4096, 1 << 40, (1 << 64) - 1])
+def test_bad_block_addresses(pool_path, bad):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        pool.alloc()
+        for op in (pool.read, pool.info, pool.seal, pool.free, pool.view, pool.payload_offset):
+            with pytest.raises(P.BlockNotFoundError):
+                op(bad)
+
+
+def test_errors_are_named(pool_path, tmp_path):
+    with pytest.raises(P.PoolNotFoundError, match="does not exist"):
+        Pool.open(pool_path)
+    with pytest.raises(P.PoolSizeError, match="minimum"):
+        Pool.create(pool_path, 1 * MiB)
+    pool = Pool.create(pool_path, 16 * MiB)
+    with pytest.raises(P.PoolExistsError):
+        Pool.create(pool_path, 16 * MiB)
+    with pytest.raises(P.BlockKeyError, match="longer than 192"):
+        pool.alloc(10, key=b"k" * 193)
+    with pytest.raises(P.PoolSizeError):
+        pool.alloc(P.MAX_BLOCK_CAPACITY + 1)
+    with pytest.raises(P.PoolSizeError, match="larger than the pool allows"):
+        pool.alloc(32 * MiB)
+    with pytest.raises(P.PoolFullError, match="is full"):
+        pool.alloc(15 * MiB)
+    pool.close()
+    with pytest.raises(P.PoolClosedError):
+        pool.alloc()
+    other = str(tmp_path / "other.pool")
+    subprocess.run(["pmempool", "create", "--layout=not-rpmp", "obj", "--size=16M", other], check=True)
+    with pytest.raises(P.PoolLayoutError, match="not an RPMP pool"):
+        Pool.open(other)
+    junk = str(tmp_path / "junk.pool")
+    with open(junk, "wb") as f:
+        f.write(os.urandom(16 * MiB))
+    with pytest.raises(P.PoolLayoutError):
+        Pool.open(junk)
+
+
+def test_pool_full_keeps_earlier_data(pool_path):
+    with Pool.create(pool_path, 32 * MiB) as pool:
+        written = {}
+        with pytest.raises(P.PoolFullError, match="is full"):
+            for i in range(100):
+                block = pool.alloc(1 * MiB)
+                pool.append(block, pattern(1 * MiB, i))
+                pool.seal(block)
+                written[block] = i
+        assert len(written) > 10
+        for block, i in written.items():
+            pool.verify(block)
+            assert pool.read(block) == pattern(1 * MiB, i)
+        # freeing makes room again
+        first = next(iter(written))
+        pool.free(first)
+        pool.alloc(1 * MiB)
+
+
+def test_second_process_gets_locked_error(pool_path):
+    with Pool.create(pool_path, 16 * MiB):
+        code = textwrap.dedent(f"""
+            from rpmp._pool import Pool, PoolLockedError
+            try:
+                Pool.open({pool_path!r})
+            except PoolLockedError as e:
+                print("LOCKED", e)
+            """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": ROOT})
+        assert out.stdout.startswith("LOCKED") and "another process" in out.stdout, out.stderr
+
+
+def test_second_process_reads_sealed_block_through_read_only_mapping(pool_path):
+    data = pattern(3 * MiB + 11, 42)
+    with Pool.create(pool_path, 32 * MiB) as pool:
+        block = pool.alloc()
+        pool.append(block, data)
+        pool.seal(block)
+        offset = pool.payload_offset(block)
+        assert offset == block + P.HEADER_SIZE
+        code = textwrap.dedent(f"""
+            import mmap, sys, xxhash
+            with open({pool_path!r}, "rb") as f:
+                m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+                sys.stdout.write(xxhash.xxh64_hexdigest(m[{offset}:{offset + len(data)}]))
+            """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout == xxhash.xxh64_hexdigest(data)
+    # the same from this process, after close
+    with open(pool_path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        assert m[offset:offset + len(data)] == data
+        m.close()
+
+
+def test_views_are_zero_copy_and_pin_the_pool(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc()
+        pool.append(block, b"0123456789")
+        view = pool.view(block)
+        buf = pool.buffer(block, 2, 4)
+        assert bytes(buf) == b"2345"
+        assert buf.address == pa.py_buffer(view).address + 2
+        with pytest.raises(TypeError):
+            view[0] = 1
+        pool.write(block, 3, b"X")  # an overwrite inside the block shows through both views
+        assert bytes(view) == b"012X456789" and bytes(buf) == b"2X45"
+        with pytest.raises(P.PoolBusyError):
+            pool.free(block)
+        with pytest.raises(P.PoolBusyError):
+            pool.close()
+        del view, buf
+        pool.free(block)
+
+
+def test_unsealed_seal_required_block_is_freed_on_open(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        done = pool.alloc(100, key=b"put/done", seal_required=True)
+        pool.append(done, b"value")
+        pool.seal(done)
+        half = pool.alloc(100, key=b"put/half", seal_required=True)
+        pool.append(half, b"val")
+        appendable = pool.alloc(100, key=b"shuffle")
+        pool.append(appendable, b"records")
+    with Pool.open(pool_path) as pool:
+        assert pool.recovery["freed_unsealed"] == 1 and pool.recovery["blocks_kept"] == 2
+        assert {i.key: pool.read(i.id) for i in pool} == {b"put/done": b"value", b"shuffle": b"records"}
+
+
+def test_damaged_header_and_corrupt_payload_are_dropped_on_open(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        keep, damage, corrupt = (pool.alloc(1000, key=k) for k in (b"keep", b"damage", b"corrupt"))
+        for b in (keep, damage, corrupt):
+            pool.append(b, pattern(1000, b))
+            pool.seal(b)
+    with open(pool_path, "r+b") as f:
+        f.seek(damage + 40)  # inside the key: the header no longer matches its hdr_check
+        f.write(b"Z")
+        f.seek(corrupt + P.HEADER_SIZE + 500)  # a payload byte of a sealed block
+        f.write(bytes([pattern(1000, corrupt)[500] ^ 0xFF]))
+    with Pool.open(pool_path) as pool:
+        assert pool.recovery == {"blocks_kept": 1, "freed_damaged": 1, "freed_unsealed": 0, "freed_corrupt": 1}
+        assert pool.blocks() == [keep] and pool.read(keep) == pattern(1000, keep)
+
+
+def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc(1000)
+        pool.append(block, b"a" * 1000)
+        pool.seal(block)
+    with open(pool_path, "r+b") as f:
+        f.seek(block + P.HEADER_SIZE)
+        f.write(b"b")
+    with Pool.open(pool_path, verify=False) as pool:
+        assert pool.blocks() == [block]
+        with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
+            pool.verify(block)
