@@ -329,6 +329,47 @@ int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *
     return RPMP_OK;
 }
 
+static int check_range(struct block_hdr *h, uint64_t id, uint64_t offset, uint64_t len) {
+    if (h->state != RPMP_BLOCK_OPEN) return fail(RPMP_E_STATE, "block 0x%llx is sealed", (unsigned long long)id);
+    if (offset > h->capacity || len > h->capacity - offset)
+        return fail(RPMP_E_SIZE, "%llu bytes at %llu exceed the block's capacity of %llu", (unsigned long long)len,
+                    (unsigned long long)offset, (unsigned long long)h->capacity);
+    return RPMP_OK;
+}
+
+int rpmp_block_reserve(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, uint8_t **ptr) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc == RPMP_OK) rc = check_range(h, id, offset, len);
+    if (rc == RPMP_OK) *ptr = payload_of(h) + offset;
+    return rc;
+}
+
+int rpmp_block_flush(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc == RPMP_OK) rc = check_range(h, id, offset, len);
+    if (rc == RPMP_OK && len) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
+    return rc;
+}
+
+int rpmp_block_publish(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, int flushed) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc == RPMP_OK) rc = check_range(h, id, offset, len);
+    if (rc != RPMP_OK) return rc;
+    if (len && !flushed) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
+    pmemobj_drain(pool->pop);
+    uint64_t end = offset + len;
+    if (end > h->used) {
+        uint64_t grow = end - h->used;
+        h->used = end;
+        pmemobj_persist(pool->pop, &h->used, sizeof h->used);
+        ADD(used_bytes, grow);
+    }
+    return RPMP_OK;
+}
+
 int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t len, uint64_t *offset_out) {
     struct block_hdr *h = NULL;
     int rc = lookup(pool, id, &h);

@@ -101,6 +101,14 @@ int rpmp_block_alloc(rpmp_pool *pool, const void *key, uint32_t key_len, uint64_
 int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len);
 /* Write at the current end; *offset_out (may be NULL) gets where the bytes landed. */
 int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t len, uint64_t *offset_out);
+/* Zero-copy writes (a network receive straight into the pool), in three steps:
+ *   reserve: a pointer to len writable bytes at `offset` (offset + len <= capacity); bytes past `used`
+ *            are invisible until published, bytes below it are overwritten in place;
+ *   flush:   write back a range while it is still in cache (optional, no drain);
+ *   publish: flush what is not flushed yet, drain, then persist used = max(used, offset + len). */
+int rpmp_block_reserve(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, uint8_t **ptr);
+int rpmp_block_flush(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len);
+int rpmp_block_publish(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, int flushed);
 int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, uint64_t len);
 /* Pointer to payload byte 0 and the published length; valid while the block lives. */
 int rpmp_block_data(rpmp_pool *pool, uint64_t id, const uint8_t **data, uint64_t *used);

@@ -121,7 +121,10 @@ class BlockInfo:
 
 
 cdef class BlockView:
-    """A read-only buffer over a block's payload bytes, straight out of the mapped pool."""
+    """A buffer over a block's payload bytes, straight out of the mapped pool.
+
+    Read-only for view(); writable for reserve(), whose bytes count only once published.
+    """
 
     cdef Pool pool
     cdef readonly uint64_t block
@@ -130,9 +133,10 @@ cdef class BlockView:
     cdef Py_ssize_t shape[1]
     cdef Py_ssize_t strides[1]
     cdef int exports
+    cdef bint writable
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
-        if flags & PyBUF_WRITABLE:
+        if flags & PyBUF_WRITABLE and not self.writable:
             raise BufferError("pool views are read-only")
         if self.pool._pool == NULL:
             raise PoolClosedError("pool is closed")
@@ -141,7 +145,7 @@ cdef class BlockView:
         buf.buf = <void *>self.ptr
         buf.obj = self
         buf.len = self.length
-        buf.readonly = 1
+        buf.readonly = 0 if self.writable else 1
         buf.itemsize = 1
         buf.format = "B"
         buf.ndim = 1
@@ -357,12 +361,54 @@ cdef class Pool:
         cdef uint64_t n = used - offset if length is None and offset <= used else (length or 0)
         if offset > used or n > used - offset:
             raise PoolSizeError(f"view of {n} bytes at {offset} exceeds the block's {used} published bytes")
+        return memoryview(self._make_view(block, data + offset, n, False))
+
+    cdef BlockView _make_view(self, uint64_t block, const uint8_t *ptr, Py_ssize_t n, bint writable):
         cdef BlockView v = BlockView.__new__(BlockView)
         v.pool = self
         v.block = block
-        v.ptr = data + offset
+        v.ptr = ptr
         v.length = n
-        return memoryview(v)
+        v.writable = writable
+        return v
+
+    def reserve(self, uint64_t block, uint64_t offset, uint64_t length):
+        """A writable memoryview of `length` bytes at `offset`, for receiving straight into the pool.
+
+        Bytes past the published end stay invisible (also after a crash) until publish(); bytes below
+        it are overwritten in place. The view pins the block like view() does.
+        """
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef uint8_t *ptr
+        _check(rpmp_block_reserve(pool, block, offset, length, &ptr))
+        return memoryview(self._make_view(block, ptr, length, True))
+
+    def flush(self, uint64_t block, uint64_t offset, uint64_t length):
+        """Write back reserved bytes now (while they are hot in cache); publish() then only drains."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef int rc
+        with nogil:
+            rc = rpmp_block_flush(pool, block, offset, length)
+        _check(rc)
+
+    def publish(self, uint64_t block, uint64_t offset, uint64_t length, bint flushed=False):
+        """Make reserved bytes durable and visible: persist them, then used = max(used, offset+length)."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef int rc
+        with nogil:
+            rc = rpmp_block_publish(pool, block, offset, length, flushed)
+        _check(rc)
+
+    def used(self, uint64_t block):
+        """Published bytes of a block (cheaper than info())."""
+        cdef const uint8_t *data
+        cdef uint64_t n
+        self._live_check(block)
+        _check(rpmp_block_data(self._p(), block, &data, &n))
+        return n
 
     def buffer(self, uint64_t block, uint64_t offset=0, length=None):
         """Like view() but as a zero-copy pyarrow.Buffer."""

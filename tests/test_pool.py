@@ -312,3 +312,37 @@ def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path
         assert pool.blocks() == [block]
         with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
             pool.verify(block)
+
+
+def test_reserve_flush_publish_receives_in_place(pool_path):
+    data = pattern(300_000, 9)
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc()
+        pool.append(block, b"head")
+        target = pool.reserve(block, 4, len(data))
+        assert not target.readonly and pool.used(block) == 4
+        target[: 100_000] = data[: 100_000]
+        pool.flush(block, 4, 100_000)
+        target[100_000:] = data[100_000:]
+        assert pool.read(block) == b"head"  # nothing visible before publish
+        pool.publish(block, 4, len(data))
+        assert pool.used(block) == 4 + len(data) and pool.read(block, 4) == data
+        with pytest.raises(P.PoolBusyError):
+            pool.free(block)
+        del target
+        with pytest.raises(P.PoolSizeError, match="capacity"):
+            pool.reserve(block, P.DEFAULT_BLOCK_CAPACITY - 10, 11)
+        pool.seal(block)
+        with pytest.raises(P.BlockSealedError):
+            pool.reserve(block, 0, 1)
+
+
+def test_reserved_but_unpublished_bytes_vanish_on_reopen(pool_path):
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc()
+        pool.append(block, b"kept")
+        view = pool.reserve(block, 4, 6)
+        view[:] = b"unseen"
+        del view
+    with Pool.open(pool_path) as pool:
+        assert pool.read(block) == b"kept"
