@@ -1,0 +1,75 @@
+package org.rpmp.shuffle;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/** Decoders of the response metas the JVM side reads. Each checks the meta is consumed exactly. */
+public final class Responses {
+    private Responses() {}
+
+    /** HELLO response: {@code u16 version, str node_id, u64 max_data}. */
+    public static final class Hello {
+        public final int version;
+        public final String nodeId;
+        public final long maxData;
+
+        Hello(int version, String nodeId, long maxData) {
+            this.version = version;
+            this.nodeId = nodeId;
+            this.maxData = maxData;
+        }
+    }
+
+    /** MEMBERS / HEARTBEAT response: {@code u64 epoch, list<Node>}. */
+    public static final class Members {
+        public final long epoch;
+        public final List<NodeInfo> nodes;
+
+        Members(long epoch, List<NodeInfo> nodes) {
+            this.epoch = epoch;
+            this.nodes = nodes;
+        }
+    }
+
+    public static Hello hello(MetaReader r) throws RpmpException {
+        Hello h = new Hello(r.u16("version"), r.str("node_id"), r.u64("max_data"));
+        r.end("HELLO response");
+        return h;
+    }
+
+    public static Members members(MetaReader r) throws RpmpException {
+        long epoch = r.u64("epoch");
+        int n = r.count("nodes", 6);
+        List<NodeInfo> nodes = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) nodes.add(NodeInfo.read(r));
+        r.end("MEMBERS response");
+        return new Members(epoch, nodes);
+    }
+
+    /** FETCH response frame: {@code u32 records}. */
+    public static long fetchRecords(MetaReader r) throws RpmpException {
+        long n = r.u32("records");
+        r.end("FETCH response");
+        return n;
+    }
+
+    /** DELETE_SHUFFLE / DELETE_APP response: {@code u64 blocks_freed}. */
+    public static long blocksFreed(MetaReader r) throws RpmpException {
+        long n = r.u64("blocks_freed");
+        r.end("DELETE response");
+        return n;
+    }
+
+    /** Responses with no meta (PING, PUSH, MAP_END, ...). */
+    public static void empty(MetaReader r, int opcode) throws RpmpException {
+        r.end(Protocol.opName(opcode) + " response");
+    }
+
+    /** An error frame's meta {@code u16 code, str message}, as the exception to throw. */
+    public static RpmpException error(MetaReader r, String node) throws RpmpException {
+        int code = r.u16("error code");
+        String message = r.str("error message");
+        r.end("error frame");
+        return new RpmpException(code, message, node);
+    }
+}
