@@ -1,0 +1,191 @@
+"""The `rpmp` command: server, cluster, stat, bench.
+
+Settings come from (lowest to highest) built-in defaults, a config file (`--config`, default
+spark-conf/rpmp-node.conf when present), RPMP_<NAME> environment variables and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from rpmp.server.config import NodeConfig, parse_size
+
+DEFAULT_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spark-conf",
+                            "rpmp-node.conf")
+
+
+def _node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="node config file (`name = value` lines); default "
+                   "spark-conf/rpmp-node.conf if it exists")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1; env RPMP_HOST)")
+    p.add_argument("--port", type=int, help="TCP port, 0 picks a free one (default 7077; env RPMP_PORT)")
+    p.add_argument("--node-id", help="name of this node in the cluster (default host:port)")
+    p.add_argument("--pool", help="pool file: a file on /dev/shm or on a PMem (fsdax) mount; created if "
+                   "missing (default /dev/shm/rpmp.pool; env RPMP_POOL)")
+    p.add_argument("--pool-size", type=parse_size, help="size of a new pool, e.g. 512m, 4g (default 1g)")
+    p.add_argument("--seeds", help="comma-separated host:port of seed nodes to join (default: none, a "
+                   "single node or the first seed)")
+    p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats to the seeds (0.5)")
+    p.add_argument("--dead-after", type=float, help="seconds without heartbeats before a node is dead (3)")
+    p.add_argument("--max-data", type=parse_size, help="largest data part a frame may carry (256m)")
+    p.add_argument("--max-connections", type=int, help="client connections accepted at once (1024)")
+    p.add_argument("--no-verify-push", dest="verify_push", action="store_const", const=False,
+                   help="do not verify each pushed segment's XXH64 on receipt (readers still verify)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def _config(args: argparse.Namespace, **extra) -> NodeConfig:
+    path = args.config or (DEFAULT_CONF if os.path.exists(DEFAULT_CONF) else None)
+    over = {k: getattr(args, k, None) for k in ("host", "port", "node_id", "pool", "pool_size",
+                                               "heartbeat_interval", "dead_after", "max_data",
+                                               "max_connections", "verify_push", "log_level")}
+    if getattr(args, "seeds", None):
+        over["seeds"] = [s for s in args.seeds.split(",") if s]
+    over.update(extra)
+    return NodeConfig.load(path, **over)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from rpmp.server.node import run
+
+    run(_config(args))
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Start N nodes on loopback (node 0 is the seed of the others) and wait for Ctrl-C."""
+    procs, addrs = [], []
+    base = args.base_port
+    ports = [base + i for i in range(args.nodes)] if base else [0] * args.nodes
+    seed = None
+    try:
+        for i in range(args.nodes):
+            cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", args.host, "--port", str(ports[i]),
+                   "--pool", f"{args.pool_dir}/rpmp-node{i}.pool", "--pool-size", str(args.pool_size)]
+            if seed:
+                cmd += ["--seeds", seed]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+            line = proc.stdout.readline()
+            if not line.startswith("RPMP node listening on"):
+                raise SystemExit(f"node {i} did not start (exit {proc.wait()})")
+            addr = line.rsplit(" ", 1)[1].strip()
+            seed = seed or addr
+            procs.append(proc)
+            addrs.append(addr)
+            print(f"node {i}: {addr}" + (" (seed)" if addr == seed else ""), flush=True)
+        print(f"RPMP cluster ready: {','.join(addrs)}", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(10)
+
+
+def cmd_stat(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from rpmp.client import Client
+
+    with Client(args.nodes) as client:
+        epoch, nodes = client.members()
+        console = Console()
+        nt = Table(title=f"RPMP nodes (epoch {epoch})")
+        for col in ("node", "state", "pool", "used", "free", "blocks", "apps", "shuffles", "pushed", "fetched"):
+            nt.add_column(col, justify="right" if col not in ("node", "state", "pool") else "left")
+        apps: dict[str, dict] = {}
+        for n in nodes:
+            state = {1: "alive", 2: "suspect", 3: "dead"}.get(n.state, str(n.state))
+            if n.state != 1:
+                nt.add_row(n.node_id, state, *[""] * 8)
+                continue
+            st = client.stats(node=f"{n.host}:{n.port}")
+            pool, ctr = st["pool"], st["counters"]
+            for app, a in st["apps"].items():
+                agg = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0})
+                for k in agg:
+                    agg[k] += a[k]
+            nt.add_row(n.node_id, state, pool["path"], _size(pool["used"]), _size(pool["free"]), str(pool["blocks"]),
+                       str(len(st["apps"])), str(sum(a["shuffles"] for a in st["apps"].values())),
+                       _size(ctr["push_bytes"]), _size(ctr["fetch_bytes"]))
+        console.print(nt)
+        if apps:
+            at = Table(title="applications")
+            for col in ("app", "shuffles", "records", "bytes"):
+                at.add_column(col, justify="left" if col == "app" else "right")
+            for app, a in sorted(apps.items()):
+                at.add_row(app, str(a["shuffles"]), str(a["records"]), _size(a["bytes"]))
+            console.print(at)
+    return 0
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "bench", f"{args.which}.py")
+    if not os.path.exists(script):
+        print(f"rpmp bench: {script} is not there (benchmarks run from a source checkout)", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, script, *args.rest])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="rpmp", description="RPMP: a remote persistent-memory shuffle service.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("server", help="run one RPMP node", description="Run one RPMP node until SIGINT/SIGTERM.")
+    _node_args(p)
+    p.set_defaults(func=cmd_server)
+
+    p = sub.add_parser("cluster", help="run a local node set on loopback (development, tests)",
+                       description="Start N nodes on loopback ports; the first is the seed of the others.")
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
+    p.add_argument("--host", default="127.0.0.1", help="address of every node (default 127.0.0.1)")
+    p.add_argument("--base-port", type=int, default=0, help="first port; the others follow (default: free ports)")
+    p.add_argument("--pool-dir", default="/dev/shm", help="directory of the pool files (default /dev/shm)")
+    p.add_argument("--pool-size", default="512m", help="size of each node's pool (default 512m)")
+    p.set_defaults(func=cmd_cluster)
+
+    p = sub.add_parser("stat", help="show nodes, pools, apps, shuffles and bytes",
+                       description="Print a table of the cluster's nodes and applications.")
+    p.add_argument("--nodes", default=os.environ.get("RPMP_NODES", "127.0.0.1:7077"),
+                   help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
+    p.set_defaults(func=cmd_stat)
+
+    p = sub.add_parser("bench", help="run a benchmark from bench/ (micro, pool_bench, terasort)",
+                       description="Run bench/<which>.py with the remaining arguments.")
+    p.add_argument("which", choices=["micro", "pool_bench", "terasort"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ValueError as e:
+        print(f"rpmp {args.command}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,423 @@
+"""The Python client of RPMP nodes.
+
+    with rpmp.Client("127.0.0.1:7077") as c:
+        c.put("k", b"value"); buf = c.get("k")            # pyarrow.Buffer, no copy after the socket
+        c.put_table("t", table); c.get_table("t")          # Arrow tables (IPC stream)
+        addr = c.alloc(4096); c.write(addr, b"x"); c.read(addr, 1); c.free(addr)
+        placement = c.register_shuffle("app-1", 0, num_partitions=8)
+        c.push("app-1", 0, partition=3, map_index=0, attempt=17, seq=0, data=b"...", placement=placement)
+        for seg in c.fetch("app-1", 0, 3, placement=placement): ...
+
+Blocking sockets (sendmsg/recv_into, the fastest path Python has), a small pool of connections per node
+(thread-safe), pipelined pushes, and every error frame raised as an RpmpError subclass carrying the
+node's message. Replies are received straight into pyarrow buffers: what `get` and `fetch` hand back is
+a view of the bytes that came off the socket.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pyarrow as pa
+import xxhash
+
+from rpmp import _wire as W
+from rpmp.protocol import (
+    END_MAP_ALL,
+    FLAG_ERROR,
+    FLAG_MORE,
+    FLAG_RESPONSE,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_META,
+    VERSION,
+    ErrorCode,
+    Node,
+    Op,
+    ProtocolError,
+)
+
+HEADER = struct.Struct("<IBBHQIIQ")
+MAX_REPLY_DATA = 1 << 31
+
+
+class RpmpError(ProtocolError):
+    """An error frame from a node (or a broken reply); `code` is the ErrorCode."""
+
+
+class NotFoundError(RpmpError):
+    pass
+
+
+class BadRequestError(RpmpError):
+    pass
+
+
+class ChecksumMismatchError(RpmpError):
+    pass
+
+
+class PoolFullError(RpmpError):
+    pass
+
+
+class ConflictError(RpmpError):
+    pass
+
+
+class UnavailableError(RpmpError):
+    pass
+
+
+class IncompleteError(RpmpError):
+    pass
+
+
+_ERRORS = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
+           ErrorCode.CHECKSUM_MISMATCH: ChecksumMismatchError, ErrorCode.POOL_FULL: PoolFullError,
+           ErrorCode.CONFLICT: ConflictError, ErrorCode.UNAVAILABLE: UnavailableError,
+           ErrorCode.INCOMPLETE: IncompleteError}
+
+
+def _error(code: int, message: str) -> RpmpError:
+    return _ERRORS.get(code, RpmpError)(code, message)
+
+
+def _addr(node) -> tuple[str, int]:
+    if isinstance(node, Node):
+        return node.host, node.port
+    if isinstance(node, tuple):
+        return node[0], int(node[1])
+    host, _, port = str(node).strip().rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"not a host:port: {node!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A shuffle's placement: the nodes, and per partition its preference list (primary first)."""
+
+    epoch: int
+    nodes: tuple[Node, ...]
+    prefs: tuple[tuple[int, ...], ...]
+
+    def nodes_for(self, partition: int) -> list[Node]:
+        return [self.nodes[i] for i in self.prefs[partition]]
+
+    def primary(self, partition: int) -> Node:
+        return self.nodes[self.prefs[partition][0]]
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One record of a fetched partition; `data` is a zero-copy view of the received bytes."""
+
+    map_index: int
+    attempt: int
+    seq: int
+    data: memoryview
+
+
+class Connection:
+    """One TCP connection to a node: framed requests out, framed responses in, in order."""
+
+    def __init__(self, host: str, port: int, timeout: float):
+        self.host, self.port = host, port
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._hdr = bytearray(HEADER_SIZE)
+        self._hdr_view = memoryview(self._hdr)
+        self._rid = 0
+
+    def send(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> int:
+        self._rid += 1
+        dlen = 0 if data is None else memoryview(data).nbytes
+        head = HEADER.pack(MAGIC, VERSION, op, flags, self._rid, len(meta), 0, dlen) + meta
+        if dlen:
+            self._sendmsg([head, data])
+        else:
+            self.sock.sendall(head)
+        return self._rid
+
+    def _sendmsg(self, bufs: list) -> None:
+        views = [memoryview(b).cast("B") for b in bufs]
+        while views:
+            sent = self.sock.sendmsg(views)
+            while views and sent >= views[0].nbytes:
+                sent -= views[0].nbytes
+                views.pop(0)
+            if views and sent:
+                views[0] = views[0][sent:]
+
+    def _recv_into(self, view: memoryview) -> None:
+        pos, n = 0, view.nbytes
+        while pos < n:
+            got = self.sock.recv_into(view[pos:], n - pos)
+            if not got:
+                raise ConnectionError(f"node {self.host}:{self.port} closed the connection")
+            pos += got
+
+    def recv(self, op: int, rid: int) -> tuple[int, bytes, pa.Buffer | None]:
+        """One response frame: (flags, meta, data). Error frames raise."""
+        self._recv_into(self._hdr_view)
+        magic, version, rop, flags, rrid, meta_len, reserved, data_len = HEADER.unpack(self._hdr)
+        if magic != MAGIC or version != VERSION or not flags & FLAG_RESPONSE or meta_len > MAX_META \
+                or data_len > MAX_REPLY_DATA:
+            raise RpmpError(ErrorCode.BAD_FRAME, f"bad response frame from {self.host}:{self.port} (magic "
+                            f"{magic:#x}, version {version}, flags {flags:#x}, meta {meta_len}, data {data_len})")
+        meta = bytearray(meta_len)
+        if meta_len:
+            self._recv_into(memoryview(meta))
+        data = None
+        if data_len:
+            data = pa.allocate_buffer(data_len)
+            self._recv_into(memoryview(data))
+        if flags & FLAG_ERROR:
+            code, message = W.decode_error(bytes(meta))
+            raise _error(code, message)
+        if rrid != rid or rop != op:
+            raise RpmpError(ErrorCode.BAD_FRAME, f"response for request {rrid} op {rop:#x}, expected {rid} op {op:#x}")
+        return flags, bytes(meta), data
+
+    def call(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> tuple[bytes, pa.Buffer | None]:
+        rid = self.send(op, meta, data, flags)
+        _, rmeta, rdata = self.recv(op, rid)
+        return rmeta, rdata
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Client:
+    """Talks to one or more RPMP nodes; safe to share between threads."""
+
+    def __init__(self, nodes: str | Iterable = "127.0.0.1:7077", timeout: float = 120.0, max_idle: int = 8):
+        items = nodes.split(",") if isinstance(nodes, str) else list(nodes)
+        self.nodes = [_addr(n) for n in items if str(n).strip()]
+        if not self.nodes:
+            raise ValueError("no RPMP node given")
+        self.timeout = timeout
+        self.max_idle = max_idle
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            conns = [c for lst in self._idle.values() for c in lst]
+            self._idle.clear()
+        for c in conns:
+            c.close()
+
+    @contextmanager
+    def connection(self, node=None) -> Iterator[Connection]:
+        """A pooled connection to `node` (default: the first node); dropped if the caller fails mid-way."""
+        key = _addr(node) if node is not None else self.nodes[0]
+        with self._lock:
+            idle = self._idle.get(key)
+            conn = idle.pop() if idle else None
+        if conn is None:
+            conn = Connection(key[0], key[1], self.timeout)
+        try:
+            yield conn
+        except (RpmpError, ProtocolError) as e:
+            if e.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_VERSION, ErrorCode.TOO_LARGE):
+                conn.close()
+            else:
+                self._release(key, conn)
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        else:
+            self._release(key, conn)
+
+    def _release(self, key, conn: Connection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < self.max_idle:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def _call(self, op: int, meta: bytes = b"", data=None, node=None) -> tuple[bytes, pa.Buffer | None]:
+        with self.connection(node) as conn:
+            return conn.call(op, meta, data)
+
+    # ---- control --------------------------------------------------------------------------------
+    def hello(self, node=None) -> dict:
+        meta, _ = self._call(Op.HELLO, W.encode_hello(VERSION, "rpmp-python"), node=node)
+        version, node_id, max_data = W.decode_hello_resp(meta)
+        return {"version": version, "node_id": node_id, "max_data": max_data}
+
+    def ping(self, node=None) -> None:
+        self._call(Op.PING, node=node)
+
+    def stats(self, node=None) -> dict:
+        import json
+
+        _, data = self._call(Op.STATS, node=node)
+        return json.loads(data.to_pybytes()) if data is not None else {}
+
+    def members(self, node=None) -> tuple[int, list[Node]]:
+        meta, _ = self._call(Op.MEMBERS, node=node)
+        epoch, nodes = W.decode_members(meta)
+        return epoch, list(nodes)
+
+    # ---- shuffle --------------------------------------------------------------------------------
+    def register_shuffle(self, app: str, shuffle: int, num_partitions: int, replicas: int = 1,
+                         node=None) -> Placement:
+        meta, _ = self._call(Op.REGISTER_SHUFFLE, W.encode_register(app, shuffle, num_partitions, replicas),
+                             node=node)
+        epoch, nodes, prefs = W.decode_register_resp(meta)
+        return Placement(epoch, tuple(nodes), tuple(tuple(p) for p in prefs))
+
+    def _target(self, placement: Placement | None, partition: int, node):
+        if node is not None:
+            return node
+        return placement.primary(partition) if placement is not None else None
+
+    def push(self, app: str, shuffle: int, partition: int, map_index: int, attempt: int, seq: int, data,
+             placement: Placement | None = None, node=None) -> None:
+        """Push one segment (checksummed here) to the partition's primary node."""
+        checksum = xxhash.xxh64_intdigest(data)
+        meta = W.encode_push(app, shuffle, partition, map_index, attempt, seq, checksum)
+        self._call(Op.PUSH, meta, data, node=self._target(placement, partition, node))
+
+    def push_many(self, app: str, shuffle: int, segments: Iterable[tuple[int, int, int, int, object]],
+                  placement: Placement | None = None, node=None, window: int = 16) -> int:
+        """Push (partition, map_index, attempt, seq, data) segments, up to `window` in flight per node."""
+        by_node: dict[tuple[str, int], list] = {}
+        for seg in segments:
+            target = self._target(placement, seg[0], node)
+            by_node.setdefault(_addr(target) if target is not None else self.nodes[0], []).append(seg)
+        count = 0
+        for key, segs in by_node.items():
+            with self.connection(key) as conn:
+                pending: list[int] = []
+                for p, m, a, s, data in segs:
+                    meta = W.encode_push(app, shuffle, p, m, a, s, xxhash.xxh64_intdigest(data))
+                    pending.append(conn.send(Op.PUSH, meta, data))
+                    if len(pending) >= window:
+                        conn.recv(Op.PUSH, pending.pop(0))
+                for rid in pending:
+                    conn.recv(Op.PUSH, rid)
+                count += len(segs)
+        return count
+
+    def map_end(self, app: str, shuffle: int, map_index: int, attempt: int,
+                counts: Iterable[tuple[int, int, int]], node=None) -> None:
+        """Tell a node what this map attempt pushed to it: (partition, segments, bytes) per partition."""
+        self._call(Op.MAP_END, W.encode_map_end(app, shuffle, map_index, attempt, list(counts)), node=node)
+
+    def fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
+                  attempts: Iterable[int] = (), node=None) -> list[tuple[int, pa.Buffer]]:
+        """The FETCH reply as it came: (record count, data buffer) per frame."""
+        meta = W.encode_fetch(app, shuffle, partition, start_map, end_map, list(attempts))
+        out = []
+        with self.connection(node) as conn:
+            rid = conn.send(Op.FETCH, meta)
+            while True:
+                flags, rmeta, data = conn.recv(Op.FETCH, rid)
+                out.append((W.decode_fetch_resp(rmeta), data))
+                if not flags & FLAG_MORE:
+                    return out
+
+    def fetch(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
+              attempts: Iterable[int] | None = None, placement: Placement | None = None, node=None,
+              verify: bool = True) -> list[Segment]:
+        """The segments of one partition: only the given attempts (if any), each (map, attempt, seq) once,
+        every checksum verified. Falls back along the placement's preference list on connection errors."""
+        wanted = set(attempts) if attempts else None
+        targets = [node] if node is not None else (placement.nodes_for(partition) if placement else [None])
+        last_error: Exception | None = None
+        for target in targets:
+            try:
+                frames = self.fetch_raw(app, shuffle, partition, start_map, end_map, wanted or (), node=target)
+                break
+            except (OSError, ConnectionError) as e:
+                last_error = e
+        else:
+            raise UnavailableError(ErrorCode.UNAVAILABLE, f"no node of partition {partition} answered: {last_error}")
+        out: list[Segment] = []
+        seen: set[tuple[int, int, int]] = set()
+        for nrec, data in frames:
+            if data is None:
+                if nrec:
+                    raise RpmpError(ErrorCode.BAD_FRAME, f"frame announces {nrec} records but carries no data")
+                continue
+            view = memoryview(data)
+            got = 0
+            for m, a, s, start, n, checksum in W.iter_records(view):
+                got += 1
+                if not (start_map <= m < end_map) or (wanted is not None and a not in wanted) or (m, a, s) in seen:
+                    continue
+                payload = view[start:start + n]
+                if verify and xxhash.xxh64_intdigest(payload) != checksum:
+                    raise ChecksumMismatchError(ErrorCode.CHECKSUM_MISMATCH,
+                                                f"record ({m}, {a}, {s}) of partition {partition} is corrupt")
+                seen.add((m, a, s))
+                out.append(Segment(m, a, s, payload))
+            if got != nrec:
+                raise RpmpError(ErrorCode.BAD_FRAME, f"frame announces {nrec} records, carries {got}")
+        return out
+
+    def partition_info(self, app: str, shuffle: int, partition: int, node=None) -> dict:
+        meta, _ = self._call(Op.PARTITION_INFO, W.encode_partition_info(app, shuffle, partition), node=node)
+        path, records, nbytes, blocks = W.decode_partition_info_resp(meta)
+        return {"pool_path": path, "records": records, "bytes": nbytes, "blocks": list(blocks)}
+
+    def delete_shuffle(self, app: str, shuffle: int, node=None) -> int:
+        meta, _ = self._call(Op.DELETE_SHUFFLE, W.encode_delete_shuffle(app, shuffle), node=node)
+        return W.decode_u64(meta)
+
+    def delete_app(self, app: str, node=None) -> int:
+        meta, _ = self._call(Op.DELETE_APP, W.encode_delete_app(app), node=node)
+        return W.decode_u64(meta)
+
+    # ---- key-value ------------------------------------------------------------------------------
+    def put(self, key: str | bytes, value, node=None) -> None:
+        self._call(Op.PUT, W.encode_key(key), value, node=node)
+
+    def get(self, key: str | bytes, node=None) -> pa.Buffer:
+        _, data = self._call(Op.GET, W.encode_key(key), node=node)
+        return data if data is not None else pa.py_buffer(b"")
+
+    def delete(self, key: str | bytes, node=None) -> None:
+        self._call(Op.DELETE, W.encode_key(key), node=node)
+
+    def put_table(self, key: str | bytes, table: pa.Table, node=None) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        self.put(key, sink.getvalue(), node=node)
+
+    def get_table(self, key: str | bytes, node=None) -> pa.Table:
+        return pa.ipc.open_stream(self.get(key, node=node)).read_all()
+
+    # ---- pool addresses -------------------------------------------------------------------------
+    def alloc(self, size: int, node=None) -> int:
+        meta, _ = self._call(Op.ALLOC, W.encode_alloc(size), node=node)
+        return W.decode_u64(meta)
+
+    def write(self, address: int, data, offset: int = 0, node=None) -> None:
+        self._call(Op.WRITE, W.encode_write(address, offset), data, node=node)
+
+    def read(self, address: int, length: int, offset: int = 0, node=None) -> pa.Buffer:
+        _, data = self._call(Op.READ, W.encode_read(address, offset, length), node=node)
+        return data if data is not None else pa.py_buffer(b"")
+
+    def free(self, address: int, node=None) -> None:
+        self._call(Op.FREE, W.encode_free(address), node=node)
+

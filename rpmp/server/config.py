@@ -1,0 +1,102 @@
+"""Node configuration: defaults < config file < RPMP_* environment variables < command-line flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+from rpmp import protocol
+
+UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str | int) -> int:
+    """'512m', '4g', '4096', '1.5g' -> bytes."""
+    if isinstance(text, int):
+        return text
+    t = str(text).strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        if t and t[-1] in UNITS:
+            return int(float(t[:-1]) * UNITS[t[-1]])
+        return int(t)
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 4096, 512m, 4g)") from None
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a host:port: {text!r}")
+    return host, int(port)
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 7077
+    node_id: str = ""  # default host:port
+    pool: str = "/dev/shm/rpmp.pool"
+    pool_size: int = 1 << 30
+    seeds: list[str] = field(default_factory=list)
+    heartbeat_interval: float = 0.5
+    dead_after: float = 3.0
+    max_data: int = protocol.DEFAULT_MAX_DATA
+    max_connections: int = 1024
+    verify_on_open: bool = True
+    verify_push: bool = True
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            self.node_id = f"{self.host}:{self.port}"
+
+    @classmethod
+    def load(cls, path: str | None = None, env: dict | None = None, **overrides) -> NodeConfig:
+        """Build a config from a key = value file, RPMP_<NAME> variables and explicit overrides."""
+        values: dict[str, object] = {}
+        if path:
+            values.update(read_conf_file(path))
+        env = os.environ if env is None else env
+        for f in fields(cls):
+            v = env.get("RPMP_" + f.name.upper())
+            if v is not None:
+                values[f.name] = v
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**{k: _convert(cls, k, v) for k, v in values.items()})
+
+
+def read_conf_file(path: str) -> dict[str, str]:
+    """Lines of `name = value` (or `rpmp.node.name value`); `#` starts a comment."""
+    out: dict[str, str] = {}
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if "=" in line:
+                k, v = (s.strip() for s in line.split("=", 1))
+            else:
+                k, _, v = line.partition(" ")
+                v = v.strip()
+            k = k.removeprefix("rpmp.node.").replace("-", "_").replace(".", "_")
+            if not k or not v:
+                raise ValueError(f"{path}:{n}: expected `name = value`")
+            out[k] = v
+    return out
+
+
+def _convert(cls, name: str, value: object) -> object:
+    kinds = {f.name: f.type for f in fields(cls)}
+    if name not in kinds:
+        raise ValueError(f"unknown setting {name!r} (known: {', '.join(sorted(kinds))})")
+    kind = kinds[name]
+    if isinstance(value, str):
+        if kind == "int":
+            return parse_size(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "list[str]":
+            return [s.strip() for s in value.split(",") if s.strip()]
+    return value

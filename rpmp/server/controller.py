@@ -1,0 +1,305 @@
+"""Controller: what each request means. Sits between the network layer and storage.
+
+It validates requests, keeps shuffle registrations and placement (consistent hashing over the live
+nodes), verifies pushed checksums as the bytes arrive, checks map-end counts, answers fetches with
+zero-copy views of pool memory, and forwards registrations and deletes to the other live nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable
+
+import xxhash
+
+from rpmp import _wire as W
+from rpmp import protocol as P
+from rpmp.protocol import ErrorCode, Op, ProtocolError
+from rpmp.server.network import Reply, Sink
+from rpmp.server.storage import Storage, StorageError
+
+log = logging.getLogger("rpmp.controller")
+
+FETCH_FRAME_BYTES = 16 << 20
+STORAGE_ERRORS = {"not_found": ErrorCode.NOT_FOUND, "pool_full": ErrorCode.POOL_FULL,
+                  "bad_request": ErrorCode.BAD_REQUEST}
+
+
+def _storage_error(e: StorageError) -> ProtocolError:
+    return ProtocolError(STORAGE_ERRORS.get(e.kind, ErrorCode.INTERNAL), str(e))
+
+
+class Controller:
+    def __init__(self, storage: Storage, membership, peers, config):
+        self.storage = storage
+        self.membership = membership
+        self.peers = peers  # PeerPool: async requests to other nodes
+        self.config = config
+        self.started = time.time()
+        self.counters = {"pushes": 0, "push_bytes": 0, "duplicates": 0, "fetches": 0, "fetch_bytes": 0,
+                         "checksum_errors": 0, "gets": 0, "puts": 0}
+        self._handlers = {
+            Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
+            Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
+            Op.FETCH: self._fetch, Op.PARTITION_INFO: self._partition_info, Op.DELETE_SHUFFLE: self._delete_shuffle,
+            Op.DELETE_APP: self._delete_app, Op.GET: self._get, Op.DELETE: self._delete, Op.ALLOC: self._alloc,
+            Op.READ: self._read, Op.FREE: self._free,
+        }
+        self._data_handlers = {Op.PUSH: self._push, Op.PUT: self._put, Op.WRITE: self._write}
+
+    # ---- entry points called by the network layer ------------------------------------------------
+    def handle(self, op: int, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
+        h = self._handlers.get(op)
+        if h is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
+        try:
+            return h(flags, meta)
+        except StorageError as e:
+            raise _storage_error(e) from None
+
+    def takes_data(self, op: int) -> bool:
+        return op in self._data_handlers
+
+    def begin_data(self, op: int, flags: int, meta: memoryview, data_len: int) -> Sink:
+        h = self._data_handlers.get(op)
+        if h is None:
+            if op in self._handlers:
+                raise ProtocolError(ErrorCode.BAD_REQUEST, f"{Op(op).name} takes no data part")
+            raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
+        try:
+            return h(flags, meta, data_len)
+        except StorageError as e:
+            raise _storage_error(e) from None
+
+    # ---- control --------------------------------------------------------------------------------
+    def _hello(self, flags, meta) -> Reply:
+        version, _client = W.decode_hello(meta)
+        if version != P.VERSION:
+            raise ProtocolError(ErrorCode.BAD_VERSION, f"client speaks version {version}, node speaks {P.VERSION}")
+        return Reply(W.encode_hello_resp(P.VERSION, self.config.node_id, self.config.max_data))
+
+    def _ping(self, flags, meta) -> Reply:
+        W.decode_empty(meta)
+        return Reply()
+
+    def _stats(self, flags, meta) -> Reply:
+        W.decode_empty(meta)
+        st = self.storage.stats()
+        st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
+                  epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
+                  counters=dict(self.counters))
+        return Reply(data=[json.dumps(st).encode()])
+
+    def _members(self, flags, meta) -> Reply:
+        W.decode_empty(meta)
+        return Reply(W.encode_members(self.membership.epoch, self.membership.nodes()))
+
+    def _heartbeat(self, flags, meta) -> Reply:
+        node, known_epoch = W.decode_heartbeat(meta)
+        self.membership.on_heartbeat(node, known_epoch)
+        return Reply(W.encode_members(self.membership.epoch, self.membership.nodes()))
+
+    # ---- shuffles -------------------------------------------------------------------------------
+    def _shuffle(self, app: str, sid: int):
+        sh = self.storage.shuffle(app, sid)
+        if sh is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sid} of app {app!r} is not registered on this node")
+        return sh
+
+    def _partition(self, sh, p: int) -> None:
+        if p >= sh.num_partitions:
+            raise ProtocolError(ErrorCode.BAD_REQUEST,
+                                f"partition {p} is out of range: shuffle {sh.shuffle} has {sh.num_partitions}")
+
+    def _register(self, flags, meta) -> Reply | Awaitable[Reply]:
+        forwarded = bool(flags & P.FLAG_FORWARDED)
+        if forwarded:
+            (app, sid, nparts, replicas), placement = W.decode_register_forwarded(meta)
+        else:
+            app, sid, nparts, replicas = W.decode_register(meta)
+            placement = None
+        if not 1 <= nparts <= P.MAX_PARTITIONS:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"num_partitions {nparts} is not in 1..{P.MAX_PARTITIONS}")
+        if not 1 <= replicas <= 8:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"replicas {replicas} is not in 1..8")
+        sh = self.storage.shuffle(app, sid)
+        if sh is not None:
+            if sh.num_partitions != nparts:
+                raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {app!r} is registered with "
+                                    f"{sh.num_partitions} partitions, not {nparts}")
+            return Reply(sh.placement)
+        if placement is None:
+            placement = self._place(app, sid, nparts, replicas)
+        self.storage.register(app, sid, nparts, replicas, placement)
+        log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
+                 " (forwarded)" if forwarded else "")
+        if forwarded:
+            return Reply(placement)
+        fwd = W.encode_register_forwarded(app, sid, nparts, replicas, placement)
+        return self._forward_all(Op.REGISTER_SHUFFLE, fwd, Reply(placement))
+
+    def _place(self, app: str, sid: int, nparts: int, replicas: int) -> bytes:
+        live = self.membership.live()
+        ring = self.membership.ring()
+        index = {n.node_id: i for i, n in enumerate(live)}
+        prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
+        return W.encode_register_resp(self.membership.epoch, live, prefs)
+
+    async def _forward(self, op: int, meta: bytes) -> list:
+        me = self.config.node_id
+        peers = [n for n in self.membership.live() if n.node_id != me]
+        results = await asyncio.gather(*(self.peers.request(n.host, n.port, op, meta, P.FLAG_FORWARDED)
+                                         for n in peers), return_exceptions=True)
+        for n, r in zip(peers, results, strict=False):
+            if isinstance(r, Exception):
+                log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
+        return [r for r in results if not isinstance(r, Exception)]
+
+    def _forward_all(self, op: int, meta: bytes, reply: Reply) -> Awaitable[Reply]:
+        async def run() -> Reply:
+            await self._forward(op, meta)
+            return reply
+        return run()
+
+    def _push(self, flags, meta, data_len: int) -> Sink:
+        app, sid, p, map_index, attempt, seq, checksum = W.decode_push(meta)
+        if data_len > P.MAX_SEGMENT:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {P.MAX_SEGMENT}")
+        sh = self._shuffle(app, sid)
+        self._partition(sh, p)
+        res = self.storage.reserve_record(sh, p, map_index, attempt, seq, data_len, checksum)
+        hasher = xxhash.xxh64() if self.config.verify_push else None
+
+        def chunk(view: memoryview) -> None:
+            if hasher is not None:
+                hasher.update(view)
+
+        def done() -> Reply:
+            if hasher is not None and hasher.intdigest() != checksum:
+                self.storage.abort(res)
+                self.counters["checksum_errors"] += 1
+                raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
+                                    f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH64 "
+                                    f"{hasher.intdigest():#018x} != {checksum:#018x}")
+            stored = self.storage.commit_record(res)
+            self.counters["pushes"] += 1
+            self.counters["push_bytes"] += data_len
+            if not stored:
+                self.counters["duplicates"] += 1
+            return Reply()
+
+        return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.abort(res))
+
+    def _map_end(self, flags, meta) -> Reply:
+        app, sid, map_index, attempt, counts = W.decode_map_end(meta)
+        sh = self._shuffle(app, sid)
+        wrong = []
+        for p, segments, nbytes in counts:
+            self._partition(sh, p)
+            have = self.storage.map_counts(sh, p, map_index, attempt)
+            if have != (segments, nbytes):
+                wrong.append(f"partition {p}: node has {have[0]} segments/{have[1]} bytes, map says "
+                             f"{segments}/{nbytes}")
+        if wrong:
+            raise ProtocolError(ErrorCode.INCOMPLETE, f"map {map_index} attempt {attempt}: " + "; ".join(wrong[:5]))
+        return Reply()
+
+    def _fetch(self, flags, meta) -> Reply:
+        app, sid, p, start_map, end_map, attempts = W.decode_fetch(meta)
+        sh = self._shuffle(app, sid)
+        self._partition(sh, p)
+        runs = self.storage.select(sh, p, start_map, end_map, attempts)
+        frames: list[tuple[bytes, list]] = []
+        cur: list = []
+        cur_bytes = cur_records = 0
+        total = 0
+        for view, nrec in runs:
+            if cur and cur_bytes + view.nbytes > FETCH_FRAME_BYTES:
+                frames.append((W.encode_fetch_resp(cur_records), cur))
+                cur, cur_bytes, cur_records = [], 0, 0
+            cur.append(view)
+            cur_bytes += view.nbytes
+            cur_records += nrec
+            total += view.nbytes
+        frames.append((W.encode_fetch_resp(cur_records), cur))
+        self.counters["fetches"] += 1
+        self.counters["fetch_bytes"] += total
+        return Reply(frames=frames)
+
+    def _partition_info(self, flags, meta) -> Reply:
+        app, sid, p = W.decode_partition_info(meta)
+        sh = self._shuffle(app, sid)
+        self._partition(sh, p)
+        blocks, records, nbytes = self.storage.partition_blocks(sh, p)
+        return Reply(W.encode_partition_info_resp(self.storage.path, records, nbytes, blocks))
+
+    def _delete_shuffle(self, flags, meta) -> Reply | Awaitable[Reply]:
+        app, sid = W.decode_delete_shuffle(meta)
+        freed = self.storage.delete_shuffle(app, sid)
+        if freed:
+            log.info("deleted shuffle %d of %s: %d blocks", sid, app, freed)
+        if flags & P.FLAG_FORWARDED:
+            return Reply(W.encode_u64(freed))
+        return self._forward_sum(Op.DELETE_SHUFFLE, bytes(meta), freed)
+
+    def _delete_app(self, flags, meta) -> Reply | Awaitable[Reply]:
+        app = W.decode_delete_app(meta)
+        freed = self.storage.delete_app(app)
+        if freed:
+            log.info("deleted app %s: %d blocks", app, freed)
+        if flags & P.FLAG_FORWARDED:
+            return Reply(W.encode_u64(freed))
+        return self._forward_sum(Op.DELETE_APP, bytes(meta), freed)
+
+    def _forward_sum(self, op: int, meta: bytes, local: int) -> Awaitable[Reply]:
+        async def run() -> Reply:
+            results = await self._forward(op, meta)
+            return Reply(W.encode_u64(local + sum(W.decode_u64(m) for m, _ in results)))
+        return run()
+
+    # ---- key-value and address API --------------------------------------------------------------
+    def _put(self, flags, meta, data_len: int) -> Sink:
+        key = W.decode_key(meta)
+        res = self.storage.reserve_put(key, data_len)
+
+        def done() -> Reply:
+            self.storage.commit_put(res)
+            self.counters["puts"] += 1
+            return Reply()
+
+        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.abort(res))
+
+    def _get(self, flags, meta) -> Reply:
+        key = W.decode_key(meta)
+        self.counters["gets"] += 1
+        return Reply(data=[self.storage.get(key)])
+
+    def _delete(self, flags, meta) -> Reply:
+        self.storage.delete(W.decode_key(meta))
+        return Reply()
+
+    def _alloc(self, flags, meta) -> Reply:
+        size = W.decode_alloc(meta)
+        return Reply(W.encode_u64(self.storage.alloc(size)))
+
+    def _write(self, flags, meta, data_len: int) -> Sink:
+        address, offset = W.decode_write(meta)
+        res = self.storage.reserve_write(address, offset, data_len)
+
+        def done() -> Reply:
+            self.storage.commit_write(res)
+            return Reply()
+
+        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.abort(res))
+
+    def _read(self, flags, meta) -> Reply:
+        address, offset, length = W.decode_read(meta)
+        return Reply(data=[self.storage.read(address, offset, length)])
+
+    def _free(self, flags, meta) -> Reply:
+        self.storage.free(W.decode_free(meta))
+        return Reply()
+

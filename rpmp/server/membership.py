@@ -1,0 +1,144 @@
+"""Membership: which nodes are alive, as an epoch-numbered table (DESIGN decision 6).
+
+Every node heartbeats to its seeds; a seed marks a node dead when it has not heard from it for
+`dead_after` seconds. The epoch grows whenever the set of live nodes changes. A node adopts the table
+of the seed that answers with the highest epoch, so all nodes converge on the seeds' view; a node with
+no seeds (a single node, or a seed) is its own authority.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rpmp.protocol import Node
+from rpmp.ring import HashRing
+
+log = logging.getLogger("rpmp.membership")
+
+ALIVE, SUSPECT, DEAD = 1, 2, 3
+
+
+@dataclass
+class Member:
+    node: Node
+    last_seen: float
+    direct: bool  # we hear from it ourselves (it heartbeats us, or it is a seed answering us)
+
+
+class Membership:
+    def __init__(self, me: Node, seeds: list[tuple[str, int]], interval: float, dead_after: float,
+                 heartbeat: Callable[[str, int, Node, int], Awaitable[tuple[int, list[Node]]]]):
+        """`heartbeat(host, port, me, epoch)` sends one HEARTBEAT and returns the seed's (epoch, nodes)."""
+        self.me = me
+        self.seeds = [s for s in seeds if s != (me.host, me.port)]
+        self.interval = interval
+        self.dead_after = dead_after
+        self._heartbeat = heartbeat
+        self.members: dict[str, Member] = {me.node_id: Member(me, time.monotonic(), True)}
+        self.epoch = 1
+        self._ring: HashRing | None = None
+        self._task: asyncio.Task | None = None
+
+    # ---- the table ------------------------------------------------------------------------------
+    def live(self) -> list[Node]:
+        return sorted((m.node for m in self.members.values() if m.node.state == ALIVE), key=lambda n: n.node_id)
+
+    def nodes(self) -> list[Node]:
+        return sorted((m.node for m in self.members.values()), key=lambda n: n.node_id)
+
+    def ring(self) -> HashRing:
+        if self._ring is None:
+            self._ring = HashRing([n.node_id for n in self.live()])
+        return self._ring
+
+    def node(self, node_id: str) -> Node | None:
+        m = self.members.get(node_id)
+        return m.node if m else None
+
+    def _set(self, node: Node, direct: bool) -> bool:
+        """Record a node's state; True if the set of live nodes changed."""
+        m = self.members.get(node.node_id)
+        was_alive = m is not None and m.node.state == ALIVE
+        if m is None:
+            self.members[node.node_id] = Member(node, time.monotonic(), direct)
+        else:
+            m.node, m.direct = node, direct or m.direct
+            if direct:
+                m.last_seen = time.monotonic()
+        return was_alive != (node.state == ALIVE)
+
+    def _changed(self, why: str, epoch: int = 0) -> None:
+        self.epoch = max(self.epoch + 1, epoch)
+        self._ring = None
+        log.info("membership epoch %d (%s): live %s", self.epoch, why, [n.node_id for n in self.live()])
+
+    def on_heartbeat(self, node: Node, known_epoch: int = 0) -> None:
+        """A peer says it is alive (this node acts as its seed)."""
+        if self._set(Node(node.node_id, node.host, node.port, ALIVE), direct=True):
+            self._changed(f"{node.node_id} joined")
+
+    def adopt(self, epoch: int, nodes: list[Node]) -> None:
+        """Take a seed's view of the nodes this node does not hear from itself."""
+        changed = False
+        for n in nodes:
+            m = self.members.get(n.node_id)
+            if n.node_id == self.me.node_id or (m is not None and m.direct):
+                continue
+            changed |= self._set(n, direct=False)
+        if changed:
+            self._changed("from seed", epoch)
+        elif epoch > self.epoch:
+            self.epoch = epoch
+
+    def expire(self) -> None:
+        """Declare dead the peers we hear from directly but have not heard for dead_after seconds."""
+        now = time.monotonic()
+        dead = []
+        for m in self.members.values():
+            if m.direct and m.node.node_id != self.me.node_id and m.node.state == ALIVE \
+                    and now - m.last_seen > self.dead_after:
+                m.node = Node(m.node.node_id, m.node.host, m.node.port, DEAD)
+                dead.append(m.node.node_id)
+        if dead:
+            log.warning("nodes %s missed heartbeats for %.1f s: declared dead", dead, self.dead_after)
+            self._changed(f"{', '.join(dead)} dead")
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        while True:
+            await self.beat_once()
+            await asyncio.sleep(self.interval)
+
+    async def beat_once(self) -> None:
+        """One round: heartbeat every seed, adopt the newest answer, expire silent peers."""
+        best: tuple[int, list[Node]] | None = None
+        for host, port in self.seeds:
+            try:
+                epoch, nodes = await asyncio.wait_for(self._heartbeat(host, port, self.me, self.epoch),
+                                                      timeout=max(self.interval, 1.0))
+            except Exception as e:
+                log.debug("heartbeat to seed %s:%d failed: %s", host, port, e)
+                continue
+            for n in nodes:  # a seed that answers is alive, and we heard it ourselves
+                if (n.host, n.port) == (host, port) and self._set(Node(n.node_id, host, port, ALIVE), True):
+                    self._changed(f"seed {n.node_id} answered")
+            if best is None or epoch > best[0]:
+                best = (epoch, nodes)
+        if best is not None:
+            self.adopt(*best)
+        self.expire()

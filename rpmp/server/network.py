@@ -1,0 +1,312 @@
+"""Network layer: frames in and out of TCP connections, nothing about what they mean.
+
+One `Connection` (an asyncio BufferedProtocol) per client. Headers and meta land in a small per-connection
+staging buffer; a request's data part is received straight into its destination (pool memory for PUSH,
+PUT and WRITE), chunk by chunk, with no Python byte strings in between. Replies are written as lists of
+buffers; with uvloop, views of pool memory go to the socket without a copy.
+
+Bounds: the staging buffer never exceeds header + MAX_META; a connection whose replies pile up in the
+transport (a client that does not read) stops being read until they drain (back-pressure); the node
+takes at most `max_connections` clients. A frame whose framing is broken gets an error frame and the
+connection is closed; a well-framed bad request gets an error frame and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from rpmp.protocol import (
+    FLAG_ERROR,
+    FLAG_MORE,
+    FLAG_RESPONSE,
+    HEADER_SIZE,
+    MAGIC,
+    MAX_META,
+    VERSION,
+    ErrorCode,
+    ProtocolError,
+)
+
+log = logging.getLogger("rpmp.network")
+
+HEADER = struct.Struct("<IBBHQIIQ")
+INITIAL_STAGING = 64 << 10
+DISCARD_CHUNK = 256 << 10
+_scratch = memoryview(bytearray(DISCARD_CHUNK))
+
+
+@dataclass
+class Reply:
+    """One response frame (or, with `frames`, a stream of them: all but the last carry MORE)."""
+
+    meta: bytes = b""
+    data: Sequence = ()
+    frames: list[tuple[bytes, Sequence]] | None = None
+
+
+@dataclass
+class Sink:
+    """Where a request's data part goes while it arrives, and what to do once it is all there."""
+
+    view: memoryview  # the destination (len == data_len), or a scratch chunk when discarding
+    length: int
+    on_chunk: Callable[[memoryview], None] | None = None  # sees each received chunk (hashing)
+    on_done: Callable[[], Reply | Awaitable[Reply]] | None = None
+    on_abort: Callable[[], None] | None = None  # the connection died before the data was complete
+    error: ProtocolError | None = None  # discard the data, then answer with this error
+    pos: int = 0
+    discard: bool = field(default=False)
+
+    @classmethod
+    def discarding(cls, length: int, error: ProtocolError) -> Sink:
+        return cls(_scratch, length, error=error, discard=True)
+
+    def target(self) -> memoryview:
+        if self.discard:
+            return _scratch[: min(DISCARD_CHUNK, self.length - self.pos)]
+        return self.view[self.pos:]
+
+    def received(self, n: int) -> None:
+        if not self.discard and self.on_chunk is not None:
+            self.on_chunk(self.view[self.pos:self.pos + n])
+        self.pos += n
+
+
+def encode_error(op: int, rid: int, code: int, message: str) -> bytes:
+    msg = message.encode("utf-8", "replace")[:4000]
+    meta = struct.pack("<HH", code, len(msg)) + msg
+    return HEADER.pack(MAGIC, VERSION, op, FLAG_RESPONSE | FLAG_ERROR, rid, len(meta), 0, 0) + meta
+
+
+class Connection(asyncio.BufferedProtocol):
+    """Frames of one client connection; requests are answered in order."""
+
+    def __init__(self, server: NetworkServer):
+        self.server = server
+        self.handler = server.handler
+        self.buf = bytearray(INITIAL_STAGING)
+        self.view = memoryview(self.buf)
+        self.start = self.end = 0
+        self.sink: Sink | None = None
+        self.sink_op = self.sink_rid = 0
+        self.blocked = False  # an asynchronous request is being served; later ones wait
+        self.write_paused = False
+        self.closed = False
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+
+    # ---- asyncio callbacks ----------------------------------------------------------------------
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = str(transport.get_extra_info("peername"))
+        if len(self.server.connections) >= self.server.max_connections:
+            transport.write(encode_error(0, 0, ErrorCode.UNAVAILABLE,
+                                         f"node has {self.server.max_connections} connections already"))
+            transport.close()
+            self.closed = True
+            return
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.sink is not None and self.sink.on_abort is not None:
+            self.sink.on_abort()
+        self.sink = None
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if not self.blocked and not self.closed:
+            self.transport.resume_reading()
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.sink is not None:
+            return self.sink.target()
+        if self.end == len(self.buf):
+            self._make_room(len(self.buf) + 1)
+        return self.view[self.end:]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.sink is not None:
+            self.sink.received(nbytes)
+            if self.sink.pos == self.sink.length:
+                self._complete_sink()
+        else:
+            self.end += nbytes
+        self._process()
+
+    def eof_received(self) -> bool:
+        return False
+
+    # ---- frames ---------------------------------------------------------------------------------
+    def _make_room(self, need: int) -> None:
+        """Room for `need` bytes from `start`: compact, or grow a new buffer (never past the frame bound)."""
+        used = self.end - self.start
+        if need <= len(self.buf):
+            self.buf[0:used] = self.buf[self.start:self.end]
+        else:
+            size = min(max(need, 2 * len(self.buf)), HEADER_SIZE + MAX_META)
+            buf = bytearray(size)
+            buf[0:used] = self.buf[self.start:self.end]
+            self.view.release()
+            self.buf, self.view = buf, memoryview(buf)
+        self.start, self.end = 0, used
+
+    def _process(self) -> None:
+        while not (self.blocked or self.closed or self.sink is not None):
+            avail = self.end - self.start
+            if avail < HEADER_SIZE:
+                break
+            magic, version, op, flags, rid, meta_len, reserved, data_len = HEADER.unpack_from(self.buf, self.start)
+            if magic != MAGIC:
+                return self._fatal(op, rid, ErrorCode.BAD_FRAME, f"bad magic {magic:#010x}")
+            if version != VERSION:
+                return self._fatal(op, rid, ErrorCode.BAD_VERSION,
+                                   f"protocol version {version} is not supported (this node speaks {VERSION})")
+            if reserved:
+                return self._fatal(op, rid, ErrorCode.BAD_FRAME, "reserved header field is not zero")
+            if meta_len > MAX_META:
+                return self._fatal(op, rid, ErrorCode.TOO_LARGE, f"meta of {meta_len} bytes exceeds {MAX_META}")
+            if data_len > self.server.max_data:
+                return self._fatal(op, rid, ErrorCode.TOO_LARGE,
+                                   f"data of {data_len} bytes exceeds this node's limit of {self.server.max_data}")
+            if flags & FLAG_RESPONSE:
+                return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
+            if avail < HEADER_SIZE + meta_len:
+                if self.start + HEADER_SIZE + meta_len > len(self.buf):
+                    self._make_room(HEADER_SIZE + meta_len)
+                break
+            meta = self.view[self.start + HEADER_SIZE:self.start + HEADER_SIZE + meta_len]
+            self.start += HEADER_SIZE + meta_len
+            try:
+                if data_len or self.handler.takes_data(op):
+                    self._begin_data(op, flags, rid, meta, data_len)
+                else:
+                    self._dispatch(op, rid, self.handler.handle, op, flags, meta)
+            finally:
+                meta.release()
+        if self.start == self.end:
+            self.start = self.end = 0
+
+    def _begin_data(self, op: int, flags: int, rid: int, meta: memoryview, data_len: int) -> None:
+        try:
+            sink = self.handler.begin_data(op, flags, meta, data_len)
+        except ProtocolError as e:
+            sink = Sink.discarding(data_len, e)
+        except Exception as e:  # a bug: answer, keep serving
+            log.exception("begin_data(op=%#x) failed", op)
+            sink = Sink.discarding(data_len, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+        take = min(data_len, self.end - self.start)
+        if take:
+            if not sink.discard:
+                sink.view[0:take] = self.view[self.start:self.start + take]
+            sink.received(take)
+            self.start += take
+        self.sink, self.sink_op, self.sink_rid = sink, op, rid
+        if sink.pos == sink.length:
+            self._complete_sink()
+
+    def _complete_sink(self) -> None:
+        sink, op, rid = self.sink, self.sink_op, self.sink_rid
+        self.sink = None
+        if sink.error is not None:
+            self._send_error(op, rid, sink.error)
+            return
+        self._dispatch(op, rid, sink.on_done)
+
+    def _dispatch(self, op: int, rid: int, call: Callable[..., Reply | Awaitable[Reply]], *args) -> None:
+        try:
+            reply = call(*args)
+        except ProtocolError as e:
+            self._send_error(op, rid, e)
+            return
+        except Exception as e:
+            log.exception("request op=%#x failed", op)
+            self._send_error(op, rid, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            return
+        if isinstance(reply, Reply):
+            self._send(op, rid, reply)
+        else:  # a coroutine: later requests of this connection wait for it, to keep replies in order
+            self.blocked = True
+            self.transport.pause_reading()
+            asyncio.ensure_future(self._await(op, rid, reply))
+
+    async def _await(self, op: int, rid: int, pending: Awaitable[Reply]) -> None:
+        try:
+            reply = await pending
+        except ProtocolError as e:
+            reply = e
+        except Exception as e:
+            log.exception("request op=%#x failed", op)
+            reply = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+        if self.closed:
+            return
+        if isinstance(reply, ProtocolError):
+            self._send_error(op, rid, reply)
+        else:
+            self._send(op, rid, reply)
+        self.blocked = False
+        if not self.write_paused:
+            self.transport.resume_reading()
+        self._process()
+
+    def _send(self, op: int, rid: int, reply: Reply) -> None:
+        if self.closed:
+            return
+        frames = reply.frames if reply.frames is not None else [(reply.meta, reply.data)]
+        out: list = []
+        last = len(frames) - 1
+        for i, (meta, data) in enumerate(frames):
+            flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
+            size = sum(len(d) if not isinstance(d, memoryview) else d.nbytes for d in data)
+            out.append(HEADER.pack(MAGIC, VERSION, op, flags, rid, len(meta), 0, size) + meta)
+            out.extend(data)
+        self.transport.writelines(out)
+
+    def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
+        if not self.closed:
+            self.transport.write(encode_error(op, rid, int(err.code), str(err.message)))
+
+    def _fatal(self, op: int, rid: int, code: int, message: str) -> None:
+        log.warning("closing connection from %s: %s", self.peer, message)
+        self.transport.write(encode_error(op, rid, code, message))
+        self.transport.close()
+        self.closed = True
+        self.server.connections.discard(self)
+
+
+class NetworkServer:
+    """Listens on host:port and hands decoded frames to `handler` (the controller)."""
+
+    def __init__(self, handler, max_data: int, max_connections: int):
+        self.handler = handler
+        self.max_data = max_data
+        self.max_connections = max_connections
+        self.connections: set[Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
+                                               backlog=1024)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            await self.server.wait_closed()

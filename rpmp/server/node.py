@@ -1,0 +1,102 @@
+"""An RPMP node: storage + membership + controller + network, on one event loop (uvloop when installed)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from rpmp import _wire as W
+from rpmp.protocol import Node, Op
+from rpmp.server.config import NodeConfig, parse_hostport
+from rpmp.server.controller import Controller
+from rpmp.server.membership import ALIVE, Membership
+from rpmp.server.network import NetworkServer
+from rpmp.server.peers import PeerPool
+from rpmp.server.storage import Storage
+
+log = logging.getLogger("rpmp.node")
+
+
+class RpmpNode:
+    def __init__(self, config: NodeConfig):
+        self.config = config
+        self.storage: Storage | None = None
+        self.network: NetworkServer | None = None
+        self.membership: Membership | None = None
+        self.peers = PeerPool()
+        self.port = config.port
+        self._stopped = asyncio.Event()
+        self._janitor: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open)
+        rec = self.storage.pool.recovery
+        if any(rec.values()):
+            log.info("pool %s recovered: %s", cfg.pool, rec)
+        # The controller needs the membership and the membership needs the port: bind first.
+        self.network = NetworkServer(None, cfg.max_data, cfg.max_connections)
+        self.port = await self.network.start(cfg.host, cfg.port)
+        if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
+            cfg.node_id = f"{cfg.host}:{self.port}"
+        cfg.port = self.port
+        me = Node(cfg.node_id, cfg.host, self.port, ALIVE)
+        seeds = [parse_hostport(s) for s in cfg.seeds]
+        self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat)
+        self.network.handler = Controller(self.storage, self.membership, self.peers, cfg)
+        self.membership.start()
+        self._janitor = asyncio.ensure_future(self._retry_frees())
+        log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s", cfg.node_id, cfg.host, self.port,
+                 cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none")
+
+    async def _heartbeat(self, host: str, port: int, me: Node, epoch: int) -> tuple[int, list[Node]]:
+        meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, W.encode_heartbeat(me, epoch))
+        return W.decode_members(meta)
+
+    async def _retry_frees(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.storage.pending_free:
+                self.storage.retry_frees()
+
+    async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+        if self.membership is not None:
+            await self.membership.stop()
+        if self.network is not None:
+            await self.network.stop()
+        await self.peers.close()
+        if self.storage is not None:
+            await asyncio.sleep(0)  # let transports drop their views of pool memory
+            self.storage.retry_frees()
+            try:
+                self.storage.close()
+            except Exception as e:  # views still held: the OS unmaps at exit
+                log.warning("pool not closed cleanly: %s", e)
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._stopped.set)
+        print(f"RPMP node listening on {self.config.host}:{self.port}", flush=True)
+        await self._stopped.wait()
+        self._stopped.clear()
+        await self.stop()
+
+
+def run(config: NodeConfig) -> None:
+    """Run a node until SIGINT/SIGTERM."""
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop is not installed: falling back to asyncio's loop (slower, copies large replies)")
+        asyncio.run(RpmpNode(config).serve_forever())
+    else:
+        uvloop.run(RpmpNode(config).serve_forever())

@@ -1,0 +1,65 @@
+"""Node-to-node requests (heartbeats, forwarded registrations and deletes): small control frames.
+
+One cached connection per peer, one request at a time on it; a broken connection is dropped and the
+next request opens a new one. Data never flows here, so asyncio streams are fast enough.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+from rpmp import _wire as W
+from rpmp.protocol import FLAG_ERROR, HEADER_SIZE, MAGIC, MAX_META, VERSION, ErrorCode, ProtocolError
+
+HEADER = struct.Struct("<IBBHQIIQ")
+MAX_CONTROL_DATA = 16 << 20
+
+
+class PeerPool:
+    def __init__(self, timeout: float = 5.0):
+        self.timeout = timeout
+        self._conns: dict[tuple[str, int], tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
+        self._locks: dict[tuple[str, int], asyncio.Lock] = {}
+        self._rid = 0
+
+    async def request(self, host: str, port: int, op: int, meta: bytes, flags: int = 0) -> tuple[bytes, bytes]:
+        """Send one request and return the (meta, data) of its single response frame."""
+        key = (host, port)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            try:
+                return await asyncio.wait_for(self._exchange(key, op, meta, flags), self.timeout)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                self._drop(key)
+                raise
+
+    async def _exchange(self, key, op: int, meta: bytes, flags: int) -> tuple[bytes, bytes]:
+        conn = self._conns.get(key)
+        if conn is None:
+            conn = self._conns[key] = await asyncio.open_connection(*key)
+        reader, writer = conn
+        self._rid += 1
+        writer.write(HEADER.pack(MAGIC, VERSION, op, flags, self._rid, len(meta), 0, 0) + meta)
+        await writer.drain()
+        head = await reader.readexactly(HEADER_SIZE)
+        magic, version, rop, rflags, rid, meta_len, _, data_len = HEADER.unpack(head)
+        if magic != MAGIC or version != VERSION or rid != self._rid or meta_len > MAX_META \
+                or data_len > MAX_CONTROL_DATA:
+            self._drop(key)
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"bad response frame from {key[0]}:{key[1]}")
+        rmeta = await reader.readexactly(meta_len)
+        data = await reader.readexactly(data_len)
+        if rflags & FLAG_ERROR:
+            code, message = W.decode_error(rmeta)
+            raise ProtocolError(code, message)
+        return rmeta, data
+
+    def _drop(self, key) -> None:
+        conn = self._conns.pop(key, None)
+        if conn is not None:
+            conn[1].close()
+
+    async def close(self) -> None:
+        for key in list(self._conns):
+            self._drop(key)
