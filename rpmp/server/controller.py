@@ -148,19 +148,25 @@ class Controller:
         prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
         return W.encode_register_resp(self.membership.epoch, live, prefs)
 
-    async def _forward(self, op: int, meta: bytes) -> list:
+    async def _forward(self, op: int, meta: bytes) -> tuple[list, list[str]]:
+        """Send a FORWARDED request to every other live node: (their replies, ids of those that failed)."""
         me = self.config.node_id
         peers = [n for n in self.membership.live() if n.node_id != me]
         results = await asyncio.gather(*(self.peers.request(n.host, n.port, op, meta, P.FLAG_FORWARDED)
                                          for n in peers), return_exceptions=True)
-        for n, r in zip(peers, results, strict=False):
+        failed = []
+        for n, r in zip(peers, results, strict=True):
             if isinstance(r, Exception):
                 log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
-        return [r for r in results if not isinstance(r, Exception)]
+                failed.append(n.node_id)
+        return [r for r in results if not isinstance(r, Exception)], failed
 
     def _forward_all(self, op: int, meta: bytes, reply: Reply) -> Awaitable[Reply]:
         async def run() -> Reply:
-            await self._forward(op, meta)
+            _, failed = await self._forward(op, meta)
+            if failed:  # pushes to those nodes would be refused: the driver must retry the registration
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"nodes {', '.join(failed)} did not take the "
+                                    f"registration; retry")
             return reply
         return run()
 
@@ -256,7 +262,7 @@ class Controller:
 
     def _forward_sum(self, op: int, meta: bytes, local: int) -> Awaitable[Reply]:
         async def run() -> Reply:
-            results = await self._forward(op, meta)
+            results, _ = await self._forward(op, meta)  # failures are logged; a dead node's data waits
             return Reply(W.encode_u64(local + sum(W.decode_u64(m) for m, _ in results)))
         return run()
 

@@ -40,11 +40,12 @@ class PeerPool:
             conn = self._conns[key] = await asyncio.open_connection(*key)
         reader, writer = conn
         self._rid += 1
-        writer.write(HEADER.pack(MAGIC, VERSION, op, flags, self._rid, len(meta), 0, 0) + meta)
+        rid = self._rid
+        writer.write(HEADER.pack(MAGIC, VERSION, op, flags, rid, len(meta), 0, 0) + meta)
         await writer.drain()
         head = await reader.readexactly(HEADER_SIZE)
-        magic, version, rop, rflags, rid, meta_len, _, data_len = HEADER.unpack(head)
-        if magic != MAGIC or version != VERSION or rid != self._rid or meta_len > MAX_META \
+        magic, version, rop, rflags, rrid, meta_len, _, data_len = HEADER.unpack(head)
+        if magic != MAGIC or version != VERSION or rrid != rid or meta_len > MAX_META \
                 or data_len > MAX_CONTROL_DATA:
             self._drop(key)
             raise ProtocolError(ErrorCode.BAD_FRAME, f"bad response frame from {key[0]}:{key[1]}")
