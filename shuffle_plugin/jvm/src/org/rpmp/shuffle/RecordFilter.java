@@ -16,6 +16,8 @@ public final class RecordFilter {
     private final long startMap;
     private final long endMap;
     private final Set<SegKey> seen = new HashSet<>();
+    /** attempt -> {segments kept, highest seq kept}: seqs run 0..n-1, so a hole means lost data. */
+    private final Map<Long, long[]> perAttempt = new HashMap<>();
 
     private static final class SegKey {
         final long attempt;
@@ -52,6 +54,22 @@ public final class RecordFilter {
 
     /** True the first time a committed (attempt, seq) is offered, false for everything else. */
     public boolean accept(SegmentRecord r) {
-        return isCommitted(r) && seen.add(new SegKey(r.attempt, r.seq));
+        if (!isCommitted(r) || !seen.add(new SegKey(r.attempt, r.seq))) return false;
+        long[] s = perAttempt.computeIfAbsent(r.attempt, k -> new long[] {0, -1});
+        s[0]++;
+        s[1] = Math.max(s[1], r.seq & 0xFFFFFFFFL);
+        return true;
+    }
+
+    /** Whether the kept segments of an attempt skip a seq (a segment is missing before the highest one). */
+    public boolean hasGaps(long attempt) {
+        long[] s = perAttempt.get(attempt);
+        return s != null && s[0] != s[1] + 1;
+    }
+
+    /** Segments kept so far of an attempt. */
+    public long segmentsOf(long attempt) {
+        long[] s = perAttempt.get(attempt);
+        return s == null ? 0 : s[0];
     }
 }

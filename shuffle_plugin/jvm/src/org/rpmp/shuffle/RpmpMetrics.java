@@ -1,0 +1,69 @@
+package org.rpmp.shuffle;
+
+import java.util.Map;
+import java.util.concurrent.ConcurrentSkipListMap;
+
+/**
+ * Driver-side registry of the plugin's per-shuffle counters, for the PySpark side through py4j:
+ * {@code spark._jvm.org.rpmp.shuffle.RpmpMetrics.snapshotJson()}.
+ *
+ * <p>Counters reach the driver as Spark accumulators (see ShuffleCounters): a shuffle's numbers are final
+ * once the tasks of the stages that write and read it have finished. Entries stay after the shuffle is
+ * unregistered (its data deleted) so a job's numbers can be read after Spark cleaned it up; they are
+ * dropped when the ShuffleManager stops.
+ */
+public final class RpmpMetrics {
+    private RpmpMetrics() {}
+
+    private static final Map<Integer, ShuffleCounters> SHUFFLES = new ConcurrentSkipListMap<>();
+    private static final Map<Integer, Boolean> ACTIVE = new ConcurrentSkipListMap<>();
+
+    static void register(ShuffleCounters c) {
+        SHUFFLES.put(c.shuffleId, c);
+        ACTIVE.put(c.shuffleId, Boolean.TRUE);
+    }
+
+    static void unregistered(int shuffleId) {
+        ACTIVE.computeIfPresent(shuffleId, (k, v) -> Boolean.FALSE);
+    }
+
+    /** Forgets everything (the manager stopped; a new SparkContext starts from zero). */
+    public static void reset() {
+        SHUFFLES.clear();
+        ACTIVE.clear();
+    }
+
+    public static ShuffleCounters get(int shuffleId) { return SHUFFLES.get(shuffleId); }
+
+    /**
+     * {"shuffles": {"<id>": {"active": bool, "bytesPushed": n, ...}}, "totals": {...}} with every counter
+     * of every shuffle registered since the manager started.
+     */
+    public static String snapshotJson() {
+        StringBuilder sb = new StringBuilder("{\"shuffles\":{");
+        long[] totals = new long[9];
+        boolean first = true;
+        for (Map.Entry<Integer, ShuffleCounters> e : SHUFFLES.entrySet()) {
+            ShuffleCounters c = e.getValue();
+            if (!first) sb.append(',');
+            first = false;
+            sb.append('"').append(e.getKey()).append("\":{\"active\":").append(ACTIVE.getOrDefault(e.getKey(), false))
+                .append(',');
+            int mark = sb.length();
+            c.appendJson(sb);
+            sb.deleteCharAt(mark);   // merge the counters object into this one
+            long[] v = {c.bytesPushed.sum(), c.segmentsPushed.sum(), c.recordsWritten.sum(), c.pushTimeNs.sum(),
+                c.bytesFetched.sum(), c.segmentsFetched.sum(), c.recordsRead.sum(), c.fetchTimeNs.sum(),
+                c.fetchFallbacks.sum()};
+            for (int i = 0; i < v.length; i++) totals[i] += v[i];
+        }
+        sb.append("},\"totals\":{");
+        String[] names = {"bytesPushed", "segmentsPushed", "recordsWritten", "pushTimeNs", "bytesFetched",
+            "segmentsFetched", "recordsRead", "fetchTimeNs", "fetchFallbacks"};
+        for (int i = 0; i < names.length; i++) {
+            if (i > 0) sb.append(',');
+            sb.append('"').append(names[i]).append("\":").append(totals[i]);
+        }
+        return sb.append("}}").toString();
+    }
+}

@@ -1,0 +1,195 @@
+package org.rpmp.shuffle;
+
+import java.io.IOException;
+import java.nio.charset.StandardCharsets;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+
+import org.apache.logging.log4j.LogManager;
+import org.apache.logging.log4j.Logger;
+import org.apache.spark.ShuffleDependency;
+import org.apache.spark.SparkConf;
+import org.apache.spark.SparkContext;
+import org.apache.spark.TaskContext;
+import org.apache.spark.shuffle.ShuffleHandle;
+import org.apache.spark.shuffle.ShuffleReadMetricsReporter;
+import org.apache.spark.shuffle.ShuffleReader;
+import org.apache.spark.shuffle.ShuffleWriteMetricsReporter;
+import org.apache.spark.shuffle.ShuffleWriter;
+import org.apache.spark.shuffle.sort.SortShuffleManager;
+import org.apache.spark.storage.BlockManagerId;
+import org.apache.spark.storage.BlockManagerId$;
+import scala.Option;
+
+/**
+ * Spark's ShuffleManager for RPMP: {@code spark.shuffle.manager=org.rpmp.shuffle.RpmpShuffleManager}.
+ *
+ * <p>It extends SortShuffleManager for two reasons: Spark 4.3 requires the configured manager to be a
+ * BlockingShuffleManager (SortShuffleManager is one, and its block resolver serves the nothing we keep on
+ * local disk), and Spark SQL skips its defensive per-row copy before a shuffle only for a
+ * SortShuffleManager; our writer serializes each row at once, so the copy would be pure waste.
+ *
+ * <p>Driver: registerShuffle asks any seed node for the placement (the node registers the shuffle on every
+ * live node), unregisterShuffle deletes the shuffle's data, stop deletes the application's data.
+ * Executors: writers push, readers fetch, both through a per-JVM connection pool.
+ *
+ * <p>Map outputs are registered at a per-shuffle pseudo location ("rpmp-shuffle-N") rather than at the
+ * executor that wrote them: the data lives on the RPMP nodes, so losing an executor must not make Spark
+ * recompute its map outputs; and a reader's FetchFailedException names that pseudo location, so Spark
+ * then recomputes exactly this shuffle's map outputs (its data is what is missing), nothing else.
+ */
+public class RpmpShuffleManager extends SortShuffleManager {
+    private static final Logger LOG = LogManager.getLogger(RpmpShuffleManager.class);
+    private static final String LOCATION_PREFIX = "rpmp-shuffle-";
+    private static final int LOCATION_PORT = 1;
+
+    private final boolean isDriver;
+    private final RpmpConf conf;
+    private final ConnectionPool pool;
+    /** Driver: shuffles registered and not yet removed -> RPMP application name. */
+    private final Map<Integer, String> registered = new ConcurrentHashMap<>();
+    private volatile String app;
+
+    public RpmpShuffleManager(SparkConf sparkConf, boolean isDriver) {
+        super(sparkConf);
+        this.isDriver = isDriver;
+        this.conf = new RpmpConf(sparkConf);
+        this.pool = new ConnectionPool(conf.clientOptions(isDriver ? "rpmp-spark-driver"
+            : "rpmp-spark-executor-" + sparkConf.get("spark.executor.id", "?")));
+        if (isDriver) {
+            if (conf.nodes.isEmpty()) {
+                throw new IllegalArgumentException(RpmpConf.NODES + " is not set: name at least one RPMP node "
+                    + "(host:port) for " + getClass().getName());
+            }
+            RpmpMetrics.reset();
+            LOG.info("RPMP shuffle manager on the driver: nodes {}, replicas {}, push size {}, push memory {}",
+                conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory);
+        }
+    }
+
+    public RpmpShuffleManager(SparkConf sparkConf) {
+        this(sparkConf, "driver".equals(sparkConf.get("spark.executor.id", "driver")));
+    }
+
+    public RpmpConf conf() { return conf; }
+
+    ConnectionPool pool() { return pool; }
+
+    /** Where MapStatus says a map output of this shuffle lives (see the class comment). */
+    BlockManagerId mapStatusLocation(int shuffleId) {
+        String id = LOCATION_PREFIX + shuffleId;
+        return BlockManagerId$.MODULE$.apply(id, id, LOCATION_PORT, Option.empty());
+    }
+
+    @Override
+    public <K, V, C> ShuffleHandle registerShuffle(int shuffleId, ShuffleDependency<K, V, C> dependency) {
+        SparkContext sc = dependency.rdd().sparkContext();
+        String appName = appName(sc.applicationId());
+        int numPartitions = dependency.partitioner().numPartitions();
+        Placement placement = registerWithAnyNode(appName, shuffleId, numPartitions);
+        ShuffleCounters counters = new ShuffleCounters(shuffleId);
+        counters.register(sc);
+        RpmpMetrics.register(counters);
+        app = appName;
+        registered.put(shuffleId, appName);
+        LOG.info("RPMP registered shuffle {} of {}: {} partitions on {} nodes, {} replicas", shuffleId, appName,
+            numPartitions, placement.numNodes(), conf.replicas);
+        return new RpmpShuffleHandle<>(shuffleId, dependency, appName, placement, conf.replicas, counters);
+    }
+
+    private Placement registerWithAnyNode(String appName, int shuffleId, int numPartitions) {
+        IOException last = null;
+        for (RpmpConf.Address seed : conf.nodes) {
+            RpmpClient c = null;
+            try {
+                c = pool.borrow(seed.host, seed.port);
+                Placement p = c.registerShuffle(appName, shuffleId, numPartitions, conf.replicas);
+                pool.release(c);
+                return p;
+            } catch (RpmpException e) {
+                pool.release(c);
+                if (e.code() == Protocol.CONFLICT || e.code() == Protocol.BAD_REQUEST) {
+                    throw new IllegalStateException("RPMP refused shuffle " + shuffleId + ": " + e.getMessage(), e);
+                }
+                last = e;
+            } catch (IOException e) {
+                pool.discard(c);
+                last = e;
+            }
+            LOG.warn("RPMP node {} could not register shuffle {}: {}", seed, shuffleId, last.toString());
+        }
+        throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId, last);
+    }
+
+    /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/' or NUL. */
+    static String appName(String applicationId) {
+        String s = applicationId == null || applicationId.isEmpty() ? "spark-app" : applicationId;
+        s = s.replace('/', '_').replace('\0', '_');
+        while (s.getBytes(StandardCharsets.UTF_8).length > Protocol.APP_MAX) s = s.substring(0, s.length() - 1);
+        return s;
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public <K, V> ShuffleWriter<K, V> getWriter(ShuffleHandle handle, long mapId, TaskContext context,
+                                                ShuffleWriteMetricsReporter metrics) {
+        if (!(handle instanceof RpmpShuffleHandle)) return super.getWriter(handle, mapId, context, metrics);
+        return new RpmpShuffleWriter<>((RpmpShuffleHandle<K, V, Object>) handle, mapId, context, metrics, this);
+    }
+
+    @Override
+    @SuppressWarnings("unchecked")
+    public <K, C> ShuffleReader<K, C> getReader(ShuffleHandle handle, int startMapIndex, int endMapIndex,
+                                                int startPartition, int endPartition, TaskContext context,
+                                                ShuffleReadMetricsReporter metrics) {
+        if (!(handle instanceof RpmpShuffleHandle)) {
+            return super.getReader(handle, startMapIndex, endMapIndex, startPartition, endPartition, context, metrics);
+        }
+        return new RpmpShuffleReader<>((RpmpShuffleHandle<K, ?, C>) handle, startMapIndex, endMapIndex, startPartition,
+            endPartition, context, metrics, this);
+    }
+
+    @Override
+    public boolean unregisterShuffle(int shuffleId) {
+        String appName = isDriver ? registered.remove(shuffleId) : null;
+        if (appName != null) {
+            RpmpMetrics.unregistered(shuffleId);
+            long freed = deleteOnAnyNode(shuffleId, appName);
+            LOG.info("RPMP removed shuffle {} of {}: {} blocks freed", shuffleId, appName, freed);
+        }
+        return super.unregisterShuffle(shuffleId);
+    }
+
+    /** DELETE_SHUFFLE (shuffleId >= 0) or DELETE_APP through any seed; the node forwards to all. -1 if none answered. */
+    private long deleteOnAnyNode(int shuffleId, String appName) {
+        for (RpmpConf.Address seed : conf.nodes) {
+            RpmpClient c = null;
+            try {
+                c = pool.borrow(seed.host, seed.port);
+                long freed = shuffleId >= 0 ? c.deleteShuffle(appName, shuffleId) : c.deleteApp(appName);
+                pool.release(c);
+                return freed;
+            } catch (IOException e) {
+                pool.discard(c);
+                LOG.warn("RPMP node {} could not delete {} of {}: {}", seed,
+                    shuffleId >= 0 ? "shuffle " + shuffleId : "the data", appName, e.toString());
+            }
+        }
+        return -1;
+    }
+
+    @Override
+    public void stop() {
+        try {
+            String appName = app;
+            if (isDriver && appName != null) {
+                registered.clear();
+                long freed = deleteOnAnyNode(-1, appName);
+                LOG.info("RPMP removed application {}: {} blocks freed", appName, freed);
+            }
+        } finally {
+            pool.close();
+            super.stop();
+        }
+    }
+}

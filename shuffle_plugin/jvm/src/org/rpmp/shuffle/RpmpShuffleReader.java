@@ -1,0 +1,260 @@
+package org.rpmp.shuffle;
+
+import java.io.ByteArrayInputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.NoSuchElementException;
+
+import org.apache.spark.Aggregator;
+import org.apache.spark.InterruptibleIterator;
+import org.apache.spark.MapOutputTracker;
+import org.apache.spark.ShuffleDependency;
+import org.apache.spark.SparkEnv;
+import org.apache.spark.TaskContext;
+import org.apache.spark.serializer.SerializerInstance;
+import org.apache.spark.serializer.SerializerManager;
+import org.apache.spark.shuffle.FetchFailedException;
+import org.apache.spark.shuffle.ShuffleReadMetricsReporter;
+import org.apache.spark.shuffle.ShuffleReader;
+import org.apache.spark.storage.BlockId;
+import org.apache.spark.storage.BlockManagerId;
+import org.apache.spark.storage.ShuffleBlockBatchId;
+import org.apache.spark.storage.ShuffleBlockId;
+import org.apache.spark.util.CompletionIterator$;
+import org.apache.spark.util.collection.ExternalSorter;
+import scala.Function1;
+import scala.Option;
+import scala.Product2;
+import scala.Tuple2;
+import scala.Tuple3;
+import scala.collection.Iterator;
+import scala.jdk.javaapi.CollectionConverters;
+import scala.math.Ordering;
+import scala.runtime.BoxedUnit;
+
+/**
+ * Reads reduce partitions [startPartition, endPartition) written by map indices [startMapIndex, endMapIndex)
+ * from RPMP: the committed attempts come from the MapOutputTracker, each partition is fetched (with
+ * fallback) by a PartitionFetcher, each segment is decoded with Spark's wrapStream and the dependency's
+ * serializer. Aggregation and key ordering follow Spark's own BlockStoreShuffleReader; a partition that
+ * cannot be read completely is a FetchFailedException, so Spark re-runs the map stage.
+ */
+final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
+    private final RpmpShuffleHandle<K, ?, C> handle;
+    private final ShuffleDependency<K, ?, C> dep;
+    private final int startMapIndex;
+    private final int endMapIndex;
+    private final int startPartition;
+    private final int endPartition;
+    private final TaskContext context;
+    private final ShuffleReadMetricsReporter metrics;
+    private final RpmpShuffleManager manager;
+
+    RpmpShuffleReader(RpmpShuffleHandle<K, ?, C> handle, int startMapIndex, int endMapIndex, int startPartition,
+                      int endPartition, TaskContext context, ShuffleReadMetricsReporter metrics,
+                      RpmpShuffleManager manager) {
+        this.handle = handle;
+        this.dep = handle.dependency();
+        this.startMapIndex = startMapIndex;
+        this.endMapIndex = endMapIndex;
+        this.startPartition = startPartition;
+        this.endPartition = endPartition;
+        this.context = context;
+        this.metrics = metrics;
+        this.manager = manager;
+    }
+
+    @Override
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    public Iterator<Product2<K, C>> read() {
+        Map<Integer, Map<Long, Integer>> committed = committedAttempts();
+        RecordIterator records = new RecordIterator(committed);
+        // A task that stops early (limit, failure) still reports its counters and drops a half-read stream.
+        context.addTaskCompletionListener(ctx -> {
+            records.close();
+            records.reportMetrics();
+        });
+
+        Iterator<Product2<K, C>> raw = (Iterator) CollectionConverters.asScala(records);
+        Iterator<Product2<K, C>> completion = CompletionIterator$.MODULE$.apply(raw, () -> {
+            records.reportMetrics();
+            context.taskMetrics().mergeShuffleReadMetrics();
+            return BoxedUnit.UNIT;
+        });
+        Iterator<Product2<K, C>> interruptible = new InterruptibleIterator<>(context, completion);
+
+        Iterator<Product2<K, C>> result;
+        Option<Aggregator<K, ?, C>> agg = (Option) dep.aggregator();
+        if (dep.keyOrdering().isDefined()) {
+            // Sort (and combine, if there is an aggregator) in one ExternalSorter pass, as Spark does.
+            Option<Aggregator<K, Object, C>> sortAgg;
+            if (agg.isDefined() && dep.mapSideCombine()) {
+                scala.Function2<C, C, C> merge = agg.get().mergeCombiners();
+                Function1<C, C> identity = c -> c;
+                sortAgg = Option.apply(new Aggregator(identity, merge, merge));
+            } else {
+                sortAgg = (Option) agg;
+            }
+            Option<Ordering<K>> ordering = (Option) dep.keyOrdering();
+            ExternalSorter<K, Object, C> sorter = new ExternalSorter<>(context, sortAgg, Option.empty(), ordering,
+                dep.serializer(), ExternalSorter.$lessinit$greater$default$6());
+            result = sorter.insertAllAndUpdateMetrics((Iterator) interruptible);
+        } else if (agg.isDefined()) {
+            Aggregator<K, Object, C> a = (Aggregator) agg.get();
+            result = dep.mapSideCombine()
+                ? (Iterator) a.combineCombinersByKey((Iterator) interruptible, context)
+                : (Iterator) a.combineValuesByKey((Iterator) interruptible, context);
+        } else {
+            result = interruptible;
+        }
+        return result instanceof InterruptibleIterator ? result : new InterruptibleIterator<>(context, result);
+    }
+
+    /** Reduce partition -> (committed attempt id -> map index), for the blocks with data. */
+    private Map<Integer, Map<Long, Integer>> committedAttempts() {
+        MapOutputTracker tracker = SparkEnv.get().mapOutputTracker();
+        Map<Integer, Map<Long, Integer>> out = new HashMap<>();
+        Iterator<Tuple2<BlockManagerId, scala.collection.Seq<Tuple3<BlockId, Object, Object>>>> byLocation =
+            tracker.getMapSizesByExecutorId(handle.shuffleId(), startMapIndex, endMapIndex, startPartition, endPartition);
+        while (byLocation.hasNext()) {
+            Iterator<Tuple3<BlockId, Object, Object>> blocks = byLocation.next()._2().iterator();
+            while (blocks.hasNext()) {
+                Tuple3<BlockId, Object, Object> b = blocks.next();
+                long size = (Long) b._2();
+                int mapIndex = (Integer) b._3();
+                if (size <= 0) continue;
+                BlockId id = b._1();
+                if (id instanceof ShuffleBlockId) {
+                    ShuffleBlockId s = (ShuffleBlockId) id;
+                    out.computeIfAbsent(s.reduceId(), k -> new HashMap<>()).put(s.mapId(), mapIndex);
+                } else if (id instanceof ShuffleBlockBatchId) {
+                    ShuffleBlockBatchId s = (ShuffleBlockBatchId) id;
+                    for (int p = s.startReduceId(); p < s.endReduceId(); p++) {
+                        out.computeIfAbsent(p, k -> new HashMap<>()).put(s.mapId(), mapIndex);
+                    }
+                } else {
+                    throw new IllegalStateException("unexpected block " + id + " for an RPMP shuffle");
+                }
+            }
+        }
+        return out;
+    }
+
+    /** Key-value pairs of every partition of the range, decoded segment by segment. */
+    private final class RecordIterator implements java.util.Iterator<Product2<Object, Object>> {
+        private final Map<Integer, Map<Long, Integer>> committed;
+        private final SerializerInstance serializer = dep.serializer().newInstance();
+        private final SerializerManager serializerManager = SparkEnv.get().serializerManager();
+        private final int endMapWire;
+        private int partition = startPartition;
+        private PartitionFetcher fetcher;
+        private Iterator<Tuple2<Object, Object>> current;
+        private long fetchNanos;
+        private long reportedWaitMs;
+        private long bytes;
+        private long segments;
+        private long recordsRead;
+        private long fallbacks;
+        private boolean closed;
+
+        RecordIterator(Map<Integer, Map<Long, Integer>> committed) {
+            this.committed = committed;
+            this.endMapWire = endMapIndex == Integer.MAX_VALUE ? Protocol.END_MAP_ALL : endMapIndex;
+        }
+
+        @Override
+        public boolean hasNext() {
+            while (current == null || !current.hasNext()) {
+                SegmentRecord seg = nextSegment();
+                if (seg == null) return false;
+                current = decode(seg);
+            }
+            return true;
+        }
+
+        @Override
+        public Product2<Object, Object> next() {
+            if (!hasNext()) throw new NoSuchElementException();
+            recordsRead++;
+            metrics.incRecordsRead(1);
+            return current.next();
+        }
+
+        private SegmentRecord nextSegment() {
+            while (!closed) {
+                if (fetcher == null) {
+                    if (partition >= endPartition) return null;
+                    Map<Long, Integer> expected = committed.get(partition);
+                    if (expected == null || expected.isEmpty()) {
+                        partition++;   // nobody wrote to it: nothing to fetch
+                        continue;
+                    }
+                    fetcher = new PartitionFetcher(handle, manager.pool(), partition, startMapIndex, endMapWire, expected);
+                }
+                SegmentRecord seg;
+                try {
+                    seg = fetcher.next();
+                } catch (PartitionFetcher.MissingDataException e) {
+                    throw fetchFailed(e);
+                } catch (IOException e) {
+                    throw fetchFailed(new PartitionFetcher.MissingDataException(e.toString(), -1, -1, e));
+                }
+                if (seg != null) {
+                    bytes += seg.payload.length;
+                    segments++;
+                    metrics.incRemoteBytesRead(seg.payload.length);
+                    metrics.incRemoteBlocksFetched(1);
+                    return seg;
+                }
+                finishFetcher();
+                partition++;
+            }
+            return null;
+        }
+
+        private void finishFetcher() {
+            fetchNanos += fetcher.fetchNanos();
+            fallbacks += fetcher.fallbacks();
+            fetcher = null;
+            long waitMs = fetchNanos / 1_000_000L;
+            metrics.incFetchWaitTime(waitMs - reportedWaitMs);
+            reportedWaitMs = waitMs;
+        }
+
+        private Iterator<Tuple2<Object, Object>> decode(SegmentRecord seg) {
+            BlockId id = new ShuffleBlockId(handle.shuffleId(), seg.attempt, partition);
+            InputStream in = serializerManager.wrapStream(id, new ByteArrayInputStream(seg.payload));
+            return serializer.deserializeStream(in).asKeyValueIterator();
+        }
+
+        private RuntimeException fetchFailed(PartitionFetcher.MissingDataException e) {
+            close();
+            FetchFailedException ffe = new FetchFailedException(manager.mapStatusLocation(handle.shuffleId()),
+                handle.shuffleId(), e.attempt, e.mapIndex, partition, e.getMessage(), e.getCause() != null ? e.getCause() : e);
+            return Sneaky.rethrow(ffe);
+        }
+
+        /** The RPMP counters of this reader (Spark's read metrics are reported as records arrive). */
+        void reportMetrics() {
+            if (fetcher != null) finishFetcher();
+            ShuffleCounters c = handle.counters();
+            if (c != null) {
+                c.bytesFetched.add(bytes);
+                c.segmentsFetched.add(segments);
+                c.recordsRead.add(recordsRead);
+                c.fetchTimeNs.add(fetchNanos);
+                c.fetchFallbacks.add(fallbacks);
+            }
+            bytes = segments = recordsRead = fetchNanos = fallbacks = 0;
+            reportedWaitMs = 0;
+        }
+
+        void close() {
+            if (closed) return;
+            closed = true;
+            if (fetcher != null) fetcher.close();
+        }
+    }
+}

@@ -1,0 +1,144 @@
+package org.rpmp.shuffle;
+
+import java.io.IOException;
+import java.io.OutputStream;
+import java.util.ArrayList;
+import java.util.List;
+
+import org.apache.spark.serializer.SerializationStream;
+import org.apache.spark.serializer.SerializerInstance;
+import org.apache.spark.serializer.SerializerManager;
+import org.apache.spark.storage.ShuffleBlockId;
+import scala.reflect.ClassTag;
+import scala.reflect.ClassTag$;
+
+/**
+ * A map task's output being built: one open segment per partition, each a serializer stream over
+ * Spark's wrapStream (compression, encryption) over a byte buffer. Records are serialized the moment they
+ * arrive, so the task never holds deserialized objects (and Spark SQL need not copy rows).
+ *
+ * <p>A segment is closed and pushed when it reaches spark.rpmp.push.size, and when the task's buffers
+ * reach spark.rpmp.push.memory the largest ones are pushed early. Each segment is a complete serializer
+ * and compression stream, so a reader decodes any segment on its own, in any order.
+ */
+final class SegmentBuffers {
+    /** Rough memory of one open segment besides its bytes: compression and serializer buffers. */
+    static final int STREAM_OVERHEAD = 64 << 10;
+    private static final int INITIAL_CAPACITY = 32 << 10;
+    private static final ClassTag<Object> ANY = ClassTag$.MODULE$.Any();
+
+    private final SerializerInstance serializer;
+    private final SerializerManager serializerManager;
+    private final SegmentPusher pusher;
+    private final int shuffleId;
+    private final long mapId;
+    private final int pushSize;
+    private final long pushMemory;
+    private final int maxSegment;
+    private final ByteSink[] sinks;
+    private final SerializationStream[] streams;
+    private final long[] lengths;
+    private int openStreams;
+    private long bufferedBytes;
+
+    SegmentBuffers(int numPartitions, SerializerInstance serializer, SerializerManager serializerManager,
+                   SegmentPusher pusher, int shuffleId, long mapId, int pushSize, long pushMemory, long maxData) {
+        this.serializer = serializer;
+        this.serializerManager = serializerManager;
+        this.pusher = pusher;
+        this.shuffleId = shuffleId;
+        this.mapId = mapId;
+        this.pushSize = pushSize;
+        this.pushMemory = pushMemory;
+        this.maxSegment = (int) Math.min(Protocol.MAX_SEGMENT, maxData);
+        this.sinks = new ByteSink[numPartitions];
+        this.streams = new SerializationStream[numPartitions];
+        this.lengths = new long[numPartitions];
+    }
+
+    void write(int partition, Object key, Object value) throws IOException {
+        SerializationStream s = streams[partition];
+        if (s == null) s = open(partition);
+        ByteSink sink = sinks[partition];
+        int before = sink.size();
+        s.writeKey(key, ANY);
+        s.writeValue(value, ANY);
+        int grown = sink.size() - before;
+        if (grown != 0) {
+            bufferedBytes += grown;
+            if (sink.size() >= pushSize) {
+                seal(partition);
+            } else if (bufferedBytes + (long) openStreams * STREAM_OVERHEAD >= pushMemory) {
+                pushLargest();
+            }
+        }
+    }
+
+    private SerializationStream open(int partition) {
+        ByteSink sink = sinks[partition];
+        if (sink == null) {
+            sink = new ByteSink(INITIAL_CAPACITY);
+            sinks[partition] = sink;
+        }
+        OutputStream wrapped = serializerManager.wrapStream(new ShuffleBlockId(shuffleId, mapId, partition), sink);
+        SerializationStream s = serializer.serializeStream(wrapped);
+        streams[partition] = s;
+        openStreams++;
+        return s;
+    }
+
+    /** Closes the partition's segment (flushing compression) and pushes it. */
+    private void seal(int partition) throws IOException {
+        SerializationStream s = streams[partition];
+        if (s == null) return;
+        ByteSink sink = sinks[partition];
+        int before = sink.size();
+        s.close();
+        streams[partition] = null;
+        openStreams--;
+        int len = sink.size();
+        bufferedBytes += len - before;
+        if (len > maxSegment) {
+            throw new IOException("a segment of shuffle " + shuffleId + " partition " + partition + " serialized to "
+                + len + " bytes, above the " + maxSegment + "-byte PUSH limit: a single record is too large");
+        }
+        if (len > 0) {
+            pusher.push(partition, sink.array(), len);
+            lengths[partition] += len;
+        }
+        bufferedBytes -= len;
+        sink.reset(INITIAL_CAPACITY);
+    }
+
+    /** Pushes the largest open segments until the buffers are back under half of push.memory. */
+    private void pushLargest() throws IOException {
+        List<Integer> open = new ArrayList<>(openStreams);
+        for (int p = 0; p < streams.length; p++) {
+            if (streams[p] != null) open.add(p);
+        }
+        open.sort((a, b) -> Integer.compare(sinks[b].size(), sinks[a].size()));
+        long target = pushMemory / 2;
+        for (int p : open) {
+            if (bufferedBytes + (long) openStreams * STREAM_OVERHEAD <= target) break;
+            seal(p);
+        }
+    }
+
+    /** Pushes every open segment. */
+    void flushAll() throws IOException {
+        for (int p = 0; p < streams.length; p++) seal(p);
+    }
+
+    /** Payload bytes pushed per partition: the MapStatus sizes (what a reader will fetch). */
+    long[] partitionLengths() { return lengths; }
+
+    /** Drops everything unsent (task failed). */
+    void discard() {
+        for (int p = 0; p < streams.length; p++) {
+            streams[p] = null;
+            sinks[p] = null;
+        }
+        openStreams = 0;
+        bufferedBytes = 0;
+    }
+}
