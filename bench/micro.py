@@ -1,0 +1,218 @@
+"""Micro benchmarks of an RPMP node, as ratios against baselines measured in the same run.
+
+- raw:   a plain socket sender -> receiver (blocking sendall / recv_into of 4 MiB buffers), two processes;
+- push:  4 MiB PUSH segments from the Python client to a node process (pipelined, checksummed by the
+         client, verified by the node, persisted in its pool) -> push_ratio = push / raw;
+- fetch: FETCH of the same data back (the client receives the frames into Arrow buffers) -> fetch / raw;
+- get4k: 4 KiB GETs per second with 1 and 16 connections, driven by bench/loadgen.c; if redis-server is
+         installed, the same program drives the same load against Redis -> redis_ratio (16 connections).
+Rounds alternate raw / push / fetch; each figure is the median over rounds.
+
+    python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+from rpmp.client import Client  # noqa: E402
+
+SEG = 4 << 20
+APP = "bench-micro"
+
+RECEIVER = textwrap.dedent("""
+    import socket, sys
+    srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+    print(srv.getsockname()[1], flush=True)
+    while True:
+        conn, _ = srv.accept()
+        total = int.from_bytes(conn.recv(8, socket.MSG_WAITALL), "little")
+        if total == 0:
+            break
+        buf = memoryview(bytearray(4 << 20)); got = 0
+        while got < total:
+            n = conn.recv_into(buf, min(len(buf), total - got))
+            if not n:
+                break
+            got += n
+        conn.sendall(b"k"); conn.close()
+""")
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": ROOT}
+
+
+def start_node(pool: str, size_mib: int) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "server", "--port", "0", "--pool", pool,
+                             "--pool-size", f"{size_mib}m", "--log-level", "WARNING"],
+                            stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+    line = proc.stdout.readline()
+    if not line.startswith("RPMP node listening on"):
+        raise SystemExit(f"node did not start: {line!r}")
+    return proc, line.rsplit(" ", 1)[1].strip()
+
+
+def raw_round(port: int, total: int) -> float:
+    data = memoryview(os.urandom(SEG))
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    t = time.perf_counter()
+    s.sendall(total.to_bytes(8, "little"))
+    for _ in range(total // SEG):
+        s.sendall(data)
+    assert s.recv(1) == b"k"
+    dt = time.perf_counter() - t
+    s.close()
+    return total / dt / 1e9
+
+
+def push_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
+    data = memoryview(os.urandom(SEG))
+    pl = c.register_shuffle(APP, shuffle, parts)
+    n = total // SEG
+    segs = [(i % parts, i, i, 0, data) for i in range(n)]
+    t = time.perf_counter()
+    c.push_many(APP, shuffle, segs, placement=pl, window=4)
+    return total / (time.perf_counter() - t) / 1e9
+
+
+def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
+    t = time.perf_counter()
+    got = 0
+    for p in range(parts):
+        for _, buf in c.fetch_raw(APP, shuffle, p):
+            got += buf.size if buf is not None else 0
+    dt = time.perf_counter() - t
+    assert got >= total, (got, total)
+    return got / dt / 1e9
+
+
+def loadgen_binary() -> str:
+    out = os.path.join(tempfile.gettempdir(), "rpmp-loadgen")
+    src = os.path.join(HERE, "loadgen.c")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", out, src], check=True)
+    return out
+
+
+def loadgen(proto: str, port: int, conns: int, seconds: float, key: str) -> float:
+    out = subprocess.run([loadgen_binary(), proto, "127.0.0.1", str(port), str(conns), str(seconds), key, "4096"],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"loadgen failed: {out.stdout} {out.stderr}")
+    return float(out.stdout.split("ops_per_s=")[1].split()[0])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_get(seconds: float, conns: int) -> float | None:
+    server = shutil.which("redis-server")
+    if server is None:
+        return None
+    port = free_port()
+    proc = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                s = socket.create_connection(("127.0.0.1", port))
+                break
+            except OSError:
+                time.sleep(0.05)
+        value = os.urandom(4096)
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$8\r\nbench-4k\r\n$4096\r\n" + value + b"\r\n")
+        assert s.recv(5) == b"+OK\r\n"
+        s.close()
+        return loadgen("redis", port, conns, seconds, "bench-4k")
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
+    ap.add_argument("--mib", type=int, default=1024, help="MiB moved per round by raw, push and fetch")
+    ap.add_argument("--seconds", type=float, default=3.0, help="duration of each GET load")
+    ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    args = ap.parse_args(argv)
+    total = args.mib << 20
+
+    pool = f"/dev/shm/rpmp-micro-{uuid.uuid4().hex[:8]}.pool"
+    node, addr = start_node(pool, args.mib * 2 + 256)
+    port = int(addr.rsplit(":", 1)[1])
+    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+    rport = int(receiver.stdout.readline())
+    runs: dict[str, list[float]] = {"raw": [], "push": [], "fetch": []}
+    try:
+        with Client(addr) as c:
+            for r in range(args.rounds):
+                runs["raw"].append(raw_round(rport, total))
+                runs["push"].append(push_round(c, r, total))
+                runs["fetch"].append(fetch_round(c, r, total))
+                c.delete_shuffle(APP, r)
+                print(f"round {r + 1}: raw {runs['raw'][-1]:.2f}  push {runs['push'][-1]:.2f}  "
+                      f"fetch {runs['fetch'][-1]:.2f} GB/s", flush=True)
+            c.put("bench-4k", os.urandom(4096))
+        get1 = loadgen("rpmp", port, 1, args.seconds, "bench-4k")
+        get16 = loadgen("rpmp", port, 16, args.seconds, "bench-4k")
+        redis16 = redis_get(args.seconds, 16)
+    finally:
+        s = socket.create_connection(("127.0.0.1", rport))
+        s.sendall((0).to_bytes(8, "little"))
+        s.close()
+        receiver.wait(10)
+        node.terminate()
+        node.wait(20)
+        if os.path.exists(pool):
+            os.unlink(pool)
+
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    result = {
+        "push_gbps": round(med["push"], 3),
+        "fetch_gbps": round(med["fetch"], 3),
+        "raw_gbps": round(med["raw"], 3),
+        "push_ratio": round(med["push"] / med["raw"], 3),
+        "fetch_ratio": round(med["fetch"] / med["raw"], 3),
+        "get4k_ops": round(get1),
+        "get4k_ops_16": round(get16),
+        "redis_get4k_ops_16": round(redis16) if redis16 else None,
+        "redis_ratio": round(get16 / redis16, 3) if redis16 else None,
+        "mib_per_round": args.mib,
+        "rounds": args.rounds,
+    }
+    print(f"raw socket   {result['raw_gbps']:6.2f} GB/s")
+    print(f"push 4 MiB   {result['push_gbps']:6.2f} GB/s  ratio {result['push_ratio']:.2f} (target >= 0.85)")
+    print(f"fetch        {result['fetch_gbps']:6.2f} GB/s  ratio {result['fetch_ratio']:.2f} (target >= 0.90)")
+    print(f"GET 4 KiB    {get1:8.0f} ops/s (1 conn)  {get16:8.0f} ops/s (16 conns)")
+    if redis16:
+        print(f"Redis GET    {redis16:8.0f} ops/s (16 conns)  ratio {result['redis_ratio']:.2f} (target >= 0.5)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
