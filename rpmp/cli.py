@@ -19,6 +19,13 @@ DEFAULT_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fi
                             "rpmp-node.conf")
 
 
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="node config file (`name = value` lines); default "
                    "spark-conf/rpmp-node.conf if it exists")
@@ -27,12 +34,12 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-id", help="name of this node in the cluster (default host:port)")
     p.add_argument("--pool", help="pool file: a file on /dev/shm or on a PMem (fsdax) mount; created if "
                    "missing (default /dev/shm/rpmp.pool; env RPMP_POOL)")
-    p.add_argument("--pool-size", type=parse_size, help="size of a new pool, e.g. 512m, 4g (default 1g)")
+    p.add_argument("--pool-size", type=_size, help="size of a new pool, e.g. 512m, 4g (default 1g)")
     p.add_argument("--seeds", help="comma-separated host:port of seed nodes to join (default: none, a "
                    "single node or the first seed)")
     p.add_argument("--heartbeat-interval", type=float, help="seconds between heartbeats to the seeds (0.5)")
     p.add_argument("--dead-after", type=float, help="seconds without heartbeats before a node is dead (3)")
-    p.add_argument("--max-data", type=parse_size, help="largest data part a frame may carry (256m)")
+    p.add_argument("--max-data", type=_size, help="largest data part a frame may carry (256m)")
     p.add_argument("--max-connections", type=int, help="client connections accepted at once (1024)")
     p.add_argument("--no-verify-push", dest="verify_push", action="store_const", const=False,
                    help="do not verify each pushed segment's XXH64 on receipt (readers still verify)")
@@ -116,21 +123,21 @@ def cmd_stat(args: argparse.Namespace) -> int:
                 agg = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0})
                 for k in agg:
                     agg[k] += a[k]
-            nt.add_row(n.node_id, state, pool["path"], _size(pool["used"]), _size(pool["free"]), str(pool["blocks"]),
+            nt.add_row(n.node_id, state, pool["path"], _human(pool["used"]), _human(pool["free"]), str(pool["blocks"]),
                        str(len(st["apps"])), str(sum(a["shuffles"] for a in st["apps"].values())),
-                       _size(ctr["push_bytes"]), _size(ctr["fetch_bytes"]))
+                       _human(ctr["push_bytes"]), _human(ctr["fetch_bytes"]))
         console.print(nt)
         if apps:
             at = Table(title="applications")
             for col in ("app", "shuffles", "records", "bytes"):
                 at.add_column(col, justify="left" if col == "app" else "right")
             for app, a in sorted(apps.items()):
-                at.add_row(app, str(a["shuffles"]), str(a["records"]), _size(a["bytes"]))
+                at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]))
             console.print(at)
     return 0
 
 
-def _size(n: int) -> str:
+def _human(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -172,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="run a benchmark from bench/ (micro, pool_bench, terasort)",
                        description="Run bench/<which>.py with the remaining arguments.")
-    p.add_argument("which", choices=["micro", "pool_bench", "terasort"])
+    p.add_argument("which", choices=["micro", "pool_bench", "terasort"], help="which benchmark to run")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
     p.set_defaults(func=cmd_bench)
     return ap
