@@ -85,6 +85,15 @@ public final class MetaReader {
         }
     }
 
+    /** A str decoded leniently (malformed UTF-8 replaced): for error messages, which must always decode. */
+    public String lenientStr(String what) throws RpmpException {
+        int n = u16(what + " length");
+        need(n, what);
+        String v = new String(buf, pos, n, StandardCharsets.UTF_8);
+        pos += n;
+        return v;
+    }
+
     /** A list count whose items take at least minItemSize bytes each: checked against what is left. */
     public int count(String what, int minItemSize) throws RpmpException {
         long n = u32(what + " count");

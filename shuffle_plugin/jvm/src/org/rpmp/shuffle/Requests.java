@@ -35,14 +35,15 @@ public final class Requests {
 
     public static byte[] registerShuffle(String app, int shuffle, int numPartitions, int replicas) {
         checkApp(app);
-        if (numPartitions < 0 || numPartitions > Protocol.MAX_PARTITIONS) {
-            throw new IllegalArgumentException("partition count " + numPartitions + " outside 0.." + Protocol.MAX_PARTITIONS);
+        if (numPartitions < 1 || numPartitions > Protocol.MAX_PARTITIONS) {
+            throw new IllegalArgumentException("partition count " + numPartitions + " outside 1.." + Protocol.MAX_PARTITIONS);
         }
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException("replicas must be 1..255");
         return new MetaWriter().str(app).u32(shuffle & 0xFFFFFFFFL).u32(numPartitions).u8(replicas).toByteArray();
     }
 
     public static byte[] push(String app, int shuffle, int partition, int mapIndex, long attempt, int seq, long checksum) {
+        checkApp(app);
         return new MetaWriter().str(app).u32(shuffle & 0xFFFFFFFFL).u32(partition).u32(mapIndex)
             .u64(attempt).u32(seq & 0xFFFFFFFFL).u64(checksum).toByteArray();
     }
@@ -72,6 +73,50 @@ public final class Requests {
     }
 
     public static byte[] deleteApp(String app) {
+        checkApp(app);
         return new MetaWriter().str(app).toByteArray();
     }
+
+    /**
+     * REGISTER_SHUFFLE as a node forwards it (flag FORWARDED): the request meta followed by the placement
+     * in the response layout, so every node stores the same table. (Not in PROTOCOL.md; taken from the
+     * test vectors and rpmp/_wire.pyx.)
+     */
+    public static byte[] registerShuffleForwarded(String app, int shuffle, int numPartitions, int replicas,
+                                                  Placement placement) {
+        byte[] head = registerShuffle(app, shuffle, numPartitions, replicas);
+        byte[] tail = placement.encode();
+        byte[] out = java.util.Arrays.copyOf(head, head.length + tail.length);
+        System.arraycopy(tail, 0, out, head.length, tail.length);
+        return out;
+    }
+
+    public static byte[] heartbeat(NodeInfo self, long knownEpoch) {
+        MetaWriter w = new MetaWriter();
+        self.write(w);
+        return w.u64(knownEpoch).toByteArray();
+    }
+
+    // Pool API (PUT/GET/DELETE by key, ALLOC/WRITE/READ/FREE by address).
+
+    private static void checkKey(byte[] key) {
+        if (key.length < 1 || key.length > 160) throw new IllegalArgumentException("keys are 1..160 bytes");
+    }
+
+    public static byte[] key(byte[] key) {
+        checkKey(key);
+        return new MetaWriter().bytes(key).toByteArray();
+    }
+
+    public static byte[] alloc(long size) { return new MetaWriter().u64(size).toByteArray(); }
+
+    public static byte[] write(long address, long offset) {
+        return new MetaWriter().u64(address).u64(offset).toByteArray();
+    }
+
+    public static byte[] read(long address, long offset, long length) {
+        return new MetaWriter().u64(address).u64(offset).u64(length).toByteArray();
+    }
+
+    public static byte[] free(long address) { return new MetaWriter().u64(address).toByteArray(); }
 }

@@ -31,6 +31,42 @@ public final class Responses {
         }
     }
 
+    /** PARTITION_INFO response: {@code str pool_path, u32 records, u64 bytes, list<Block>}. */
+    public static final class PartitionInfo {
+        public final String poolPath;
+        public final long records;
+        public final long bytes;
+        /** Per block: {address, file_offset, used, sealed (0/1)}. */
+        public final List<long[]> blocks;
+
+        PartitionInfo(String poolPath, long records, long bytes, List<long[]> blocks) {
+            this.poolPath = poolPath;
+            this.records = records;
+            this.bytes = bytes;
+            this.blocks = blocks;
+        }
+    }
+
+    public static PartitionInfo partitionInfo(MetaReader r) throws RpmpException {
+        String path = r.str("pool_path");
+        long records = r.u32("records");
+        long bytes = r.u64("bytes");
+        int n = r.count("blocks", 25);
+        List<long[]> blocks = new ArrayList<>(n);
+        for (int i = 0; i < n; i++) {
+            blocks.add(new long[] {r.u64("address"), r.u64("file_offset"), r.u64("used"), r.u8("sealed")});
+        }
+        r.end("PARTITION_INFO response");
+        return new PartitionInfo(path, records, bytes, blocks);
+    }
+
+    /** ALLOC response: {@code u64 address}. */
+    public static long address(MetaReader r) throws RpmpException {
+        long a = r.u64("address");
+        r.end("ALLOC response");
+        return a;
+    }
+
     public static Hello hello(MetaReader r) throws RpmpException {
         Hello h = new Hello(r.u16("version"), r.str("node_id"), r.u64("max_data"));
         r.end("HELLO response");
@@ -68,7 +104,7 @@ public final class Responses {
     /** An error frame's meta {@code u16 code, str message}, as the exception to throw. */
     public static RpmpException error(MetaReader r, String node) throws RpmpException {
         int code = r.u16("error code");
-        String message = r.str("error message");
+        String message = r.lenientStr("error message");
         r.end("error frame");
         return new RpmpException(code, message, node);
     }

@@ -32,6 +32,10 @@ public final class RpmpClient implements Closeable {
     private static final int BUFFER_SIZE = 256 << 10;
     /** Consecutive empty non-final FETCH frames tolerated before the stream is declared bogus. */
     private static final int MAX_EMPTY_FRAMES = 64;
+    /** PartCounts per MAP_END: 16 bytes each keeps the meta well under 1 MiB. */
+    private static final int MAP_END_CHUNK = 60_000;
+    /** Attempt ids a FETCH lists at most (8 bytes each); beyond, the node does not filter and the reader does. */
+    public static final int MAX_FETCH_ATTEMPTS = 100_000;
 
     /** Connection settings. */
     public static final class Options {
@@ -249,9 +253,18 @@ public final class RpmpClient implements Closeable {
         }
     }
 
+    /**
+     * MAP_END. The node only checks the listed partitions, so a task that wrote to more partitions than
+     * one 1 MiB meta can list (16 bytes each) sends several.
+     */
     public void mapEnd(String app, int shuffle, int mapIndex, long attempt, List<PartCount> counts) throws IOException {
-        byte[] meta = call(Protocol.OP_MAP_END, Requests.mapEnd(app, shuffle, mapIndex, attempt, counts));
-        Responses.empty(new MetaReader(meta, address), Protocol.OP_MAP_END);
+        int from = 0;
+        do {
+            int to = Math.min(counts.size(), from + MAP_END_CHUNK);
+            byte[] meta = call(Protocol.OP_MAP_END, Requests.mapEnd(app, shuffle, mapIndex, attempt, counts.subList(from, to)));
+            Responses.empty(new MetaReader(meta, address), Protocol.OP_MAP_END);
+            from = to;
+        } while (from < counts.size());
     }
 
     /**
@@ -261,6 +274,7 @@ public final class RpmpClient implements Closeable {
     public FetchStream fetch(String app, int shuffle, int partition, int startMap, int endMap, long[] attempts)
             throws IOException {
         checkIdle();
+        if (attempts.length > MAX_FETCH_ATTEMPTS) attempts = new long[0];
         long id = send(Protocol.OP_FETCH, Requests.fetch(app, shuffle, partition, startMap, endMap, attempts), null, 0, 0);
         activeFetch = new FetchStream(id);
         return activeFetch;

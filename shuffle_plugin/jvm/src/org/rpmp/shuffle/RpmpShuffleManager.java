@@ -86,7 +86,10 @@ public class RpmpShuffleManager extends SortShuffleManager {
         SparkContext sc = dependency.rdd().sparkContext();
         String appName = appName(sc.applicationId());
         int numPartitions = dependency.partitioner().numPartitions();
-        Placement placement = registerWithAnyNode(appName, shuffleId, numPartitions);
+        // A shuffle without partitions (an empty RDD) has nothing to place; RPMP refuses 0 partitions.
+        Placement placement = numPartitions == 0
+            ? new Placement(0, java.util.List.of(), 0, new short[0])
+            : registerWithAnyNode(appName, shuffleId, numPartitions);
         ShuffleCounters counters = new ShuffleCounters(shuffleId);
         counters.register(sc);
         RpmpMetrics.register(counters);
