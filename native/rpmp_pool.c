@@ -54,6 +54,7 @@ struct rpmp_pool {
     uint64_t uuid_lo;
     uint64_t size;
     char *path;
+    int volatile_medium; /* tmpfs: cache write-backs buy nothing (see prepare()) */
     /* counters, rebuilt by the open scan; updated atomically */
     uint64_t allocated_bytes;
     uint64_t used_bytes;
@@ -133,17 +134,20 @@ static int lookup(rpmp_pool *pool, uint64_t id, struct block_hdr **out) {
  *   a store, and msync would only cost time, so libpmem is told to flush with CPU instructions as on
  *   real PMem. libpmem reads PMEM_IS_PMEM_FORCE once per process, so the first pool opened decides;
  *   an explicit PMEM_IS_PMEM_FORCE in the environment always wins. */
-static void prepare(const char *path) {
-    int one = 1;
-    pmemobj_ctl_set(NULL, "prefault.at_open", &one);
-    pmemobj_ctl_set(NULL, "prefault.at_create", &one);
-    if (getenv("PMEM_IS_PMEM_FORCE")) return;
+static int on_tmpfs(const char *path) {
     struct statfs fs;
     char *copy = strdup(path);
     int rc = copy ? statfs(path, &fs) : -1;
     if (rc != 0 && copy) rc = statfs(dirname(copy), &fs);
     free(copy);
-    if (rc == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC_NUMBER) setenv("PMEM_IS_PMEM_FORCE", "1", 0);
+    return rc == 0 && (unsigned long)fs.f_type == TMPFS_MAGIC_NUMBER;
+}
+
+static void prepare(const char *path) {
+    int one = 1;
+    pmemobj_ctl_set(NULL, "prefault.at_open", &one);
+    pmemobj_ctl_set(NULL, "prefault.at_create", &one);
+    if (!getenv("PMEM_IS_PMEM_FORCE") && on_tmpfs(path)) setenv("PMEM_IS_PMEM_FORCE", "1", 0);
 }
 
 static int map_open_errno(const char *path, int e) {
@@ -168,6 +172,11 @@ static int pool_wrap(PMEMobjpool *pop, const char *path, rpmp_pool **out) {
     pool->path = strdup(path);
     pool->size = (stat(path, &st) == 0) ? (uint64_t)st.st_size : 0;
     pool->uuid_lo = pmemobj_oid((char *)pop + 4096).pool_uuid_lo;
+    /* Bytes received straight into a tmpfs pool need no cache write-back: the page cache is the
+     * medium, a process crash loses no store and a power cut loses everything anyway. Ordering
+     * fences stay. RPMP_FLUSH=1 forces write-backs (to measure what real PMem would pay). */
+    const char *force = getenv("RPMP_FLUSH");
+    pool->volatile_medium = on_tmpfs(path) && !(force && *force == '1');
     *out = pool;
     return RPMP_OK;
 }
@@ -349,7 +358,7 @@ int rpmp_block_flush(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len
     struct block_hdr *h = NULL;
     int rc = lookup(pool, id, &h);
     if (rc == RPMP_OK) rc = check_range(h, id, offset, len);
-    if (rc == RPMP_OK && len) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
+    if (rc == RPMP_OK && len && !pool->volatile_medium) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
     return rc;
 }
 
@@ -358,7 +367,7 @@ int rpmp_block_publish(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t l
     int rc = lookup(pool, id, &h);
     if (rc == RPMP_OK) rc = check_range(h, id, offset, len);
     if (rc != RPMP_OK) return rc;
-    if (len && !flushed) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
+    if (len && !flushed && !pool->volatile_medium) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
     pmemobj_drain(pool->pop);
     uint64_t end = offset + len;
     if (end > h->used) {
