@@ -1,7 +1,15 @@
 package org.rpmp.shuffle;
 
+import java.util.Collections;
 import java.util.Map;
 import java.util.concurrent.ConcurrentSkipListMap;
+import java.util.concurrent.TimeoutException;
+
+import org.apache.spark.SparkContext;
+import org.apache.spark.SparkEnv;
+import org.apache.spark.status.AppStatusStore;
+import org.apache.spark.status.api.v1.StageData;
+import scala.collection.Iterator;
 
 /**
  * Driver-side registry of the plugin's per-shuffle counters, for the PySpark side through py4j:
@@ -65,5 +73,34 @@ public final class RpmpMetrics {
             sb.append('"').append(names[i]).append("\":").append(totals[i]);
         }
         return sb.append("}}").toString();
+    }
+
+    /** The class of the shuffle manager this JVM runs (py4j cannot reflect on SparkEnv itself in 4.3). */
+    public static String activeShuffleManager() {
+        SparkEnv env = SparkEnv.get();
+        return env == null ? null : env.shuffleManager().getClass().getName();
+    }
+
+    /**
+     * Spark's own view of shuffle traffic, summed over every stage so far, from the driver's status store
+     * (after the listener bus drained): {"writeBytes", "writeRecords", "readBytes", "readRecords"}. What the
+     * plugin reports to ShuffleWriteMetrics/ShuffleReadMetrics shows up here and in the UI.
+     */
+    public static String sparkShuffleTotalsJson() throws TimeoutException {
+        SparkContext sc = SparkContext.getOrCreate();
+        sc.listenerBus().waitUntilEmpty(30_000L);
+        AppStatusStore store = sc.statusStore();
+        Iterator<StageData> stages = store.stageList(Collections.emptyList(), false, false,
+            store.stageList$default$4(), Collections.emptyList()).iterator();
+        long wb = 0, wr = 0, rb = 0, rr = 0;
+        while (stages.hasNext()) {
+            StageData d = stages.next();
+            wb += d.shuffleWriteBytes();
+            wr += d.shuffleWriteRecords();
+            rb += d.shuffleReadBytes();
+            rr += d.shuffleReadRecords();
+        }
+        return "{\"writeBytes\":" + wb + ",\"writeRecords\":" + wr + ",\"readBytes\":" + rb
+            + ",\"readRecords\":" + rr + "}";
     }
 }

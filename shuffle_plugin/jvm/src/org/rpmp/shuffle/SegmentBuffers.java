@@ -20,10 +20,12 @@ import scala.reflect.ClassTag$;
  * <p>A segment is closed and pushed when it reaches spark.rpmp.push.size, and when the task's buffers
  * reach spark.rpmp.push.memory the largest ones are pushed early. Each segment is a complete serializer
  * and compression stream, so a reader decodes any segment on its own, in any order.
+ *
+ * <p>push.memory bounds the serialized bytes held; each open segment also holds its compression and
+ * serializer buffers (tens of KiB, like one of Spark's BypassMergeSortShuffleWriter files), which are not
+ * counted: counting them would make a task with many partitions push one-record segments.
  */
 final class SegmentBuffers {
-    /** Rough memory of one open segment besides its bytes: compression and serializer buffers. */
-    static final int STREAM_OVERHEAD = 64 << 10;
     private static final int INITIAL_CAPACITY = 32 << 10;
     private static final ClassTag<Object> ANY = ClassTag$.MODULE$.Any();
 
@@ -68,7 +70,7 @@ final class SegmentBuffers {
             bufferedBytes += grown;
             if (sink.size() >= pushSize) {
                 seal(partition);
-            } else if (bufferedBytes + (long) openStreams * STREAM_OVERHEAD >= pushMemory) {
+            } else if (bufferedBytes >= pushMemory) {
                 pushLargest();
             }
         }
@@ -119,7 +121,7 @@ final class SegmentBuffers {
         open.sort((a, b) -> Integer.compare(sinks[b].size(), sinks[a].size()));
         long target = pushMemory / 2;
         for (int p : open) {
-            if (bufferedBytes + (long) openStreams * STREAM_OVERHEAD <= target) break;
+            if (bufferedBytes <= target) break;
             seal(p);
         }
     }
