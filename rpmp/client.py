@@ -17,7 +17,6 @@ a view of the bytes that came off the socket.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -33,8 +32,6 @@ from rpmp.protocol import (
     FLAG_MORE,
     FLAG_RESPONSE,
     HEADER_SIZE,
-    MAGIC,
-    MAX_META,
     VERSION,
     ErrorCode,
     Node,
@@ -42,7 +39,6 @@ from rpmp.protocol import (
     ProtocolError,
 )
 
-HEADER = struct.Struct("<IBBHQIIQ")
 MAX_REPLY_DATA = 1 << 31
 
 
@@ -138,7 +134,7 @@ class Connection:
     def send(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> int:
         self._rid += 1
         dlen = 0 if data is None else memoryview(data).nbytes
-        head = HEADER.pack(MAGIC, VERSION, op, flags, self._rid, len(meta), 0, dlen) + meta
+        head = W.frame(op, flags, self._rid, meta, dlen)
         if dlen:
             self._sendmsg([head, data])
         else:
@@ -166,11 +162,12 @@ class Connection:
     def recv(self, op: int, rid: int) -> tuple[int, bytes, pa.Buffer | None]:
         """One response frame: (flags, meta, data). Error frames raise."""
         self._recv_into(self._hdr_view)
-        magic, version, rop, flags, rrid, meta_len, reserved, data_len = HEADER.unpack(self._hdr)
-        if magic != MAGIC or version != VERSION or not flags & FLAG_RESPONSE or meta_len > MAX_META \
-                or data_len > MAX_REPLY_DATA:
-            raise RpmpError(ErrorCode.BAD_FRAME, f"bad response frame from {self.host}:{self.port} (magic "
-                            f"{magic:#x}, version {version}, flags {flags:#x}, meta {meta_len}, data {data_len})")
+        try:
+            rop, flags, rrid, meta_len, data_len = W.unpack_header(self._hdr, MAX_REPLY_DATA)
+        except ProtocolError as e:
+            raise RpmpError(e.code, f"bad response frame from {self.host}:{self.port}: {e.message}") from None
+        if not flags & FLAG_RESPONSE:
+            raise RpmpError(ErrorCode.BAD_FRAME, f"{self.host}:{self.port} sent a request frame, not a response")
         meta = bytearray(meta_len)
         if meta_len:
             self._recv_into(memoryview(meta))

@@ -300,8 +300,9 @@ def assert_closed(s: socket.socket) -> None:
     (HDR.pack(0xDEADBEEF, 1, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_FRAME, "bad magic"),
     (HDR.pack(MAGIC, 2, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_VERSION, "version 2 is not supported"),
     (HDR.pack(MAGIC, 1, Op.PING, 0, 1, 0, 7, 0), ErrorCode.BAD_FRAME, "reserved"),
-    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 2 << 20, 0, 0), ErrorCode.TOO_LARGE, "meta of 2097152 bytes"),
-    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 10, 0, 1 << 40), ErrorCode.TOO_LARGE, "exceeds this node's limit"),
+    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 2 << 20, 0, 0), ErrorCode.TOO_LARGE, "meta of 2097152 bytes exceeds"),
+    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 10, 0, 1 << 40), ErrorCode.TOO_LARGE,
+     "data of 1099511627776 bytes exceeds the limit of 268435456"),
     (os.urandom(7) + b"garbage" * 10, ErrorCode.BAD_FRAME, "bad magic"),
 ])
 def test_broken_framing_gets_error_and_close_while_others_work(node, frame, code, text):

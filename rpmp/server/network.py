@@ -16,25 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import struct
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from rpmp.protocol import (
-    FLAG_ERROR,
-    FLAG_MORE,
-    FLAG_RESPONSE,
-    HEADER_SIZE,
-    MAGIC,
-    MAX_META,
-    VERSION,
-    ErrorCode,
-    ProtocolError,
-)
+from rpmp import _wire as W
+from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, ProtocolError
 
 log = logging.getLogger("rpmp.network")
 
-HEADER = struct.Struct("<IBBHQIIQ")
 INITIAL_STAGING = 64 << 10
 DISCARD_CHUNK = 256 << 10
 _scratch = memoryview(bytearray(DISCARD_CHUNK))
@@ -77,12 +66,6 @@ class Sink:
         self.pos += n
 
 
-def encode_error(op: int, rid: int, code: int, message: str) -> bytes:
-    msg = message.encode("utf-8", "replace")[:4000]
-    meta = struct.pack("<HH", code, len(msg)) + msg
-    return HEADER.pack(MAGIC, VERSION, op, FLAG_RESPONSE | FLAG_ERROR, rid, len(meta), 0, 0) + meta
-
-
 class Connection(asyncio.BufferedProtocol):
     """Frames of one client connection; requests are answered in order."""
 
@@ -108,8 +91,8 @@ class Connection(asyncio.BufferedProtocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = str(transport.get_extra_info("peername"))
         if len(self.server.connections) >= self.server.max_connections:
-            transport.write(encode_error(0, 0, ErrorCode.UNAVAILABLE,
-                                         f"node has {self.server.max_connections} connections already"))
+            transport.write(W.error_frame(0, 0, ErrorCode.UNAVAILABLE,
+                                          f"node has {self.server.max_connections} connections already"))
             transport.close()
             self.closed = True
             return
@@ -169,19 +152,11 @@ class Connection(asyncio.BufferedProtocol):
             avail = self.end - self.start
             if avail < HEADER_SIZE:
                 break
-            magic, version, op, flags, rid, meta_len, reserved, data_len = HEADER.unpack_from(self.buf, self.start)
-            if magic != MAGIC:
-                return self._fatal(op, rid, ErrorCode.BAD_FRAME, f"bad magic {magic:#010x}")
-            if version != VERSION:
-                return self._fatal(op, rid, ErrorCode.BAD_VERSION,
-                                   f"protocol version {version} is not supported (this node speaks {VERSION})")
-            if reserved:
-                return self._fatal(op, rid, ErrorCode.BAD_FRAME, "reserved header field is not zero")
-            if meta_len > MAX_META:
-                return self._fatal(op, rid, ErrorCode.TOO_LARGE, f"meta of {meta_len} bytes exceeds {MAX_META}")
-            if data_len > self.server.max_data:
-                return self._fatal(op, rid, ErrorCode.TOO_LARGE,
-                                   f"data of {data_len} bytes exceeds this node's limit of {self.server.max_data}")
+            try:
+                op, flags, rid, meta_len, data_len = W.unpack_header(self.view, self.server.max_data, self.start)
+            except ProtocolError as e:  # broken framing: answer, echoing what op and id the bytes hold
+                op, rid = self.buf[self.start + 5], int.from_bytes(self.buf[self.start + 8:self.start + 16], "little")
+                return self._fatal(op, rid, e.code, e.message)
             if flags & FLAG_RESPONSE:
                 return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
             if avail < HEADER_SIZE + meta_len:
@@ -271,17 +246,17 @@ class Connection(asyncio.BufferedProtocol):
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
             size = sum(len(d) if not isinstance(d, memoryview) else d.nbytes for d in data)
-            out.append(HEADER.pack(MAGIC, VERSION, op, flags, rid, len(meta), 0, size) + meta)
+            out.append(W.frame(op, flags, rid, meta, size))
             out.extend(data)
         self.transport.writelines(out)
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
-            self.transport.write(encode_error(op, rid, int(err.code), str(err.message)))
+            self.transport.write(W.error_frame(op, rid, int(err.code), str(err.message)))
 
     def _fatal(self, op: int, rid: int, code: int, message: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, message)
-        self.transport.write(encode_error(op, rid, code, message))
+        self.transport.write(W.error_frame(op, rid, code, message))
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)

@@ -7,12 +7,10 @@ next request opens a new one. Data never flows here, so asyncio streams are fast
 from __future__ import annotations
 
 import asyncio
-import struct
 
 from rpmp import _wire as W
-from rpmp.protocol import FLAG_ERROR, HEADER_SIZE, MAGIC, MAX_META, VERSION, ErrorCode, ProtocolError
+from rpmp.protocol import FLAG_ERROR, HEADER_SIZE, ErrorCode, ProtocolError
 
-HEADER = struct.Struct("<IBBHQIIQ")
 MAX_CONTROL_DATA = 16 << 20
 
 
@@ -41,14 +39,17 @@ class PeerPool:
         reader, writer = conn
         self._rid += 1
         rid = self._rid
-        writer.write(HEADER.pack(MAGIC, VERSION, op, flags, rid, len(meta), 0, 0) + meta)
+        writer.write(W.frame(op, flags, rid, meta))
         await writer.drain()
         head = await reader.readexactly(HEADER_SIZE)
-        magic, version, rop, rflags, rrid, meta_len, _, data_len = HEADER.unpack(head)
-        if magic != MAGIC or version != VERSION or rrid != rid or meta_len > MAX_META \
-                or data_len > MAX_CONTROL_DATA:
+        try:
+            _, rflags, rrid, meta_len, data_len = W.unpack_header(head, MAX_CONTROL_DATA)
+        except ProtocolError as e:
             self._drop(key)
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"bad response frame from {key[0]}:{key[1]}")
+            raise ProtocolError(e.code, f"bad response frame from {key[0]}:{key[1]}: {e.message}") from None
+        if rrid != rid:
+            self._drop(key)
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"{key[0]}:{key[1]} answered request {rrid}, not {rid}")
         rmeta = await reader.readexactly(meta_len)
         data = await reader.readexactly(data_len)
         if rflags & FLAG_ERROR:
