@@ -78,7 +78,7 @@ public final class RpmpMetrics {
     /** The class of the shuffle manager this JVM runs (py4j cannot reflect on SparkEnv itself in 4.3). */
     public static String activeShuffleManager() {
         SparkEnv env = SparkEnv.get();
-        return env == null ? null : env.shuffleManager().getClass().getName();
+        return env == null ? null : env.blockingShuffleManager().getClass().getName();
     }
 
     /**

@@ -94,8 +94,12 @@ final class SegmentPusher {
             nodeOfPartition[partition] = idx;
             return idx;
         }
+        StringBuilder tried = new StringBuilder();
+        for (int i = 0; i < placement.prefLength(); i++) {
+            tried.append(i == 0 ? "" : ", ").append(placement.preferred(partition, i).address());
+        }
         throw new IOException("no RPMP node of partition " + partition + " of shuffle " + handle.shuffleId()
-            + " is reachable", last);
+            + " is reachable (" + tried + ")", last);
     }
 
     /**

@@ -1,0 +1,153 @@
+"""Spark on RPMP when things break: map output lives on the RPMP node, not on the executor that wrote it.
+
+- An executor lost after the map stage costs nothing: the reduce stage still finds every map output
+  (with Spark's sort shuffle and no external shuffle service, the lost executor's maps would re-run).
+- An RPMP node killed and restarted on its pool between the stages serves the same output.
+- A node that stays down fails the job with an error that names RPMP, in bounded time.
+
+One SparkSession (local-cluster, separate executor JVMs) for the module; the tests run in file order
+because each leaves the cluster a little more broken.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+pytest.importorskip("pyspark")
+
+from conftest import SHM, NodeProcess  # noqa: E402
+
+from shuffle_plugin import jar as plugin_jar  # noqa: E402
+
+N = 40_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RestartableNode:
+    """One RPMP node on a fixed port and pool, so it can come back at the same address."""
+
+    def __init__(self):
+        self.pool = os.path.join(SHM or "/tmp", f"rpmp-faults-{uuid.uuid4().hex[:12]}.pool")
+        self.port = free_port()
+        self.node = NodeProcess(self.pool, pool_size="256m", port=self.port)
+        self.addr = self.node.addr
+
+    def kill(self) -> None:
+        self.node.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.node = NodeProcess(self.pool, pool_size="256m", port=self.port)
+        assert self.node.addr == self.addr
+
+    def close(self) -> None:
+        self.node.stop()
+        if os.path.exists(self.pool):
+            os.unlink(self.pool)
+
+
+@pytest.fixture(scope="module")
+def rpmp_node():
+    n = RestartableNode()
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="module")
+def spark(rpmp_node):
+    from pyspark.sql import SparkSession
+
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    conf = {"spark.jars": str(plugin_jar.build_jar(quiet=True)),
+            "spark.shuffle.manager": "org.rpmp.shuffle.RpmpShuffleManager",
+            "spark.rpmp.nodes": rpmp_node.addr,
+            "spark.rpmp.push.size": "32k",
+            "spark.rpmp.connect.timeout": "2s",
+            "spark.rpmp.fetch.timeout": "10s",
+            "spark.executor.memory": "768m",
+            "spark.ui.enabled": "false",
+            "spark.task.maxFailures": "2",
+            "spark.stage.maxConsecutiveAttempts": "2"}
+    builder = SparkSession.builder.master("local-cluster[2,1,1024]").appName("rpmp-faults")
+    for k, v in conf.items():
+        builder = builder.config(k, v)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def executors(sc) -> list[str]:
+    return sorted(e.host() + ":" + str(e.port()) for e in sc._jsc.sc().statusTracker().getExecutorInfos())
+
+
+def shuffled(sc, counter):
+    """A shuffle whose map function counts its calls (an accumulator: successful tasks only)."""
+    def tag(i):
+        counter.add(1)
+        return (i % 101, i)
+
+    return sc.parallelize(range(N), 4).map(tag).partitionBy(5)
+
+
+def sums(rdd) -> dict:
+    return dict(rdd.reduceByKey(lambda a, b: a + b).collect())
+
+
+EXPECTED = {k: sum(range(k, N, 101)) for k in range(101)}
+
+
+def test_map_output_survives_a_lost_executor(spark):
+    sc = spark.sparkContext
+    counter = sc.accumulator(0)
+    data = shuffled(sc, counter)
+    assert data.count() == N               # runs the map stage: every map pushed to RPMP
+    assert counter.value == N
+
+    before = len(executors(sc))
+    victim = sc._jsc.sc().getExecutorIds().apply(0)
+    assert sc._jsc.sc().killExecutor(victim)
+    deadline = time.time() + 60
+    while len(executors(sc)) >= before and time.time() < deadline:
+        time.sleep(0.5)
+    assert len(executors(sc)) == before - 1, "the executor did not go away"
+
+    assert sums(data) == EXPECTED
+    assert counter.value == N, "map tasks re-ran: their output should have survived on RPMP"
+
+
+def test_map_output_survives_a_node_restart(spark, rpmp_node):
+    sc = spark.sparkContext
+    counter = sc.accumulator(0)
+    data = shuffled(sc, counter)
+    assert data.count() == N
+    rpmp_node.kill()
+    rpmp_node.restart()                    # same pool file, same address
+    assert sums(data) == EXPECTED
+    assert counter.value == N, "map tasks re-ran: the restarted node should have served their output"
+
+
+def test_a_node_that_stays_down_fails_the_job_clearly(spark, rpmp_node):
+    sc = spark.sparkContext
+    data = shuffled(sc, sc.accumulator(0))
+    assert data.count() == N
+    rpmp_node.kill()
+    t0 = time.time()
+    with pytest.raises(Exception) as info:
+        sums(data)
+    assert time.time() - t0 < 180
+    assert "RPMP" in str(info.value) or "rpmp" in str(info.value)
