@@ -165,7 +165,7 @@ def teravalidate(out: DataFrame, expected_count: int | None = None, expected_che
         .withColumn("prev_max", F.lag("max_key").over(ordered)) \
         .withColumn("crosses", F.coalesce(F.col("prev_max") > F.col("min_key"), F.lit(False)))
     parts = sorted(bounds.collect(), key=lambda r: r["part"])   # one row per non-empty partition
-    row_of = (lambda pos: pos) if "pos" in cols else (lambda pos: pos & ((1 << 33) - 1))  # noqa: E731
+    row_mask = -1 if "pos" in cols else (1 << 33) - 1   # monotonically_increasing_id: partition << 33 | row
 
     reasons: list[str] = []
     count = sum(int(r["rows"]) for r in parts)
@@ -174,7 +174,7 @@ def teravalidate(out: DataFrame, expected_count: int | None = None, expected_che
     crossings = [r for r in parts if r["crosses"]]
     for r in [r for r in parts if r["inversions"]][:max_reasons]:
         reasons.append(f"partition {r['part']} is not sorted: {r['inversions']} key(s) smaller than the one before, "
-                       f"the first at row {row_of(int(r['first_inversion']))}")
+                       f"the first at row {int(r['first_inversion']) & row_mask}")
     for r in crossings[:max_reasons]:
         reasons.append(f"partitions out of order: max key of partition {r['prev_part']} ({bytes(r['prev_max']).hex()})"
                        f" > min key of partition {r['part']} ({bytes(r['min_key']).hex()})")
