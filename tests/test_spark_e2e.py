@@ -165,6 +165,16 @@ def rpmp_node():
         os.unlink(pool)
 
 
+def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
+    """Executors register after the SparkContext exists; tests that count on them wait."""
+    import time
+
+    deadline = time.time() + timeout
+    while len(sc._jsc.sc().statusTracker().getExecutorInfos()) < n + 1:   # + the driver
+        assert time.time() < deadline, f"{n} executors did not register in {timeout} s"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def spark(rpmp_node):
     jar = str(plugin_jar.build_jar(quiet=True))
@@ -175,6 +185,7 @@ def spark(rpmp_node):
             "spark.executor.memory": "768m"}
     session = _session("local-cluster[2,1,1024]", conf)
     session.sparkContext.setLogLevel("WARN")
+    wait_for_executors(session.sparkContext, 2)
     yield session
     session.stop()
 

@@ -67,6 +67,16 @@ def rpmp_node():
     n.close()
 
 
+def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
+    """Executors register after the SparkContext exists; tests that count on them wait."""
+    import time
+
+    deadline = time.time() + timeout
+    while len(sc._jsc.sc().statusTracker().getExecutorInfos()) < n + 1:   # + the driver
+        assert time.time() < deadline, f"{n} executors did not register in {timeout} s"
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def spark(rpmp_node):
     from pyspark.sql import SparkSession
@@ -87,6 +97,7 @@ def spark(rpmp_node):
         builder = builder.config(k, v)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    wait_for_executors(session.sparkContext, 2)
     yield session
     session.stop()
 
