@@ -400,6 +400,18 @@ def node_stats(nodes: str) -> list[dict[str, Any]]:
         return [c.stats(node=a.strip()) for a in nodes.split(",") if a.strip()]
 
 
+def process_cpu_s(pid: int | None) -> float | None:
+    """User + system CPU seconds of a process (the embedded RPMP node), from /proc."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for d in ds:
@@ -414,7 +426,7 @@ def _delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 
 def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: int, sink: str, kill: bool,
                  validate: bool, expected: dict[str, int] | None, nodes: str | None, phases: SparkPhases,
-                 label: str) -> Run:
+                 label: str, node_pid: int | None = None) -> Run:
     """One timed TeraSort in this session (and its validation); see the module doc for what is timed."""
     from pyspark.sql import DataFrame
 
@@ -427,6 +439,7 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
     mark0 = last_stage_id(sc)
     before_rpmp = rpmp_counters(spark) if rpmp else None
     before_node = node_counters(nodes) if rpmp and nodes else None
+    before_cpu = process_cpu_s(node_pid) if rpmp else None
     kill_info = None
     sc.setJobDescription(f"terasort {label}")
     rdd = None
@@ -437,14 +450,12 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
             seconds = time.perf_counter() - t0
             map_s = reduce_s = float("nan")
             rows_out = None
-            mark1 = mark0
         else:
             t0 = time.perf_counter()
             # With adaptive execution, building the final RDD submits the sampling job and the map stage and
             # waits for them: the shuffle is complete (and on RPMP) when toRdd returns.
             rdd = sorted_df._jdf.queryExecution().toRdd()
             map_s = time.perf_counter() - t0
-            mark1 = last_stage_id(sc)
             if kill:
                 maps = [s for s in stage_list(sc, mark0) if s["kind"] == "map"]
                 if not maps:
@@ -457,13 +468,13 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
             seconds = map_s + reduce_s
     stages = stage_list(sc, mark0)
     first_map = next((s for s in stages if s["kind"] == "map"), None)
-    later = [s for s in stages if s["stage"] > mark1 or (first_map and s["stage"] == first_map["stage"]
-                                                            and s["attempt"] > 0)]
+    # The plan has one shuffle: map tasks beyond its first stage attempt were re-runs (lost output).
+    map_tasks_run = sum(s["completed"] for s in stages if s["kind"] == "map")
     run = Run(shuffle=shuffle, repeat=repeat, seconds=seconds, map_s=map_s, reduce_s=reduce_s, rows_out=rows_out,
               app_id=sc.applicationId, stages=stages, kill=kill_info,
               map_tasks=first_map["tasks"] if first_map else 0,
               reduce_tasks=sum(s["tasks"] for s in stages if s["kind"] == "reduce" and s["attempt"] == 0),
-              map_tasks_recomputed=sum(s["completed"] for s in later if s["kind"] == "map"),
+              map_tasks_recomputed=map_tasks_run - (first_map["completed"] if first_map else 0),
               stage_retries=sum(1 for s in stages if s["attempt"] > 0),
               failed_tasks=sum(s["failed"] for s in stages))
     if sink == "noop":
@@ -473,6 +484,9 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
         run.rpmp = _delta(rpmp_counters(spark), before_rpmp)
         if before_node is not None:
             run.node = _delta(node_counters(nodes), before_node)
+            after_cpu = process_cpu_s(node_pid)
+            if before_cpu is not None and after_cpu is not None:
+                run.node["cpu_ms"] = round(1000 * (after_cpu - before_cpu))   # the embedded node's CPU
     if validate:
         sc.setJobDescription(f"teravalidate {label}")
         with phases.phase(f"teravalidate {label}"):
@@ -893,7 +907,8 @@ def main(argv: list[str] | None = None) -> int:
                         validate = settings.validate == "all" or (settings.validate == "first" and rep == 0)
                         run = terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink,
                                            kill=settings.kill_executor, validate=validate, expected=expected,
-                                           nodes=nodes, phases=phases, label=label)
+                                           nodes=nodes, phases=phases, label=label,
+                                           node_pid=node.proc.pid if node is not None else None)
                         runs.append(run)
                         if sh == "rpmp":
                             final = rpmp_counters(spark)
