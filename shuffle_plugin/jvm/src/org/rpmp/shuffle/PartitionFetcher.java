@@ -84,6 +84,7 @@ final class PartitionFetcher {
             try {
                 r = stream.next();
             } catch (IOException e) {
+                if (Thread.currentThread().isInterrupted()) throw e;   // the reader was closed: no fallback
                 failNode(e);
                 continue;
             }
@@ -102,7 +103,7 @@ final class PartitionFetcher {
         return null;
     }
 
-    private boolean openNextNode() {
+    private boolean openNextNode() throws IOException {
         if (complete.size() >= expected.size()) return false;
         TreeSet<Long> missing = new TreeSet<>(expected.keySet());
         missing.removeAll(complete);
@@ -117,6 +118,7 @@ final class PartitionFetcher {
                 if (nodeCursor > 1) fallbacks++;
                 return true;
             } catch (IOException e) {
+                if (Thread.currentThread().isInterrupted()) throw e;
                 failNode(e);
             }
         }

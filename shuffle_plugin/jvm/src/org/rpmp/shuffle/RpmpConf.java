@@ -18,6 +18,7 @@ public final class RpmpConf implements Serializable {
     public static final String PUSH_INFLIGHT = "spark.rpmp.push.inflight";
     public static final String FETCH_TIMEOUT = "spark.rpmp.fetch.timeout";
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
+    public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
 
     /** A seed node: host and port. */
     public static final class Address implements Serializable {
@@ -41,6 +42,7 @@ public final class RpmpConf implements Serializable {
     public final int pushInflight;
     public final int fetchTimeoutMs;
     public final int connectTimeoutMs;
+    public final long fetchBuffer;
 
     public RpmpConf(SparkConf conf) {
         this.nodes = parseNodes(conf.get(NODES, ""));
@@ -52,6 +54,7 @@ public final class RpmpConf implements Serializable {
         this.pushInflight = Math.max(1, conf.getInt(PUSH_INFLIGHT, 4));
         this.fetchTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(FETCH_TIMEOUT, "120s"));
         this.connectTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(CONNECT_TIMEOUT, "10s"));
+        this.fetchBuffer = Math.max(0, conf.getSizeAsBytes(FETCH_BUFFER, "48m"));
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException(REPLICAS + " must be 1..255, got " + replicas);
     }
 

@@ -4,6 +4,9 @@ import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.atomic.AtomicInteger;
 
 import org.apache.logging.log4j.LogManager;
 import org.apache.logging.log4j.Logger;
@@ -46,6 +49,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     private final boolean isDriver;
     private final RpmpConf conf;
     private final ConnectionPool pool;
+    /** Readers' background fetch threads (daemons, created on demand, idle ones expire). */
+    private final ExecutorService fetchThreads;
     /** Driver: shuffles registered and not yet removed -> RPMP application name. */
     private final Map<Integer, String> registered = new ConcurrentHashMap<>();
     private volatile String app;
@@ -56,6 +61,12 @@ public class RpmpShuffleManager extends SortShuffleManager {
         this.conf = new RpmpConf(sparkConf);
         this.pool = new ConnectionPool(conf.clientOptions(isDriver ? "rpmp-spark-driver"
             : "rpmp-spark-executor-" + sparkConf.get("spark.executor.id", "?")));
+        AtomicInteger threadCount = new AtomicInteger();
+        this.fetchThreads = Executors.newCachedThreadPool(r -> {
+            Thread t = new Thread(r, "rpmp-fetch-" + threadCount.incrementAndGet());
+            t.setDaemon(true);
+            return t;
+        });
         if (isDriver) {
             if (conf.nodes.isEmpty()) {
                 throw new IllegalArgumentException(RpmpConf.NODES + " is not set: name at least one RPMP node "
@@ -74,6 +85,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     public RpmpConf conf() { return conf; }
 
     ConnectionPool pool() { return pool; }
+
+    ExecutorService fetchThreads() { return fetchThreads; }
 
     /** Where MapStatus says a map output of this shuffle lives (see the class comment). */
     BlockManagerId mapStatusLocation(int shuffleId) {
@@ -191,6 +204,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
                 LOG.info("RPMP removed application {}: {} blocks freed", appName, freed);
             }
         } finally {
+            fetchThreads.shutdownNow();
             pool.close();
             super.stop();
         }

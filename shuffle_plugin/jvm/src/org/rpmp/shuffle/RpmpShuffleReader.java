@@ -1,7 +1,6 @@
 package org.rpmp.shuffle;
 
 import java.io.ByteArrayInputStream;
-import java.io.IOException;
 import java.io.InputStream;
 import java.util.HashMap;
 import java.util.Map;
@@ -142,34 +141,37 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
         return out;
     }
 
-    /** Key-value pairs of every partition of the range, decoded segment by segment. */
+    /**
+     * Key-value pairs of every partition of the range, decoded segment by segment as a SegmentPrefetcher
+     * delivers them. Runs on the task thread: Spark's read metrics and FetchFailedException are made here.
+     */
     private final class RecordIterator implements java.util.Iterator<Product2<Object, Object>> {
-        private final Map<Integer, Map<Long, Integer>> committed;
         private final SerializerInstance serializer = dep.serializer().newInstance();
         private final SerializerManager serializerManager = SparkEnv.get().serializerManager();
-        private final int endMapWire;
-        private int partition = startPartition;
-        private PartitionFetcher fetcher;
+        private final SegmentPrefetcher prefetcher;
         private Iterator<Tuple2<Object, Object>> current;
-        private long fetchNanos;
+        private long waitNanos;
         private long reportedWaitMs;
         private long bytes;
         private long segments;
         private long recordsRead;
-        private long fallbacks;
+        private boolean done;
         private boolean closed;
+        private boolean reported;
 
         RecordIterator(Map<Integer, Map<Long, Integer>> committed) {
-            this.committed = committed;
-            this.endMapWire = endMapIndex == Integer.MAX_VALUE ? Protocol.END_MAP_ALL : endMapIndex;
+            int endMapWire = endMapIndex == Integer.MAX_VALUE ? Protocol.END_MAP_ALL : endMapIndex;
+            prefetcher = new SegmentPrefetcher(handle, manager.pool(), committed, startPartition, endPartition,
+                startMapIndex, endMapWire, manager.conf().fetchBuffer);
+            prefetcher.start(manager.fetchThreads());
         }
 
         @Override
         public boolean hasNext() {
             while (current == null || !current.hasNext()) {
-                SegmentRecord seg = nextSegment();
-                if (seg == null) return false;
-                current = decode(seg);
+                SegmentPrefetcher.Item item = nextSegment();
+                if (item == null) return false;
+                current = decode(item);
             }
             return true;
         }
@@ -182,79 +184,65 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
             return current.next();
         }
 
-        private SegmentRecord nextSegment() {
-            while (!closed) {
-                if (fetcher == null) {
-                    if (partition >= endPartition) return null;
-                    Map<Long, Integer> expected = committed.get(partition);
-                    if (expected == null || expected.isEmpty()) {
-                        partition++;   // nobody wrote to it: nothing to fetch
-                        continue;
-                    }
-                    fetcher = new PartitionFetcher(handle, manager.pool(), partition, startMapIndex, endMapWire, expected);
-                }
-                SegmentRecord seg;
-                try {
-                    seg = fetcher.next();
-                } catch (PartitionFetcher.MissingDataException e) {
-                    throw fetchFailed(e);
-                } catch (IOException e) {
-                    throw fetchFailed(new PartitionFetcher.MissingDataException(e.toString(), -1, -1, e));
-                }
-                if (seg != null) {
-                    bytes += seg.payload.length;
-                    segments++;
-                    metrics.incRemoteBytesRead(seg.payload.length);
-                    metrics.incRemoteBlocksFetched(1);
-                    return seg;
-                }
-                finishFetcher();
-                partition++;
+        private SegmentPrefetcher.Item nextSegment() {
+            if (done || closed) return null;
+            long start = System.nanoTime();
+            SegmentPrefetcher.Item item;
+            try {
+                item = prefetcher.take();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                close();
+                throw Sneaky.rethrow(new java.io.InterruptedIOException("interrupted while fetching from RPMP"));
+            } finally {
+                waitNanos += System.nanoTime() - start;
+                long waitMs = waitNanos / 1_000_000L;
+                metrics.incFetchWaitTime(waitMs - reportedWaitMs);
+                reportedWaitMs = waitMs;
             }
-            return null;
+            if (item.failure != null) throw fetchFailed(item.partition, item.failure);
+            if (item.isEnd()) {
+                done = true;
+                return null;
+            }
+            bytes += item.segment.payload.length;
+            segments++;
+            metrics.incRemoteBytesRead(item.segment.payload.length);
+            metrics.incRemoteBlocksFetched(1);
+            return item;
         }
 
-        private void finishFetcher() {
-            fetchNanos += fetcher.fetchNanos();
-            fallbacks += fetcher.fallbacks();
-            fetcher = null;
-            long waitMs = fetchNanos / 1_000_000L;
-            metrics.incFetchWaitTime(waitMs - reportedWaitMs);
-            reportedWaitMs = waitMs;
-        }
-
-        private Iterator<Tuple2<Object, Object>> decode(SegmentRecord seg) {
-            BlockId id = new ShuffleBlockId(handle.shuffleId(), seg.attempt, partition);
-            InputStream in = serializerManager.wrapStream(id, new ByteArrayInputStream(seg.payload));
+        private Iterator<Tuple2<Object, Object>> decode(SegmentPrefetcher.Item item) {
+            BlockId id = new ShuffleBlockId(handle.shuffleId(), item.segment.attempt, item.partition);
+            InputStream in = serializerManager.wrapStream(id, new ByteArrayInputStream(item.segment.payload));
             return serializer.deserializeStream(in).asKeyValueIterator();
         }
 
-        private RuntimeException fetchFailed(PartitionFetcher.MissingDataException e) {
+        private RuntimeException fetchFailed(int partition, PartitionFetcher.MissingDataException e) {
             close();
             FetchFailedException ffe = new FetchFailedException(manager.mapStatusLocation(handle.shuffleId()),
                 handle.shuffleId(), e.attempt, e.mapIndex, partition, e.getMessage(), e.getCause() != null ? e.getCause() : e);
             return Sneaky.rethrow(ffe);
         }
 
-        /** The RPMP counters of this reader (Spark's read metrics are reported as records arrive). */
+        /** Adds this reader's numbers to the shuffle's counters, once (completion or task end). */
         void reportMetrics() {
-            if (fetcher != null) finishFetcher();
+            if (reported) return;
+            reported = true;
             ShuffleCounters c = handle.counters();
             if (c != null) {
                 c.bytesFetched.add(bytes);
                 c.segmentsFetched.add(segments);
                 c.recordsRead.add(recordsRead);
-                c.fetchTimeNs.add(fetchNanos);
-                c.fetchFallbacks.add(fallbacks);
+                c.fetchTimeNs.add(prefetcher.fetchNanos());
+                c.fetchFallbacks.add(prefetcher.fallbacks());
             }
-            bytes = segments = recordsRead = fetchNanos = fallbacks = 0;
-            reportedWaitMs = 0;
         }
 
         void close() {
             if (closed) return;
             closed = true;
-            if (fetcher != null) fetcher.close();
+            prefetcher.close();
         }
     }
 }
