@@ -156,14 +156,29 @@ def baseline(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rpmp_node():
-    pool = os.path.join(SHM or "/tmp", f"rpmp-e2e-{uuid.uuid4().hex[:12]}.pool")
-    node = NodeProcess(pool, pool_size="512m")
-    yield node
-    node.stop()
-    if os.path.exists(pool):
-        os.unlink(pool)
+def rpmp_nodes():
+    """Two RPMP nodes (the second joins the first), so partitions spread over both."""
+    import time
 
+    from rpmp.client import Client
+
+    pools = [os.path.join(SHM or "/tmp", f"rpmp-e2e-{uuid.uuid4().hex[:12]}.pool") for _ in range(2)]
+    seed = NodeProcess(pools[0], pool_size="512m")
+    nodes = [seed, NodeProcess(pools[1], pool_size="512m", seeds=seed.addr)]
+    try:
+        for n in nodes:
+            with Client(n.addr) as c:
+                deadline = time.time() + 30
+                while sum(m.state == 1 for m in c.members()[1]) < 2:
+                    assert time.time() < deadline, f"{n.addr} does not see both nodes"
+                    time.sleep(0.1)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+        for p in pools:
+            if os.path.exists(p):
+                os.unlink(p)
 
 def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
     """Executors register after the SparkContext exists; tests that count on them wait."""
@@ -176,12 +191,12 @@ def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
 
 
 @pytest.fixture(scope="module")
-def spark(rpmp_node):
+def spark(rpmp_nodes):
     jar = str(plugin_jar.build_jar(quiet=True))
     conf = {**COMMON_CONF, **RPMP_CONF,
             "spark.jars": jar,
             "spark.shuffle.manager": "org.rpmp.shuffle.RpmpShuffleManager",
-            "spark.rpmp.nodes": rpmp_node.addr,
+            "spark.rpmp.nodes": ",".join(n.addr for n in rpmp_nodes),
             "spark.executor.memory": "768m"}
     session = _session("local-cluster[2,1,1024]", conf)
     session.sparkContext.setLogLevel("WARN")
@@ -212,7 +227,7 @@ def test_job_matches_sort_shuffle(spark, baseline, name):
     assert after["bytesFetched"] > before["bytesFetched"], "the job did not fetch from RPMP"
 
 
-def test_counters_agree_with_each_other_and_with_spark(spark):
+def test_counters_agree_with_each_other_and_with_spark(spark, rpmp_nodes):
     """A shuffle written and read once: what was pushed was fetched, and Spark's task metrics say the same."""
     sc = spark.sparkContext
     jm = sc._jvm.org.rpmp.shuffle.RpmpMetrics
@@ -231,3 +246,9 @@ def test_counters_agree_with_each_other_and_with_spark(spark):
     delta = {k: spark_after[k] - spark_before[k] for k in spark_after}
     assert delta == {"writeBytes": m["bytesPushed"], "writeRecords": m["recordsWritten"],
                      "readBytes": m["bytesFetched"], "readRecords": m["recordsRead"]}
+    # Both nodes hold partitions of the session's shuffles.
+    from rpmp.client import Client
+
+    for n in rpmp_nodes:
+        with Client(n.addr) as c:
+            assert c.stats()["counters"]["pushes"] > 0, f"nothing was pushed to {n.addr}"

@@ -90,7 +90,8 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
             counters.recordsWritten.add(recordsWritten);
             counters.pushTimeNs.add(pusher.pushNanos());
         }
-        long checksumValue = RowBasedChecksum.getAggregatedChecksumValue(dep.rowBasedChecksums());
+        RowBasedChecksum[] rowChecksums = dep.rowBasedChecksums();
+        long checksumValue = rowChecksums == null ? 0 : RowBasedChecksum.getAggregatedChecksumValue(rowChecksums);
         mapStatus = MapStatus$.MODULE$.apply(manager.mapStatusLocation(handle.shuffleId()), partitionLengths, mapId,
             checksumValue);
         if (LOG.isDebugEnabled()) {
