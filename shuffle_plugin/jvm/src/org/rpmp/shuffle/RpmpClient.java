@@ -110,7 +110,9 @@ public final class RpmpClient implements Closeable {
             ch.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
             ch.configureBlocking(false);
             sel = Selector.open();
-            if (!ch.connect(new InetSocketAddress(host, port))) {
+            InetSocketAddress addr = new InetSocketAddress(host, port);
+            if (addr.isUnresolved()) throw new java.net.UnknownHostException("cannot resolve RPMP node host " + host);
+            if (!ch.connect(addr)) {
                 SelectionKey k = ch.register(sel, SelectionKey.OP_CONNECT);
                 long deadline = System.nanoTime() + options.connectTimeoutMs * 1_000_000L;
                 while (!ch.finishConnect()) {

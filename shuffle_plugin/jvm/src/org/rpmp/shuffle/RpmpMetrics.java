@@ -17,8 +17,8 @@ import scala.collection.Iterator;
  *
  * <p>Counters reach the driver as Spark accumulators (see ShuffleCounters): a shuffle's numbers are final
  * once the tasks of the stages that write and read it have finished. Entries stay after the shuffle is
- * unregistered (its data deleted) so a job's numbers can be read after Spark cleaned it up; they are
- * dropped when the ShuffleManager stops.
+ * unregistered (its data deleted) so a job's numbers can be read after Spark cleaned it up (the oldest
+ * beyond 10,000 removed shuffles are dropped); a new driver-side ShuffleManager starts from zero.
  */
 public final class RpmpMetrics {
     private RpmpMetrics() {}
@@ -26,9 +26,21 @@ public final class RpmpMetrics {
     private static final Map<Integer, ShuffleCounters> SHUFFLES = new ConcurrentSkipListMap<>();
     private static final Map<Integer, Boolean> ACTIVE = new ConcurrentSkipListMap<>();
 
+    /** Removed shuffles kept for reading at most; a long-running application must not grow without bound. */
+    private static final int MAX_REMOVED = 10_000;
+
     static void register(ShuffleCounters c) {
         SHUFFLES.put(c.shuffleId, c);
         ACTIVE.put(c.shuffleId, Boolean.TRUE);
+        int removed = SHUFFLES.size() - (int) ACTIVE.values().stream().filter(Boolean::booleanValue).count();
+        for (Map.Entry<Integer, Boolean> e : ACTIVE.entrySet()) {
+            if (removed <= MAX_REMOVED) break;
+            if (!e.getValue()) {
+                SHUFFLES.remove(e.getKey());
+                ACTIVE.remove(e.getKey());
+                removed--;
+            }
+        }
     }
 
     static void unregistered(int shuffleId) {
