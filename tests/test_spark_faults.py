@@ -88,6 +88,7 @@ def spark(rpmp_node):
             "spark.rpmp.push.size": "32k",
             "spark.rpmp.connect.timeout": "2s",
             "spark.rpmp.fetch.timeout": "10s",
+            "spark.rpmp.fetch.local": "false",   # FETCH over TCP: the e2e module covers one-sided reads
             "spark.executor.memory": "768m",
             "spark.ui.enabled": "false",
             "spark.task.maxFailures": "2",

@@ -147,6 +147,22 @@ public final class ClientCheck {
                 expect(recs.stream().anyMatch(r -> r.attempt == 101), "node keeps attempt 101 without a filter");
                 verifyCommitted(recs, sent, Map.of(100L, 0, 200L, 1));
             });
+            check("PARTITION_INFO + one-sided read of the pool file give the same records", () -> {
+                Responses.PartitionInfo info = c.partitionInfo(app, 1, 2);
+                expect(!info.blocks.isEmpty(), "blocks");
+                LocalPools local = new LocalPools();
+                expect(local.isLocal(host), host + " is local");
+                java.nio.channels.FileChannel file = local.open(info.poolPath);
+                expect(file != null, "pool file " + info.poolPath + " readable");
+                LocalPoolSource src = new LocalPoolSource(file, info.blocks, c.address());
+                List<SegmentRecord> recs = new ArrayList<>();
+                for (SegmentRecord.Header h = src.nextHeader(); h != null; h = src.nextHeader()) {
+                    recs.add(new SegmentRecord(h.mapIndex, h.attempt, h.seq, h.checksum, src.payload()));
+                }
+                expect(src.completed(), "all blocks read");
+                verifyCommitted(recs, sent, Map.of(100L, 0, 200L, 1));
+                local.close();
+            });
             check("FETCH of a map range", () -> {
                 List<SegmentRecord> recs = fetchAll(c, app, 1, 2, 1, 2, new long[0]);
                 expect(!recs.isEmpty() && recs.stream().allMatch(r -> r.mapIndex == 1), "only map 1");

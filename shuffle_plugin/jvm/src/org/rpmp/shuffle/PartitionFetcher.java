@@ -1,6 +1,7 @@
 package org.rpmp.shuffle;
 
 import java.io.IOException;
+import java.nio.channels.FileChannel;
 import java.util.HashSet;
 import java.util.Map;
 import java.util.Set;
@@ -12,12 +13,15 @@ import org.apache.logging.log4j.Logger;
 /**
  * The verified records of one reduce partition, from the committed map attempts of a map-index range.
  *
- * <p>FETCH goes to the partition's primary first, then along the preference list. A map attempt counts as
- * complete once a node's stream ended normally and carried records of it: the writer sends all segments of
- * an (attempt, partition) to one node, so that node has them all. The next node is only asked for the
- * attempts still missing, and records already handed out are dropped by (attempt, seq), so a stream that
- * breaks in the middle can be resumed elsewhere without duplicates. A record whose payload does not match
- * its XXH64 counts as a failure of the node that sent it.
+ * <p>Sources are tried in the partition's preference order: the primary first, then replicas and spares.
+ * A node on this host is read one-sided from its pool file (PARTITION_INFO, then positional reads),
+ * falling back to FETCH from the same node if that fails; other nodes are read with FETCH.
+ *
+ * <p>A map attempt counts as complete once a source ended normally and carried records of it: the writer
+ * sends all segments of an (attempt, partition) to one node, so that node has them all. The next source
+ * is only asked for the attempts still missing, and records already handed out are dropped by
+ * (attempt, seq), so a source that breaks in the middle can be resumed elsewhere without duplicates. A
+ * record whose payload does not match its XXH64 counts as a failure of the source that gave it.
  */
 final class PartitionFetcher {
     private static final Logger LOG = LogManager.getLogger(PartitionFetcher.class);
@@ -37,26 +41,32 @@ final class PartitionFetcher {
 
     private final RpmpShuffleHandle<?, ?, ?> handle;
     private final ConnectionPool pool;
+    private final LocalPools localPools;   // null: one-sided reads disabled
     private final int partition;
     private final int startMap;
     private final int endMap;
     private final Map<Long, Integer> expected;
     private final RecordFilter filter;
     private final Set<Long> complete = new HashSet<>();
-    private final Set<Long> inStream = new HashSet<>();
+    private final Set<Long> inSource = new HashSet<>();
+    /** The node of the preference list being read, and whether its next source is FETCH (local read done). */
     private int nodeCursor;
-    private RpmpClient client;
-    private RpmpClient.FetchStream stream;
+    private boolean tcpNext;
+    private String currentNode = "?";
+    private int sourcesOpened;
+    private RecordSource source;
     private IOException lastError;
     private boolean finished;
+    private boolean lastLocal;
     private long fetchNanos;
     private int fallbacks;
 
     /** expected: committed attempt -> map index, for the attempts that wrote to this partition. */
-    PartitionFetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, int partition, int startMap, int endMap,
-                     Map<Long, Integer> expected) {
+    PartitionFetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, LocalPools localPools, int partition,
+                     int startMap, int endMap, Map<Long, Integer> expected) {
         this.handle = handle;
         this.pool = pool;
+        this.localPools = localPools;
         this.partition = partition;
         this.startMap = startMap;
         this.endMap = endMap;
@@ -76,74 +86,110 @@ final class PartitionFetcher {
 
     private SegmentRecord advance() throws IOException {
         while (!finished) {
-            if (stream == null && !openNextNode()) {
+            if (source == null && !openNextSource()) {
                 finish();
                 return null;
             }
-            SegmentRecord r;
+            SegmentRecord.Header h;
+            byte[] payload = null;
             try {
-                r = stream.next();
+                h = source.nextHeader();
+                if (h != null && wanted(h)) payload = source.payload();
             } catch (IOException e) {
                 if (Thread.currentThread().isInterrupted()) throw e;   // the reader was closed: no fallback
-                failNode(e);
+                failSource(e);
                 continue;
             }
-            if (r == null) {
-                endOfStream();
+            if (h == null) {
+                endOfSource();
                 continue;
             }
-            if (!filter.isCommitted(r) || complete.contains(r.attempt)) continue;
+            if (payload == null) continue;
+            SegmentRecord r = new SegmentRecord(h.mapIndex, h.attempt, h.seq, h.checksum, payload);
             if (!r.checksumOk()) {
-                failNode(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " does not match its XXH64", client.address()));
+                failSource(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " does not match its XXH64", source.address()));
                 continue;
             }
-            inStream.add(r.attempt);
-            if (filter.accept(r)) return r;
+            if (filter.accept(r)) {
+                lastLocal = source.isLocal();
+                return r;
+            }
         }
         return null;
     }
 
-    private boolean openNextNode() throws IOException {
+    /** Notes a committed attempt's presence; true if the payload is needed (not handed out yet). */
+    private boolean wanted(SegmentRecord.Header h) {
+        if (!filter.isCommitted(h.mapIndex, h.attempt) || complete.contains(h.attempt)) return false;
+        inSource.add(h.attempt);
+        return filter.isNew(h.attempt, h.seq);
+    }
+
+    private boolean openNextSource() throws IOException {
         if (complete.size() >= expected.size()) return false;
-        TreeSet<Long> missing = new TreeSet<>(expected.keySet());
-        missing.removeAll(complete);
-        long[] attempts = missing.stream().mapToLong(Long::longValue).toArray();
         Placement placement = handle.placement();
         while (nodeCursor < placement.prefLength()) {
-            NodeInfo node = placement.preferred(partition, nodeCursor++);
+            NodeInfo node = placement.preferred(partition, nodeCursor);
+            boolean local = !tcpNext && localPools != null && localPools.isLocal(node.host);
+            if (local) {
+                tcpNext = true;          // if the pool file fails us, FETCH from the same node
+            } else {
+                nodeCursor++;            // FETCH is the last way to read this node
+                tcpNext = false;
+            }
+            currentNode = node.address();
+            RpmpClient client = null;
             try {
                 client = pool.borrow(node.host, node.port);
-                stream = client.fetch(handle.app(), handle.shuffleId(), partition, startMap, endMap, attempts);
-                inStream.clear();
-                if (nodeCursor > 1) fallbacks++;
+                if (local) {
+                    Responses.PartitionInfo info = client.partitionInfo(handle.app(), handle.shuffleId(), partition);
+                    pool.release(client);
+                    client = null;
+                    FileChannel file = localPools.open(info.poolPath);
+                    if (file == null) continue;
+                    source = new LocalPoolSource(file, info.blocks, node.address());
+                } else {
+                    source = new TcpRecordSource(client, client.fetch(handle.app(), handle.shuffleId(), partition,
+                        startMap, endMap, missingAttempts()));
+                }
+                inSource.clear();
+                if (sourcesOpened++ > 0) fallbacks++;
                 return true;
             } catch (IOException e) {
                 if (Thread.currentThread().isInterrupted()) throw e;
-                failNode(e);
+                if (client != null) pool.release(client);
+                failSource(e);
             }
         }
         return false;
     }
 
-    private void endOfStream() {
-        complete.addAll(inStream);
-        pool.release(client);
-        if (complete.size() < expected.size()) {
-            LOG.info("RPMP node {} lacks {} of {} map outputs of shuffle {} partition {}; trying the next node",
-                client.address(), expected.size() - complete.size(), expected.size(), handle.shuffleId(), partition);
-        }
-        client = null;
-        stream = null;
+    private long[] missingAttempts() {
+        TreeSet<Long> missing = new TreeSet<>(expected.keySet());
+        missing.removeAll(complete);
+        return missing.stream().mapToLong(Long::longValue).toArray();
     }
 
-    private void failNode(IOException e) {
-        String node = client != null ? client.address() : "?";
-        LOG.warn("fetch of shuffle {} partition {} from RPMP node {} failed: {}", handle.shuffleId(), partition, node,
-            e.toString());
-        if (stream != null) stream.close();
-        pool.discard(client);
-        client = null;
-        stream = null;
+    private void endOfSource() {
+        complete.addAll(inSource);
+        if (source.isLocal()) {
+            nodeCursor++;                // the pool file had all of this node's records: no FETCH from it
+            tcpNext = false;
+        }
+        String from = source.address();
+        source.close(pool);
+        source = null;
+        if (complete.size() < expected.size()) {
+            LOG.info("RPMP {} lacks {} of {} map outputs of shuffle {} partition {}; trying the next source",
+                from, expected.size() - complete.size(), expected.size(), handle.shuffleId(), partition);
+        }
+    }
+
+    private void failSource(IOException e) {
+        String from = source != null ? source.address() : "node " + currentNode;
+        LOG.warn("reading shuffle {} partition {} from RPMP {} failed: {}", handle.shuffleId(), partition, from, e.toString());
+        if (source != null) source.close(pool);
+        source = null;
         if (lastError != null && lastError != e) e.addSuppressed(lastError);
         lastError = e;
     }
@@ -166,14 +212,15 @@ final class PartitionFetcher {
         }
     }
 
-    /** Drops the connection of an unfinished stream (task ended early). */
+    /** Drops an unfinished source (task ended early). */
     void close() {
-        if (stream != null) stream.close();
-        if (client != null) pool.discard(client);
-        client = null;
-        stream = null;
+        if (source != null) source.close(pool);
+        source = null;
         finished = true;
     }
+
+    /** Whether the record returned last came from a co-located pool file. */
+    boolean lastWasLocal() { return lastLocal; }
 
     long fetchNanos() { return fetchNanos; }
 

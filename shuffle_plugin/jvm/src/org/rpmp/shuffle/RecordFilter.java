@@ -44,13 +44,18 @@ public final class RecordFilter {
         this.endMap = endMap & 0xFFFFFFFFL;
     }
 
-    /** Whether the attempt is the committed one of its map index (ignoring duplicates). */
-    public boolean isCommitted(SegmentRecord r) {
-        long m = r.mapIndexUnsigned();
+    /** Whether the attempt is the committed one of its map index, in range (ignoring duplicates). */
+    public boolean isCommitted(int mapIndex, long attempt) {
+        long m = mapIndex & 0xFFFFFFFFL;
         if (m < startMap || m >= endMap) return false;
-        Integer idx = committed.get(r.attempt);
+        Integer idx = committed.get(attempt);
         return idx != null && (idx & 0xFFFFFFFFL) == m;
     }
+
+    public boolean isCommitted(SegmentRecord r) { return isCommitted(r.mapIndex, r.attempt); }
+
+    /** Whether (attempt, seq) was not accepted yet. */
+    public boolean isNew(long attempt, int seq) { return !seen.contains(new SegKey(attempt, seq)); }
 
     /** True the first time a committed (attempt, seq) is offered, false for everything else. */
     public boolean accept(SegmentRecord r) {

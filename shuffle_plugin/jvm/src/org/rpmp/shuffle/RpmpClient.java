@@ -282,6 +282,12 @@ public final class RpmpClient implements Closeable {
         return activeFetch;
     }
 
+    /** PARTITION_INFO: the node's pool file and the blocks of a partition, for a reader on the node's host. */
+    public Responses.PartitionInfo partitionInfo(String app, int shuffle, int partition) throws IOException {
+        byte[] meta = call(Protocol.OP_PARTITION_INFO, Requests.partitionInfo(app, shuffle, partition));
+        return Responses.partitionInfo(new MetaReader(meta, address));
+    }
+
     public long deleteShuffle(String app, int shuffle) throws IOException {
         byte[] meta = call(Protocol.OP_DELETE_SHUFFLE, Requests.deleteShuffle(app, shuffle));
         return Responses.blocksFreed(new MetaReader(meta, address));

@@ -19,6 +19,7 @@ public final class RpmpConf implements Serializable {
     public static final String FETCH_TIMEOUT = "spark.rpmp.fetch.timeout";
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
+    public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
 
     /** A seed node: host and port. */
     public static final class Address implements Serializable {
@@ -43,6 +44,7 @@ public final class RpmpConf implements Serializable {
     public final int fetchTimeoutMs;
     public final int connectTimeoutMs;
     public final long fetchBuffer;
+    public final boolean fetchLocal;
 
     public RpmpConf(SparkConf conf) {
         this.nodes = parseNodes(conf.get(NODES, ""));
@@ -55,6 +57,7 @@ public final class RpmpConf implements Serializable {
         this.fetchTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(FETCH_TIMEOUT, "120s"));
         this.connectTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(CONNECT_TIMEOUT, "10s"));
         this.fetchBuffer = Math.max(0, conf.getSizeAsBytes(FETCH_BUFFER, "48m"));
+        this.fetchLocal = conf.getBoolean(FETCH_LOCAL, true);
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException(REPLICAS + " must be 1..255, got " + replicas);
     }
 

@@ -95,8 +95,9 @@ public final class RpmpMetrics {
 
     /**
      * Spark's own view of shuffle traffic, summed over every stage so far, from the driver's status store
-     * (after the listener bus drained): {"writeBytes", "writeRecords", "readBytes", "readRecords"}. What the
-     * plugin reports to ShuffleWriteMetrics/ShuffleReadMetrics shows up here and in the UI.
+     * (after the listener bus drained): {"writeBytes", "writeRecords", "readBytes", "readRecords",
+     * "localReadBytes"} (local: read one-sided from a co-located node's pool file). What the plugin reports
+     * to ShuffleWriteMetrics/ShuffleReadMetrics shows up here and in the UI.
      */
     public static String sparkShuffleTotalsJson() throws TimeoutException {
         SparkContext sc = SparkContext.getOrCreate();
@@ -104,15 +105,16 @@ public final class RpmpMetrics {
         AppStatusStore store = sc.statusStore();
         Iterator<StageData> stages = store.stageList(Collections.emptyList(), false, false,
             store.stageList$default$4(), Collections.emptyList()).iterator();
-        long wb = 0, wr = 0, rb = 0, rr = 0;
+        long wb = 0, wr = 0, rb = 0, rr = 0, lb = 0;
         while (stages.hasNext()) {
             StageData d = stages.next();
             wb += d.shuffleWriteBytes();
             wr += d.shuffleWriteRecords();
             rb += d.shuffleReadBytes();
             rr += d.shuffleReadRecords();
+            lb += d.shuffleLocalBytesRead();
         }
         return "{\"writeBytes\":" + wb + ",\"writeRecords\":" + wr + ",\"readBytes\":" + rb
-            + ",\"readRecords\":" + rr + "}";
+            + ",\"readRecords\":" + rr + ",\"localReadBytes\":" + lb + "}";
     }
 }

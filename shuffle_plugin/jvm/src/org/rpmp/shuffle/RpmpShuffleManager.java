@@ -51,6 +51,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     private final ConnectionPool pool;
     /** Readers' background fetch threads (daemons, created on demand, idle ones expire). */
     private final ExecutorService fetchThreads;
+    /** Pool files of nodes on this host, read one-sided (null when spark.rpmp.fetch.local is off). */
+    private final LocalPools localPools;
     /** Driver: shuffles registered and not yet removed -> RPMP application name. */
     private final Map<Integer, String> registered = new ConcurrentHashMap<>();
     private volatile String app;
@@ -61,6 +63,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
         this.conf = new RpmpConf(sparkConf);
         this.pool = new ConnectionPool(conf.clientOptions(isDriver ? "rpmp-spark-driver"
             : "rpmp-spark-executor-" + sparkConf.get("spark.executor.id", "?")));
+        this.localPools = conf.fetchLocal ? new LocalPools() : null;
         AtomicInteger threadCount = new AtomicInteger();
         this.fetchThreads = Executors.newCachedThreadPool(r -> {
             Thread t = new Thread(r, "rpmp-fetch-" + threadCount.incrementAndGet());
@@ -87,6 +90,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     ConnectionPool pool() { return pool; }
 
     ExecutorService fetchThreads() { return fetchThreads; }
+
+    LocalPools localPools() { return localPools; }
 
     /** Where MapStatus says a map output of this shuffle lives (see the class comment). */
     BlockManagerId mapStatusLocation(int shuffleId) {
@@ -205,6 +210,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
             }
         } finally {
             fetchThreads.shutdownNow();
+            if (localPools != null) localPools.close();
             pool.close();
             super.stop();
         }

@@ -161,8 +161,8 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
 
         RecordIterator(Map<Integer, Map<Long, Integer>> committed) {
             int endMapWire = endMapIndex == Integer.MAX_VALUE ? Protocol.END_MAP_ALL : endMapIndex;
-            prefetcher = new SegmentPrefetcher(handle, manager.pool(), committed, startPartition, endPartition,
-                startMapIndex, endMapWire, manager.conf().fetchBuffer);
+            prefetcher = new SegmentPrefetcher(handle, manager.pool(), manager.localPools(), committed, startPartition,
+                endPartition, startMapIndex, endMapWire, manager.conf().fetchBuffer);
             prefetcher.start(manager.fetchThreads());
         }
 
@@ -207,8 +207,13 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
             }
             bytes += item.segment.payload.length;
             segments++;
-            metrics.incRemoteBytesRead(item.segment.payload.length);
-            metrics.incRemoteBlocksFetched(1);
+            if (item.local) {
+                metrics.incLocalBytesRead(item.segment.payload.length);
+                metrics.incLocalBlocksFetched(1);
+            } else {
+                metrics.incRemoteBytesRead(item.segment.payload.length);
+                metrics.incRemoteBlocksFetched(1);
+            }
             return item;
         }
 

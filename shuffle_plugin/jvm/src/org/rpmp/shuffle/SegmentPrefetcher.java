@@ -17,21 +17,24 @@ final class SegmentPrefetcher {
     static final class Item {
         final int partition;
         final SegmentRecord segment;
+        final boolean local;
         final PartitionFetcher.MissingDataException failure;
 
-        Item(int partition, SegmentRecord segment, PartitionFetcher.MissingDataException failure) {
+        Item(int partition, SegmentRecord segment, boolean local, PartitionFetcher.MissingDataException failure) {
             this.partition = partition;
             this.segment = segment;
+            this.local = local;
             this.failure = failure;
         }
 
         boolean isEnd() { return segment == null && failure == null; }
     }
 
-    private static final Item END = new Item(-1, null, null);
+    private static final Item END = new Item(-1, null, false, null);
 
     private final RpmpShuffleHandle<?, ?, ?> handle;
     private final ConnectionPool pool;
+    private final LocalPools localPools;
     private final Map<Integer, Map<Long, Integer>> committed;
     private final int startPartition;
     private final int endPartition;
@@ -46,10 +49,12 @@ final class SegmentPrefetcher {
     private long fetchNanos;
     private long fallbacks;
 
-    SegmentPrefetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, Map<Integer, Map<Long, Integer>> committed,
-                      int startPartition, int endPartition, int startMap, int endMap, long maxBytes) {
+    SegmentPrefetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, LocalPools localPools,
+                      Map<Integer, Map<Long, Integer>> committed, int startPartition, int endPartition, int startMap,
+                      int endMap, long maxBytes) {
         this.handle = handle;
         this.pool = pool;
+        this.localPools = localPools;
         this.committed = committed;
         this.startPartition = startPartition;
         this.endPartition = endPartition;
@@ -79,10 +84,10 @@ final class SegmentPrefetcher {
             for (; partition < endPartition; partition++) {
                 Map<Long, Integer> expected = committed.get(partition);
                 if (expected == null || expected.isEmpty()) continue;   // nobody wrote to it
-                fetcher = new PartitionFetcher(handle, pool, partition, startMap, endMap, expected);
+                fetcher = new PartitionFetcher(handle, pool, localPools, partition, startMap, endMap, expected);
                 try {
                     for (SegmentRecord r = fetcher.next(); r != null; r = fetcher.next()) {
-                        if (!put(new Item(partition, r, null))) return null;
+                        if (!put(new Item(partition, r, fetcher.lastWasLocal(), null))) return null;
                     }
                 } finally {
                     synchronized (this) {
@@ -94,9 +99,9 @@ final class SegmentPrefetcher {
             }
             return END;
         } catch (PartitionFetcher.MissingDataException e) {
-            return new Item(partition, null, e);
+            return new Item(partition, null, false, e);
         } catch (IOException | RuntimeException e) {
-            return new Item(partition, null, new PartitionFetcher.MissingDataException(e.toString(), -1, -1, e));
+            return new Item(partition, null, false, new PartitionFetcher.MissingDataException(e.toString(), -1, -1, e));
         } finally {
             if (fetcher != null) fetcher.close();
         }

@@ -32,14 +32,14 @@ public final class SegmentRecord {
     }
 
     /** The header fields before the payload, as parsed and validated by {@link #readHeader}. */
-    static final class Header {
-        final int mapIndex;
-        final long attempt;
-        final int seq;
-        final int length;
-        final long checksum;
+    public static final class Header {
+        public final int mapIndex;
+        public final long attempt;
+        public final int seq;
+        public final int length;
+        public final long checksum;
 
-        Header(int mapIndex, long attempt, int seq, int length, long checksum) {
+        public Header(int mapIndex, long attempt, int seq, int length, long checksum) {
             this.mapIndex = mapIndex;
             this.attempt = attempt;
             this.seq = seq;
