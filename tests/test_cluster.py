@@ -10,7 +10,7 @@ import time
 import pytest
 import xxhash
 
-from rpmp.client import Client, NotFoundError
+from rpmp.client import Client, NotFoundError, UnavailableError
 
 APP = "app-cluster-1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,3 +127,28 @@ def test_cluster_command_starts_three_nodes(tmp_path):
             path = f"/dev/shm/rpmp-node{i}.pool"
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def test_replicas_hold_copies_and_readers_fall_back_when_the_primary_dies(three):
+    by_addr = {n.addr: n for n in three}
+    with Client([n.addr for n in three]) as c:
+        pl = c.register_shuffle(APP, 4, num_partitions=24, replicas=2)
+        segs = [(p, m, 500 + m, 0, f"r{p}-{m}".encode() * 300) for p in range(24) for m in range(4)]
+        c.push_many(APP, 4, segs, placement=pl)
+        for p in range(24):
+            primary, replica, *spare = pl.nodes_for(p)
+            assert len(spare) == 1  # L = replicas + 1: one spare
+            for n, expect in ((primary, 4), (replica, 4), (spare[0], 0)):
+                assert c.partition_info(APP, 4, p, node=n.node_id)["records"] == expect
+        # a node that is the primary of some partitions and the replica of others
+        both = {pl.primary(p) for p in range(24)} & {pl.nodes_for(p)[1] for p in range(24)}
+        victim = sorted(both, key=lambda n: n.node_id)[0]
+        by_addr[victim.node_id].stop(signal.SIGKILL)
+        for p in range(24):  # every partition still reads in full, from its replica where needed
+            got = c.fetch(APP, 4, p, placement=pl)
+            assert sorted(bytes(s.data) for s in got) == sorted(f"r{p}-{m}".encode() * 300 for m in range(4))
+        # a push whose replica is down is stored on the primary but reported, so the writer retries
+        p = next(p for p in range(24) if pl.nodes_for(p)[1] == victim)
+        with pytest.raises(UnavailableError, match="not on replicas"):
+            c.push(APP, 4, p, 9, 900, 0, b"late", placement=pl)
+        assert c.partition_info(APP, 4, p, node=pl.primary(p).node_id)["records"] == 5

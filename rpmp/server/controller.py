@@ -40,7 +40,8 @@ class Controller:
         self.config = config
         self.started = time.time()
         self.counters = {"pushes": 0, "push_bytes": 0, "duplicates": 0, "fetches": 0, "fetch_bytes": 0,
-                         "checksum_errors": 0, "gets": 0, "puts": 0}
+                         "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
+                         "replica_errors": 0}
         self._handlers = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
             Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
@@ -172,6 +173,7 @@ class Controller:
 
     def _push(self, flags, meta, data_len: int) -> Sink:
         app, sid, p, map_index, attempt, seq, checksum = W.decode_push(meta)
+        forwarded = bool(flags & P.FLAG_FORWARDED)
         if data_len > P.MAX_SEGMENT:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {P.MAX_SEGMENT}")
         sh = self._shuffle(app, sid)
@@ -195,9 +197,40 @@ class Controller:
             self.counters["push_bytes"] += data_len
             if not stored:
                 self.counters["duplicates"] += 1
+            if sh.replicas > 1 and not forwarded:
+                return self._replicate(sh, p, (map_index, attempt, seq), checksum)
             return Reply()
 
         return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.abort(res))
+
+    def _replicate(self, sh, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
+        """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
+
+        Also for a duplicate: a writer retrying after a failed replication must get its copies made.
+        """
+        _, nodes, prefs = W.decode_register_resp(sh.placement)
+        me = self.config.node_id
+        targets = [nodes[i] for i in prefs[p][:sh.replicas] if nodes[i].node_id != me]
+        meta = W.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
+
+        async def run() -> Reply:
+            view = self.storage.payload(sh, p, ident)
+            if view is None:  # deleted meanwhile
+                raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted")
+            try:
+                results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, P.FLAG_FORWARDED,
+                                                                    view) for n in targets), return_exceptions=True)
+            finally:
+                view.release()
+            failed = [f"{n.node_id} ({r})" for n, r in zip(targets, results, strict=True) if isinstance(r, Exception)]
+            if failed:
+                self.counters["replica_errors"] += 1
+                raise ProtocolError(ErrorCode.UNAVAILABLE,
+                                    f"segment stored here but not on replicas {', '.join(failed)}")
+            self.counters["replica_pushes"] += len(targets)
+            return Reply()
+
+        return run()
 
     def _map_end(self, flags, meta) -> Reply:
         app, sid, map_index, attempt, counts = W.decode_map_end(meta)

@@ -1,7 +1,7 @@
-"""Node-to-node requests (heartbeats, forwarded registrations and deletes): small control frames.
+"""Node-to-node requests: heartbeats, forwarded registrations and deletes, pushes to replicas.
 
 One cached connection per peer, one request at a time on it; a broken connection is dropped and the
-next request opens a new one. Data never flows here, so asyncio streams are fast enough.
+next request opens a new one. Replica pushes send their payload as a view of pool memory.
 """
 
 from __future__ import annotations
@@ -21,25 +21,28 @@ class PeerPool:
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._rid = 0
 
-    async def request(self, host: str, port: int, op: int, meta: bytes, flags: int = 0) -> tuple[bytes, bytes]:
-        """Send one request and return the (meta, data) of its single response frame."""
+    async def request(self, host: str, port: int, op: int, meta: bytes, flags: int = 0,
+                      data=None) -> tuple[bytes, bytes]:
+        """Send one request (with an optional data part) and return the (meta, data) of its response."""
         key = (host, port)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             try:
-                return await asyncio.wait_for(self._exchange(key, op, meta, flags), self.timeout)
+                return await asyncio.wait_for(self._exchange(key, op, meta, flags, data), self.timeout)
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
                 self._drop(key)
                 raise
 
-    async def _exchange(self, key, op: int, meta: bytes, flags: int) -> tuple[bytes, bytes]:
+    async def _exchange(self, key, op: int, meta: bytes, flags: int, data) -> tuple[bytes, bytes]:
         conn = self._conns.get(key)
         if conn is None:
             conn = self._conns[key] = await asyncio.open_connection(*key)
         reader, writer = conn
         self._rid += 1
         rid = self._rid
-        writer.write(W.frame(op, flags, rid, meta))
+        writer.write(W.frame(op, flags, rid, meta, 0 if data is None else data.nbytes))
+        if data is not None:
+            writer.write(data)
         await writer.drain()
         head = await reader.readexactly(HEADER_SIZE)
         try:

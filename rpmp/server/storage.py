@@ -60,7 +60,7 @@ class Partition:
     blocks: list[int] = field(default_factory=list)  # in allocation order
     records: list[Record] = field(default_factory=list)  # in publish order
     open: list[int] = field(default_factory=list)  # blocks with room, not held by an in-flight push
-    seen: set[tuple[int, int, int]] = field(default_factory=set)  # (map_index, attempt, seq)
+    seen: dict[tuple[int, int, int], Record] = field(default_factory=dict)  # (map_index, attempt, seq)
     counts: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (map, attempt) -> [segs, bytes]
     next_seq: int = 0
     bytes: int = 0
@@ -175,7 +175,7 @@ class Storage:
         ident = (rec.map_index, rec.attempt, rec.seq)
         if ident in part.seen:
             return
-        part.seen.add(ident)
+        part.seen[ident] = rec
         part.records.append(rec)
         c = part.counts.setdefault((rec.map_index, rec.attempt), [0, 0])
         c[0] += 1
@@ -255,6 +255,14 @@ class Storage:
             self._free(block)
         elif self.pool.used(block) + RECORD_HEADER < self.pool.info(block).capacity:
             part.open.append(block)
+
+    def payload(self, sh: Shuffle, p: int, ident: tuple[int, int, int]) -> memoryview | None:
+        """A zero-copy view of one stored segment's payload (for forwarding it to replicas)."""
+        part = sh.partitions.get(p)
+        rec = part.seen.get(ident) if part else None
+        if rec is None:
+            return None
+        return self.pool.view(rec.block, rec.offset + RECORD_HEADER, rec.length)
 
     def select(self, sh: Shuffle, p: int, start_map: int = 0, end_map: int = 0xFFFFFFFF,
                attempts: Iterable[int] | None = None) -> list[tuple[memoryview, int]]:
