@@ -57,10 +57,9 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
 
     @Override
     public void write(Iterator<Product2<K, V>> records) throws IOException {
-        SparkEnv env = SparkEnv.get();
-        RpmpClient.Options opts = manager.conf().clientOptions("rpmp-writer");
-        buffers = new SegmentBuffers(handle.numPartitions(), dep.serializer().newInstance(), env.serializerManager(),
-            pusher, handle.shuffleId(), mapId, manager.conf().pushSize, manager.conf().pushMemory, opts.maxDataCap);
+        buffers = new SegmentBuffers(handle.numPartitions(), dep.serializer().newInstance(),
+            SparkEnv.get().serializerManager(), pusher, handle.shuffleId(), mapId, manager.conf().pushSize,
+            manager.conf().pushMemory);
         long recordsWritten = 0;
         if (dep.mapSideCombine()) {
             recordsWritten = writeCombined(records);
@@ -119,6 +118,10 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
                     n++;
                 }
             }
+            // What Spark's SortShuffleWriter reports for its sorter, so the UI shows combine spills.
+            context.taskMetrics().incMemoryBytesSpilled(sorter.memoryBytesSpilled());
+            context.taskMetrics().incDiskBytesSpilled(sorter.diskBytesSpilled());
+            context.taskMetrics().incPeakExecutionMemory(sorter.peakMemoryUsedBytes());
         } finally {
             sorter.stop();
         }

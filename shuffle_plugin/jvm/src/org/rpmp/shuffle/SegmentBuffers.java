@@ -44,7 +44,7 @@ final class SegmentBuffers {
     private long bufferedBytes;
 
     SegmentBuffers(int numPartitions, SerializerInstance serializer, SerializerManager serializerManager,
-                   SegmentPusher pusher, int shuffleId, long mapId, int pushSize, long pushMemory, long maxData) {
+                   SegmentPusher pusher, int shuffleId, long mapId, int pushSize, long pushMemory) {
         this.serializer = serializer;
         this.serializerManager = serializerManager;
         this.pusher = pusher;
@@ -52,7 +52,7 @@ final class SegmentBuffers {
         this.mapId = mapId;
         this.pushSize = pushSize;
         this.pushMemory = pushMemory;
-        this.maxSegment = (int) Math.min(Protocol.MAX_SEGMENT, maxData);
+        this.maxSegment = Protocol.MAX_SEGMENT;
         this.sinks = new ByteSink[numPartitions];
         this.streams = new SerializationStream[numPartitions];
         this.lengths = new long[numPartitions];
