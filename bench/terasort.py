@@ -72,10 +72,12 @@ SHUFFLE_KEYS = (
     "spark.sql.adaptive.advisoryPartitionSizeInBytes", "spark.sql.files.maxPartitionBytes",
     "spark.sql.files.openCostInBytes", "spark.executor.memory", "spark.memory.fraction",
     "spark.rpmp.nodes", "spark.rpmp.replicas", "spark.rpmp.push.size", "spark.rpmp.push.memory",
-    "spark.rpmp.push.inflight", "spark.rpmp.fetch.timeout",
+    "spark.rpmp.push.inflight", "spark.rpmp.fetch.buffer", "spark.rpmp.fetch.local", "spark.rpmp.fetch.timeout",
 )
+# The plugin's defaults (RpmpConf.java, spark-conf/spark-defaults.conf), shown when a session leaves them unset.
 RPMP_DEFAULTS = {"spark.rpmp.replicas": "1", "spark.rpmp.push.size": "4m", "spark.rpmp.push.memory": "64m",
-                 "spark.rpmp.push.inflight": "4", "spark.rpmp.fetch.timeout": "120s"}
+                 "spark.rpmp.push.inflight": "4", "spark.rpmp.fetch.buffer": "48m", "spark.rpmp.fetch.local": "true",
+                 "spark.rpmp.fetch.timeout": "120s"}
 
 
 # ---- sizes ----------------------------------------------------------------------------------------------------
@@ -271,10 +273,21 @@ def kill_executor(sc: SparkContext, map_stage: int | None) -> dict[str, Any]:
         raise RuntimeError(f"no executor JVM of {sc.applicationId} found on this host (executors {before}): "
                            "--kill-executor needs a local-cluster master")
     victim = max(candidates, key=lambda e: (counts.get(e, 0), -int(e) if e.isdigit() else 0))
+    killed_at_ms = time.time() * 1000
     os.kill(pids[victim], signal.SIGKILL)
     detect = wait_for(lambda: victim not in executor_ids(sc), 120, f"the driver to notice executor {victim} died")
     return {"executor": victim, "pid": pids[victim], "map_tasks_on_it": counts.get(victim, 0),
-            "executors_before": len(before), "detect_s": round(detect, 3)}
+            "executors_before": len(before), "detect_s": round(detect, 3), "killed_at_ms": int(killed_at_ms)}
+
+
+def replacement_delay(sc: SparkContext, killed_at_ms: int) -> float | None:
+    """Seconds from the kill until the cluster manager's replacement executor registered (None: none yet)."""
+    gw = sc._jsc.sc()
+    gw.listenerBus().waitUntilEmpty(60_000)
+    execs = gw.statusStore().executorList(False)
+    added = [execs.apply(i).addTime().getTime() for i in range(execs.size())]
+    later = [t for t in added if t > killed_at_ms]
+    return round((min(later) - killed_at_ms) / 1000, 2) if later else None
 
 
 def cleanup_shuffles(sc: SparkContext, upto: int = 64) -> None:
@@ -363,6 +376,7 @@ class Run:
     reduce_s: float
     rows_out: int | None
     app_id: str
+    load_avg: float = 0.0          # 1-minute load average when the timed run started (noise from other work)
     map_tasks: int = 0
     reduce_tasks: int = 0
     map_tasks_recomputed: int = 0
@@ -441,6 +455,7 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
     before_node = node_counters(nodes) if rpmp and nodes else None
     before_cpu = process_cpu_s(node_pid) if rpmp else None
     kill_info = None
+    load = os.getloadavg()[0]
     sc.setJobDescription(f"terasort {label}")
     rdd = None
     with phases.phase(f"terasort {label}"):
@@ -467,11 +482,13 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
             reduce_s = time.perf_counter() - t1
             seconds = map_s + reduce_s
     stages = stage_list(sc, mark0)
+    if kill_info is not None:
+        kill_info["replaced_after_s"] = replacement_delay(sc, kill_info["killed_at_ms"])
     first_map = next((s for s in stages if s["kind"] == "map"), None)
     # The plan has one shuffle: map tasks beyond its first stage attempt were re-runs (lost output).
     map_tasks_run = sum(s["completed"] for s in stages if s["kind"] == "map")
     run = Run(shuffle=shuffle, repeat=repeat, seconds=seconds, map_s=map_s, reduce_s=reduce_s, rows_out=rows_out,
-              app_id=sc.applicationId, stages=stages, kill=kill_info,
+              app_id=sc.applicationId, load_avg=round(load, 2), stages=stages, kill=kill_info,
               map_tasks=first_map["tasks"] if first_map else 0,
               reduce_tasks=sum(s["tasks"] for s in stages if s["kind"] == "reduce" and s["attempt"] == 0),
               map_tasks_recomputed=map_tasks_run - (first_map["completed"] if first_map else 0),
@@ -808,9 +825,13 @@ def machine() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    # Others may be editing the plugin: the jar is rebuilt from the working tree, so say what it held.
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "shuffle_plugin", "rpmp", "native"],
+                           capture_output=True, text=True).stdout.split("\n")
     return {"cores": os.cpu_count(), "memory_bytes": mem, "cpu": cpu, "kernel": platform.release(),
             "python": platform.python_version(), "pyspark": pyspark.__version__,
-            "git": commit.stdout.strip() or None, "load_avg_at_start": os.getloadavg()}
+            "git": commit.stdout.strip() or None, "uncommitted": [d[3:] for d in dirty if d.strip()],
+            "load_avg_at_start": os.getloadavg()}
 
 
 def print_settings(console, settings: Settings, argv: list[str], host: dict[str, Any]) -> None:
@@ -832,7 +853,8 @@ def print_settings(console, settings: Settings, argv: list[str], host: dict[str,
                  "/dev/shm") + f", replicas {settings.replicas}",
         "Spark conf (both)": ", ".join(f"{k}={v}" for k, v in settings.base_conf().items()),
         "machine": f"{host['cores']} cores, {human(host['memory_bytes'])} RAM, {host['cpu']}, Linux {host['kernel']},"
-                   f" Python {host['python']}, pyspark {host['pyspark']}, git {host['git']}, load "
+                   f" Python {host['python']}, pyspark {host['pyspark']}, git {host['git']}"
+                   + (f" + uncommitted {', '.join(host['uncommitted'])}" if host["uncommitted"] else "") + ", load "
                    + " ".join(f"{x:.2f}" for x in host["load_avg_at_start"]),
     }
     for k, v in rows.items():
@@ -917,7 +939,8 @@ def main(argv: list[str] | None = None) -> int:
                             last_node_stats = node_stats(nodes)
                         phases.sc = None
                     progress.console.print(
-                        f"{label}: {run.seconds:.2f} s (map {run.map_s:.2f} + reduce {run.reduce_s:.2f})"
+                        f"{label}: {run.seconds:.2f} s (map {run.map_s:.2f} + reduce {run.reduce_s:.2f}), load "
+                        f"{run.load_avg:.1f}"
                         + (f", valid={run.validation['valid']}" if run.validation else "")
                         + (f", killed executor {run.kill['executor']}: {run.map_tasks_recomputed} map task(s) "
                            "recomputed" if run.kill else ""))
@@ -935,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
             "rpmp_metrics": _sum_dicts([r.rpmp for r in runs if r.rpmp]) or None,
             "rpmp_metrics_sessions": final_rpmp or None, "rpmp_node_stats": last_node_stats,
             "input": inp, "settings": {**asdict(settings), "argv": argv}, "settings_effective": effective,
-            "machine": host, "runs": [asdict(r) for r in runs],
+            "machine": {**host, "load_avg_at_end": os.getloadavg()}, "runs": [asdict(r) for r in runs],
         }
         if args.json:
             with open(args.json, "w") as f:
