@@ -482,8 +482,12 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
             reduce_s = time.perf_counter() - t1
             seconds = map_s + reduce_s
     stages = stage_list(sc, mark0)
-    if kill_info is not None:
+    if kill_info is not None:   # untimed: let the replacement come up, then say when it did
+        with contextlib.suppress(TimeoutError):
+            wait_for(lambda: len(executor_ids(sc)) >= kill_info["executors_before"], 120, "a replacement executor")
         kill_info["replaced_after_s"] = replacement_delay(sc, kill_info["killed_at_ms"])
+        kill_info["replaced_during_run"] = (kill_info["replaced_after_s"] is not None
+                                            and kill_info["replaced_after_s"] < reduce_s)
     first_map = next((s for s in stages if s["kind"] == "map"), None)
     # The plan has one shuffle: map tasks beyond its first stage attempt were re-runs (lost output).
     map_tasks_run = sum(s["completed"] for s in stages if s["kind"] == "map")
