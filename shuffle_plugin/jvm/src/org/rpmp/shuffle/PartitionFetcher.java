@@ -53,7 +53,8 @@ final class PartitionFetcher {
     private int nodeCursor;
     private boolean tcpNext;
     private String currentNode = "?";
-    private int sourcesOpened;
+    /** The last source failed or lacked data: the next one opened is a fallback. */
+    private boolean movedOn;
     private RecordSource source;
     private IOException lastError;
     private boolean finished;
@@ -129,6 +130,10 @@ final class PartitionFetcher {
         if (complete.size() >= expected.size()) return false;
         Placement placement = handle.placement();
         while (nodeCursor < placement.prefLength()) {
+            if (movedOn) {
+                fallbacks++;
+                movedOn = false;
+            }
             NodeInfo node = placement.preferred(partition, nodeCursor);
             boolean local = !tcpNext && localPools != null && localPools.isLocal(node.host);
             if (local) {
@@ -153,7 +158,6 @@ final class PartitionFetcher {
                         startMap, endMap, missingAttempts()));
                 }
                 inSource.clear();
-                if (sourcesOpened++ > 0) fallbacks++;
                 return true;
             } catch (IOException e) {
                 if (Thread.currentThread().isInterrupted()) throw e;
@@ -180,6 +184,7 @@ final class PartitionFetcher {
         source.close(pool);
         source = null;
         if (complete.size() < expected.size()) {
+            movedOn = true;
             LOG.info("RPMP {} lacks {} of {} map outputs of shuffle {} partition {}; trying the next source",
                 from, expected.size() - complete.size(), expected.size(), handle.shuffleId(), partition);
         }
@@ -190,6 +195,7 @@ final class PartitionFetcher {
         LOG.warn("reading shuffle {} partition {} from RPMP {} failed: {}", handle.shuffleId(), partition, from, e.toString());
         if (source != null) source.close(pool);
         source = null;
+        movedOn = true;
         if (lastError != null && lastError != e) e.addSuppressed(lastError);
         lastError = e;
     }
@@ -224,5 +230,6 @@ final class PartitionFetcher {
 
     long fetchNanos() { return fetchNanos; }
 
+    /** Sources opened because an earlier one failed or lacked data. */
     int fallbacks() { return fallbacks; }
 }
