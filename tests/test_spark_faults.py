@@ -3,6 +3,8 @@
 - An executor lost after the map stage costs nothing: the reduce stage still finds every map output
   (with Spark's sort shuffle and no external shuffle service, the lost executor's maps would re-run).
 - An RPMP node killed and restarted on its pool between the stages serves the same output.
+- A node killed and restarted while map tasks push: the writers push their unacknowledged segments
+  again on a new connection, and no task fails.
 - A node that stays down fails the job with an error that names RPMP, in bounded time.
 
 One SparkSession (local-cluster, separate executor JVMs) for the module; the tests run in file order
@@ -15,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -88,6 +91,7 @@ def spark(rpmp_node):
             "spark.rpmp.push.size": "32k",
             "spark.rpmp.connect.timeout": "2s",
             "spark.rpmp.fetch.timeout": "10s",
+            "spark.rpmp.push.retryWait": "1s",     # retry rounds after 1, 2, 3 s: time for a restart
             "spark.rpmp.fetch.local": "false",   # FETCH over TCP: the e2e module covers one-sided reads
             "spark.executor.memory": "768m",
             "spark.ui.enabled": "false",
@@ -151,6 +155,35 @@ def test_map_output_survives_a_node_restart(spark, rpmp_node):
     rpmp_node.restart()                    # same pool file, same address
     assert sums(data) == EXPECTED
     assert counter.value == N, "map tasks re-ran: the restarted node should have served their output"
+
+
+def test_pushes_are_retried_across_a_node_restart_during_the_map_stage(spark, rpmp_node, tmp_path):
+    sc = spark.sparkContext
+    pid = rpmp_node.node.proc.pid
+    marker = str(tmp_path / "killed")     # kill once, even if a task ran twice
+
+    def kill_midway(index, it):
+        from pyspark import TaskContext
+
+        attempt = TaskContext.get().attemptNumber()
+        for n, x in enumerate(it):
+            if index == 0 and n == N // 5 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(pid, signal.SIGKILL)
+            yield (x % 101, (x, attempt))
+
+    def restart_when_dead():
+        while rpmp_node.node.proc.poll() is None:
+            time.sleep(0.05)
+        rpmp_node.restart()
+
+    watcher = threading.Thread(target=restart_when_dead)
+    watcher.start()
+    rows = sc.parallelize(range(N), 4).mapPartitionsWithIndex(kill_midway).groupByKey(5).mapValues(list).collect()
+    watcher.join(60)
+    assert os.path.exists(marker), "the node was not killed"
+    assert sorted(x for _, vs in rows for x, _ in vs) == list(range(N))
+    assert {a for _, vs in rows for _, a in vs} == {0}, "a map task failed: its pushes should have been retried"
 
 
 def test_a_node_that_stays_down_fails_the_job_clearly(spark, rpmp_node):

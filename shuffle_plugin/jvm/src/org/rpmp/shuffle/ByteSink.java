@@ -3,7 +3,10 @@ package org.rpmp.shuffle;
 import java.io.OutputStream;
 import java.util.Arrays;
 
-/** A growable byte buffer that exposes its array (the segment being built), so pushing it copies nothing. */
+/**
+ * A growable byte buffer that hands its array over when the segment is complete, so pushing it copies
+ * nothing and the pusher can keep it until the node acknowledged it.
+ */
 final class ByteSink extends OutputStream {
     private byte[] buf;
     private int size;
@@ -43,9 +46,11 @@ final class ByteSink extends OutputStream {
 
     int capacity() { return buf.length; }
 
-    /** Empties the buffer; a buffer grown large is dropped so idle partitions do not pin memory. */
-    void reset(int keepCapacity) {
+    /** Hands the bytes over (the caller owns the array now) and starts again with a fresh small buffer. */
+    byte[] detach(int newCapacity) {
+        byte[] out = buf;
+        buf = new byte[newCapacity];
         size = 0;
-        if (buf.length > keepCapacity) buf = new byte[keepCapacity];
+        return out;
     }
 }

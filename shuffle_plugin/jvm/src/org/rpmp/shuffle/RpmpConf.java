@@ -16,6 +16,8 @@ public final class RpmpConf implements Serializable {
     public static final String PUSH_SIZE = "spark.rpmp.push.size";
     public static final String PUSH_MEMORY = "spark.rpmp.push.memory";
     public static final String PUSH_INFLIGHT = "spark.rpmp.push.inflight";
+    public static final String PUSH_RETRIES = "spark.rpmp.push.retries";
+    public static final String PUSH_RETRY_WAIT = "spark.rpmp.push.retryWait";
     public static final String FETCH_TIMEOUT = "spark.rpmp.fetch.timeout";
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
@@ -41,6 +43,8 @@ public final class RpmpConf implements Serializable {
     public final int pushSize;
     public final long pushMemory;
     public final int pushInflight;
+    public final int pushRetries;
+    public final long pushRetryWaitMs;
     public final int fetchTimeoutMs;
     public final int connectTimeoutMs;
     public final long fetchBuffer;
@@ -54,6 +58,8 @@ public final class RpmpConf implements Serializable {
         this.pushSize = (int) Math.max(1024, Math.min(size, Protocol.MAX_SEGMENT / 2));
         this.pushMemory = Math.max(pushSize, conf.getSizeAsBytes(PUSH_MEMORY, "64m"));
         this.pushInflight = Math.max(1, conf.getInt(PUSH_INFLIGHT, 4));
+        this.pushRetries = Math.max(0, conf.getInt(PUSH_RETRIES, 3));
+        this.pushRetryWaitMs = Math.max(0, conf.getTimeAsMs(PUSH_RETRY_WAIT, "500ms"));
         this.fetchTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(FETCH_TIMEOUT, "120s"));
         this.connectTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(CONNECT_TIMEOUT, "10s"));
         this.fetchBuffer = Math.max(0, conf.getSizeAsBytes(FETCH_BUFFER, "48m"));

@@ -49,7 +49,8 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
         this.metrics = metrics;
         this.manager = manager;
         // The map index is the task's partition; mapId is Spark's task attempt id (unique per attempt).
-        this.pusher = new SegmentPusher(handle, manager.pool(), context.partitionId(), mapId);
+        this.pusher = new SegmentPusher(handle, manager.pool(), context.partitionId(), mapId, manager.conf().pushRetries,
+            manager.conf().pushRetryWaitMs);
         // Whatever path the task takes out (failure before stop, kill), its connections are not reused:
         // acks may still be on the way. After a normal finish the pusher holds none and this is a no-op.
         context.addTaskCompletionListener((org.apache.spark.util.TaskCompletionListener) ctx -> pusher.abort());

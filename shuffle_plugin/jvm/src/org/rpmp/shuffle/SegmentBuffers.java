@@ -104,12 +104,12 @@ final class SegmentBuffers {
             throw new IOException("a segment of shuffle " + shuffleId + " partition " + partition + " serialized to "
                 + len + " bytes, above the " + maxSegment + "-byte PUSH limit: a single record is too large");
         }
+        bufferedBytes -= len;
+        byte[] bytes = sink.detach(INITIAL_CAPACITY);
         if (len > 0) {
-            pusher.push(partition, sink.array(), len);
+            pusher.push(partition, bytes, len);
             lengths[partition] += len;
         }
-        bufferedBytes -= len;
-        sink.reset(INITIAL_CAPACITY);
     }
 
     /** Pushes the largest open segments until the buffers are back under half of push.memory. */

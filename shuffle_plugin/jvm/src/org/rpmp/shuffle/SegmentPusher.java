@@ -1,7 +1,9 @@
 package org.rpmp.shuffle;
 
 import java.io.IOException;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
@@ -16,51 +18,85 @@ import org.apache.logging.log4j.Logger;
  * primary; the node replicates). One connection per node, pipelined up to spark.rpmp.push.inflight
  * pushes. Every segment of one (attempt, partition) goes to the same node, so a reader that finds any
  * record of a committed attempt on a node finds all of them there.
+ *
+ * <p>A segment stays referenced until the node acknowledged it. When a push fails in a way worth
+ * retrying (the node lost a replica: UNAVAILABLE; bytes damaged on the way: CHECKSUM_MISMATCH; the node
+ * forgot the shuffle: NOT_FOUND, re-registered first; the connection broke), every unacknowledged segment
+ * of that node is pushed again on a new connection. That is safe because a node stores a
+ * (map_index, attempt, seq) once. Other errors, or spark.rpmp.push.retries failed rounds, fail the task.
  */
 final class SegmentPusher {
     private static final Logger LOG = LogManager.getLogger(SegmentPusher.class);
+
+    /** A pushed segment the node has not acknowledged yet. */
+    private static final class Unacked {
+        final int partition;
+        final int seq;
+        final long checksum;
+        final byte[] buf;
+        final int len;
+
+        Unacked(int partition, int seq, long checksum, byte[] buf, int len) {
+            this.partition = partition;
+            this.seq = seq;
+            this.checksum = checksum;
+            this.buf = buf;
+            this.len = len;
+        }
+    }
 
     private final RpmpShuffleHandle<?, ?, ?> handle;
     private final Placement placement;
     private final ConnectionPool pool;
     private final int mapIndex;
     private final long attempt;
-    private final RpmpClient[] clients;        // by node index
-    private final boolean[] unreachable;       // by node index
-    private final int[] nodeOfPartition;       // -1 until the partition's first push
+    private final int retries;
+    private final long retryWaitMs;
+    private final RpmpClient[] clients;               // by node index
+    private final boolean[] unreachable;              // by node index
+    private final List<ArrayDeque<Unacked>> unacked;  // by node index, in push order
+    private final int[] nodeOfPartition;              // -1 until the partition's first push
     private final int[] nextSeq;
     /** node index -> partition -> {segments, bytes}, for MAP_END. */
     private final Map<Integer, Map<Integer, long[]>> sent = new TreeMap<>();
     private long pushNanos;
     private long bytesPushed;
     private long segments;
+    private long retriedRounds;
 
-    SegmentPusher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, int mapIndex, long attempt) {
+    SegmentPusher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, int mapIndex, long attempt, int retries,
+                  long retryWaitMs) {
         this.handle = handle;
         this.placement = handle.placement();
         this.pool = pool;
         this.mapIndex = mapIndex;
         this.attempt = attempt;
-        this.clients = new RpmpClient[placement.numNodes()];
-        this.unreachable = new boolean[placement.numNodes()];
+        this.retries = retries;
+        this.retryWaitMs = retryWaitMs;
+        int nodes = placement.numNodes();
+        this.clients = new RpmpClient[nodes];
+        this.unreachable = new boolean[nodes];
+        this.unacked = new ArrayList<>(nodes);
+        for (int i = 0; i < nodes; i++) unacked.add(new ArrayDeque<>());
         int n = handle.numPartitions();
         this.nodeOfPartition = new int[n];
-        java.util.Arrays.fill(nodeOfPartition, -1);
+        Arrays.fill(nodeOfPartition, -1);
         this.nextSeq = new int[n];
     }
 
-    /** Sends one segment (returns once it is on the wire; acks are collected later). buf may be reused then. */
+    /**
+     * Sends one segment; returns once it is on the wire (acks are collected as the pipeline fills).
+     * The pusher keeps buf until the node acknowledged it: the caller must not reuse it.
+     */
     void push(int partition, byte[] buf, int len) throws IOException {
         long start = System.nanoTime();
-        long checksum = Checksums.xxh64(buf, 0, len);
         int node = nodeFor(partition);
-        RpmpClient c = clients[node];
-        int seq = nextSeq[partition]++;
-        try {
-            c.push(handle.app(), handle.shuffleId(), partition, mapIndex, attempt, seq, checksum, buf, 0, len);
-        } catch (RpmpException e) {
-            throw onPushError(e, node);
-        }
+        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh64(buf, 0, len), buf, len);
+        unacked.get(node).addLast(u);
+        // A retry round re-pushes every unacknowledged segment, this one included.
+        withRetries(node, (c, again) -> {
+            if (!again) send(c, node, u);
+        });
         long[] counts = sent.computeIfAbsent(node, k -> new TreeMap<>()).computeIfAbsent(partition, k -> new long[2]);
         counts[0]++;
         counts[1] += len;
@@ -69,7 +105,82 @@ final class SegmentPusher {
         pushNanos += System.nanoTime() - start;
         if (LOG.isDebugEnabled()) {
             LOG.debug("push shuffle {} partition {} map {} attempt {} seq {}: {} bytes to {}", handle.shuffleId(),
-                partition, mapIndex, attempt, seq, len, c.address());
+                partition, mapIndex, attempt, u.seq, len, placement.node(node).address());
+        }
+    }
+
+    private void send(RpmpClient c, int node, Unacked u) throws IOException {
+        c.push(handle.app(), handle.shuffleId(), u.partition, mapIndex, attempt, u.seq, u.checksum, u.buf, 0, u.len);
+        forgetAcked(c, node);
+    }
+
+    /** The client acks in push order: everything older than its outstanding pushes was acknowledged. */
+    private void forgetAcked(RpmpClient c, int node) {
+        ArrayDeque<Unacked> q = unacked.get(node);
+        while (q.size() > c.pendingPushes()) q.pollFirst();
+    }
+
+    /** One exchange with a node; again is true in a retry round (after the unacknowledged were re-pushed). */
+    private interface NodeOp {
+        void run(RpmpClient c, boolean again) throws IOException;
+    }
+
+    /**
+     * Runs op against a node's connection. After a retriable failure: drop the connection, wait, reconnect
+     * (re-registering the shuffle if the node forgot it), push every unacknowledged segment again, and
+     * run op again, for at most spark.rpmp.push.retries rounds.
+     */
+    private void withRetries(int node, NodeOp op) throws IOException {
+        boolean reRegister = false;
+        for (int round = 0; ; round++) {
+            IOException error;
+            try {
+                RpmpClient c = clients[node];
+                if (c == null) {
+                    NodeInfo n = placement.node(node);
+                    c = pool.borrow(n.host, n.port);
+                    clients[node] = c;
+                }
+                if (round > 0) {
+                    if (reRegister) {
+                        c.registerShuffle(handle.app(), handle.shuffleId(), handle.numPartitions(), handle.replicas());
+                    }
+                    for (Unacked u : new ArrayList<>(unacked.get(node))) send(c, node, u);
+                }
+                op.run(c, round > 0);
+                return;
+            } catch (IOException e) {
+                error = e;
+            }
+            if (round >= retries || !retriable(error)) throw describe(error, node);
+            pool.discard(clients[node]);
+            clients[node] = null;
+            reRegister = error instanceof RpmpException && ((RpmpException) error).code() == Protocol.NOT_FOUND;
+            LOG.warn("RPMP push to {} failed ({}); retrying {} unacknowledged segments (round {} of {})",
+                placement.node(node).address(), error.getMessage(), unacked.get(node).size(), round + 1, retries);
+            retriedRounds++;
+            sleep(retryWaitMs * (round + 1));
+        }
+    }
+
+    private static boolean retriable(IOException e) {
+        if (!(e instanceof RpmpException)) return !(e instanceof java.io.InterruptedIOException);
+        int code = ((RpmpException) e).code();
+        return code == Protocol.UNAVAILABLE || code == Protocol.CHECKSUM_MISMATCH || code == Protocol.NOT_FOUND;
+    }
+
+    private IOException describe(IOException e, int node) {
+        if (e instanceof RpmpException) return e;
+        return new IOException("push of shuffle " + handle.shuffleId() + " map " + mapIndex + " to RPMP node "
+            + placement.node(node).address() + " failed: " + e.getMessage(), e);
+    }
+
+    private static void sleep(long ms) throws IOException {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            throw new java.io.InterruptedIOException("interrupted while waiting to retry a push");
         }
     }
 
@@ -102,42 +213,21 @@ final class SegmentPusher {
             + " is reachable (" + tried + ")", last);
     }
 
-    /**
-     * A node that does not know the shuffle (restarted without it, or replaced) is told again, so that
-     * Spark's retry of this task finds it registered; the push itself fails the task.
-     */
-    private IOException onPushError(RpmpException e, int node) {
-        if (e.code() == Protocol.NOT_FOUND) {
-            NodeInfo n = placement.node(node);
-            RpmpClient c = null;
-            try {
-                c = pool.borrow(n.host, n.port);
-                c.registerShuffle(handle.app(), handle.shuffleId(), handle.numPartitions(), handle.replicas());
-                LOG.warn("re-registered shuffle {} on RPMP node {} after: {}", handle.shuffleId(), n.address(), e.getMessage());
-            } catch (IOException again) {
-                e.addSuppressed(again);
-            } finally {
-                pool.release(c);
-            }
-        }
-        return e;
-    }
-
     /** Collects every ack and sends MAP_END to each node pushed to; returns connections to the pool. */
     void finish() throws IOException {
         long start = System.nanoTime();
         for (Map.Entry<Integer, Map<Integer, long[]>> e : sent.entrySet()) {
-            RpmpClient c = clients[e.getKey()];
-            try {
-                c.awaitPushes();
-            } catch (RpmpException ex) {
-                throw onPushError(ex, e.getKey());
-            }
+            int node = e.getKey();
             List<PartCount> counts = new ArrayList<>(e.getValue().size());
             for (Map.Entry<Integer, long[]> p : e.getValue().entrySet()) {
                 counts.add(new PartCount(p.getKey(), (int) p.getValue()[0], p.getValue()[1]));
             }
-            c.mapEnd(handle.app(), handle.shuffleId(), mapIndex, attempt, counts);
+            // MAP_END only checks what the node holds, so it is as safe to repeat as a push.
+            withRetries(node, (c, again) -> {
+                c.awaitPushes();
+                forgetAcked(c, node);
+                c.mapEnd(handle.app(), handle.shuffleId(), mapIndex, attempt, counts);
+            });
         }
         pushNanos += System.nanoTime() - start;
         for (int i = 0; i < clients.length; i++) {
@@ -151,6 +241,7 @@ final class SegmentPusher {
         for (int i = 0; i < clients.length; i++) {
             pool.discard(clients[i]);
             clients[i] = null;
+            unacked.get(i).clear();
         }
     }
 
@@ -159,4 +250,7 @@ final class SegmentPusher {
     long bytesPushed() { return bytesPushed; }
 
     long segments() { return segments; }
+
+    /** Rounds of re-pushing after a retriable failure (0 normally). */
+    long retriedRounds() { return retriedRounds; }
 }
