@@ -208,6 +208,8 @@ def stage_list(sc: SparkContext, after: int = -1) -> list[dict[str, Any]]:
         write_records, read_records = s.shuffleWriteRecords(), s.shuffleReadRecords()
         out.append({
             "stage": s.stageId(), "attempt": s.attemptId(), "status": s.status().toString(), "name": s.name(),
+            "submitted_ms": sub.get().getTime() if sub.isDefined() else None,
+            "completed_ms": done.get().getTime() if done.isDefined() else None,
             "kind": "map" if write_records > 0 else "reduce" if read_records > 0 else "other",
             "tasks": s.numTasks(), "completed": s.numCompleteTasks(), "failed": s.numFailedTasks(),
             "wall_s": wall, "run_s": s.executorRunTime() / 1e3, "cpu_s": s.executorCpuTime() / 1e9,
