@@ -392,3 +392,24 @@ def test_client_error_carries_node_message(node):
         with pytest.raises(RpmpError) as e:
             c.fetch("nobody", 1, 0)
         assert e.value.code == ErrorCode.NOT_FOUND and "shuffle 1 of app 'nobody'" in e.value.message
+
+
+def test_pool_full_is_an_error_and_loses_nothing(node_factory):
+    n = node_factory(pool_size="48m")
+    from rpmp.client import PoolFullError
+
+    with Client(n.addr) as c:
+        c.register_shuffle(APP, 14, 4)
+        stored = []
+        with pytest.raises(PoolFullError, match="full"):
+            for i in range(100):
+                data = payload("full", i, size=1 << 20)
+                c.push(APP, 14, i % 4, i, i, 0, data)
+                stored.append((i % 4, data))
+        assert len(stored) > 10
+        for p in range(4):
+            assert [bytes(s.data) for s in c.fetch(APP, 14, p)] == [d for q, d in stored if q == p]
+        c.delete_shuffle(APP, 14)  # room again
+        c.register_shuffle(APP, 15, 1)
+        c.push(APP, 15, 0, 0, 1, 0, b"fits again")
+        assert [bytes(s.data) for s in c.fetch(APP, 15, 0)] == [b"fits again"]
