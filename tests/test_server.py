@@ -7,6 +7,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -413,3 +414,31 @@ def test_pool_full_is_an_error_and_loses_nothing(node_factory):
         c.register_shuffle(APP, 15, 1)
         c.push(APP, 15, 0, 0, 1, 0, b"fits again")
         assert [bytes(s.data) for s in c.fetch(APP, 15, 0)] == [b"fits again"]
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def test_a_client_that_does_not_read_is_paused_not_buffered(node):
+    from rpmp import _wire as W
+
+    with Client(node.addr) as c:
+        c.put("big", payload("bp", size=256 << 10))
+        before = rss_kib(node.proc.pid)
+        s = raw_conn(node)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        req = W.frame(Op.GET, 0, 1, W.encode_key("big"))
+        s.setblocking(False)
+        sent = 0
+        for _ in range(4000):  # 4000 x 256 KiB = 1 GiB of replies if the node buffered them
+            try:
+                sent += s.send(req * 16)
+            except BlockingIOError:
+                break
+        time.sleep(1.0)
+        growth = rss_kib(node.proc.pid) - before
+        assert growth < 64 << 10, f"node grew by {growth} KiB for a client that does not read"
+        assert c.get("big").size == 256 << 10  # everyone else is served meanwhile
+        s.close()
