@@ -22,6 +22,7 @@ public final class RpmpConf implements Serializable {
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
     public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
+    public static final String REGISTER_TIMEOUT = "spark.rpmp.register.timeout";
 
     /** A seed node: host and port. */
     public static final class Address implements Serializable {
@@ -49,6 +50,7 @@ public final class RpmpConf implements Serializable {
     public final int connectTimeoutMs;
     public final long fetchBuffer;
     public final boolean fetchLocal;
+    public final long registerTimeoutMs;
 
     public RpmpConf(SparkConf conf) {
         this.nodes = parseNodes(conf.get(NODES, ""));
@@ -64,6 +66,7 @@ public final class RpmpConf implements Serializable {
         this.connectTimeoutMs = (int) Math.min(Integer.MAX_VALUE, conf.getTimeAsMs(CONNECT_TIMEOUT, "10s"));
         this.fetchBuffer = Math.max(0, conf.getSizeAsBytes(FETCH_BUFFER, "48m"));
         this.fetchLocal = conf.getBoolean(FETCH_LOCAL, true);
+        this.registerTimeoutMs = Math.max(0, conf.getTimeAsMs(REGISTER_TIMEOUT, "30s"));
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException(REPLICAS + " must be 1..255, got " + replicas);
     }
 

@@ -118,28 +118,45 @@ public class RpmpShuffleManager extends SortShuffleManager {
         return new RpmpShuffleHandle<>(shuffleId, dependency, appName, placement, conf.replicas, counters);
     }
 
+    /**
+     * REGISTER_SHUFFLE through the first seed that takes it. A node that just died is only dropped from the
+     * live set after missed heartbeats, and until then registration fails (UNAVAILABLE: not every live
+     * node took it), so failed rounds are retried for up to spark.rpmp.register.timeout.
+     */
     private Placement registerWithAnyNode(String appName, int shuffleId, int numPartitions) {
+        long deadline = System.nanoTime() + conf.registerTimeoutMs * 1_000_000L;
         IOException last = null;
-        for (RpmpConf.Address seed : conf.nodes) {
-            RpmpClient c = null;
-            try {
-                c = pool.borrow(seed.host, seed.port);
-                Placement p = c.registerShuffle(appName, shuffleId, numPartitions, conf.replicas);
-                pool.release(c);
-                return p;
-            } catch (RpmpException e) {
-                pool.release(c);
-                if (e.code() == Protocol.CONFLICT || e.code() == Protocol.BAD_REQUEST) {
-                    throw new IllegalStateException("RPMP refused shuffle " + shuffleId + ": " + e.getMessage(), e);
+        for (int round = 1; ; round++) {
+            for (RpmpConf.Address seed : conf.nodes) {
+                RpmpClient c = null;
+                try {
+                    c = pool.borrow(seed.host, seed.port);
+                    Placement p = c.registerShuffle(appName, shuffleId, numPartitions, conf.replicas);
+                    pool.release(c);
+                    return p;
+                } catch (RpmpException e) {
+                    pool.release(c);
+                    if (e.code() == Protocol.CONFLICT || e.code() == Protocol.BAD_REQUEST) {
+                        throw new IllegalStateException("RPMP refused shuffle " + shuffleId + ": " + e.getMessage(), e);
+                    }
+                    last = e;
+                } catch (IOException e) {
+                    pool.discard(c);
+                    last = e;
                 }
-                last = e;
-            } catch (IOException e) {
-                pool.discard(c);
-                last = e;
+                LOG.warn("RPMP node {} could not register shuffle {}: {}", seed, shuffleId, last.toString());
             }
-            LOG.warn("RPMP node {} could not register shuffle {}: {}", seed, shuffleId, last.toString());
+            long waitMs = Math.min(1000, 200L * round);
+            if (System.nanoTime() + waitMs * 1_000_000L > deadline) break;
+            try {
+                Thread.sleep(waitMs);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+                break;
+            }
         }
-        throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId, last);
+        throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId
+            + " within " + conf.registerTimeoutMs + " ms", last);
     }
 
     /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/' or NUL. */

@@ -184,26 +184,36 @@ final class SegmentPusher {
         }
     }
 
+    /**
+     * The node a partition's segments go to: the first of its preference list this task can connect to.
+     * When none answers (a node restarting), the whole list is tried again after retryWait x round.
+     */
     private int nodeFor(int partition) throws IOException {
         int node = nodeOfPartition[partition];
         if (node >= 0) return node;
         IOException last = null;
-        for (int i = 0; i < placement.prefLength(); i++) {
-            int idx = placement.nodeIndex(partition, i);
-            if (unreachable[idx]) continue;
-            if (clients[idx] == null) {
-                NodeInfo n = placement.node(idx);
-                try {
-                    clients[idx] = pool.borrow(n.host, n.port);
-                } catch (IOException e) {
-                    LOG.warn("RPMP node {} unreachable for shuffle {}: {}", n.address(), handle.shuffleId(), e.toString());
-                    unreachable[idx] = true;
-                    last = e;
-                    continue;
+        for (int round = 0; ; round++) {
+            for (int i = 0; i < placement.prefLength(); i++) {
+                int idx = placement.nodeIndex(partition, i);
+                if (unreachable[idx]) continue;
+                if (clients[idx] == null) {
+                    NodeInfo n = placement.node(idx);
+                    try {
+                        clients[idx] = pool.borrow(n.host, n.port);
+                    } catch (IOException e) {
+                        if (e instanceof java.io.InterruptedIOException) throw e;
+                        LOG.warn("RPMP node {} unreachable for shuffle {}: {}", n.address(), handle.shuffleId(), e.toString());
+                        unreachable[idx] = true;   // remembered, so other partitions skip it this round
+                        last = e;
+                        continue;
+                    }
                 }
+                nodeOfPartition[partition] = idx;
+                return idx;
             }
-            nodeOfPartition[partition] = idx;
-            return idx;
+            if (round >= retries) break;
+            for (int i = 0; i < placement.prefLength(); i++) unreachable[placement.nodeIndex(partition, i)] = false;
+            sleep(retryWaitMs * (round + 1));
         }
         StringBuilder tried = new StringBuilder();
         for (int i = 0; i < placement.prefLength(); i++) {
