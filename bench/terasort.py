@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """TeraSort through RPMP and through Spark's own sort shuffle, alternating, in one invocation.
 
-    python bench/terasort.py                                  # 100m (1M rows), both shuffles, 3 runs each
+    python bench/terasort.py                                  # 100m (1M rows), both shuffles, 2 runs each
     python bench/terasort.py --size 1g --json /tmp/ts1g.json --plot /tmp/ts1g.png
     python bench/terasort.py --size 1g --kill-executor        # recovery: is the map stage recomputed?
     python bench/terasort.py --nodes 10.0.0.5:7077 --shuffle rpmp --conf spark.rpmp.push.size=16m
@@ -774,7 +774,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--rows", type=int, help="number of 100-byte records")
     size.add_argument("--size", default="100m", help="data size, decimal units: 100m = 1M rows, 1g = 10M rows")
     p.add_argument("--shuffle", choices=("rpmp", "sort", "both"), default="both")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per shuffle (each in a fresh SparkSession)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="timed runs per shuffle, each in a fresh SparkSession (use 3+ for figures)")
     p.add_argument("--warmup", type=int, default=0, help="untimed runs before each timed one, same session (JIT)")
     p.add_argument("--master", default="local-cluster[2,1,4096]")
     p.add_argument("--executor-memory", help="spark.executor.memory (default: the local-cluster worker memory, "
