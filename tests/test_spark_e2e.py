@@ -117,8 +117,16 @@ def df_skewed_join(spark):
     return sorted(tuple(r) for r in hot.join(other, "k").groupBy("k").count().collect())
 
 
+def rdd_many_partitions(spark):
+    """2,000 reduce partitions of tiny data: most are empty, none may be lost or doubled."""
+    sc = spark.sparkContext
+    pairs = sc.parallelize(range(3_000), 3).map(lambda i: (i * 7919 % 4_001, i))
+    return sorted(pairs.reduceByKey(lambda a, b: a + b, 2_000).collect())
+
+
 JOBS = {f.__name__: f for f in (rdd_reduce_by_key, rdd_group_by_key, rdd_sort_by_key, rdd_join,
-                                rdd_retried_map_attempt, df_group_by, df_order_by, df_join, df_skewed_join)}
+                                rdd_retried_map_attempt, rdd_many_partitions, df_group_by, df_order_by, df_join,
+                                df_skewed_join)}
 
 
 def _session(master: str, conf: dict):

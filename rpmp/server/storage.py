@@ -33,6 +33,7 @@ RECORD_MAGIC = 0x31474553  # "SEG1"
 RECORD_HEADER = RECORD.size
 SKEY = struct.Struct("<cIII")  # b"S", shuffle, partition, block seq; then the app name
 MKEY = struct.Struct("<cI")  # b"M", shuffle; then the app name
+MIN_BLOCK = 64 << 10  # a partition's first merge block; each next one doubles, up to the 4 MiB block
 KKEY = struct.Struct("<cQ")  # b"K", version; then the user's key
 META = struct.Struct("<II")  # partition count, replicas; then the placement bytes
 
@@ -64,6 +65,7 @@ class Partition:
     counts: dict[tuple[int, int], list[int]] = field(default_factory=dict)  # (map, attempt) -> [segs, bytes]
     next_seq: int = 0
     bytes: int = 0
+    next_capacity: int = 0  # capacity of the partition's next merge block (grows from MIN_BLOCK)
 
 
 @dataclass
@@ -153,7 +155,10 @@ class Storage:
             part.blocks.append(block)
             part.next_seq = max(part.next_seq, seq + 1)
             self._index_block(part, block)
-            if self.pool.used(block) + RECORD_HEADER < self.pool.info(block).capacity:
+            capacity = self.pool.info(block).capacity
+            if capacity <= self.block_capacity:
+                part.next_capacity = max(part.next_capacity, min(self.block_capacity, 2 * capacity))
+            if self.pool.used(block) + RECORD_HEADER < capacity:
                 part.open.append(block)
 
     def _index_block(self, part: Partition, block: int) -> None:
@@ -209,11 +214,15 @@ class Storage:
             block, dedicated = self._new_shuffle_block(sh, p, part, total), True
         else:
             for i, b in enumerate(part.open):
-                if self.pool.used(b) + total <= self.block_capacity:
+                if self.pool.used(b) + total <= self.pool.info(b).capacity:
                     block = part.open.pop(i)
                     break
             if block is None:
-                block = self._new_shuffle_block(sh, p, part, self.block_capacity)
+                # Small partitions must not cost 4 MiB each (2,000 partitions of tiny data would take
+                # 8 GB): merge blocks start at MIN_BLOCK and double up to the full block size.
+                cap = min(self.block_capacity, max(MIN_BLOCK, part.next_capacity, total))
+                part.next_capacity = min(self.block_capacity, 2 * cap)
+                block = self._new_shuffle_block(sh, p, part, cap)
         offset = self.pool.used(block)
         view = self.pool.reserve(block, offset, total)
         RECORD.pack_into(view, 0, RECORD_MAGIC, map_index, attempt, seq, length, checksum)
