@@ -11,6 +11,8 @@ Phases (each with its own progress bar):
                 SQL expressions in the JVM from a seed; generator partition i writes the contiguous row ids
                 [i*N/m, (i+1)*N/m) to one Parquet file, like Hadoop's TeraGen. Once, in its own session.
   input sum     count and checksum (sum of xxhash64(key, value) as an exact decimal) of the input.
+  warm-up scan  every new session scans (and sums) the input once, untimed: fresh executors spend their
+                first seconds loading classes and compiling, which is not what is compared.
   terasort      TIMED. A total-order sort: orderBy(key) = range partitioning (sampled bounds) + a sort of
                 each partition. Default sink "count": step 1 materializes the shuffle (the sampling job and
                 the map stage: adaptive query execution submits map stages on their own), step 2 counts the
@@ -57,7 +59,6 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 ROW_BYTES = 100
-KEY_BYTES = 10
 RPMP_MANAGER = "org.rpmp.shuffle.RpmpShuffleManager"
 SORT_MANAGER = "sort"
 MARKER = "_teragen.json"
@@ -576,9 +577,10 @@ def spark_session(settings: Settings, shuffle: str, master: str, nodes: str | No
         raise RuntimeError("a SparkSession is still active: stop it before starting the next one")
     builder = SparkSession.builder.master(master).appName(app_name)
     conf = settings.base_conf()
-    # Both shuffles ship the plugin jar, so their executors start alike and the driver JVM (launched by the
-    # first session) has it on its class path whichever shuffle comes first.
-    conf["spark.jars"] = str(plugin_jar.locate_jar())
+    if shuffle != "rpmp":
+        # Both shuffles ship the plugin jar (configure() adds it for rpmp), so their executors start alike and
+        # the driver JVM, launched by the first session, has it on its class path whichever shuffle comes first.
+        conf["spark.jars"] = ",".join(j for j in (conf.get("spark.jars"), str(plugin_jar.locate_jar())) if j)
     for k, v in conf.items():
         builder = builder.config(k, v)
     if shuffle == "rpmp":
