@@ -337,6 +337,7 @@ class SparkPhases:
             yield
             return
         task = self.progress.add_task(description, total=None)
+        mark = last_stage_id(self.sc) if self.sc is not None else None
         stop = threading.Event()
         seen: dict[tuple[int, int], tuple[int, int]] = {}
 
@@ -364,8 +365,13 @@ class SparkPhases:
         finally:
             stop.set()
             thread.join()
-            total = sum(t for _, t in seen.values()) or 1
-            self.progress.update(task, completed=total, total=total)
+            # Stages shorter than the polling interval were never seen active: the status store has them all.
+            done = total = sum(t for _, t in seen.values())
+            if mark is not None and self.sc is not None:
+                with contextlib.suppress(Exception):
+                    ran = [s for s in stage_list(self.sc, mark) if s["status"] != "SKIPPED"]
+                    total, done = sum(s["tasks"] for s in ran), sum(s["completed"] for s in ran)
+            self.progress.update(task, completed=done, total=total or 1)
 
 
 # ---- one run ---------------------------------------------------------------------------------------------
