@@ -43,6 +43,11 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=int, help="client connections accepted at once (1024)")
     p.add_argument("--no-verify-push", dest="verify_push", action="store_const", const=False,
                    help="do not verify each pushed segment's XXH64 on receipt (readers still verify)")
+    p.add_argument("--no-sendfile", dest="sendfile", action="store_const", const=False,
+                   help="send FETCH replies through the event loop's writes instead of sendfile(2) from the "
+                   "pool file (for pools sendfile cannot read, such as device DAX)")
+    p.add_argument("--send-timeout", type=float, help="seconds a client may read nothing of a reply before "
+                   "its connection is dropped (120)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -50,7 +55,8 @@ def _config(args: argparse.Namespace, **extra) -> NodeConfig:
     path = args.config or (DEFAULT_CONF if os.path.exists(DEFAULT_CONF) else None)
     over = {k: getattr(args, k, None) for k in ("host", "port", "node_id", "pool", "pool_size",
                                                "heartbeat_interval", "dead_after", "max_data",
-                                               "max_connections", "verify_push", "log_level")}
+                                               "max_connections", "verify_push", "sendfile", "send_timeout",
+                                               "log_level")}
     if getattr(args, "seeds", None):
         over["seeds"] = [s for s in args.seeds.split(",") if s]
     over.update(extra)

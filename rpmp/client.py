@@ -318,18 +318,25 @@ class Client:
         """Tell a node what this map attempt pushed to it: (partition, segments, bytes) per partition."""
         self._call(Op.MAP_END, W.encode_map_end(app, shuffle, map_index, attempt, list(counts)), node=node)
 
-    def fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
-                  attempts: Iterable[int] = (), node=None) -> list[tuple[int, pa.Buffer]]:
-        """The FETCH reply as it came: (record count, data buffer) per frame."""
+    def iter_fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0,
+                       end_map: int = END_MAP_ALL, attempts: Iterable[int] = (),
+                       node=None) -> Iterator[tuple[int, pa.Buffer | None]]:
+        """The FETCH reply frame by frame as it arrives: (record count, data buffer) per frame (at most
+        16 MiB each), so a large partition can be consumed without holding all of it. Stopping early
+        closes the connection (the rest of the reply is not read)."""
         meta = W.encode_fetch(app, shuffle, partition, start_map, end_map, list(attempts))
-        out = []
         with self.connection(node) as conn:
             rid = conn.send(Op.FETCH, meta)
             while True:
                 flags, rmeta, data = conn.recv(Op.FETCH, rid)
-                out.append((W.decode_fetch_resp(rmeta), data))
+                yield W.decode_fetch_resp(rmeta), data
                 if not flags & FLAG_MORE:
-                    return out
+                    return
+
+    def fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
+                  attempts: Iterable[int] = (), node=None) -> list[tuple[int, pa.Buffer | None]]:
+        """The whole FETCH reply: (record count, data buffer) per frame."""
+        return list(self.iter_fetch_raw(app, shuffle, partition, start_map, end_map, attempts, node))
 
     def fetch(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
               attempts: Iterable[int] | None = None, placement: Placement | None = None, node=None,

@@ -446,3 +446,87 @@ def test_a_client_that_does_not_read_is_paused_not_buffered(node):
         assert growth < 64 << 10, f"node grew by {growth} KiB for a client that does not read"
         assert c.get("big").size == 256 << 10  # everyone else is served meanwhile
         s.close()
+
+
+# ---- FETCH replies by sendfile(2) ----------------------------------------------------------------
+
+@pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "transport"])
+def test_large_fetch_is_byte_exact_by_either_path(node_factory, sendfile):
+    n = node_factory(pool_size="512m", extra=[] if sendfile else ["--no-sendfile"])
+    with Client(n.addr) as c:
+        pl = c.register_shuffle(APP, 7, num_partitions=2)
+        # 2 big records (own blocks), 300 small ones merged into blocks: > 16 MiB, so several frames
+        segs = [(0, m, m + 50, s, payload(7, m, s, size=9_000_000 if s == 0 and m < 2 else 40_000 + m))
+                for m in range(100) for s in range(3)]
+        c.push_many(APP, 7, segs, placement=pl)
+        frames = c.fetch_raw(APP, 7, 0)
+        assert len(frames) >= 2 and all(f[1] is not None for f in frames)
+        got = c.fetch(APP, 7, 0, placement=pl)
+        assert [(g.map_index, g.attempt, g.seq, bytes(g.data)) for g in got] == [(m, a, s, bytes(d))
+                                                                              for _, m, a, s, d in segs]
+        # a small partition takes the transport either way; the node's counters say which path ran
+        c.push(APP, 7, 1, 0, 50, 0, b"tiny", placement=pl)
+        assert [bytes(g.data) for g in c.fetch(APP, 7, 1, placement=pl)] == [b"tiny"]
+        counters = c.stats()["counters"]
+        total = sum(len(d) for *_, d in segs) + 32 * len(segs)
+        if sendfile:
+            assert counters["sendfile_replies"] == 2 and counters["sendfile_bytes"] == 2 * total
+        else:
+            assert counters["sendfile_replies"] == 0 and counters["sendfile_bytes"] == 0
+
+
+def test_replies_stay_in_order_around_a_sendfile_reply(node):
+    from rpmp import _wire as W
+
+    big = payload("order", size=3 << 20)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 8, num_partitions=1)
+        c.push(APP, 8, 0, 0, 1, 0, big)
+        c.put("small", b"v" * 100)
+    s = raw_conn(node)
+    # PING, FETCH (sendfile), GET, FETCH, PING in one write: five replies, in request order
+    reqs = [W.frame(Op.PING, 0, 1, b""), W.frame(Op.FETCH, 0, 2, W.encode_fetch(APP, 8, 0, 0, 2**32 - 1, [])),
+            W.frame(Op.GET, 0, 3, W.encode_key("small")),
+            W.frame(Op.FETCH, 0, 4, W.encode_fetch(APP, 8, 0, 0, 2**32 - 1, [])), W.frame(Op.PING, 0, 5, b"")]
+    s.sendall(b"".join(reqs))
+    got = []
+    for _ in range(5):
+        op, _, _, data = read_frame(s)
+        got.append((op, data))
+    assert [op for op, _ in got] == [Op.PING, Op.FETCH, Op.GET, Op.FETCH, Op.PING]
+    assert got[2][1] == b"v" * 100
+    for _, data in (got[1], got[3]):
+        recs = list(W.iter_records(memoryview(data)))
+        assert len(recs) == 1 and data[recs[0][3]:recs[0][3] + recs[0][4]] == big
+    s.close()
+
+
+def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_factory):
+    from rpmp import _wire as W
+
+    n = node_factory(pool_size="512m", extra=["--send-timeout", "1"])
+    with Client(n.addr) as c:
+        c.register_shuffle(APP, 9, num_partitions=1)
+        for m in range(24):
+            c.push(APP, 9, 0, m, 1, 0, payload("slow", m, size=4 << 20))
+        s = raw_conn(n)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, 9, 0, 0, 2**32 - 1, [])))
+        # 96 MiB of reply that nobody reads: others are served meanwhile ...
+        t0 = time.monotonic()
+        while c.stats()["counters"]["dropped_connections"] == 0:
+            assert time.monotonic() - t0 < 15, "a client that reads nothing was never dropped"
+            c.ping()
+            time.sleep(0.1)
+        # ... and after send-timeout seconds without progress, the node drops the connection
+        assert time.monotonic() - t0 >= 0.9
+        got = 0
+        s.settimeout(10)
+        with pytest.raises((ConnectionResetError, AssertionError)):
+            while True:
+                chunk = s.recv(1 << 20)
+                assert chunk, "closed"
+                got += len(chunk)
+        assert got < 96 << 20
+        s.close()
+        assert len(c.fetch(APP, 9, 0)) == 24  # the data is all still there

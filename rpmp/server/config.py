@@ -44,6 +44,8 @@ class NodeConfig:
     max_connections: int = 1024
     verify_on_open: bool = True
     verify_push: bool = True
+    sendfile: bool = True  # FETCH replies leave the pool file through sendfile(2): no copy on the node
+    send_timeout: float = 120.0  # seconds a client may take nothing of a reply before it is dropped
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import xxhash
 from rpmp import _wire as W
 from rpmp import protocol as P
 from rpmp.protocol import ErrorCode, Op, ProtocolError
-from rpmp.server.network import Reply, Sink
+from rpmp.server.network import FileRange, Reply, Sink
 from rpmp.server.storage import Storage, StorageError
 
 log = logging.getLogger("rpmp.controller")
@@ -42,6 +42,7 @@ class Controller:
         self.counters = {"pushes": 0, "push_bytes": 0, "duplicates": 0, "fetches": 0, "fetch_bytes": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
                          "replica_errors": 0}
+        self.extra_counters: dict[str, int] = {}  # the network layer's, shown by STATS too
         self._handlers = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
             Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
@@ -91,7 +92,7 @@ class Controller:
         st = self.storage.stats()
         st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
-                  counters=dict(self.counters))
+                  counters={**self.counters, **self.extra_counters})
         return Reply(data=[json.dumps(st).encode()])
 
     def _members(self, flags, meta) -> Reply:
@@ -255,11 +256,11 @@ class Controller:
         cur: list = []
         cur_bytes = cur_records = 0
         total = 0
-        for view, nrec in runs:
+        for view, nrec, offset in runs:
             if cur and cur_bytes + view.nbytes > FETCH_FRAME_BYTES:
                 frames.append((W.encode_fetch_resp(cur_records), cur))
                 cur, cur_bytes, cur_records = [], 0, 0
-            cur.append(view)
+            cur.append(FileRange(view, offset))
             cur_bytes += view.nbytes
             cur_records += nrec
             total += view.nbytes

@@ -3,7 +3,9 @@
 One `Connection` (an asyncio BufferedProtocol) per client. Headers and meta land in a small per-connection
 staging buffer; a request's data part is received straight into its destination (pool memory for PUSH,
 PUT and WRITE), chunk by chunk, with no Python byte strings in between. Replies are written as lists of
-buffers; with uvloop, views of pool memory go to the socket without a copy.
+buffers; with uvloop, views of pool memory go to the socket without a copy. Large replies of pool bytes
+(FETCH) go further: the bytes are named as ranges of the pool file (`FileRange`) and sent with
+sendfile(2), so the node does not even copy them into the socket (the reader's receive is the only copy).
 
 Bounds: the staging buffer never exceeds header + MAX_META; a connection whose replies pile up in the
 transport (a client that does not read) stops being read until they drain (back-pressure); the node
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +29,27 @@ log = logging.getLogger("rpmp.network")
 
 INITIAL_STAGING = 64 << 10
 DISCARD_CHUNK = 256 << 10
+SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport than through a sendfile round
 _scratch = memoryview(bytearray(DISCARD_CHUNK))
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """Bytes of the pool file at `offset`, also mapped as `view` (which pins them while the reply is sent).
+
+    The network layer sends them with sendfile(2) when it has the pool file open, else writes `view`.
+    """
+
+    view: memoryview
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.view.nbytes
+
+
+def _nbytes(d) -> int:
+    return d.nbytes if isinstance(d, (memoryview, FileRange)) else len(d)
 
 
 @dataclass
@@ -211,16 +234,16 @@ class Connection(asyncio.BufferedProtocol):
             log.exception("request op=%#x failed", op)
             self._send_error(op, rid, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
             return
-        if isinstance(reply, Reply):
+        if isinstance(reply, Reply) and not self._wants_sendfile(reply):
             self._send(op, rid, reply)
-        else:  # a coroutine: later requests of this connection wait for it, to keep replies in order
+        else:  # a coroutine or a sendfile reply: later requests of this connection wait, to keep replies in order
             self.blocked = True
             self.transport.pause_reading()
             asyncio.ensure_future(self._await(op, rid, reply))
 
-    async def _await(self, op: int, rid: int, pending: Awaitable[Reply]) -> None:
+    async def _await(self, op: int, rid: int, pending: Awaitable[Reply] | Reply) -> None:
         try:
-            reply = await pending
+            reply = pending if isinstance(pending, Reply) else await pending
         except ProtocolError as e:
             reply = e
         except Exception as e:
@@ -230,8 +253,12 @@ class Connection(asyncio.BufferedProtocol):
             return
         if isinstance(reply, ProtocolError):
             self._send_error(op, rid, reply)
+        elif self._wants_sendfile(reply):
+            await self._send_file(op, rid, reply)
         else:
             self._send(op, rid, reply)
+        if self.closed:
+            return
         self.blocked = False
         if not self.write_paused:
             self.transport.resume_reading()
@@ -245,10 +272,90 @@ class Connection(asyncio.BufferedProtocol):
         last = len(frames) - 1
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-            size = sum(len(d) if not isinstance(d, memoryview) else d.nbytes for d in data)
-            out.append(W.frame(op, flags, rid, meta, size))
-            out.extend(data)
+            out.append(W.frame(op, flags, rid, meta, sum(_nbytes(d) for d in data)))
+            out.extend(d.view if isinstance(d, FileRange) else d for d in data)
         self.transport.writelines(out)
+
+    def _wants_sendfile(self, reply: Reply) -> bool:
+        if self.server.sendfile_fd is None or reply.frames is None:
+            return False
+        return sum(d.nbytes for _, data in reply.frames for d in data if isinstance(d, FileRange)) >= SENDFILE_MIN
+
+    async def _send_file(self, op: int, rid: int, reply: Reply) -> None:
+        """Write a reply past the transport: headers with send, pool bytes with sendfile(2).
+
+        Reading is paused meanwhile and earlier replies have left the transport, so nothing else writes to
+        the socket. A duplicate of its descriptor is used: if the connection closes meanwhile, the number is
+        not reused under us. A client that takes nothing for `send_timeout` seconds loses the connection.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server.send_timeout
+        while self.transport.get_write_buffer_size():  # earlier replies go first
+            if self.closed or loop.time() > deadline:
+                return self._abort("an earlier reply was not read")
+            await asyncio.sleep(0.001)
+        sock = self.transport.get_extra_info("socket")
+        if self.closed or sock is None:
+            return
+        fd = os.dup(sock.fileno())
+        try:
+            last = len(reply.frames) - 1
+            for i, (meta, data) in enumerate(reply.frames):
+                flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
+                parts = [W.frame(op, flags, rid, meta, sum(_nbytes(d) for d in data)), *data]
+                for part in parts:
+                    if isinstance(part, FileRange):
+                        ok = await self._out(fd, part.nbytes, lambda pos, r=part: os.sendfile(
+                            fd, self.server.sendfile_fd, r.offset + pos, r.nbytes - pos))
+                    else:
+                        view = memoryview(part).cast("B")
+                        ok = await self._out(fd, view.nbytes, lambda pos, v=view: os.write(fd, v[pos:]))
+                    if not ok:
+                        return
+                    if isinstance(part, FileRange):
+                        self.server.counters["sendfile_bytes"] += part.nbytes
+            self.server.counters["sendfile_replies"] += 1
+        finally:
+            os.close(fd)
+
+    async def _out(self, fd: int, length: int, write: Callable[[int], int]) -> bool:
+        """Call `write(pos)` until `length` bytes are out, waiting for the socket when it is full."""
+        loop = asyncio.get_running_loop()
+        pos = 0
+        while pos < length:
+            if self.closed:
+                return False
+            try:
+                n = write(pos)
+            except BlockingIOError:
+                n = -1
+            except OSError as e:  # reset, broken pipe: the connection is gone
+                self._abort(f"send failed: {e}")
+                return False
+            if n == 0:
+                self._abort("sendfile made no progress (pool file shorter than its blocks?)")
+                return False
+            if n > 0:
+                pos += n
+                continue
+            ready = loop.create_future()
+            loop.add_writer(fd, lambda f=ready: f.done() or f.set_result(None))
+            try:
+                await asyncio.wait_for(ready, self.server.send_timeout)
+            except asyncio.TimeoutError:
+                self._abort(f"client took nothing for {self.server.send_timeout:g} s")
+                return False
+            finally:
+                loop.remove_writer(fd)
+        return True
+
+    def _abort(self, why: str) -> None:
+        log.warning("dropping connection from %s: %s", self.peer, why)
+        self.server.counters["dropped_connections"] += 1
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.transport is not None:
+            self.transport.abort()
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
@@ -265,12 +372,19 @@ class Connection(asyncio.BufferedProtocol):
 class NetworkServer:
     """Listens on host:port and hands decoded frames to `handler` (the controller)."""
 
-    def __init__(self, handler, max_data: int, max_connections: int):
+    def __init__(self, handler, max_data: int, max_connections: int, sendfile_path: str | None = None,
+                 send_timeout: float = 120.0):
         self.handler = handler
         self.max_data = max_data
         self.max_connections = max_connections
+        self.send_timeout = send_timeout
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
+        self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0}
+        # sendfile(2) needs a regular file (a pool on /dev/shm or an fsdax mount; not a device-DAX).
+        self.sendfile_fd: int | None = None
+        if sendfile_path is not None and os.path.isfile(sendfile_path):
+            self.sendfile_fd = os.open(sendfile_path, os.O_RDONLY | os.O_CLOEXEC)
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
@@ -285,3 +399,6 @@ class NetworkServer:
                 if conn.transport is not None:
                     conn.transport.close()
             await self.server.wait_closed()
+        if self.sendfile_fd is not None:
+            os.close(self.sendfile_fd)
+            self.sendfile_fd = None

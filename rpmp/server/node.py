@@ -37,7 +37,8 @@ class RpmpNode:
         if any(rec.values()):
             log.info("pool %s recovered: %s", cfg.pool, rec)
         # The controller needs the membership and the membership needs the port: bind first.
-        self.network = NetworkServer(None, cfg.max_data, cfg.max_connections)
+        self.network = NetworkServer(None, cfg.max_data, cfg.max_connections,
+                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout)
         self.port = await self.network.start(cfg.host, cfg.port)
         if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
             cfg.node_id = f"{cfg.host}:{self.port}"
@@ -46,6 +47,7 @@ class RpmpNode:
         seeds = [parse_hostport(s) for s in cfg.seeds]
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat)
         self.network.handler = Controller(self.storage, self.membership, self.peers, cfg)
+        self.network.handler.extra_counters = self.network.counters
         self.membership.start()
         self._janitor = asyncio.ensure_future(self._retry_frees())
         log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s", cfg.node_id, cfg.host, self.port,

@@ -274,10 +274,11 @@ class Storage:
         return self.pool.view(rec.block, rec.offset + RECORD_HEADER, rec.length)
 
     def select(self, sh: Shuffle, p: int, start_map: int = 0, end_map: int = 0xFFFFFFFF,
-               attempts: Iterable[int] | None = None) -> list[tuple[memoryview, int]]:
+               attempts: Iterable[int] | None = None) -> list[tuple[memoryview, int, int]]:
         """Zero-copy views of the records of partition p that pass the filters, as contiguous runs.
 
-        Returns (view, record count) per run. Views pin their blocks until released (a delete waits).
+        Returns (view, record count, offset of the run in the pool file) per run. Views pin their blocks
+        until released (a delete waits).
         """
         part = sh.partitions.get(p)
         if part is None or not part.records:
@@ -294,7 +295,7 @@ class Storage:
                 last[3] += 1
             else:
                 runs.append([r.block, r.offset, end, 1])
-        return [(self.pool.view(b, s, e - s), n) for b, s, e, n in runs]
+        return [(self.pool.view(b, s, e - s), n, self.pool.payload_offset(b) + s) for b, s, e, n in runs]
 
     def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool]], int, int]:
         """(address, file offset, used, sealed) of each block of partition p, records, payload bytes."""
