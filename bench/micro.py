@@ -1,6 +1,9 @@
 """Micro benchmarks of an RPMP node, as ratios against baselines measured in the same run.
 
 - raw:   a plain socket sender -> receiver (blocking sendall / recv_into of 4 MiB buffers), two processes;
+         the same 4 MiB on both ends, so both copies run in cache (what iperf3 measures too);
+- raw_distinct: the same, but the bytes come from and go to distinct (pre-faulted) memory, as a node's pool
+         and a reader's buffers do: the memory-matched baseline, reported alongside (not used by the ratios);
 - push:  4 MiB PUSH segments from the Python client to a node process (pipelined, checksummed by the
          client, verified by the node, persisted in its pool) -> push_ratio = push / raw;
 - fetch: FETCH of the same data back (the client receives the frames into Arrow buffers) -> fetch / raw;
@@ -39,14 +42,20 @@ RECEIVER = textwrap.dedent("""
     import socket, sys
     srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
     print(srv.getsockname()[1], flush=True)
+    big = None
     while True:
         conn, _ = srv.accept()
         total = int.from_bytes(conn.recv(8, socket.MSG_WAITALL), "little")
         if total == 0:
             break
+        distinct = conn.recv(1, socket.MSG_WAITALL) == b"d"
+        if distinct and (big is None or len(big) < total):
+            big = memoryview(bytearray(b"\x01" * total))  # written once: no page faults while timed
+        conn.sendall(b"r")  # ready: the sender starts its clock now
         buf = memoryview(bytearray(4 << 20)); got = 0
         while got < total:
-            n = conn.recv_into(buf, min(len(buf), total - got))
+            dst = big[got:] if distinct else buf
+            n = conn.recv_into(dst, min(len(buf), total - got))
             if not n:
                 break
             got += n
@@ -68,14 +77,16 @@ def start_node(pool: str, size_mib: int) -> tuple[subprocess.Popen, str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def raw_round(port: int, total: int) -> float:
+def raw_round(port: int, total: int, distinct: bytes | None = None) -> float:
     data = memoryview(os.urandom(SEG))
+    src = memoryview(distinct) if distinct is not None else None
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(total.to_bytes(8, "little") + (b"d" if src is not None else b"s"))
+    assert s.recv(1) == b"r"
     t = time.perf_counter()
-    s.sendall(total.to_bytes(8, "little"))
-    for _ in range(total // SEG):
-        s.sendall(data)
+    for i in range(total // SEG):
+        s.sendall(src[i * SEG:(i + 1) * SEG] if src is not None else data)
     assert s.recv(1) == b"k"
     dt = time.perf_counter() - t
     s.close()
@@ -164,16 +175,18 @@ def main(argv: list[str] | None = None) -> dict:
     port = int(addr.rsplit(":", 1)[1])
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     rport = int(receiver.stdout.readline())
-    runs: dict[str, list[float]] = {"raw": [], "push": [], "fetch": []}
+    runs: dict[str, list[float]] = {"raw": [], "raw_distinct": [], "push": [], "fetch": []}
+    distinct = os.urandom(SEG) * (total // SEG)  # distinct pages with the same bytes as `data` would have
     try:
         with Client(addr) as c:
             for r in range(args.rounds):
                 runs["raw"].append(raw_round(rport, total))
+                runs["raw_distinct"].append(raw_round(rport, total, distinct))
                 runs["push"].append(push_round(c, r, total))
                 runs["fetch"].append(fetch_round(c, r, total))
                 c.delete_shuffle(APP, r)
-                print(f"round {r + 1}: raw {runs['raw'][-1]:.2f}  push {runs['push'][-1]:.2f}  "
-                      f"fetch {runs['fetch'][-1]:.2f} GB/s", flush=True)
+                print(f"round {r + 1}: raw {runs['raw'][-1]:.2f}  raw_distinct {runs['raw_distinct'][-1]:.2f}  "
+                      f"push {runs['push'][-1]:.2f}  fetch {runs['fetch'][-1]:.2f} GB/s", flush=True)
             c.put("bench-4k", os.urandom(4096))
         get1 = loadgen("rpmp", port, 1, args.seconds, "bench-4k")
         get16 = loadgen("rpmp", port, 16, args.seconds, "bench-4k")
@@ -195,6 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         "raw_gbps": round(med["raw"], 3),
         "push_ratio": round(med["push"] / med["raw"], 3),
         "fetch_ratio": round(med["fetch"] / med["raw"], 3),
+        "raw_distinct_gbps": round(med["raw_distinct"], 3),
+        "push_ratio_distinct": round(med["push"] / med["raw_distinct"], 3),
+        "fetch_ratio_distinct": round(med["fetch"] / med["raw_distinct"], 3),
         "get4k_ops": round(get1),
         "get4k_ops_16": round(get16),
         "redis_get4k_ops_16": round(redis16) if redis16 else None,
@@ -202,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
         "mib_per_round": args.mib,
         "rounds": args.rounds,
     }
-    print(f"raw socket   {result['raw_gbps']:6.2f} GB/s")
+    print(f"raw socket   {result['raw_gbps']:6.2f} GB/s  (distinct memory: {result['raw_distinct_gbps']:.2f} GB/s; "
+          f"push {result['push_ratio_distinct']:.2f}, fetch {result['fetch_ratio_distinct']:.2f} of it)")
     print(f"push 4 MiB   {result['push_gbps']:6.2f} GB/s  ratio {result['push_ratio']:.2f} (target >= 0.85)")
     print(f"fetch        {result['fetch_gbps']:6.2f} GB/s  ratio {result['fetch_ratio']:.2f} (target >= 0.90)")
     print(f"GET 4 KiB    {get1:8.0f} ops/s (1 conn)  {get16:8.0f} ops/s (16 conns)")

@@ -25,6 +25,8 @@ Frames
     frame(opcode, flags, request_id, meta=b"", data_len=0) -> bytes  (header + meta)
     push_frame(request_id, app, shuffle, partition, map_index, attempt, seq, checksum, data_len, flags=0) -> bytes
         (header + PUSH meta in one allocation: the client's hot path)
+    xxh64(buf, seed=0) -> int  (a segment's checksum; releases the GIL for large buffers, so a thread can
+        checksum the next segment while another sends)
     error_frame(opcode, request_id, code, message) -> bytes  (RESPONSE|ERROR header + error meta)
 
 Meta, request -> decoded tuple (names in rpmp.protocol.REQUEST_FIELDS)
@@ -125,6 +127,30 @@ cdef extern from *:
     void rp_st32(unsigned char* p, uint32_t v) noexcept nogil
     void rp_st64(unsigned char* p, uint64_t v) noexcept nogil
     void rp_clear_view(Py_buffer* v) noexcept nogil  # PyBuffer_Release of a cleared view is a no-op
+
+cdef extern from *:
+    """
+    #define XXH_INLINE_ALL
+    #include <xxhash.h>
+    """
+    unsigned long long XXH64(const void* data, size_t length, unsigned long long seed) noexcept nogil
+
+
+def xxh64(data, unsigned long long seed=0) -> int:
+    """XXH64 of any C-contiguous buffer (the checksum of a segment's payload, PROTOCOL.md)."""
+    cdef Py_buffer view
+    cdef unsigned long long h
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len >= 65536:
+            with nogil:
+                h = XXH64(view.buf, <size_t>view.len, seed)
+        else:
+            h = XXH64(view.buf, <size_t>view.len, seed)
+    finally:
+        PyBuffer_Release(&view)
+    return h
+
 
 # C copies of rpmp.protocol's numbers (protocol.py is the source; a test checks they agree).
 cdef enum:

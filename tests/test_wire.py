@@ -793,3 +793,14 @@ def test_prop_mutated_meta_only_raise_protocol_error(seed, flips, cut):
     for pos, value in flips:
         buf[pos % len(buf)] = value
     _only_protocol_errors(bytes(buf[:cut] if cut < len(buf) else buf))
+
+
+@pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 65535, 65536, 1 << 20])
+def test_xxh64_matches_the_reference_for_every_buffer_kind(size):
+    import pyarrow as pa
+
+    data = bytes((i * 131 + size) & 0xFF for i in range(size + 3))
+    for buf in (data[:size], bytearray(data[:size]), memoryview(data)[3:size + 3], pa.py_buffer(data[:size])):
+        ref = bytes(memoryview(buf))
+        assert W.xxh64(buf) == xxhash.xxh64_intdigest(ref)
+        assert W.xxh64(buf, 0x9E3779B97F4A7C15) == xxhash.xxh64_intdigest(ref, 0x9E3779B97F4A7C15)
