@@ -5,14 +5,15 @@ import java.util.Arrays;
 
 /**
  * A growable byte buffer that hands its array over when the segment is complete, so pushing it copies
- * nothing and the pusher can keep it until the node acknowledged it.
+ * nothing and the pusher can keep it until the node acknowledged it. After detach it holds no array
+ * until reset gives it one (a recycled array of an acknowledged segment).
  */
 final class ByteSink extends OutputStream {
     private byte[] buf;
     private int size;
 
-    ByteSink(int initialCapacity) {
-        buf = new byte[initialCapacity];
+    ByteSink(byte[] buf) {
+        this.buf = buf;
     }
 
     private void ensure(int extra) {
@@ -46,11 +47,17 @@ final class ByteSink extends OutputStream {
 
     int capacity() { return buf.length; }
 
-    /** Hands the bytes over (the caller owns the array now) and starts again with a fresh small buffer. */
-    byte[] detach(int newCapacity) {
+    /** Hands the bytes over: the caller owns the array now; reset must come before the next write. */
+    byte[] detach() {
         byte[] out = buf;
-        buf = new byte[newCapacity];
+        buf = null;
         size = 0;
         return out;
+    }
+
+    /** Starts a new segment in buf (its old contents are overwritten). */
+    void reset(byte[] buf) {
+        this.buf = buf;
+        size = 0;
     }
 }

@@ -2,6 +2,7 @@ package org.rpmp.shuffle;
 
 import java.io.IOException;
 import java.io.OutputStream;
+import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -24,6 +25,11 @@ import scala.reflect.ClassTag$;
  * <p>push.memory bounds the serialized bytes held; each open segment also holds its compression and
  * serializer buffers (tens of KiB, like one of Spark's BypassMergeSortShuffleWriter files), which are not
  * counted: counting them would make a task with many partitions push one-record segments.
+ *
+ * <p>The arrays of acknowledged segments come back from the pusher and start later segments, most recent
+ * first (still in cache): a map task allocates its segment buffers about once instead of once per segment
+ * plus every doubling on the way (which had been most of the map stage's extra GC). At most half of
+ * push.memory is kept spare.
  */
 final class SegmentBuffers {
     private static final int INITIAL_CAPACITY = 32 << 10;
@@ -40,6 +46,8 @@ final class SegmentBuffers {
     private final ByteSink[] sinks;
     private final SerializationStream[] streams;
     private final long[] lengths;
+    private final ArrayDeque<byte[]> spare = new ArrayDeque<>();
+    private long spareBytes;
     private int openStreams;
     private long bufferedBytes;
 
@@ -56,6 +64,22 @@ final class SegmentBuffers {
         this.sinks = new ByteSink[numPartitions];
         this.streams = new SerializationStream[numPartitions];
         this.lengths = new long[numPartitions];
+        pusher.onAcknowledged(this::recycle);
+    }
+
+    private void recycle(byte[] buf) {
+        if (buf.length >= INITIAL_CAPACITY && spareBytes + buf.length <= pushMemory / 2) {
+            spare.push(buf);
+            spareBytes += buf.length;
+        }
+    }
+
+    /** A buffer for a new segment: the most recently acknowledged spare one, else a small new one. */
+    private byte[] fresh() {
+        byte[] buf = spare.poll();
+        if (buf == null) return new byte[INITIAL_CAPACITY];
+        spareBytes -= buf.length;
+        return buf;
     }
 
     void write(int partition, Object key, Object value) throws IOException {
@@ -79,8 +103,10 @@ final class SegmentBuffers {
     private SerializationStream open(int partition) {
         ByteSink sink = sinks[partition];
         if (sink == null) {
-            sink = new ByteSink(INITIAL_CAPACITY);
+            sink = new ByteSink(fresh());
             sinks[partition] = sink;
+        } else if (sink.array() == null) {
+            sink.reset(fresh());
         }
         OutputStream wrapped = serializerManager.wrapStream(new ShuffleBlockId(shuffleId, mapId, partition), sink);
         SerializationStream s = serializer.serializeStream(wrapped);
@@ -105,10 +131,12 @@ final class SegmentBuffers {
                 + len + " bytes, above the " + maxSegment + "-byte PUSH limit: a single record is too large");
         }
         bufferedBytes -= len;
-        byte[] bytes = sink.detach(INITIAL_CAPACITY);
+        byte[] bytes = sink.detach();  // the next segment of this partition starts with a spare array
         if (len > 0) {
             pusher.push(partition, bytes, len);
             lengths[partition] += len;
+        } else {
+            recycle(bytes);
         }
     }
 
@@ -142,5 +170,7 @@ final class SegmentBuffers {
         }
         openStreams = 0;
         bufferedBytes = 0;
+        spare.clear();
+        spareBytes = 0;
     }
 }

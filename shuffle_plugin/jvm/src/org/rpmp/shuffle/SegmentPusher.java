@@ -7,6 +7,7 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.function.Consumer;
 
 import org.apache.logging.log4j.LogManager;
 import org.apache.logging.log4j.Logger;
@@ -59,6 +60,8 @@ final class SegmentPusher {
     private final int[] nextSeq;
     /** node index -> partition -> {segments, bytes}, for MAP_END. */
     private final Map<Integer, Map<Integer, long[]>> sent = new TreeMap<>();
+    /** Gets each segment's array back once the node acknowledged it (the writer reuses it). */
+    private Consumer<byte[]> recycler = buf -> { };
     private long pushNanos;
     private long bytesPushed;
     private long segments;
@@ -82,6 +85,10 @@ final class SegmentPusher {
         this.nodeOfPartition = new int[n];
         Arrays.fill(nodeOfPartition, -1);
         this.nextSeq = new int[n];
+    }
+
+    void onAcknowledged(Consumer<byte[]> recycler) {
+        this.recycler = recycler;
     }
 
     /**
@@ -117,7 +124,7 @@ final class SegmentPusher {
     /** The client acks in push order: everything older than its outstanding pushes was acknowledged. */
     private void forgetAcked(RpmpClient c, int node) {
         ArrayDeque<Unacked> q = unacked.get(node);
-        while (q.size() > c.pendingPushes()) q.pollFirst();
+        while (q.size() > c.pendingPushes()) recycler.accept(q.pollFirst().buf);
     }
 
     /** One exchange with a node; again is true in a retry round (after the unacknowledged were re-pushed). */
