@@ -530,3 +530,18 @@ def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_facto
         assert got < 96 << 20
         s.close()
         assert len(c.fetch(APP, 9, 0)) == 24  # the data is all still there
+
+
+def test_streamed_fetch_stopped_early_does_not_poison_the_connection_pool(node):
+    with Client(node.addr, max_idle=1) as c:
+        pl = c.register_shuffle(APP, 10, num_partitions=1)
+        segs = [(0, m, 1, 0, payload("stream", m, size=6 << 20)) for m in range(6)]  # 36 MiB: 3+ frames
+        c.push_many(APP, 10, segs, placement=pl)
+        frames = c.iter_fetch_raw(APP, 10, 0)
+        nrec, first = next(frames)
+        assert nrec >= 1 and first.size >= 6 << 20
+        frames.close()  # the rest of the reply is never read: that connection must not be reused
+        for _ in range(3):
+            got = c.fetch(APP, 10, 0, placement=pl)
+            assert [(g.map_index, bytes(g.data)) for g in got] == [(m, bytes(d)) for _, m, _, _, d in segs]
+            c.ping()
