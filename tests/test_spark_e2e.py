@@ -13,7 +13,6 @@ import os
 import pickle
 import subprocess
 import sys
-import uuid
 
 import pytest
 
@@ -22,9 +21,7 @@ sys.path.insert(0, ROOT)
 
 pyspark = pytest.importorskip("pyspark")
 
-from conftest import SHM, NodeProcess  # noqa: E402
-
-from shuffle_plugin import jar as plugin_jar  # noqa: E402
+from sparkutil import node_cluster, plugin_conf, spark_session, wait_for_executors  # noqa: E402
 
 # Small segments and a small push budget, so every job cuts many segments and pushes some early.
 RPMP_CONF = {
@@ -130,13 +127,7 @@ JOBS = {f.__name__: f for f in (rdd_reduce_by_key, rdd_group_by_key, rdd_sort_by
 
 
 def _session(master: str, conf: dict):
-    from pyspark.sql import SparkSession
-
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    builder = SparkSession.builder.master(master).appName("rpmp-e2e")
-    for k, v in conf.items():
-        builder = builder.config(k, v)
-    return builder.getOrCreate()
+    return spark_session(master, conf, "rpmp-e2e")
 
 
 def baseline_main(out_path: str) -> None:
@@ -166,45 +157,13 @@ def baseline(tmp_path_factory):
 @pytest.fixture(scope="module")
 def rpmp_nodes():
     """Two RPMP nodes (the second joins the first), so partitions spread over both."""
-    import time
-
-    from rpmp.client import Client
-
-    pools = [os.path.join(SHM or "/tmp", f"rpmp-e2e-{uuid.uuid4().hex[:12]}.pool") for _ in range(2)]
-    seed = NodeProcess(pools[0], pool_size="512m")
-    nodes = [seed, NodeProcess(pools[1], pool_size="512m", seeds=seed.addr)]
-    try:
-        for n in nodes:
-            with Client(n.addr) as c:
-                deadline = time.time() + 30
-                while sum(m.state == 1 for m in c.members()[1]) < 2:
-                    assert time.time() < deadline, f"{n.addr} does not see both nodes"
-                    time.sleep(0.1)
+    with node_cluster(2, pool_size="512m", prefix="rpmp-e2e") as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            n.stop()
-        for p in pools:
-            if os.path.exists(p):
-                os.unlink(p)
-
-def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
-    """Executors register after the SparkContext exists; tests that count on them wait."""
-    import time
-
-    deadline = time.time() + timeout
-    while len(sc._jsc.sc().statusTracker().getExecutorInfos()) < n + 1:   # + the driver
-        assert time.time() < deadline, f"{n} executors did not register in {timeout} s"
-        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def spark(rpmp_nodes):
-    jar = str(plugin_jar.build_jar(quiet=True))
-    conf = {**COMMON_CONF, **RPMP_CONF,
-            "spark.jars": jar,
-            "spark.shuffle.manager": "org.rpmp.shuffle.RpmpShuffleManager",
-            "spark.rpmp.nodes": ",".join(n.addr for n in rpmp_nodes),
+    conf = {**COMMON_CONF, **RPMP_CONF, **plugin_conf([n.addr for n in rpmp_nodes]),
             "spark.executor.memory": "768m"}
     session = _session("local-cluster[2,1,1024]", conf)
     session.sparkContext.setLogLevel("WARN")

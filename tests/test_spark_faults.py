@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -28,39 +26,9 @@ sys.path.insert(0, ROOT)
 
 pytest.importorskip("pyspark")
 
-from conftest import SHM, NodeProcess  # noqa: E402
-
-from shuffle_plugin import jar as plugin_jar  # noqa: E402
+from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
 
 N = 40_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RestartableNode:
-    """One RPMP node on a fixed port and pool, so it can come back at the same address."""
-
-    def __init__(self):
-        self.pool = os.path.join(SHM or "/tmp", f"rpmp-faults-{uuid.uuid4().hex[:12]}.pool")
-        self.port = free_port()
-        self.node = NodeProcess(self.pool, pool_size="256m", port=self.port)
-        self.addr = self.node.addr
-
-    def kill(self) -> None:
-        self.node.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.node = NodeProcess(self.pool, pool_size="256m", port=self.port)
-        assert self.node.addr == self.addr
-
-    def close(self) -> None:
-        self.node.stop()
-        if os.path.exists(self.pool):
-            os.unlink(self.pool)
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +38,9 @@ def rpmp_node():
     n.close()
 
 
-def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
-    """Executors register after the SparkContext exists; tests that count on them wait."""
-    import time
-
-    deadline = time.time() + timeout
-    while len(sc._jsc.sc().statusTracker().getExecutorInfos()) < n + 1:   # + the driver
-        assert time.time() < deadline, f"{n} executors did not register in {timeout} s"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def spark(rpmp_node):
-    from pyspark.sql import SparkSession
-
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    conf = {"spark.jars": str(plugin_jar.build_jar(quiet=True)),
-            "spark.shuffle.manager": "org.rpmp.shuffle.RpmpShuffleManager",
-            "spark.rpmp.nodes": rpmp_node.addr,
+    conf = {**plugin_conf([rpmp_node.addr]),
             "spark.rpmp.push.size": "32k",
             "spark.rpmp.connect.timeout": "2s",
             "spark.rpmp.fetch.timeout": "10s",
@@ -97,10 +50,7 @@ def spark(rpmp_node):
             "spark.ui.enabled": "false",
             "spark.task.maxFailures": "2",
             "spark.stage.maxConsecutiveAttempts": "2"}
-    builder = SparkSession.builder.master("local-cluster[2,1,1024]").appName("rpmp-faults")
-    for k, v in conf.items():
-        builder = builder.config(k, v)
-    session = builder.getOrCreate()
+    session = spark_session("local-cluster[2,1,1024]", conf, "rpmp-faults")
     session.sparkContext.setLogLevel("ERROR")
     wait_for_executors(session.sparkContext, 2)
     yield session

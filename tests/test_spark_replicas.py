@@ -9,8 +9,6 @@ import json
 import os
 import signal
 import sys
-import time
-import uuid
 
 import pytest
 
@@ -19,9 +17,7 @@ sys.path.insert(0, ROOT)
 
 pytest.importorskip("pyspark")
 
-from conftest import SHM, NodeProcess  # noqa: E402
-
-from shuffle_plugin import jar as plugin_jar  # noqa: E402
+from sparkutil import node_cluster, plugin_conf, spark_session  # noqa: E402
 
 N = 40_000
 EXPECTED = {k: sum(range(k, N, 101)) for k in range(101)}
@@ -29,45 +25,20 @@ EXPECTED = {k: sum(range(k, N, 101)) for k in range(101)}
 
 @pytest.fixture(scope="module")
 def rpmp_nodes():
-    from rpmp.client import Client
-
-    pools = [os.path.join(SHM or "/tmp", f"rpmp-repl-{uuid.uuid4().hex[:12]}.pool") for _ in range(2)]
-    seed = NodeProcess(pools[0], pool_size="256m")
-    nodes = [seed, NodeProcess(pools[1], pool_size="256m", seeds=seed.addr)]
-    try:
-        for n in nodes:
-            with Client(n.addr) as c:
-                deadline = time.time() + 30
-                while sum(m.state == 1 for m in c.members()[1]) < 2:
-                    assert time.time() < deadline, f"{n.addr} does not see both nodes"
-                    time.sleep(0.1)
+    with node_cluster(2, pool_size="256m", prefix="rpmp-repl") as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            n.stop()
-        for p in pools:
-            if os.path.exists(p):
-                os.unlink(p)
 
 
 @pytest.fixture(scope="module")
 def spark(rpmp_nodes):
-    from pyspark.sql import SparkSession
-
-    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-    conf = {"spark.jars": str(plugin_jar.build_jar(quiet=True)),
-            "spark.shuffle.manager": "org.rpmp.shuffle.RpmpShuffleManager",
-            "spark.rpmp.nodes": ",".join(n.addr for n in rpmp_nodes),
+    conf = {**plugin_conf([n.addr for n in rpmp_nodes]),
             "spark.rpmp.replicas": "2",
             "spark.rpmp.push.size": "32k",
             "spark.rpmp.fetch.local": "false",   # fall back over TCP, node to node
             "spark.rpmp.connect.timeout": "2s",
             "spark.executor.memory": "768m",
             "spark.ui.enabled": "false"}
-    builder = SparkSession.builder.master("local-cluster[2,1,1024]").appName("rpmp-replicas")
-    for k, v in conf.items():
-        builder = builder.config(k, v)
-    session = builder.getOrCreate()
+    session = spark_session("local-cluster[2,1,1024]", conf, "rpmp-replicas")
     session.sparkContext.setLogLevel("ERROR")
     yield session
     session.stop()
