@@ -3,6 +3,7 @@ package org.rpmp.shuffle;
 import java.io.IOException;
 import java.nio.channels.FileChannel;
 import java.util.HashSet;
+import java.util.LinkedHashSet;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
@@ -53,6 +54,8 @@ final class PartitionFetcher {
     private int nodeCursor;
     private boolean tcpNext;
     private String currentNode = "?";
+    /** Nodes a source was opened on (or tried), in order: named when the partition cannot be read. */
+    private final Set<String> tried = new LinkedHashSet<>();
     /** The last source failed or lacked data: the next one opened is a fallback. */
     private boolean movedOn;
     private RecordSource source;
@@ -143,6 +146,7 @@ final class PartitionFetcher {
                 tcpNext = false;
             }
             currentNode = node.address();
+            tried.add(currentNode);
             RpmpClient client = null;
             try {
                 client = pool.borrow(node.host, node.port);
@@ -212,8 +216,9 @@ final class PartitionFetcher {
                 problem = "segments of map " + e.getValue() + " (attempt " + attempt + ") are missing";
             }
             if (problem != null) {
-                throw new MissingDataException(problem + " for shuffle " + handle.shuffleId() + " partition " + partition,
-                    attempt, e.getValue(), lastError);
+                throw new MissingDataException(problem + " for shuffle " + handle.shuffleId() + " partition " + partition
+                    + " (RPMP nodes tried: " + (tried.isEmpty() ? "none" : String.join(", ", tried))
+                    + (lastError != null ? "; last error: " + lastError : "") + ")", attempt, e.getValue(), lastError);
             }
         }
     }

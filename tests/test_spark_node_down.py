@@ -1,0 +1,119 @@
+"""An RPMP node stopped while reduce tasks are reading from it: the job fails in bounded time with a
+FetchFailed that names the node, it does not hang.
+
+test_spark_faults.py stops its node between the stages (reduce tasks find it gone when they start); here
+it stops while the reduce tasks are in the middle of their input, over TCP (spark.rpmp.fetch.local=false).
+Each reduce task reads many shuffle partitions one after the other (a coalesce without shuffle), so when
+the node stops a task has read some of its partitions and has others still to fetch. Its own session:
+spark.stage.maxConsecutiveAttempts=1 makes the first fetch failure end the job, instead of re-running the
+map stage against a node that is gone (whose push errors the faults module covers).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+pytest.importorskip("pyspark")
+
+from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
+
+PARTITIONS = 40        # shuffle partitions: 2 records of 600 KB each
+RECORDS = 80
+RECORD_BYTES = 600_000
+READERS = 2            # reduce tasks (one per executor), each reading 20 partitions in turn
+WAIT_S = 60            # bound on every wait of the test and of its tasks
+
+
+@pytest.fixture(scope="module")
+def rpmp_node():
+    n = RestartableNode(prefix="rpmp-down")
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="module")
+def spark(rpmp_node):
+    conf = {**plugin_conf([rpmp_node.addr]),
+            "spark.rpmp.fetch.local": "false",     # read over TCP: the node's death breaks the reads
+            "spark.rpmp.fetch.buffer": "256k",     # little read-ahead: partitions are fetched as needed
+            "spark.rpmp.push.size": "256k",
+            "spark.rpmp.connect.timeout": "2s",
+            "spark.rpmp.fetch.timeout": "5s",
+            "spark.stage.maxConsecutiveAttempts": "1",
+            "spark.task.maxFailures": "1",
+            "spark.executor.memory": "768m",
+            "spark.ui.enabled": "false"}
+    session = spark_session("local-cluster[2,1,1024]", conf, "rpmp-node-down")
+    session.sparkContext.setLogLevel("ERROR")
+    wait_for_executors(session.sparkContext, 2)
+    yield session
+    session.stop()
+
+
+def wait_for(predicate, what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"{what} did not happen in {timeout} s"
+        time.sleep(0.05)
+
+
+def test_a_node_stopped_during_the_reduce_stage_is_a_fetch_failure(spark, rpmp_node, tmp_path):
+    from rpmp.client import Client
+
+    sc = spark.sparkContext
+    markers = str(tmp_path)
+    stopped = os.path.join(markers, "stopped")
+
+    def reduce_side(index, it):
+        """Signals after its first record, then waits (bounded) until the test stopped the node."""
+        for n, (_, payload) in enumerate(it):
+            if n == 0:
+                open(os.path.join(markers, f"reading-{index}"), "w").close()
+                deadline = time.time() + WAIT_S
+                while not os.path.exists(stopped) and time.time() < deadline:
+                    time.sleep(0.05)
+            yield len(payload)
+
+    data = sc.parallelize(range(RECORDS), 4).map(lambda i: (i, os.urandom(RECORD_BYTES))).partitionBy(PARTITIONS)
+    assert data.count() == RECORDS          # the map stage, and a first full read: the node is still up
+    with Client(rpmp_node.addr) as c:
+        fetches_before = c.stats()["counters"]["fetches"]
+
+    outcome: dict = {}
+
+    def job():
+        t0 = time.time()
+        try:
+            outcome["result"] = data.coalesce(READERS).mapPartitionsWithIndex(reduce_side).sum()
+        except Exception as e:  # noqa: BLE001 - the failure is the point
+            outcome["error"] = e
+        outcome["seconds"] = time.time() - t0
+
+    runner = threading.Thread(target=job, daemon=True)
+    runner.start()
+    wait_for(lambda: all(os.path.exists(os.path.join(markers, f"reading-{i}")) for i in range(READERS)),
+             "both reduce tasks reading")
+    with Client(rpmp_node.addr) as c:
+        fetched = c.stats()["counters"]["fetches"] - fetches_before
+    # The reduce tasks are in the middle of their input: some partitions fetched, most still to come.
+    assert READERS <= fetched < PARTITIONS - READERS * 4, fetched
+    rpmp_node.node.stop()                   # SIGTERM: the node shuts down
+    open(stopped, "w").close()
+
+    runner.join(WAIT_S + 60)
+    assert not runner.is_alive(), "the job hangs after its RPMP node stopped"
+    assert "error" in outcome, f"the job succeeded without its node: {outcome}"
+    message = str(outcome["error"])
+    assert "FetchFailed" in message, message[:3000]
+    assert rpmp_node.addr in message, message[:3000]
+    assert re.search(r"shuffle \d+ partition \d+", message), message[:3000]
+    assert outcome["seconds"] < WAIT_S, outcome["seconds"]
