@@ -29,11 +29,28 @@ def plugin_conf(nodes: list[str]) -> dict[str, str]:
     return {"spark.jars": plugin_jar(), "spark.shuffle.manager": MANAGER, "spark.rpmp.nodes": ",".join(nodes)}
 
 
+def forget_lingering_rpmp_settings(conf: dict[str, str]) -> None:
+    """The driver JVM lives as long as this Python process, and spark-submit made the settings of the
+    session that started it Java system properties, which every later SparkConf reads: a module would get
+    the spark.rpmp.* settings (fetch.local, replicas, ...) of whichever module ran first. Those this session
+    does not name are dropped, so a module runs with the RPMP settings it names, whatever ran before it."""
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return
+    for key in list(jvm.System.getProperties().stringPropertyNames()):
+        if (key.startswith("spark.rpmp.") or key == "spark.shuffle.manager") and key not in conf:
+            jvm.System.clearProperty(key)
+
+
 def spark_session(master: str, conf: dict[str, str], app_name: str):
-    """A SparkSession with everything on loopback (SPARK_LOCAL_IP=127.0.0.1, as executors inherit it)."""
+    """A SparkSession with everything on loopback (SPARK_LOCAL_IP=127.0.0.1, as executors inherit it) and
+    no RPMP setting but those in conf."""
     from pyspark.sql import SparkSession
 
     os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
+    forget_lingering_rpmp_settings(conf)
     builder = SparkSession.builder.master(master).appName(app_name)
     for k, v in conf.items():
         builder = builder.config(k, v)

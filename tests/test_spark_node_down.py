@@ -46,7 +46,6 @@ def spark(rpmp_node):
             "spark.rpmp.fetch.local": "false",     # read over TCP: the node's death breaks the reads
             "spark.rpmp.fetch.buffer": "256k",     # little read-ahead: partitions are fetched as needed
             "spark.rpmp.push.size": "256k",
-            "spark.rpmp.replicas": "1",            # named: an earlier module's settings may linger
             "spark.rpmp.connect.timeout": "2s",
             "spark.rpmp.fetch.timeout": "5s",
             "spark.stage.maxConsecutiveAttempts": "1",

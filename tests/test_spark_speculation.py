@@ -172,9 +172,7 @@ def stalled_and_winner(tasks: list, index: int):
 def sort_shuffle_result():
     """The same job on Spark's own sort shuffle, in local mode (no executors to start: fast). Local mode
     never speculates, so its attempts do not stall. The plugin jar is named so that the driver JVM, if this
-    starts it, has it on its class path for the RPMP session after this one; the sort shuffle is named
-    because a driver JVM started by an earlier module keeps that module's settings (spark-submit made them
-    system properties) and they would apply here."""
+    starts it, has it on its class path for the RPMP session after this one."""
     spark = spark_session("local[2]", {"spark.ui.enabled": "false", "spark.jars": plugin_jar(),
                                        "spark.shuffle.manager": "sort"}, "rpmp-speculation-sort")
     try:
@@ -187,8 +185,7 @@ def test_speculative_map_and_reduce_attempts_count_once(sort_shuffle_result, clu
     from rpmp.client import BadRequestError, Client
 
     assert sort_shuffle_result == EXPECTED
-    conf = {**SPECULATION, **plugin_conf([rpmp_node.addr]), "spark.rpmp.push.size": "1k",
-            "spark.rpmp.replicas": "1"}            # named: an earlier module's settings may linger
+    conf = {**SPECULATION, **plugin_conf([rpmp_node.addr]), "spark.rpmp.push.size": "1k"}
     spark = spark_session(cluster, conf, "rpmp-speculation")
     try:
         sc = spark.sparkContext
