@@ -105,18 +105,19 @@ def free_port() -> int:
 class RestartableNode:
     """One RPMP node on a fixed port and pool, so it can come back at the same address."""
 
-    def __init__(self, prefix: str = "rpmp-faults", pool_size: str = "256m"):
+    def __init__(self, prefix: str = "rpmp-faults", pool_size: str = "256m", extra: list[str] | None = None):
         self.pool = pool_file(prefix)
         self.pool_size = pool_size
+        self.extra = extra
         self.port = free_port()
-        self.node = NodeProcess(self.pool, pool_size=pool_size, port=self.port)
+        self.node = NodeProcess(self.pool, pool_size=pool_size, port=self.port, extra=extra)
         self.addr = self.node.addr
 
     def kill(self) -> None:
         self.node.stop(signal.SIGKILL)
 
     def restart(self) -> None:
-        self.node = NodeProcess(self.pool, pool_size=self.pool_size, port=self.port)
+        self.node = NodeProcess(self.pool, pool_size=self.pool_size, port=self.port, extra=self.extra)
         assert self.node.addr == self.addr
 
     def close(self) -> None:

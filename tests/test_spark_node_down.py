@@ -1,12 +1,17 @@
-"""An RPMP node stopped while reduce tasks are reading from it: the job fails in bounded time with a
-FetchFailed that names the node, it does not hang.
+"""Reduce tasks reading from an RPMP node over TCP (spark.rpmp.fetch.local=false) while it goes away.
 
-test_spark_faults.py stops its node between the stages (reduce tasks find it gone when they start); here
-it stops while the reduce tasks are in the middle of their input, over TCP (spark.rpmp.fetch.local=false).
-Each reduce task reads many shuffle partitions one after the other (a coalesce without shuffle), so when
-the node stops a task has read some of its partitions and has others still to fetch. Its own session:
-spark.stage.maxConsecutiveAttempts=1 makes the first fetch failure end the job, instead of re-running the
-map stage against a node that is gone (whose push errors the faults module covers).
+- A node stopped while the reduce tasks are in the middle of their input: the job fails in bounded time
+  with a FetchFailed that names the node; it does not hang. (test_spark_faults.py stops its node between
+  the stages, so there the reduce tasks find it gone when they start.) Each reduce task reads many shuffle
+  partitions one after the other (a coalesce without shuffle), so when the node stops a task has read
+  some of its partitions and has others still to fetch.
+- A node that drops a reader which took nothing of a FETCH reply for its send timeout (a reduce task
+  slower than that with its fetch buffer full): the task reads on from the same node; the job neither
+  fails nor re-runs a map task.
+
+Its own session: spark.stage.maxConsecutiveAttempts=1 makes the first fetch failure end the job, instead
+of re-running the map stage against a node that is gone (whose push errors the faults module covers).
+The node's send timeout is 1 s instead of 120 s.
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ READERS = 2            # reduce tasks (one per executor), each reading 20 partit
 WAIT_S = 60            # bound on every wait of the test and of its tasks
 
 
+SEND_TIMEOUT_S = 1
+
+
 @pytest.fixture(scope="module")
 def rpmp_node():
-    n = RestartableNode(prefix="rpmp-down")
+    n = RestartableNode(prefix="rpmp-down", extra=["--send-timeout", str(SEND_TIMEOUT_S)])
     yield n
     n.close()
 
@@ -64,6 +72,33 @@ def wait_for(predicate, what: str, timeout: float = WAIT_S) -> None:
     while not predicate():
         assert time.time() < deadline, f"{what} did not happen in {timeout} s"
         time.sleep(0.05)
+
+
+def test_a_reader_slower_than_the_node_send_timeout_reads_on(spark, rpmp_node):
+    from rpmp.client import Client
+
+    sc = spark.sparkContext
+    maps = sc.accumulator(0)
+    big = 64                                # records of 600 KB in one partition: 38 MB, more than the
+                                            # fetch buffer and the sockets hold, so the node has to wait
+
+    def tag(i):
+        maps.add(1)
+        return (0, os.urandom(RECORD_BYTES))
+
+    def slow(it):
+        for n, (_, payload) in enumerate(it):
+            if n == 1:
+                time.sleep(3 * SEND_TIMEOUT_S)   # the slow reducer under test (nothing to wait for)
+            yield len(payload)
+
+    data = sc.parallelize(range(big), 2).map(tag).partitionBy(1)
+    with Client(rpmp_node.addr) as c:
+        dropped = c.stats()["counters"]["dropped_connections"]
+    assert data.mapPartitions(slow).sum() == big * RECORD_BYTES     # each record once
+    assert maps.value == big, "map tasks re-ran: the reader should have read on from the node"
+    with Client(rpmp_node.addr) as c:
+        assert c.stats()["counters"]["dropped_connections"] > dropped, "the node did not drop the slow reader"
 
 
 def test_a_node_stopped_during_the_reduce_stage_is_a_fetch_failure(spark, rpmp_node, tmp_path):

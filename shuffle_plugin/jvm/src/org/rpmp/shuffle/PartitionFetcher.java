@@ -59,6 +59,8 @@ final class PartitionFetcher {
     /** The last source failed or lacked data: the next one opened is a fallback. */
     private boolean movedOn;
     private RecordSource source;
+    /** Records of the open source handed out (new ones, not duplicates). */
+    private long acceptedFromSource;
     private IOException lastError;
     private boolean finished;
     private boolean lastLocal;
@@ -116,6 +118,7 @@ final class PartitionFetcher {
             }
             if (filter.accept(r)) {
                 lastLocal = source.isLocal();
+                acceptedFromSource++;
                 return r;
             }
         }
@@ -162,6 +165,7 @@ final class PartitionFetcher {
                         startMap, endMap, missingAttempts()));
                 }
                 inSource.clear();
+                acceptedFromSource = 0;
                 return true;
             } catch (IOException e) {
                 if (Thread.currentThread().isInterrupted()) throw e;
@@ -196,7 +200,17 @@ final class PartitionFetcher {
 
     private void failSource(IOException e) {
         String from = source != null ? source.address() : "node " + currentNode;
-        LOG.warn("reading shuffle {} partition {} from RPMP {} failed: {}", handle.shuffleId(), partition, from, e.toString());
+        // A FETCH that broke after handing out new records is asked again from the same node (for the attempts
+        // still missing; what was handed out is dropped as duplicates): a node drops a reader that took nothing
+        // for its send timeout, e.g. a slow reduce task with a full fetch buffer, and the node still has the
+        // data. Each such retry must make progress, so a node that is gone is soon left behind.
+        boolean again = source != null && !source.isLocal() && acceptedFromSource > 0;
+        LOG.warn("reading shuffle {} partition {} from RPMP {} failed{}: {}", handle.shuffleId(), partition, from,
+            again ? " (reading on from the same node)" : "", e.toString());
+        if (again) {
+            nodeCursor--;          // openNextSource reopens this node with FETCH
+            tcpNext = true;
+        }
         if (source != null) source.close(pool);
         source = null;
         movedOn = true;
