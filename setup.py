@@ -31,7 +31,7 @@ extensions = [
     native_ext("rpmp._pool", ["rpmp/_pool.pyx", "native/rpmp_pool.c"], ["pmemobj", "pmem"]),
 ]
 if os.path.exists(os.path.join(HERE, "rpmp", "_wire.pyx")):
-    extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], []))
+    extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], ["xxhash"]))
 
 
 class BuildPyWithJar(build_py):

@@ -6,6 +6,9 @@
  * prints: ops=<total> seconds=<elapsed> ops_per_s=<rate> errors=<n>
  */
 #define _GNU_SOURCE
+#ifndef RPMP_VERSION /* bench/micro.py passes rpmp.protocol.VERSION */
+#define RPMP_VERSION 2
+#endif
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -74,7 +77,7 @@ static void *run(void *arg) {
     } else { /* RPMP GET: 32-byte header + meta `bytes key` */
         memset(req, 0, 32);
         put_le(req, 0x504D5052u, 4);
-        req[4] = 1;
+        req[4] = RPMP_VERSION;
         req[5] = 0x21;
         put_le(req + 16, 4 + klen, 4);
         put_le(req + 32, klen, 4);

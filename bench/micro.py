@@ -34,6 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from rpmp.client import Client  # noqa: E402
+from rpmp.protocol import VERSION  # noqa: E402
 
 SEG = 4 << 20
 APP = "bench-micro"
@@ -116,10 +117,10 @@ def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
 
 
 def loadgen_binary() -> str:
-    out = os.path.join(tempfile.gettempdir(), "rpmp-loadgen")
+    out = os.path.join(tempfile.gettempdir(), f"rpmp-loadgen-v{VERSION}")
     src = os.path.join(HERE, "loadgen.c")
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", out, src], check=True)
+        subprocess.run(["gcc", "-O2", "-pthread", f"-DRPMP_VERSION={VERSION}", "-o", out, src], check=True)
     return out
 
 

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The RPMP wire codec (docs/PROTOCOL.md, version 1): frame headers, per-opcode meta, segment records.
+"""The RPMP wire codec (docs/PROTOCOL.md, version 2): frame headers, per-opcode meta, segment records.
 
 Hot-path code for the node and the Python client, so it works on raw buffers in C and allocates only
 the objects it returns. Every decoder accepts any C-contiguous buffer (bytes, bytearray, memoryview,
@@ -7,7 +7,7 @@ pyarrow.Buffer), copies what it returns (nothing refers back into the caller's b
 bound, and raises only ``rpmp.protocol.ProtocolError`` on bad input:
 
 - BAD_FRAME: bad magic, reserved != 0, truncated meta, trailing meta bytes, a torn record;
-- BAD_VERSION: header version != 1;  TOO_LARGE: meta_len > 1 MiB or data_len > max_data;
+- BAD_VERSION: header version != 2;  TOO_LARGE: meta_len > 1 MiB or data_len > max_data;
 - BAD_REQUEST: a field out of range (names, partition >= 2**24, ...); the message names the field,
   e.g. ``"PUSH.app: application name contains '/'"`` or ``"truncated meta: PUSH.attempt needs 8 bytes
   at offset 22, 3 left"``.
@@ -25,8 +25,9 @@ Frames
     frame(opcode, flags, request_id, meta=b"", data_len=0) -> bytes  (header + meta)
     push_frame(request_id, app, shuffle, partition, map_index, attempt, seq, checksum, data_len, flags=0) -> bytes
         (header + PUSH meta in one allocation: the client's hot path)
-    xxh64(buf, seed=0) -> int  (a segment's checksum; releases the GIL for large buffers, so a thread can
-        checksum the next segment while another sends)
+    xxh3(buf) -> int  (a segment's checksum, XXH3-64 seed 0; releases the GIL for large buffers, so a thread
+        can checksum the next segment while another sends)
+    xxh64(buf, seed=0) -> int  (placement keys and tokens; not on the data path)
     error_frame(opcode, request_id, code, message) -> bytes  (RESPONSE|ERROR header + error meta)
 
 Meta, request -> decoded tuple (names in rpmp.protocol.REQUEST_FIELDS)
@@ -132,12 +133,31 @@ cdef extern from *:
     """
     #define XXH_INLINE_ALL
     #include <xxhash.h>
+    /* libxxhash's runtime-dispatched XXH3 (SSE2/AVX2/AVX512 picked by CPUID), from xxh_x86dispatch.c */
+    XXH64_hash_t XXH3_64bits_dispatch(const void* input, size_t len);
     """
     unsigned long long XXH64(const void* data, size_t length, unsigned long long seed) noexcept nogil
+    unsigned long long XXH3_64bits_dispatch(const void* data, size_t length) noexcept nogil
+
+
+def xxh3(data) -> int:
+    """XXH3-64 (seed 0) of any C-contiguous buffer: the checksum of a segment's payload (PROTOCOL.md)."""
+    cdef Py_buffer view
+    cdef unsigned long long h
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        if view.len >= 65536:
+            with nogil:
+                h = XXH3_64bits_dispatch(view.buf, <size_t>view.len)
+        else:
+            h = XXH3_64bits_dispatch(view.buf, <size_t>view.len)
+    finally:
+        PyBuffer_Release(&view)
+    return h
 
 
 def xxh64(data, unsigned long long seed=0) -> int:
-    """XXH64 of any C-contiguous buffer (the checksum of a segment's payload, PROTOCOL.md)."""
+    """XXH64 of any C-contiguous buffer (placement tokens and keys, PROTOCOL.md 'Placement')."""
     cdef Py_buffer view
     cdef unsigned long long h
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
@@ -155,7 +175,7 @@ def xxh64(data, unsigned long long seed=0) -> int:
 # C copies of rpmp.protocol's numbers (protocol.py is the source; a test checks they agree).
 cdef enum:
     C_MAGIC = 0x504D5052
-    C_VERSION = 1
+    C_VERSION = 2
     C_HEADER = 32
     C_MAX_META = 1048576
     C_APP_MAX = 120

@@ -42,7 +42,7 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-data", type=_size, help="largest data part a frame may carry (256m)")
     p.add_argument("--max-connections", type=int, help="client connections accepted at once (1024)")
     p.add_argument("--no-verify-push", dest="verify_push", action="store_const", const=False,
-                   help="do not verify each pushed segment's XXH64 on receipt (readers still verify)")
+                   help="do not verify each pushed segment's XXH3 checksum on receipt (readers still verify)")
     p.add_argument("--no-sendfile", dest="sendfile", action="store_const", const=False,
                    help="send FETCH replies through the event loop's writes instead of sendfile(2) from the "
                    "pool file (for pools sendfile cannot read, such as device DAX)")

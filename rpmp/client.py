@@ -288,7 +288,7 @@ class Client:
     def push(self, app: str, shuffle: int, partition: int, map_index: int, attempt: int, seq: int, data,
              placement: Placement | None = None, node=None) -> None:
         """Push one segment (checksummed here) to the partition's primary node."""
-        checksum = W.xxh64(data)
+        checksum = W.xxh3(data)
         meta = W.encode_push(app, shuffle, partition, map_index, attempt, seq, checksum)
         self._call(Op.PUSH, meta, data, node=self._target(placement, partition, node))
 
@@ -304,7 +304,7 @@ class Client:
             with self.connection(key) as conn:
                 pending: deque[int] = deque()
                 for p, m, a, s, data in segs:
-                    meta = W.encode_push(app, shuffle, p, m, a, s, W.xxh64(data))
+                    meta = W.encode_push(app, shuffle, p, m, a, s, W.xxh3(data))
                     pending.append(conn.send(Op.PUSH, meta, data))
                     if len(pending) >= window:
                         conn.recv(Op.PUSH, pending.popleft())
@@ -368,7 +368,7 @@ class Client:
                 if not (start_map <= m < end_map) or (wanted is not None and a not in wanted) or (m, a, s) in seen:
                     continue
                 payload = view[start:start + n]
-                if verify and W.xxh64(payload) != checksum:
+                if verify and W.xxh3(payload) != checksum:
                     raise ChecksumMismatchError(ErrorCode.CHECKSUM_MISMATCH,
                                                 f"record ({m}, {a}, {s}) of partition {partition} is corrupt")
                 seen.add((m, a, s))

@@ -24,7 +24,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 MAGIC = 0x504D5052  # b"RPMP" as a little-endian u32
-VERSION = 1
+VERSION = 2
 HEADER_SIZE = 32
 
 FLAG_RESPONSE = 1 << 0

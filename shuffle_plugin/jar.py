@@ -1,8 +1,10 @@
 """Build and locate the RPMP Spark plugin jar.
 
 The Java sources under shuffle_plugin/jvm/src are compiled with plain javac against the jars of the
-installed pyspark (no Maven): the plugin only needs Spark's own classes, and compiling against exactly
-the Spark the user runs catches API drift at build time.
+installed pyspark (no Maven): compiling against exactly the Spark the user runs catches API drift at build
+time. The one library Spark lacks, OpenHFT's zero-allocation-hashing (XXH3, the segment checksum), is
+downloaded once from Maven Central (pinned by SHA-256, cached under ~/.cache/rpmp) and its classes are
+bundled into the plugin jar, so `spark.jars` stays a single jar.
 
     python shuffle_plugin/jar.py [--out-dir DIR] [--quiet]
 
@@ -14,12 +16,14 @@ Python (build_jar / locate_jar), the same problems raise a JarBuildError that sa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -27,6 +31,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SRC_DIR = HERE / "jvm" / "src"
 DEFAULT_OUT_DIR = HERE / "jars"
+# Classes bundled into the plugin jar: (group, artifact, version, SHA-256 of the jar, licence).
+BUNDLED = [("net.openhft", "zero-allocation-hashing", "2026.0",
+            "22b4328b4cd751790ba3222320c7aae3f7927e6cdd064cd8a60d2a179be4ada3", "Apache-2.0")]
+MAVEN_REPO = os.environ.get("RPMP_MAVEN_REPO", "https://repo1.maven.org/maven2")
+CACHE_DIR = Path(os.environ.get("RPMP_JAR_CACHE", Path.home() / ".cache" / "rpmp" / "jars"))
 
 
 class JarBuildError(RuntimeError):
@@ -79,6 +88,46 @@ def find_javac() -> str:
     return javac
 
 
+def bundled_jars() -> list[Path]:
+    """The jars in BUNDLED, downloaded into CACHE_DIR when missing; each checked against its SHA-256."""
+    paths = []
+    for group, artifact, ver, sha256, _ in BUNDLED:
+        path = CACHE_DIR / f"{artifact}-{ver}.jar"
+        if not path.exists() or _sha256(path) != sha256:
+            url = f"{MAVEN_REPO}/{group.replace('.', '/')}/{artifact}/{ver}/{artifact}-{ver}.jar"
+            try:
+                with urllib.request.urlopen(url, timeout=60) as resp:
+                    body = resp.read()
+            except OSError as exc:
+                raise JarBuildError(f"cannot download {url} ({exc}); put {path.name} into {CACHE_DIR} by hand or "
+                                    "set RPMP_MAVEN_REPO to a reachable mirror") from exc
+            got = hashlib.sha256(body).hexdigest()
+            if got != sha256:
+                raise JarBuildError(f"{url} has SHA-256 {got}, expected {sha256}")
+            CACHE_DIR.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_bytes(body)
+            os.replace(partial, path)
+        paths.append(path)
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _bundle(zf: zipfile.ZipFile, jar: Path) -> None:
+    """Copy a library's classes and resources into the plugin jar (not its manifest or signatures)."""
+    with zipfile.ZipFile(jar) as lib:
+        for info in lib.infolist():
+            name = info.filename
+            upper = name.upper()
+            if info.is_dir() or upper == "META-INF/MANIFEST.MF" or name.endswith("module-info.class") \
+                    or (upper.startswith("META-INF/") and upper.endswith((".SF", ".RSA", ".DSA"))):
+                continue
+            zf.writestr(info, lib.read(name))
+
+
 def _needs_build(jar: Path, srcs: list[Path]) -> bool:
     if not jar.exists():
         return True
@@ -96,7 +145,8 @@ def build_jar(out_dir: str | os.PathLike | None = None, quiet: bool = False) -> 
     if not _needs_build(jar, srcs):
         return jar
     javac = find_javac()
-    classpath = os.pathsep.join(str(p) for p in sorted(spark_jars_dir().glob("*.jar")))
+    libs = bundled_jars()
+    classpath = os.pathsep.join(str(p) for p in [*sorted(spark_jars_dir().glob("*.jar")), *libs])
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rpmp-javac-") as tmp:
         classes = Path(tmp) / "classes"
@@ -119,8 +169,12 @@ def build_jar(out_dir: str | os.PathLike | None = None, quiet: bool = False) -> 
             zf.writestr("META-INF/MANIFEST.MF",
                         f"Manifest-Version: 1.0\nImplementation-Title: rpmp-shuffle\n"
                         f"Implementation-Version: {version()}\nCreated-By: shuffle_plugin/jar.py\n\n")
+            zf.writestr("META-INF/THIRD-PARTY.txt", "".join(
+                f"{g}:{a}:{v} ({lic}), classes bundled unmodified\n" for g, a, v, _, lic in BUNDLED))
             for path in sorted(classes.rglob("*.class")):
                 zf.write(path, path.relative_to(classes).as_posix())
+            for lib in libs:
+                _bundle(zf, lib)
         os.replace(partial, jar)
     return jar
 

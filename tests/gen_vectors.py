@@ -31,6 +31,7 @@ from rpmp.protocol import (  # noqa: E402
     FLAG_MORE,
     FLAG_RESPONSE,
     MAX_META,
+    VERSION,
     REQUEST_FIELDS,
     RESPONSE_FIELDS,
     Block,
@@ -51,7 +52,9 @@ CONVENTIONS = {
     "data_hex": "the frame's data part as lowercase hex",
     "Node": "{node_id, host, port, state}; state 1 alive, 2 suspect, 3 dead",
     "prefs": "REGISTER_SHUFFLE response: one list of L node indices per partition, partition 0 first",
-    "records": "FETCH response data parsed into records; payload_offset is relative to the data part",
+    "records": "FETCH response data parsed into records; payload_offset is relative to the data part; checksum is "
+               "XXH3-64 (seed 0) of the payload, as in PUSH",
+    "data_xxh3": "for a data part too long for data_hex: its XXH3-64 (seed 0)",
     "invalid": "kind 'invalid' frames must be rejected with the error named in expect_error",
     "placement_examples": "HashRing results for PROTOCOL.md 'Placement' (64 vnodes, XXH64 seed 0)",
 }
@@ -98,7 +101,7 @@ def records_data(records: list[tuple[int, int, int, bytes]]) -> tuple[bytes, lis
     data = bytearray()
     meaning = []
     for map_index, attempt, seq, payload in records:
-        checksum = xxhash.xxh64_intdigest(payload, 0)
+        checksum = xxhash.xxh3_64_intdigest(payload)
         data += W.pack_record_header(map_index, attempt, seq, len(payload), checksum)
         meaning.append({"map_index": map_index, "attempt": attempt, "seq": seq, "length": len(payload),
                         "checksum": checksum, "payload_offset": len(data), "payload_hex": payload.hex()})
@@ -122,7 +125,7 @@ class Builder:
         if len(data) <= DATA_HEX_MAX:
             entry["data_hex"] = data.hex()
         else:
-            entry["data_xxh64"] = xxhash.xxh64_intdigest(data, 0)
+            entry["data_xxh3"] = xxhash.xxh3_64_intdigest(data)
         entry.update(extra)
         self.entries.append(entry)
 
@@ -151,7 +154,7 @@ class Builder:
                              "opcode": op, "op": op_name(op)})
 
 
-def raw_header(magic: int = 0x504D5052, version: int = 1, op: int = Op.PING, flags: int = 0, rid: int = 1,
+def raw_header(magic: int = 0x504D5052, version: int = 2, op: int = Op.PING, flags: int = 0, rid: int = 1,
                meta_len: int = 0, reserved: int = 0, data_len: int = 0) -> bytes:
     return struct.pack("<IBBHQIIQ", magic, version, op, flags, rid, meta_len, reserved, data_len)
 
@@ -159,15 +162,15 @@ def raw_header(magic: int = 0x504D5052, version: int = 1, op: int = Op.PING, fla
 def build() -> tuple[dict[str, bytes], dict]:
     """-> ({file name: bytes}, vectors.json content)"""
     b = Builder()
-    checksum = xxhash.xxh64_intdigest(PAYLOAD, 0)
+    checksum = xxhash.xxh3_64_intdigest(PAYLOAD)
     ring = HashRing([n.node_id for n in NODES])
     node_ids, prefs = ring.placement_table(APP, 7, 4, 2)
     assert node_ids == [n.node_id for n in NODES]
     placement = W.encode_register_resp(42, NODES, prefs)
 
     # ---- control
-    b.request("hello_req", Op.HELLO, (1, "rpmp-java/0.1"))
-    b.response("hello_resp", Op.HELLO, (1, "10.0.0.1:7070", 256 << 20))
+    b.request("hello_req", Op.HELLO, (VERSION, "rpmp-java/0.1"))
+    b.response("hello_resp", Op.HELLO, (VERSION, "10.0.0.1:7070", 256 << 20))
     b.request("ping_req", Op.PING, ())
     b.response("ping_resp", Op.PING, ())
     b.request("stats_req", Op.STATS, ())
@@ -230,7 +233,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.error("error_not_found", Op.GET, ErrorCode.NOT_FOUND, "key b'missing' not found")
     b.error("error_bad_request", Op.PUSH, ErrorCode.BAD_REQUEST, "PUSH.app: application name 'a/b' contains '/'")
     b.error("error_checksum_mismatch", Op.PUSH, ErrorCode.CHECKSUM_MISMATCH,
-            "segment (2, 17, 0) of partition 3: payload XXH64 0x0000000000000001 != 0x0000000000000002")
+            "segment (2, 17, 0) of partition 3: payload XXH3 0x0000000000000001 != 0x0000000000000002")
     b.error("error_unknown_opcode", 0x7F, ErrorCode.UNKNOWN_OPCODE, "unknown opcode 0x7f")
     b.error("error_bad_magic", 0x00, ErrorCode.BAD_FRAME, "bad magic 0x00000000 (expected 0x504d5052, b'RPMP')")
     b.error("error_incomplete_utf8", Op.MAP_END, ErrorCode.INCOMPLETE,
@@ -239,7 +242,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     # ---- frames a receiver must reject
     good_push = W.encode_push(APP, 7, 3, 2, 17, 0, checksum)
     b.invalid("invalid_bad_magic", raw_header(magic=0x52504D50), ErrorCode.BAD_FRAME, "magic bytes 'PMPR'")
-    b.invalid("invalid_bad_version", raw_header(version=2), ErrorCode.BAD_VERSION, "version 2")
+    b.invalid("invalid_bad_version", raw_header(version=3), ErrorCode.BAD_VERSION, "version 3")
     b.invalid("invalid_reserved", raw_header(reserved=1), ErrorCode.BAD_FRAME, "reserved field = 1")
     b.invalid("invalid_meta_too_large", raw_header(op=Op.PUSH, meta_len=MAX_META + 1), ErrorCode.TOO_LARGE,
               "meta_len = 1 MiB + 1 (header only)", Op.PUSH)
@@ -274,7 +277,7 @@ def build() -> tuple[dict[str, bytes], dict]:
         examples.append({"nodes": nodes, "app": app, "shuffle": shuffle, "num_partitions": nparts,
                          "replicas": replicas, "placement": HashRing(nodes).placement(app, shuffle, nparts, replicas)})
 
-    doc = {"protocol_version": 1, "conventions": CONVENTIONS, "vectors": b.entries,
+    doc = {"protocol_version": VERSION, "conventions": CONVENTIONS, "vectors": b.entries,
            "placement_examples": examples}
     return b.files, doc
 

@@ -22,7 +22,7 @@ from rpmp.client import (
     NotFoundError,
     RpmpError,
 )
-from rpmp.protocol import MAGIC, ErrorCode, Op, ProtocolError
+from rpmp.protocol import MAGIC, VERSION, ErrorCode, Op, ProtocolError
 
 HDR = struct.Struct("<IBBHQIIQ")
 APP = "app-20261121-0001"
@@ -38,7 +38,7 @@ def test_control_ops(node):
     with Client(node.addr) as c:
         c.ping()
         hello = c.hello()
-        assert hello == {"version": 1, "node_id": node.addr, "max_data": 256 << 20}
+        assert hello == {"version": 2, "node_id": node.addr, "max_data": 256 << 20}
         epoch, nodes = c.members()
         assert epoch >= 1 and [(n.node_id, n.state) for n in nodes] == [(node.addr, 1)]
         st = c.stats()
@@ -159,8 +159,8 @@ def test_wrong_checksum_is_refused_and_nothing_stored(node):
         with c.connection() as conn:
             from rpmp import _wire as W
 
-            meta = W.encode_push(APP, 8, 0, 0, 1, 0, xxhash.xxh64_intdigest(b"right") ^ 1)
-            with pytest.raises(ChecksumMismatchError, match="payload XXH64"):
+            meta = W.encode_push(APP, 8, 0, 0, 1, 0, xxhash.xxh3_64_intdigest(b"right") ^ 1)
+            with pytest.raises(ChecksumMismatchError, match="payload XXH3"):
                 conn.call(Op.PUSH, meta, b"right")
             conn.call(Op.PING)  # same connection keeps working
         assert c.fetch(APP, 8, 0) == []
@@ -302,11 +302,11 @@ def assert_closed(s: socket.socket) -> None:
 
 
 @pytest.mark.parametrize("frame, code, text", [
-    (HDR.pack(0xDEADBEEF, 1, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_FRAME, "bad magic"),
-    (HDR.pack(MAGIC, 2, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_VERSION, "version 2 is not supported"),
-    (HDR.pack(MAGIC, 1, Op.PING, 0, 1, 0, 7, 0), ErrorCode.BAD_FRAME, "reserved"),
-    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 2 << 20, 0, 0), ErrorCode.TOO_LARGE, "meta of 2097152 bytes exceeds"),
-    (HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 10, 0, 1 << 40), ErrorCode.TOO_LARGE,
+    (HDR.pack(0xDEADBEEF, VERSION, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_FRAME, "bad magic"),
+    (HDR.pack(MAGIC, 3, Op.PING, 0, 1, 0, 0, 0), ErrorCode.BAD_VERSION, "version 3 is not supported"),
+    (HDR.pack(MAGIC, VERSION, Op.PING, 0, 1, 0, 7, 0), ErrorCode.BAD_FRAME, "reserved"),
+    (HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 1, 2 << 20, 0, 0), ErrorCode.TOO_LARGE, "meta of 2097152 bytes exceeds"),
+    (HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 1, 10, 0, 1 << 40), ErrorCode.TOO_LARGE,
      "data of 1099511627776 bytes exceeds the limit of 268435456"),
     (os.urandom(7) + b"garbage" * 10, ErrorCode.BAD_FRAME, "bad magic"),
 ])
@@ -348,12 +348,12 @@ def test_truncated_frame_then_disconnect_loses_nothing(node):
         from rpmp import _wire as W
 
         data = b"y" * 100_000
-        meta = W.encode_push(APP, 13, 0, 0, 1, 1, xxhash.xxh64_intdigest(data))
+        meta = W.encode_push(APP, 13, 0, 0, 1, 1, xxhash.xxh3_64_intdigest(data))
         s = raw_conn(node)
-        s.sendall(HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, len(meta), 0, len(data)) + meta + data[:50_000])
+        s.sendall(HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 1, len(meta), 0, len(data)) + meta + data[:50_000])
         s.close()  # died halfway through the payload
         s = raw_conn(node)
-        s.sendall(HDR.pack(MAGIC, 1, Op.PUSH, 0, 1, 40, 0, 0)[:20])
+        s.sendall(HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 1, 40, 0, 0)[:20])
         s.close()  # died inside a header
         assert [bytes(x.data) for x in c.fetch(APP, 13, 0)] == [b"before"]
         c.push(APP, 13, 0, 0, 1, 1, data)
@@ -365,28 +365,28 @@ def test_bad_requests_keep_the_connection_open(node):
 
     s = raw_conn(node)
     cases = [
-        (HDR.pack(MAGIC, 1, 0x7F, 0, 1, 0, 0, 0), ErrorCode.UNKNOWN_OPCODE, "unknown opcode 0x7f"),
-        (HDR.pack(MAGIC, 1, Op.PUSH, 0, 2, 3, 0, 0) + b"abc", ErrorCode.BAD_FRAME, "truncated"),
-        (HDR.pack(MAGIC, 1, Op.FETCH, 0, 3, 5, 0, 0) + b"\x05\x00abc", ErrorCode.BAD_FRAME, "truncated"),
-        (HDR.pack(MAGIC, 1, Op.PING, 0, 4, 0, 0, 3) + b"xyz", ErrorCode.BAD_REQUEST, "takes no data part"),
+        (HDR.pack(MAGIC, VERSION, 0x7F, 0, 1, 0, 0, 0), ErrorCode.UNKNOWN_OPCODE, "unknown opcode 0x7f"),
+        (HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 2, 3, 0, 0) + b"abc", ErrorCode.BAD_FRAME, "truncated"),
+        (HDR.pack(MAGIC, VERSION, Op.FETCH, 0, 3, 5, 0, 0) + b"\x05\x00abc", ErrorCode.BAD_FRAME, "truncated"),
+        (HDR.pack(MAGIC, VERSION, Op.PING, 0, 4, 0, 0, 3) + b"xyz", ErrorCode.BAD_REQUEST, "takes no data part"),
     ]
     for app, text in ((b"bad/app", "contains '/'"), (b"x" * 121, "limit is 120"), (b"", "is empty")):
         meta = struct.pack("<H", len(app)) + app + struct.pack("<IIB", 1, 1, 1)
-        cases.append((HDR.pack(MAGIC, 1, Op.REGISTER_SHUFFLE, 0, 6, len(meta), 0, 0) + meta,
+        cases.append((HDR.pack(MAGIC, VERSION, Op.REGISTER_SHUFFLE, 0, 6, len(meta), 0, 0) + meta,
                       ErrorCode.BAD_REQUEST, text))
     key = b"k" * 161
     meta = struct.pack("<I", len(key)) + key
-    cases.append((HDR.pack(MAGIC, 1, Op.PUT, 0, 7, len(meta), 0, 5) + meta + b"value", ErrorCode.BAD_REQUEST,
+    cases.append((HDR.pack(MAGIC, VERSION, Op.PUT, 0, 7, len(meta), 0, 5) + meta + b"value", ErrorCode.BAD_REQUEST,
                   "limit is 160"))
     meta = W.encode_push(APP, 404, 0, 0, 1, 0, 0)
-    cases.append((HDR.pack(MAGIC, 1, Op.PUSH, 0, 5, len(meta), 0, 1000) + meta + b"z" * 1000,
+    cases.append((HDR.pack(MAGIC, VERSION, Op.PUSH, 0, 5, len(meta), 0, 1000) + meta + b"z" * 1000,
                   ErrorCode.NOT_FOUND, "not registered"))
     for frame, code, text in cases:
         s.sendall(frame)
         op, flags, rmeta, _ = read_frame(s)
         got, message = error_of(rmeta)
         assert (got, text in message) == (code, True), message
-    s.sendall(HDR.pack(MAGIC, 1, Op.PING, 0, 9, 0, 0, 0))
+    s.sendall(HDR.pack(MAGIC, VERSION, Op.PING, 0, 9, 0, 0, 0))
     op, flags, _, _ = read_frame(s)
     assert op == Op.PING and flags == 1
     s.close()

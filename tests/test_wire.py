@@ -66,7 +66,7 @@ def test_protocol_error_shape():
 
 def test_header_round_trip_and_layout():
     h = W.pack_header(Op.PUSH, P.FLAG_FORWARDED, 2**64 - 1, 1234, 2**40)
-    assert h == HDR.pack(P.MAGIC, 1, 0x11, 8, 2**64 - 1, 1234, 0, 2**40)
+    assert h == HDR.pack(P.MAGIC, P.VERSION, 0x11, 8, 2**64 - 1, 1234, 0, 2**40)
     assert W.unpack_header(h, max_data=2**41) == (0x11, 8, 2**64 - 1, 1234, 2**40)
     for buf in (bytearray(h), memoryview(h), b"xx" + h):
         off = 2 if len(buf) == 34 else 0
@@ -80,37 +80,37 @@ def test_header_round_trip_and_layout():
 
 
 def test_header_errors():
-    good = HDR.pack(P.MAGIC, 1, 2, 0, 5, P.MAX_META, 0, P.DEFAULT_MAX_DATA)
+    good = HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, P.MAX_META, 0, P.DEFAULT_MAX_DATA)
     assert W.unpack_header(good) == (2, 0, 5, P.MAX_META, P.DEFAULT_MAX_DATA)  # limits are inclusive
     raises(ErrorCode.BAD_FRAME, W.unpack_header, good[:31], match="truncated header")
     raises(ErrorCode.BAD_FRAME, W.unpack_header, b"")
     raises(ErrorCode.BAD_FRAME, W.unpack_header, good, offset=1, match="truncated header")
     raises(ErrorCode.BAD_FRAME, W.unpack_header, b"PMPR" + good[4:], match="bad magic")
-    raises(ErrorCode.BAD_VERSION, W.unpack_header, HDR.pack(P.MAGIC, 2, 2, 0, 5, 0, 0, 0), match="version 2")
+    raises(ErrorCode.BAD_VERSION, W.unpack_header, HDR.pack(P.MAGIC, 3, 2, 0, 5, 0, 0, 0), match="version 3")
     raises(ErrorCode.BAD_VERSION, W.unpack_header, HDR.pack(P.MAGIC, 0, 2, 0, 5, 0, 0, 0))
-    raises(ErrorCode.BAD_FRAME, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, 0, 1, 0), match="reserved")
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, P.MAX_META + 1, 0, 0), match="meta")
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, 2**32 - 1, 0, 0))
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, 0, 0, P.DEFAULT_MAX_DATA + 1),
+    raises(ErrorCode.BAD_FRAME, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 1, 0), match="reserved")
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, P.MAX_META + 1, 0, 0), match="meta")
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 2**32 - 1, 0, 0))
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 0, P.DEFAULT_MAX_DATA + 1),
            match="data")
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, 0, 0, 2**64 - 1))
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, 1, 2, 0, 5, 0, 0, 101), max_data=100)
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 0, 2**64 - 1))
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 0, 101), max_data=100)
     # unknown opcodes and flags are not the header's business (UNKNOWN_OPCODE is answerable)
-    assert W.unpack_header(HDR.pack(P.MAGIC, 1, 0xEE, 0xFFF0, 5, 0, 0, 0))[:2] == (0xEE, 0xFFF0)
+    assert W.unpack_header(HDR.pack(P.MAGIC, P.VERSION, 0xEE, 0xFFF0, 5, 0, 0, 0))[:2] == (0xEE, 0xFFF0)
 
 
 def test_frame():
     meta = W.encode_key(b"k")
     f = W.frame(Op.GET, 0, 9, meta)
-    assert f == HDR.pack(P.MAGIC, 1, 0x21, 0, 9, len(meta), 0, 0) + meta
-    assert W.frame(Op.PUT, 0, 9, bytearray(meta), 77) == HDR.pack(P.MAGIC, 1, 0x20, 0, 9, len(meta), 0, 77) + meta
-    assert W.frame(Op.PING, 0, 1) == HDR.pack(P.MAGIC, 1, 2, 0, 1, 0, 0, 0)
+    assert f == HDR.pack(P.MAGIC, P.VERSION, 0x21, 0, 9, len(meta), 0, 0) + meta
+    assert W.frame(Op.PUT, 0, 9, bytearray(meta), 77) == HDR.pack(P.MAGIC, P.VERSION, 0x20, 0, 9, len(meta), 0, 77) + meta
+    assert W.frame(Op.PING, 0, 1) == HDR.pack(P.MAGIC, P.VERSION, 2, 0, 1, 0, 0, 0)
     raises(ErrorCode.TOO_LARGE, W.frame, Op.PUT, 0, 1, b"\0" * (P.MAX_META + 1))
     args = (APP, 7, 3, 2, 17, 4, 99)
     assert W.push_frame(5, *args, 4096) == W.frame(Op.PUSH, 0, 5, W.encode_push(*args), 4096)
     assert W.push_frame(5, *args, 4096, flags=P.FLAG_FORWARDED)[6:8] == b"\x08\x00"
     e = W.error_frame(Op.GET, 3, ErrorCode.NOT_FOUND, "nope")
-    assert e == HDR.pack(P.MAGIC, 1, 0x21, 3, 3, 8, 0, 0) + struct.pack("<H", 6) + s16("nope")
+    assert e == HDR.pack(P.MAGIC, P.VERSION, 0x21, 3, 3, 8, 0, 0) + struct.pack("<H", 6) + s16("nope")
 
 
 # ---- round trips of every encoder/decoder ----------------------------------------------------------
@@ -367,7 +367,7 @@ def test_meta_writer_reader():
     w.raw(b"z" * 1000)  # forces growth
     meta = w.getvalue()
     assert len(w) == len(meta)
-    assert w.frame(0x42, 1, 2, 3) == HDR.pack(P.MAGIC, 1, 0x42, 1, 2, len(meta), 0, 3) + meta
+    assert w.frame(0x42, 1, 2, 3) == HDR.pack(P.MAGIC, P.VERSION, 0x42, 1, 2, len(meta), 0, 3) + meta
     r = W.MetaReader(bytearray(meta), "TEST")
     assert (r.u8(), r.u16(), r.u32(), r.u64(), r.i32(), r.i64()) == (255, 65535, 2**32 - 1, 2**64 - 1, -2, -3)
     assert r.str() == "héllo" and r.bytes() == b"\0\1" and r.u64_list() == [1, 2**64 - 1]
@@ -395,7 +395,7 @@ def test_meta_writer_reader():
 def make_records(items):
     out = bytearray()
     for map_index, attempt, seq, payload in items:
-        out += REC.pack(P.RECORD_MAGIC, map_index, attempt, seq, len(payload), xxhash.xxh64_intdigest(payload))
+        out += REC.pack(P.RECORD_MAGIC, map_index, attempt, seq, len(payload), xxhash.xxh3_64_intdigest(payload))
         out += payload
     return bytes(out)
 
@@ -421,14 +421,14 @@ def test_iter_records():
     got = list(W.iter_records(data))
     assert [(m, a, s) for m, a, s, *_ in got] == [(m, a, s) for m, a, s, _ in ITEMS]
     for (_, _, _, off, length, checksum), (*_, payload) in zip(got, ITEMS, strict=True):
-        assert data[off:off + length] == payload and checksum == xxhash.xxh64_intdigest(payload)
+        assert data[off:off + length] == payload and checksum == xxhash.xxh3_64_intdigest(payload)
     assert W.count_records(data) == (4, sum(len(p) for *_, p in ITEMS))
     assert list(W.iter_records(b"")) == [] and W.count_records(b"") == (0, 0)
     # a sub-range, with offsets absolute in the buffer (one-sided readers parse [file_offset, +used))
     first = 32 + 5
     prefix = b"\xaa" * 10
     sub = list(W.iter_records(prefix + data, 10 + first, 10 + first + 32 + 11))
-    assert sub == [(1, 12, 0, 10 + first + 32, 11, xxhash.xxh64_intdigest(b"bravo-bravo"))]
+    assert sub == [(1, 12, 0, 10 + first + 32, 11, xxhash.xxh3_64_intdigest(b"bravo-bravo"))]
     assert W.count_records(memoryview(prefix + data), 10) == (4, 116)
     with pytest.raises(ValueError):
         W.iter_records(data, 5, 4)
@@ -601,7 +601,7 @@ def test_vector_decodes_to_its_meaning_and_reencodes(entry):
                  "payload_hex": data[o:o + n].hex()} for m, a, s, o, n, c in W.iter_records(data)]
         assert recs == entry["records"] and len(recs) == fields["records"]
         for r in recs:
-            assert xxhash.xxh64_intdigest(bytes.fromhex(r["payload_hex"])) == r["checksum"]
+            assert xxhash.xxh3_64_intdigest(bytes.fromhex(r["payload_hex"])) == r["checksum"]
 
 
 @pytest.mark.parametrize("entry", [v for v in _load()["vectors"] if v["kind"] == "invalid"], ids=lambda v: v["file"])
@@ -620,15 +620,15 @@ def test_invalid_vectors_are_rejected(entry):
 # Hand-built frames straight from PROTOCOL.md's tables (struct.pack, no codec).
 
 def _hand(entry, meta: bytes, data: bytes = b"") -> bytes:
-    return HDR.pack(0x504D5052, 1, entry["opcode"], entry["flags"], entry["request_id"], len(meta), 0,
+    return HDR.pack(0x504D5052, 2, entry["opcode"], entry["flags"], entry["request_id"], len(meta), 0,
                     len(data)) + meta + data
 
 
 def test_hand_built_hello_and_members():
     e, frame = _vector("hello_req")
-    assert frame == _hand(e, struct.pack("<H", 1) + s16("rpmp-java/0.1"))
+    assert frame == _hand(e, struct.pack("<H", 2) + s16("rpmp-java/0.1"))
     e, frame = _vector("hello_resp")
-    assert frame == _hand(e, struct.pack("<H", 1) + s16("10.0.0.1:7070") + struct.pack("<Q", 256 << 20))
+    assert frame == _hand(e, struct.pack("<H", 2) + s16("10.0.0.1:7070") + struct.pack("<Q", 256 << 20))
     e, frame = _vector("members_resp")
     nodes = b"".join(s16(n["node_id"]) + s16(n["host"]) + struct.pack("<HB", n["port"], n["state"])
                      for n in e["fields"]["nodes"])
@@ -637,7 +637,7 @@ def test_hand_built_hello_and_members():
     e, frame = _vector("heartbeat_req")
     assert frame == _hand(e, s16("10.0.0.2:7070") + s16("10.0.0.2") + struct.pack("<HBQ", 7070, 1, 41))
     e, frame = _vector("ping_req")
-    assert frame == HDR.pack(0x504D5052, 1, 0x02, 0, e["request_id"], 0, 0, 0)
+    assert frame == HDR.pack(0x504D5052, 2, 0x02, 0, e["request_id"], 0, 0, 0)
 
 
 def test_hand_built_register():
@@ -655,7 +655,7 @@ def test_hand_built_register():
 def test_hand_built_push_map_end_fetch():
     e, frame = _vector("push_req")
     payload = b"hello, rpmp shuffle segment\n"
-    meta = s16(APP) + struct.pack("<IIIQIQ", 7, 3, 2, 17, 0, xxhash.xxh64_intdigest(payload, 0))
+    meta = s16(APP) + struct.pack("<IIIQIQ", 7, 3, 2, 17, 0, xxhash.xxh3_64_intdigest(payload))
     assert frame == _hand(e, meta, payload)
     e, frame = _vector("map_end_req")
     assert frame == _hand(e, s16(APP) + struct.pack("<IIQI", 7, 2, 17, 2) + struct.pack("<IIQ", 0, 2, 4096)
@@ -664,11 +664,11 @@ def test_hand_built_push_map_end_fetch():
     assert frame == _hand(e, s16(APP) + struct.pack("<IIIII", 7, 3, 0, 0xFFFFFFFF, 2) + struct.pack("<QQ", 11, 12))
     e, frame = _vector("fetch_resp")
     recs = [(0, 11, 0, b"alpha"), (1, 12, 0, b"bravo-bravo"), (1, 12, 1, b"charlie\x00\xff")]
-    data = b"".join(struct.pack("<4sIQIIQ", b"SEG1", m, a, s, len(p), xxhash.xxh64_intdigest(p, 0)) + p
+    data = b"".join(struct.pack("<4sIQIIQ", b"SEG1", m, a, s, len(p), xxhash.xxh3_64_intdigest(p)) + p
                     for m, a, s, p in recs)
     assert frame == _hand(e, struct.pack("<I", 3), data)
     e, frame = _vector("fetch_resp_more")
-    assert e["flags"] == 1 | 4 and frame[:32] == HDR.pack(0x504D5052, 1, 0x13, 5, e["request_id"], 4, 0, 37 + 43)
+    assert e["flags"] == 1 | 4 and frame[:32] == HDR.pack(0x504D5052, 2, 0x13, 5, e["request_id"], 4, 0, 37 + 43)
 
 
 def test_hand_built_partition_info_pool_api_and_errors():
@@ -747,7 +747,7 @@ def test_prop_random_header_bytes(buf, max_data):
     except ProtocolError as e:
         assert e.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_VERSION, ErrorCode.TOO_LARGE)
     else:
-        assert buf[:5] == b"RPMP\x01" and meta_len <= P.MAX_META and data_len <= max_data
+        assert buf[:5] == b"RPMP\x02" and meta_len <= P.MAX_META and data_len <= max_data
 
 
 DECODERS = [W.decode_hello, W.decode_hello_resp, W.decode_members, W.decode_heartbeat, W.decode_register,
@@ -796,7 +796,7 @@ def test_prop_mutated_meta_only_raise_protocol_error(seed, flips, cut):
 
 
 @pytest.mark.parametrize("size", [0, 1, 31, 32, 33, 65535, 65536, 1 << 20])
-def test_xxh64_matches_the_reference_for_every_buffer_kind(size):
+def test_checksums_match_the_reference_for_every_buffer_kind(size):
     import pyarrow as pa
 
     data = bytes((i * 131 + size) & 0xFF for i in range(size + 3))
@@ -804,3 +804,4 @@ def test_xxh64_matches_the_reference_for_every_buffer_kind(size):
         ref = bytes(memoryview(buf))
         assert W.xxh64(buf) == xxhash.xxh64_intdigest(ref)
         assert W.xxh64(buf, 0x9E3779B97F4A7C15) == xxhash.xxh64_intdigest(ref, 0x9E3779B97F4A7C15)
+        assert W.xxh3(buf) == xxhash.xxh3_64_intdigest(ref)

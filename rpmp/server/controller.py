@@ -180,7 +180,7 @@ class Controller:
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         res = self.storage.reserve_record(sh, p, map_index, attempt, seq, data_len, checksum)
-        hasher = xxhash.xxh64() if self.config.verify_push else None
+        hasher = xxhash.xxh3_64() if self.config.verify_push else None
 
         def chunk(view: memoryview) -> None:
             if hasher is not None:
@@ -191,7 +191,7 @@ class Controller:
                 self.storage.abort(res)
                 self.counters["checksum_errors"] += 1
                 raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
-                                    f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH64 "
+                                    f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
                                     f"{hasher.intdigest():#018x} != {checksum:#018x}")
             stored = self.storage.commit_record(res)
             self.counters["pushes"] += 1

@@ -107,16 +107,16 @@ public final class ClientCheck {
                 for (int seq = 0; seq < 3; seq++) {
                     byte[] p = payload(rnd, 1000 + seq);
                     sent.put("100/" + seq, p);
-                    c.push(app, 1, 2, 0, 100, seq, Checksums.xxh64(p, 0, p.length), p, 0, p.length);
+                    c.push(app, 1, 2, 0, 100, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
                 }
                 byte[] dup = sent.get("100/1");
-                c.push(app, 1, 2, 0, 100, 1, Checksums.xxh64(dup, 0, dup.length), dup, 0, dup.length);
+                c.push(app, 1, 2, 0, 100, 1, Checksums.xxh3(dup, 0, dup.length), dup, 0, dup.length);
                 byte[] lost = payload(rnd, 77);
-                c.push(app, 1, 2, 0, 101, 0, Checksums.xxh64(lost, 0, lost.length), lost, 0, lost.length);
+                c.push(app, 1, 2, 0, 101, 0, Checksums.xxh3(lost, 0, lost.length), lost, 0, lost.length);
                 for (int seq = 0; seq < 20; seq++) {
                     byte[] p = payload(rnd, 5000 + seq);
                     sent.put("200/" + seq, p);
-                    c.push(app, 1, 2, 1, 200, seq, Checksums.xxh64(p, 0, p.length), p, 0, p.length);
+                    c.push(app, 1, 2, 1, 200, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
                     expect(c.pendingPushes() <= 4, "at most 4 pushes in flight");
                 }
                 c.awaitPushes();
@@ -181,7 +181,7 @@ public final class ClientCheck {
                 for (int seq = 0; seq < 8; seq++) {
                     byte[] p = payload(rnd, 6 << 20);
                     big.put("7/" + seq, p);
-                    c.push(app, 2, 0, 0, 7, seq, Checksums.xxh64(p, 0, p.length), p, 0, p.length);
+                    c.push(app, 2, 0, 0, 7, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
                 }
                 c.awaitPushes();
                 verifyCommitted(fetchAll(c, app, 2, 0, 0, Protocol.END_MAP_ALL, new long[] {7}), big, Map.of(7L, 0));
@@ -282,7 +282,7 @@ public final class ClientCheck {
                 InputStream in = s.getInputStream();
                 OutputStream out = s.getOutputStream();
                 byte[] hello = readFrame(in);
-                byte[] meta = new MetaWriter().u16(1).str("fake:1").u64(Protocol.DEFAULT_MAX_DATA).toByteArray();
+                byte[] meta = new MetaWriter().u16(Protocol.VERSION).str("fake:1").u64(Protocol.DEFAULT_MAX_DATA).toByteArray();
                 out.write(response(hello, Protocol.FLAG_RESPONSE, meta, 0));
                 out.flush();
                 rest.accept(s);
@@ -317,7 +317,7 @@ public final class ClientCheck {
                 try {
                     byte[] req = readFrame(s.getInputStream());
                     // One frame announcing a record, then only half of it.
-                    byte[] rec = new SegmentRecord(0, 1, 0, Checksums.xxh64(new byte[100], 0, 100), new byte[100]).encode();
+                    byte[] rec = new SegmentRecord(0, 1, 0, Checksums.xxh3(new byte[100], 0, 100), new byte[100]).encode();
                     OutputStream out = s.getOutputStream();
                     out.write(response(req, Protocol.FLAG_RESPONSE, new MetaWriter().u32(1).toByteArray(), rec.length));
                     out.write(rec, 0, 50);

@@ -11,7 +11,7 @@ import java.util.List;
  * One-sided read of a co-located node's partition: the node names the blocks (PARTITION_INFO) and the
  * records are copied straight out of its pool file, with no node CPU on the data path. A block can be
  * freed and reused while it is read (a delete), so every record header is validated and every kept
- * payload is checked against its XXH64 after the copy; any inconsistency fails this source and the
+ * payload is checked against its XXH3 checksum after the copy; any inconsistency fails this source and the
  * reader falls back to FETCH.
  */
 final class LocalPoolSource implements RecordSource {

@@ -22,7 +22,7 @@ import org.apache.logging.log4j.Logger;
  * sends all segments of an (attempt, partition) to one node, so that node has them all. The next source
  * is only asked for the attempts still missing, and records already handed out are dropped by
  * (attempt, seq), so a source that breaks in the middle can be resumed elsewhere without duplicates. A
- * record whose payload does not match its XXH64 counts as a failure of the source that gave it.
+ * record whose payload does not match its XXH3 checksum counts as a failure of the source that gave it.
  */
 final class PartitionFetcher {
     private static final Logger LOG = LogManager.getLogger(PartitionFetcher.class);
@@ -113,7 +113,7 @@ final class PartitionFetcher {
             if (payload == null) continue;
             SegmentRecord r = new SegmentRecord(h.mapIndex, h.attempt, h.seq, h.checksum, payload);
             if (!r.checksumOk()) {
-                failSource(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " does not match its XXH64", source.address()));
+                failSource(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " does not match its XXH3 checksum", source.address()));
                 continue;
             }
             if (filter.accept(r)) {

@@ -5,7 +5,7 @@ public final class Protocol {
     private Protocol() {}
 
     public static final int MAGIC = 0x504D5052;          // "RPMP" little-endian
-    public static final int VERSION = 1;
+    public static final int VERSION = 2;
     public static final int HEADER_SIZE = 32;
 
     public static final int FLAG_RESPONSE = 1;

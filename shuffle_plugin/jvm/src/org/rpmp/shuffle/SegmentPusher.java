@@ -98,7 +98,7 @@ final class SegmentPusher {
     void push(int partition, byte[] buf, int len) throws IOException {
         long start = System.nanoTime();
         int node = nodeFor(partition);
-        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh64(buf, 0, len), buf, len);
+        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh3(buf, 0, len), buf, len);
         unacked.get(node).addLast(u);
         // A retry round re-pushes every unacknowledged segment, this one included.
         withRetries(node, (c, again) -> {

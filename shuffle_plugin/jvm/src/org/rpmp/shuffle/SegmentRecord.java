@@ -28,7 +28,7 @@ public final class SegmentRecord {
     public long mapIndexUnsigned() { return mapIndex & 0xFFFFFFFFL; }
 
     public boolean checksumOk() {
-        return Checksums.xxh64(payload, 0, payload.length) == checksum;
+        return Checksums.xxh3(payload, 0, payload.length) == checksum;
     }
 
     /** The header fields before the payload, as parsed and validated by {@link #readHeader}. */

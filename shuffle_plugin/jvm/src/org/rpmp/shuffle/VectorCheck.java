@@ -104,7 +104,7 @@ public final class VectorCheck {
             }
             case Protocol.OP_PUSH: {
                 long checksum = u64(f.get("checksum"));
-                equal("XXH64 of the payload", checksum, Checksums.xxh64(data, 0, data.length));
+                equal("XXH3 of the payload", checksum, Checksums.xxh3(data, 0, data.length));
                 meta = Requests.push((String) f.get("app"), (int) u64(f.get("shuffle")), (int) u64(f.get("partition")),
                     (int) u64(f.get("map_index")), u64(f.get("attempt")), (int) u64(f.get("seq")), checksum);
                 break;
@@ -225,7 +225,7 @@ public final class VectorCheck {
                     equal("length", integer(w.get("length")), s.payload.length);
                     equal("checksum", u64(w.get("checksum")), s.checksum);
                     equal("payload", w.get("payload_hex"), toHex(s.payload));
-                    if (!s.checksumOk()) throw new Mismatch("record " + i + " fails its XXH64");
+                    if (!s.checksumOk()) throw new Mismatch("record " + i + " fails its XXH3 checksum");
                 }
                 break;
             }
