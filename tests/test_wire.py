@@ -89,7 +89,8 @@ def test_header_errors():
     raises(ErrorCode.BAD_VERSION, W.unpack_header, HDR.pack(P.MAGIC, 3, 2, 0, 5, 0, 0, 0), match="version 3")
     raises(ErrorCode.BAD_VERSION, W.unpack_header, HDR.pack(P.MAGIC, 0, 2, 0, 5, 0, 0, 0))
     raises(ErrorCode.BAD_FRAME, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 1, 0), match="reserved")
-    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, P.MAX_META + 1, 0, 0), match="meta")
+    raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, P.MAX_META + 1, 0, 0),
+           match="meta")
     raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 2**32 - 1, 0, 0))
     raises(ErrorCode.TOO_LARGE, W.unpack_header, HDR.pack(P.MAGIC, P.VERSION, 2, 0, 5, 0, 0, P.DEFAULT_MAX_DATA + 1),
            match="data")
@@ -103,7 +104,8 @@ def test_frame():
     meta = W.encode_key(b"k")
     f = W.frame(Op.GET, 0, 9, meta)
     assert f == HDR.pack(P.MAGIC, P.VERSION, 0x21, 0, 9, len(meta), 0, 0) + meta
-    assert W.frame(Op.PUT, 0, 9, bytearray(meta), 77) == HDR.pack(P.MAGIC, P.VERSION, 0x20, 0, 9, len(meta), 0, 77) + meta
+    put = HDR.pack(P.MAGIC, P.VERSION, 0x20, 0, 9, len(meta), 0, 77) + meta
+    assert W.frame(Op.PUT, 0, 9, bytearray(meta), 77) == put
     assert W.frame(Op.PING, 0, 1) == HDR.pack(P.MAGIC, P.VERSION, 2, 0, 1, 0, 0, 0)
     raises(ErrorCode.TOO_LARGE, W.frame, Op.PUT, 0, 1, b"\0" * (P.MAX_META + 1))
     args = (APP, 7, 3, 2, 17, 4, 99)
