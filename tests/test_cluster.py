@@ -2,9 +2,11 @@
 
 import bisect
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -110,7 +112,9 @@ def test_dead_node_leaves_the_live_set(three):
 
 
 def test_cluster_command_starts_three_nodes(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "cluster", "--nodes", "3", "--pool-dir", "/dev/shm",
+    # A directory of its own: a stray node of another run holding /dev/shm/rpmp-node0.pool cannot interfere.
+    pool_dir = tempfile.mkdtemp(prefix="rpmp-test-cluster-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "cluster", "--nodes", "3", "--pool-dir", pool_dir,
                              "--pool-size", "64m"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                             cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
     try:
@@ -123,10 +127,7 @@ def test_cluster_command_starts_three_nodes(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(20) == 0
-        for i in range(3):
-            path = f"/dev/shm/rpmp-node{i}.pool"
-            if os.path.exists(path):
-                os.unlink(path)
+        shutil.rmtree(pool_dir, ignore_errors=True)
 
 
 def test_replicas_hold_copies_and_readers_fall_back_when_the_primary_dies(three):
