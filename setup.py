@@ -32,6 +32,8 @@ extensions = [
 ]
 if os.path.exists(os.path.join(HERE, "rpmp", "_wire.pyx")):
     extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], ["xxhash"]))
+if os.path.exists(os.path.join(HERE, "rpmp", "_splice.pyx")) and sys.platform.startswith("linux"):
+    extensions.append(native_ext("rpmp._splice", ["rpmp/_splice.pyx"], []))
 
 
 class BuildPyWithJar(build_py):

@@ -8,10 +8,12 @@
         c.push("app-1", 0, partition=3, map_index=0, attempt=17, seq=0, data=b"...", placement=placement)
         for seg in c.fetch("app-1", 0, 3, placement=placement): ...
 
-Blocking sockets (sendmsg/recv_into, the fastest path Python has), a small pool of connections per node
-(thread-safe), pipelined pushes, and every error frame raised as an RpmpError subclass carrying the
-node's message. Replies are received straight into pyarrow buffers: what `get` and `fetch` hand back is
-a view of the bytes that came off the socket.
+Blocking sockets (sendmsg/recv_into), a small pool of connections per node (thread-safe), pipelined
+pushes, and every error frame raised as an RpmpError subclass carrying the node's message. Data parts of
+256 KiB or more leave without a copy (vmsplice + splice, rpmp._splice): the call returns only after the
+node answered, i.e. took every byte, so the caller's buffer is free again when it returns. Replies are
+received straight into pyarrow buffers: what `get` and `fetch` hand back is a view of the bytes that
+came off the socket.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from rpmp import _wire as W
+
+try:
+    from rpmp._splice import Pipe
+except ImportError:  # not Linux, or built without it: every send copies
+    Pipe = None
 from rpmp.protocol import (
     END_MAP_ALL,
     FLAG_ERROR,
@@ -40,6 +47,7 @@ from rpmp.protocol import (
 )
 
 MAX_REPLY_DATA = 1 << 31
+ZERO_COPY_MIN = 256 << 10  # data parts from this size on are spliced, not copied, into the socket
 
 
 class RpmpError(ProtocolError):
@@ -123,23 +131,40 @@ class Segment:
 class Connection:
     """One TCP connection to a node: framed requests out, framed responses in, in order."""
 
-    def __init__(self, host: str, port: int, timeout: float):
+    def __init__(self, host: str, port: int, timeout: float, zero_copy: bool = True):
         self.host, self.port = host, port
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._hdr = bytearray(HEADER_SIZE)
         self._hdr_view = memoryview(self._hdr)
         self._rid = 0
+        self._pipe = None
+        self.zero_copy = zero_copy and Pipe is not None
+        self.broken = False  # a frame went out in part, or replies are left unread: never reuse
 
     def send(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> int:
         self._rid += 1
         dlen = 0 if data is None else memoryview(data).nbytes
         head = W.frame(op, flags, self._rid, meta, dlen)
-        if dlen:
+        if dlen >= ZERO_COPY_MIN and self.zero_copy:
+            self._send_spliced(head, data)
+        elif dlen:
             self._sendmsg([head, data])
         else:
             self.sock.sendall(head)
         return self._rid
+
+    def _send_spliced(self, head: bytes, data) -> None:
+        """The header by send, the data part by reference (rpmp._splice): no copy on this side."""
+        if self._pipe is None:
+            self._pipe = Pipe()
+        self.sock.sendall(head)
+        timeout = self.sock.gettimeout()
+        try:
+            self._pipe.send(self.sock.fileno(), data, -1 if timeout is None else int(timeout * 1000))
+        except OSError as e:
+            self.broken = True
+            raise ConnectionError(f"sending to {self.host}:{self.port} failed: {e}") from e
 
     def _sendmsg(self, bufs: list) -> None:
         views = [memoryview(b).cast("B") for b in bufs]
@@ -189,18 +214,22 @@ class Connection:
 
     def close(self) -> None:
         self.sock.close()
+        if self._pipe is not None:
+            self._pipe.close()
 
 
 class Client:
     """Talks to one or more RPMP nodes; safe to share between threads."""
 
-    def __init__(self, nodes: str | Iterable = "127.0.0.1:7077", timeout: float = 120.0, max_idle: int = 8):
+    def __init__(self, nodes: str | Iterable = "127.0.0.1:7077", timeout: float = 120.0, max_idle: int = 8,
+                 zero_copy: bool = True):
         items = nodes.split(",") if isinstance(nodes, str) else list(nodes)
         self.nodes = [_addr(n) for n in items if str(n).strip()]
         if not self.nodes:
             raise ValueError("no RPMP node given")
         self.timeout = timeout
         self.max_idle = max_idle
+        self.zero_copy = zero_copy
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._lock = threading.Lock()
 
@@ -225,7 +254,7 @@ class Client:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
         if conn is None:
-            conn = Connection(key[0], key[1], self.timeout)
+            conn = Connection(key[0], key[1], self.timeout, self.zero_copy)
         try:
             yield conn
         except (RpmpError, ProtocolError) as e:
@@ -241,6 +270,9 @@ class Client:
             self._release(key, conn)
 
     def _release(self, key, conn: Connection) -> None:
+        if conn.broken:
+            conn.close()
+            return
         with self._lock:
             idle = self._idle.setdefault(key, [])
             if len(idle) < self.max_idle:
@@ -303,13 +335,17 @@ class Client:
         for key, segs in by_node.items():
             with self.connection(key) as conn:
                 pending: deque[int] = deque()
-                for p, m, a, s, data in segs:
-                    meta = W.encode_push(app, shuffle, p, m, a, s, W.xxh3(data))
-                    pending.append(conn.send(Op.PUSH, meta, data))
-                    if len(pending) >= window:
+                try:
+                    for p, m, a, s, data in segs:
+                        meta = W.encode_push(app, shuffle, p, m, a, s, W.xxh3(data))
+                        pending.append(conn.send(Op.PUSH, meta, data))
+                        if len(pending) >= window:
+                            conn.recv(Op.PUSH, pending.popleft())
+                    while pending:
                         conn.recv(Op.PUSH, pending.popleft())
-                for rid in pending:
-                    conn.recv(Op.PUSH, rid)
+                except BaseException:
+                    conn.broken = conn.broken or bool(pending)  # their replies would meet the next caller
+                    raise
                 count += len(segs)
         return count
 
