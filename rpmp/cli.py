@@ -102,7 +102,11 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(10)
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:  # never leave a node behind
+                p.kill()
+                p.wait()
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
