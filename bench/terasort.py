@@ -23,7 +23,8 @@ Phases (each with its own progress bar):
                 min key of the next non-empty one, count and checksum equal to the input's. JVM only.
 
 Every run gets a fresh SparkSession (spark.shuffle.manager is fixed per SparkContext), runs alternate
-rpmp, sort, rpmp, sort ..., and the result is the median per shuffle and their ratio (rpmp / sort).
+rpmp, sort, sort, rpmp, rpmp, sort ... (each round reverses the last one's order, so neither shuffle
+always runs first), and the result is the median per shuffle and their ratio (rpmp / sort).
 """
 
 from __future__ import annotations
@@ -248,6 +249,12 @@ def executor_pids(app_id: str) -> dict[str, int]:
                 and "--executor-id" in argv:
             found[argv[argv.index("--executor-id") + 1]] = int(entry)
     return found
+
+
+def round_order(shuffles: list[str], rep: int) -> list[str]:
+    """The shuffles of round `rep`: every other round reversed (rpmp, sort, sort, rpmp, ...), so the first
+    session of an invocation, which runs slowest, and any drift in background load fall on both alike."""
+    return list(shuffles) if rep % 2 == 0 else list(reversed(shuffles))
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.05) -> float:
@@ -882,8 +889,8 @@ def print_settings(console, settings: Settings, argv: list[str], host: dict[str,
         "map tasks (teragen files)": str(settings.maps),
         "reduce partitions": f"spark.sql.shuffle.partitions={settings.partitions} (adaptive coalescing may merge)",
         "master": f"{settings.master}, spark.executor.memory={settings.executor_memory}",
-        "shuffles, order": " -> ".join(settings.shuffles) + f" (alternating, {settings.repeat} timed run(s) each, "
-                                                              f"{settings.warmup} warm-up)",
+        "shuffles, order": " -> ".join(settings.shuffles) + " (each round reversing the last one's order, "
+                           f"{settings.repeat} timed run(s) each, {settings.warmup} warm-up)",
         "sink": settings.sink + (", kill one executor after the map stage" if settings.kill_executor else ""),
         "RPMP": (f"nodes {settings.nodes}" if settings.nodes else f"embedded node, pool {settings.pool_size} on "
                  "/dev/shm") + f", replicas {settings.replicas}",
@@ -938,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
             expected = {"count": int(inp["count"]), "checksum": int(inp["checksum"])}
             executors = local_cluster_executors(settings.master)
             for rep in range(settings.repeat):
-                for sh in settings.shuffles:
+                for sh in round_order(settings.shuffles, rep):
                     label = f"{sh} {rep + 1}/{settings.repeat}"
                     with spark_session(settings, sh, settings.master, nodes, f"terasort-{sh}-{rep + 1}") as spark:
                         sc = spark.sparkContext
