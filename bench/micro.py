@@ -9,7 +9,10 @@
 - fetch: FETCH of the same data back (the client receives the frames into Arrow buffers) -> fetch / raw;
 - get4k: 4 KiB GETs per second with 1 and 16 connections, driven by bench/loadgen.c; if redis-server is
          installed, the same program drives the same load against Redis -> redis_ratio (16 connections).
-Rounds alternate raw / push / fetch; each figure is the median over rounds.
+Rounds alternate raw / push / fetch; each figure is the median over rounds. Next to the throughput, each
+round records the CPU seconds per GB moved of both ends (this process via getrusage, the receiver or node
+via /proc): on two cores a throughput figure moves with whatever else runs, the CPU cost per GB much less,
+and it says which end is the limit (`cpu_s_per_gb` in the JSON).
 
     python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json]
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -78,33 +82,76 @@ def start_node(pool: str, size_mib: int) -> tuple[subprocess.Popen, str]:
     return proc, line.rsplit(" ", 1)[1].strip()
 
 
-def raw_round(port: int, total: int, distinct: bytes | None = None) -> float:
+class CpuMeter:
+    """CPU seconds of this process and of one other process (by pid) over a timed region."""
+
+    def __init__(self, peer_pid: int):
+        self.peer_pid = peer_pid
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.last = (0.0, 0.0)  # (this process, the peer) CPU s per GB of the last timed region
+
+    def now(self) -> tuple[float, float]:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime, self._peer()
+
+    def _peer(self) -> float:
+        """Nanosecond run time of the peer's threads (/proc/PID/task/*/schedstat), else clock ticks."""
+        base = f"/proc/{self.peer_pid}/task"
+        if os.path.exists(f"/proc/{self.peer_pid}/schedstat"):
+            total = 0
+            for tid in os.listdir(base):
+                try:
+                    with open(f"{base}/{tid}/schedstat") as f:
+                        total += int(f.read().split()[0])
+                except OSError:  # the thread ended meanwhile
+                    continue
+            return total / 1e9
+        with open(f"/proc/{self.peer_pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self.tick
+
+
+def per_gb(before: tuple[float, float], after: tuple[float, float], nbytes: int) -> tuple[float, float]:
+    """(this process, the peer) CPU seconds per GB."""
+    gb = nbytes / 1e9
+    return (after[0] - before[0]) / gb, (after[1] - before[1]) / gb
+
+
+def raw_round(port: int, total: int, distinct: bytes | None = None, meter: CpuMeter | None = None) -> float:
     data = memoryview(os.urandom(SEG))
     src = memoryview(distinct) if distinct is not None else None
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.sendall(total.to_bytes(8, "little") + (b"d" if src is not None else b"s"))
     assert s.recv(1) == b"r"
+    c0 = meter.now() if meter else None
     t = time.perf_counter()
     for i in range(total // SEG):
         s.sendall(src[i * SEG:(i + 1) * SEG] if src is not None else data)
     assert s.recv(1) == b"k"
     dt = time.perf_counter() - t
+    if meter:
+        meter.last = per_gb(c0, meter.now(), total)
     s.close()
     return total / dt / 1e9
 
 
-def push_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
+def push_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuMeter | None = None) -> float:
     data = memoryview(os.urandom(SEG))
     pl = c.register_shuffle(APP, shuffle, parts)
     n = total // SEG
     segs = [(i % parts, i, i, 0, data) for i in range(n)]
+    c0 = meter.now() if meter else None
     t = time.perf_counter()
     c.push_many(APP, shuffle, segs, placement=pl, window=4)
-    return total / (time.perf_counter() - t) / 1e9
+    dt = time.perf_counter() - t
+    if meter:
+        meter.last = per_gb(c0, meter.now(), total)
+    return total / dt / 1e9
 
 
-def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
+def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuMeter | None = None) -> float:
+    c0 = meter.now() if meter else None
     t = time.perf_counter()
     got = 0
     for p in range(parts):  # frame by frame, each dropped once counted, as the raw receiver does
@@ -112,6 +159,8 @@ def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8) -> float:
             got += buf.size if buf is not None else 0
             del buf
     dt = time.perf_counter() - t
+    if meter:
+        meter.last = per_gb(c0, meter.now(), got)
     assert got >= total, (got, total)
     return got / dt / 1e9
 
@@ -177,14 +226,19 @@ def main(argv: list[str] | None = None) -> dict:
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     rport = int(receiver.stdout.readline())
     runs: dict[str, list[float]] = {"raw": [], "raw_distinct": [], "push": [], "fetch": []}
+    cpu: dict[str, list[tuple[float, float]]] = {"raw": [], "push": [], "fetch": []}
+    to_receiver, to_node = CpuMeter(receiver.pid), CpuMeter(node.pid)
     distinct = os.urandom(SEG) * (total // SEG)  # distinct pages with the same bytes as `data` would have
     try:
         with Client(addr) as c:
             for r in range(args.rounds):
-                runs["raw"].append(raw_round(rport, total))
+                runs["raw"].append(raw_round(rport, total, meter=to_receiver))
+                cpu["raw"].append(to_receiver.last)
                 runs["raw_distinct"].append(raw_round(rport, total, distinct))
-                runs["push"].append(push_round(c, r, total))
-                runs["fetch"].append(fetch_round(c, r, total))
+                runs["push"].append(push_round(c, r, total, meter=to_node))
+                cpu["push"].append(to_node.last)
+                runs["fetch"].append(fetch_round(c, r, total, meter=to_node))
+                cpu["fetch"].append(to_node.last)
                 c.delete_shuffle(APP, r)
                 print(f"round {r + 1}: raw {runs['raw'][-1]:.2f}  raw_distinct {runs['raw_distinct'][-1]:.2f}  "
                       f"push {runs['push'][-1]:.2f}  fetch {runs['fetch'][-1]:.2f} GB/s", flush=True)
@@ -203,6 +257,11 @@ def main(argv: list[str] | None = None) -> dict:
             os.unlink(pool)
 
     med = {k: statistics.median(v) for k, v in runs.items()}
+    mine = {k: statistics.median(x[0] for x in v) for k, v in cpu.items()}
+    peer = {k: statistics.median(x[1] for x in v) for k, v in cpu.items()}
+    cpu_per_gb = {"raw": {"sender": round(mine["raw"], 3), "receiver": round(peer["raw"], 3)},
+                  "push": {"client": round(mine["push"], 3), "node": round(peer["push"], 3)},
+                  "fetch": {"node": round(peer["fetch"], 3), "client": round(mine["fetch"], 3)}}
     result = {
         "push_gbps": round(med["push"], 3),
         "fetch_gbps": round(med["fetch"], 3),
@@ -216,6 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         "get4k_ops_16": round(get16),
         "redis_get4k_ops_16": round(redis16) if redis16 else None,
         "redis_ratio": round(get16 / redis16, 3) if redis16 else None,
+        "cpu_s_per_gb": cpu_per_gb,
         "mib_per_round": args.mib,
         "rounds": args.rounds,
     }
@@ -223,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"push {result['push_ratio_distinct']:.2f}, fetch {result['fetch_ratio_distinct']:.2f} of it)")
     print(f"push 4 MiB   {result['push_gbps']:6.2f} GB/s  ratio {result['push_ratio']:.2f} (target >= 0.85)")
     print(f"fetch        {result['fetch_gbps']:6.2f} GB/s  ratio {result['fetch_ratio']:.2f} (target >= 0.90)")
+    print("CPU s per GB  " + "  ".join(f"{k}: " + ", ".join(f"{side} {v:.3f}" for side, v in sides.items())
+                                       for k, sides in cpu_per_gb.items()))
     print(f"GET 4 KiB    {get1:8.0f} ops/s (1 conn)  {get16:8.0f} ops/s (16 conns)")
     if redis16:
         print(f"Redis GET    {redis16:8.0f} ops/s (16 conns)  ratio {result['redis_ratio']:.2f} (target >= 0.5)")
