@@ -140,36 +140,39 @@ cdef extern from *:
     unsigned long long XXH3_64bits_dispatch(const void* data, size_t length) noexcept nogil
 
 
-def xxh3(data) -> int:
-    """XXH3-64 (seed 0) of any C-contiguous buffer: the checksum of a segment's payload (PROTOCOL.md)."""
+cdef enum:
+    GIL_FREE_HASH = 65536  # buffers from this size on are hashed without the GIL
+
+
+cdef inline unsigned long long _digest(const void* p, size_t n, bint xxh3,
+                                       unsigned long long seed) noexcept nogil:
+    return XXH3_64bits_dispatch(p, n) if xxh3 else XXH64(p, n, seed)
+
+
+cdef unsigned long long _hash(data, bint xxh3, unsigned long long seed) except? 0:
+    """XXH3-64 (seed 0) or XXH64 (seed) of any C-contiguous buffer; large ones hashed with the GIL released."""
     cdef Py_buffer view
     cdef unsigned long long h
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        if view.len >= 65536:
+        if view.len >= GIL_FREE_HASH:
             with nogil:
-                h = XXH3_64bits_dispatch(view.buf, <size_t>view.len)
+                h = _digest(view.buf, <size_t>view.len, xxh3, seed)
         else:
-            h = XXH3_64bits_dispatch(view.buf, <size_t>view.len)
+            h = _digest(view.buf, <size_t>view.len, xxh3, seed)
     finally:
         PyBuffer_Release(&view)
     return h
+
+
+def xxh3(data) -> int:
+    """XXH3-64 (seed 0) of any C-contiguous buffer: the checksum of a segment's payload (PROTOCOL.md)."""
+    return _hash(data, True, 0)
 
 
 def xxh64(data, unsigned long long seed=0) -> int:
     """XXH64 of any C-contiguous buffer (placement tokens and keys, PROTOCOL.md 'Placement')."""
-    cdef Py_buffer view
-    cdef unsigned long long h
-    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-    try:
-        if view.len >= 65536:
-            with nogil:
-                h = XXH64(view.buf, <size_t>view.len, seed)
-        else:
-            h = XXH64(view.buf, <size_t>view.len, seed)
-    finally:
-        PyBuffer_Release(&view)
-    return h
+    return _hash(data, False, seed)
 
 
 # C copies of rpmp.protocol's numbers (protocol.py is the source; a test checks they agree).
