@@ -122,9 +122,10 @@ class Membership:
         if task is None:
             return
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=max(self.interval, 1.0) * 3)
+        grace = max(self.interval, 1.0) * 3
+        done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
-            log.warning("heartbeat loop did not stop within %.1f s; leaving it", max(self.interval, 1.0) * 3)
+            log.warning("heartbeat loop did not stop within %.1f s; leaving it", grace)
         elif not task.cancelled() and task.exception() is not None:
             log.warning("heartbeat loop had failed: %r", task.exception())
 
