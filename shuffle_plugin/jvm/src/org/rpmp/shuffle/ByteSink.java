@@ -1,63 +1,77 @@
 package org.rpmp.shuffle;
 
+import java.io.IOException;
 import java.io.OutputStream;
-import java.util.Arrays;
+import java.nio.ByteBuffer;
 
 /**
- * A growable byte buffer that hands its array over when the segment is complete, so pushing it copies
- * nothing and the pusher can keep it until the node acknowledged it. After detach it holds no array
- * until reset gives it one (a recycled array of an acknowledged segment).
+ * One segment being written: a growable buffer from SegmentMemory that is handed over whole when the
+ * segment is complete, so pushing it copies nothing and the pusher keeps it until the node acknowledged
+ * it. Growing takes the next size class and gives the old buffer back. After detach it holds no buffer
+ * until reset gives it one.
  */
 final class ByteSink extends OutputStream {
-    private byte[] buf;
-    private int size;
+    private final SegmentMemory memory;
+    private ByteBuffer buf;   // bytes written are [0, position)
 
-    ByteSink(byte[] buf) {
+    ByteSink(SegmentMemory memory, ByteBuffer buf) {
+        this.memory = memory;
         this.buf = buf;
     }
 
-    private void ensure(int extra) {
-        long need = (long) size + extra;
-        if (need > buf.length) {
-            if (need > Integer.MAX_VALUE - 16) throw new OutOfMemoryError("segment buffer above 2 GiB");
-            buf = Arrays.copyOf(buf, (int) Math.min(Integer.MAX_VALUE - 16, Math.max(need, (long) buf.length * 2)));
+    private void ensure(int extra) throws IOException {
+        long need = (long) buf.position() + extra;
+        if (need <= buf.capacity()) return;
+        if (need > Protocol.MAX_SEGMENT) {
+            throw new IOException("a segment grew to " + need + " bytes, above the " + Protocol.MAX_SEGMENT
+                + "-byte PUSH limit: a single record is too large");
         }
+        ByteBuffer bigger = memory.acquire((int) Math.min(Protocol.MAX_SEGMENT, Math.max(need, (long) buf.capacity() * 2)));
+        buf.flip();
+        bigger.put(buf);
+        memory.release(buf);
+        buf = bigger;
     }
 
     @Override
-    public void write(int b) {
+    public void write(int b) throws IOException {
         ensure(1);
-        buf[size++] = (byte) b;
+        buf.put((byte) b);
     }
 
     @Override
-    public void write(byte[] b, int off, int len) {
+    public void write(byte[] b, int off, int len) throws IOException {
         ensure(len);
-        System.arraycopy(b, off, buf, size, len);
-        size += len;
+        buf.put(b, off, len);
     }
 
     /** Closing the serializer stream on top must not lose the bytes: close() keeps them. */
     @Override
     public void close() {}
 
-    byte[] array() { return buf; }
+    boolean hasBuffer() { return buf != null; }
 
-    int size() { return size; }
+    int size() { return buf.position(); }
 
-    int capacity() { return buf.length; }
+    int capacity() { return buf.capacity(); }
 
-    /** Hands the bytes over: the caller owns the array now; reset must come before the next write. */
-    byte[] detach() {
-        byte[] out = buf;
+    /** Hands the bytes over as [0, limit): the caller owns the buffer now; reset must come before the next write. */
+    ByteBuffer detach() {
+        ByteBuffer out = buf;
+        out.flip();
         buf = null;
-        size = 0;
         return out;
     }
 
-    /** Starts a new segment in buf (its old contents are overwritten). */
-    void reset(byte[] buf) {
+    /** Starts a new segment in buf (cleared; its old contents are overwritten). */
+    void reset(ByteBuffer buf) {
+        buf.clear();
         this.buf = buf;
-        size = 0;
+    }
+
+    /** Gives the buffer back unsent (task failed). */
+    void discard() {
+        memory.release(buf);
+        buf = null;
     }
 }

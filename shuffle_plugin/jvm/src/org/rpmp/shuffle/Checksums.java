@@ -15,4 +15,20 @@ public final class Checksums {
     public static long xxh3(byte[] buf, int off, int len) {
         return HASH.hashBytes(buf, off, len);
     }
+
+    /**
+     * Of buf's [off, off+len), direct or heap, without moving its position. A direct buffer is hashed at its
+     * address (OpenHFT's own ByteBuffer path needs sun.nio.ch exported to the unnamed module).
+     */
+    public static long xxh3(java.nio.ByteBuffer buf, int off, int len) {
+        if (off < 0 || len < 0 || off + len > buf.limit()) {
+            throw new IndexOutOfBoundsException("[" + off + ", " + off + "+" + len + ") of a buffer limited at " + buf.limit());
+        }
+        if (buf.isDirect()) {
+            long sum = HASH.hashMemory(org.apache.spark.unsafe.Platform.getDirectBufferAddress(buf) + off, len);
+            java.lang.ref.Reference.reachabilityFence(buf);   // its memory must outlive the hash
+            return sum;
+        }
+        return HASH.hashBytes(buf.array(), buf.arrayOffset() + off, len);
+    }
 }

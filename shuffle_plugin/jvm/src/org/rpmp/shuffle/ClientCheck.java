@@ -62,9 +62,89 @@ public final class ClientCheck {
     public static void main(String[] args) throws Exception {
         ClientCheck cc = new ClientCheck();
         if (args.length >= 2) cc.liveNode(args[0], Integer.parseInt(args[1]));
+        cc.segmentBuffers();
         cc.fakeNodes();
         System.out.println("ClientCheck: " + cc.passed + " passed, " + cc.failures.size() + " failed");
         System.exit(cc.failures.isEmpty() ? 0 : 1);
+    }
+
+    // ---- segment buffers (no node) ---------------------------------------------------------------------
+
+    private void segmentBuffers() {
+        check("SegmentMemory: power-of-two classes from 32 KiB, reuse of the last released", () -> {
+            SegmentMemory m = new SegmentMemory(true, 1 << 20);
+            expect(SegmentMemory.capacityFor(1) == 32 << 10, "1 byte -> 32 KiB");
+            expect(SegmentMemory.capacityFor((32 << 10) + 1) == 64 << 10, "32 KiB + 1 -> 64 KiB");
+            expect(SegmentMemory.capacityFor(Protocol.MAX_SEGMENT) == Protocol.MAX_SEGMENT, "the limit is a class");
+            ByteBuffer a = m.acquire(0);
+            expect(a.isDirect() && a.capacity() == 32 << 10 && a.position() == 0, "a cleared direct 32 KiB buffer");
+            ByteBuffer b = m.acquire(100_000);
+            expect(b.capacity() == 128 << 10, "100000 -> 128 KiB, got " + b.capacity());
+            a.put((byte) 1);
+            m.release(a);
+            ByteBuffer again = m.acquire(10);
+            expect(again == a && again.position() == 0, "the released buffer comes back cleared");
+            expect(m.allocations() == 2, "2 allocations, got " + m.allocations());
+            m.release(again);
+            m.release(b);
+            expect(m.retainedBytes() == (160 << 10), "both kept: " + m.retainedBytes());
+            m.close();
+            expect(m.retainedBytes() == 0 && m.allocatedBytes() == 0, "close frees all");
+            expectThrows(IllegalArgumentException.class, () -> m.acquire(Protocol.MAX_SEGMENT + 1));
+        });
+        check("SegmentMemory frees what it may not keep", () -> {
+            SegmentMemory m = new SegmentMemory(true, 64 << 10);
+            ByteBuffer a = m.acquire(0);
+            ByteBuffer b = m.acquire(0);
+            ByteBuffer c = m.acquire(0);
+            m.release(a);
+            m.release(b);
+            m.release(c);   // over the 64 KiB it keeps
+            expect(m.retainedBytes() == 64 << 10 && m.allocatedBytes() == 64 << 10, "2 kept, 1 freed: "
+                + m.retainedBytes() + "/" + m.allocatedBytes());
+            SegmentMemory heap = new SegmentMemory(false, 0);
+            expect(!heap.acquire(0).isDirect(), "push.offHeap=false gives heap buffers");
+        });
+        check("ByteSink grows through the classes and keeps every byte", () -> {
+            SegmentMemory m = new SegmentMemory(true, 16 << 20);
+            ByteSink sink = new ByteSink(m, m.acquire(0));
+            Random r = new Random(7);
+            java.io.ByteArrayOutputStream want = new java.io.ByteArrayOutputStream();
+            while (want.size() < 3_000_000) {
+                byte[] chunk = payload(r, r.nextInt(40_000));
+                sink.write(chunk, 0, chunk.length);
+                want.write(chunk, 0, chunk.length);
+                sink.write(chunk.length & 0xFF);
+                want.write(chunk.length & 0xFF);
+            }
+            expect(sink.capacity() == 4 << 20, "grown to 4 MiB, got " + sink.capacity());
+            ByteBuffer seg = sink.detach();
+            byte[] got = new byte[seg.remaining()];
+            seg.duplicate().get(got);
+            expect(java.util.Arrays.equals(got, want.toByteArray()), "bytes differ after growth");
+            expect(m.allocatedBytes() - m.retainedBytes() == 4 << 20, "only the segment's buffer is in use, the "
+                + "outgrown ones went back: " + m.allocatedBytes() + " - " + m.retainedBytes());
+            sink.reset(m.acquire(0));
+            expect(sink.size() == 0, "reset starts empty");
+            sink.discard();
+            m.release(seg);
+            expect(m.allocatedBytes() == m.retainedBytes(), "nothing in use");
+            ByteSink huge = new ByteSink(m, m.acquire(0));
+            IOException e = expectThrows(IOException.class, () -> huge.write(new byte[Protocol.MAX_SEGMENT + 1], 0,
+                Protocol.MAX_SEGMENT + 1));
+            expect(e.getMessage().contains("a single record is too large"), e.getMessage());
+        });
+    }
+
+    @SuppressWarnings("unchecked")
+    private static <T extends Throwable> T expectThrows(Class<T> type, Check c) throws Exception {
+        try {
+            c.run();
+        } catch (Throwable t) {
+            if (type.isInstance(t)) return (T) t;
+            throw new AssertionError("expected " + type.getSimpleName() + ", got " + t, t);
+        }
+        throw new AssertionError("expected " + type.getSimpleName());
     }
 
     // ---- a real node --------------------------------------------------------------------------------------
@@ -175,13 +255,23 @@ public final class ClientCheck {
                     == Protocol.NOT_FOUND, "NOT_FOUND");
                 c.ping();
             });
-            check("8 x 6 MiB segments round-trip through multi-frame FETCH", () -> {
+            check("8 x 6 MiB segments (half from direct buffers) round-trip through multi-frame FETCH", () -> {
                 c.registerShuffle(app, 2, 1, 1);
                 Map<String, byte[]> big = new HashMap<>();
                 for (int seq = 0; seq < 8; seq++) {
                     byte[] p = payload(rnd, 6 << 20);
                     big.put("7/" + seq, p);
-                    c.push(app, 2, 0, 0, 7, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
+                    if (seq % 2 == 0) {
+                        c.push(app, 2, 0, 0, 7, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
+                    } else {
+                        // As the writer sends: a direct buffer, [0, limit) of a larger capacity, hashed in place.
+                        ByteBuffer d = ByteBuffer.allocateDirect(8 << 20);
+                        d.put(p).flip();
+                        long sum = Checksums.xxh3(d, 0, d.limit());
+                        expect(sum == Checksums.xxh3(p, 0, p.length), "XXH3 of a direct buffer = of the array");
+                        c.push(app, 2, 0, 0, 7, seq, sum, d.duplicate());
+                        expect(d.position() == 0 && d.limit() == p.length, "the caller's buffer is untouched");
+                    }
                 }
                 c.awaitPushes();
                 verifyCommitted(fetchAll(c, app, 2, 0, 0, Protocol.END_MAP_ALL, new long[] {7}), big, Map.of(7L, 0));

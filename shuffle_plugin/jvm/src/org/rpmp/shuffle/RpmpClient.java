@@ -219,6 +219,16 @@ public final class RpmpClient implements Closeable {
      */
     public void push(String app, int shuffle, int partition, int mapIndex, long attempt, int seq, long checksum,
                      byte[] payload, int off, int len) throws IOException {
+        push(app, shuffle, partition, mapIndex, attempt, seq, checksum, ByteBuffer.wrap(payload, off, len));
+    }
+
+    /**
+     * PUSH of payload's [position, limit), which this consumes. A direct buffer goes to the socket as it is
+     * (no copy in the JVM); the buffer may be reused once this returns.
+     */
+    public void push(String app, int shuffle, int partition, int mapIndex, long attempt, int seq, long checksum,
+                     ByteBuffer payload) throws IOException {
+        int len = payload.remaining();
         ensureOpen();
         if (activeFetch != null) throw new IllegalStateException("connection is busy with a FETCH stream");
         if (len > Protocol.MAX_SEGMENT || len > maxData) {
@@ -227,7 +237,7 @@ public final class RpmpClient implements Closeable {
         }
         while (pushes.size() >= Math.max(1, options.maxInflight)) awaitOnePush();
         byte[] meta = Requests.push(app, shuffle, partition, mapIndex, attempt, seq, checksum);
-        long id = send(Protocol.OP_PUSH, meta, payload, off, len);
+        long id = send(Protocol.OP_PUSH, meta, payload);
         pushes.add(new PendingPush(id, partition, seq));
     }
 
@@ -408,18 +418,44 @@ public final class RpmpClient implements Closeable {
     }
 
     private long send(int opcode, byte[] meta, byte[] data, int off, int len) throws IOException {
+        return send(opcode, meta, data == null ? null : ByteBuffer.wrap(data, off, len));
+    }
+
+    /** One frame; data's [position, limit) is consumed. Direct data leaves in one gathering write with the header. */
+    private long send(int opcode, byte[] meta, ByteBuffer data) throws IOException {
         long id = nextRequestId++;
+        int len = data == null ? 0 : data.remaining();
         try {
             if (out.remaining() < Protocol.HEADER_SIZE) flushOut();
             FrameHeader.encode(out, opcode, 0, id, meta.length, len);
             writeBytes(meta, 0, meta.length);
-            if (len > 0) writeBytes(data, off, len);
-            flushOut();
+            if (len > 0 && data.isDirect()) {
+                out.flip();
+                ByteBuffer[] parts = {out, data};
+                while (data.hasRemaining()) {
+                    if (channel.write(parts) == 0) waitFor(SelectionKey.OP_WRITE, "sending");
+                }
+                out.clear();
+            } else {
+                if (len > 0) writeBytes(data);
+                flushOut();
+            }
         } catch (IOException | RuntimeException e) {
             broken = true;
             throw e;
         }
         return id;
+    }
+
+    private void writeBytes(ByteBuffer src) throws IOException {
+        while (src.hasRemaining()) {
+            if (!out.hasRemaining()) flushOut();
+            int n = Math.min(src.remaining(), out.remaining());
+            ByteBuffer part = src.duplicate();
+            part.limit(part.position() + n);
+            out.put(part);
+            src.position(src.position() + n);
+        }
     }
 
     private void writeBytes(byte[] src, int off, int len) throws IOException {

@@ -15,6 +15,7 @@ public final class RpmpConf implements Serializable {
     public static final String REPLICAS = "spark.rpmp.replicas";
     public static final String PUSH_SIZE = "spark.rpmp.push.size";
     public static final String PUSH_MEMORY = "spark.rpmp.push.memory";
+    public static final String PUSH_OFF_HEAP = "spark.rpmp.push.offHeap";
     public static final String PUSH_INFLIGHT = "spark.rpmp.push.inflight";
     public static final String PUSH_RETRIES = "spark.rpmp.push.retries";
     public static final String PUSH_RETRY_WAIT = "spark.rpmp.push.retryWait";
@@ -43,6 +44,7 @@ public final class RpmpConf implements Serializable {
     public final int replicas;
     public final int pushSize;
     public final long pushMemory;
+    public final boolean pushOffHeap;
     public final int pushInflight;
     public final int pushRetries;
     public final long pushRetryWaitMs;
@@ -59,6 +61,7 @@ public final class RpmpConf implements Serializable {
         // A segment must fit one PUSH (64 MiB) with room for the record that overflows the threshold.
         this.pushSize = (int) Math.max(1024, Math.min(size, Protocol.MAX_SEGMENT / 2));
         this.pushMemory = Math.max(pushSize, conf.getSizeAsBytes(PUSH_MEMORY, "64m"));
+        this.pushOffHeap = conf.getBoolean(PUSH_OFF_HEAP, true);
         this.pushInflight = Math.max(1, conf.getInt(PUSH_INFLIGHT, 4));
         this.pushRetries = Math.max(0, conf.getInt(PUSH_RETRIES, 3));
         this.pushRetryWaitMs = Math.max(0, conf.getTimeAsMs(PUSH_RETRY_WAIT, "500ms"));

@@ -51,6 +51,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     private final ConnectionPool pool;
     /** Readers' background fetch threads (daemons, created on demand, idle ones expire). */
     private final ExecutorService fetchThreads;
+    /** Map tasks' segment buffers (off-heap unless spark.rpmp.push.offHeap=false), reused across tasks. */
+    private final SegmentMemory segmentMemory;
     /** Pool files of nodes on this host, read one-sided (null when spark.rpmp.fetch.local is off). */
     private final LocalPools localPools;
     /** Driver: shuffles registered and not yet removed -> RPMP application name. */
@@ -64,6 +66,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
         this.pool = new ConnectionPool(conf.clientOptions(isDriver ? "rpmp-spark-driver"
             : "rpmp-spark-executor-" + sparkConf.get("spark.executor.id", "?")));
         this.localPools = conf.fetchLocal ? new LocalPools() : null;
+        this.segmentMemory = new SegmentMemory(conf.pushOffHeap, 2 * conf.pushMemory);
         AtomicInteger threadCount = new AtomicInteger();
         this.fetchThreads = Executors.newCachedThreadPool(r -> {
             Thread t = new Thread(r, "rpmp-fetch-" + threadCount.incrementAndGet());
@@ -92,6 +95,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     ExecutorService fetchThreads() { return fetchThreads; }
 
     LocalPools localPools() { return localPools; }
+
+    SegmentMemory segmentMemory() { return segmentMemory; }
 
     /** Where MapStatus says a map output of this shuffle lives (see the class comment). */
     BlockManagerId mapStatusLocation(int shuffleId) {
@@ -228,6 +233,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
         } finally {
             fetchThreads.shutdownNow();
             if (localPools != null) localPools.close();
+            segmentMemory.close();
             pool.close();
             super.stop();
         }

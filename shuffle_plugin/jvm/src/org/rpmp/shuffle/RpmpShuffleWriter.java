@@ -59,8 +59,8 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
     @Override
     public void write(Iterator<Product2<K, V>> records) throws IOException {
         buffers = new SegmentBuffers(handle.numPartitions(), dep.serializer().newInstance(),
-            SparkEnv.get().serializerManager(), pusher, handle.shuffleId(), mapId, manager.conf().pushSize,
-            manager.conf().pushMemory);
+            SparkEnv.get().serializerManager(), pusher, manager.segmentMemory(), handle.shuffleId(), mapId,
+            manager.conf().pushSize, manager.conf().pushMemory);
         long recordsWritten = 0;
         if (dep.mapSideCombine()) {
             recordsWritten = writeCombined(records);

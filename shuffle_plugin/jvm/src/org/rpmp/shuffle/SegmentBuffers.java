@@ -2,7 +2,7 @@ package org.rpmp.shuffle;
 
 import java.io.IOException;
 import java.io.OutputStream;
-import java.util.ArrayDeque;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 
@@ -26,13 +26,12 @@ import scala.reflect.ClassTag$;
  * serializer buffers (tens of KiB, like one of Spark's BypassMergeSortShuffleWriter files), which are not
  * counted: counting them would make a task with many partitions push one-record segments.
  *
- * <p>The arrays of acknowledged segments come back from the pusher and start later segments, most recent
- * first (still in cache): a map task allocates its segment buffers about once instead of once per segment
- * plus every doubling on the way (which had been most of the map stage's extra GC). At most half of
- * push.memory is kept spare.
+ * <p>Buffers come from the executor's SegmentMemory (off the heap) and go back to it when the node
+ * acknowledged their segment. A partition's next segment starts in a buffer of the size its last one
+ * needed, so a segment is copied into a bigger buffer at most once or twice instead of at every doubling
+ * from 32 KiB.
  */
 final class SegmentBuffers {
-    private static final int INITIAL_CAPACITY = 32 << 10;
     private static final ClassTag<Object> ANY = ClassTag$.MODULE$.Any();
 
     private final SerializerInstance serializer;
@@ -43,19 +42,22 @@ final class SegmentBuffers {
     private final int pushSize;
     private final long pushMemory;
     private final int maxSegment;
+    private final SegmentMemory memory;
     private final ByteSink[] sinks;
+    /** Per partition, the buffer size its last segment needed (0: none yet). */
+    private final int[] lastCapacity;
     private final SerializationStream[] streams;
     private final long[] lengths;
-    private final ArrayDeque<byte[]> spare = new ArrayDeque<>();
-    private long spareBytes;
     private int openStreams;
     private long bufferedBytes;
 
     SegmentBuffers(int numPartitions, SerializerInstance serializer, SerializerManager serializerManager,
-                   SegmentPusher pusher, int shuffleId, long mapId, int pushSize, long pushMemory) {
+                   SegmentPusher pusher, SegmentMemory memory, int shuffleId, long mapId, int pushSize,
+                   long pushMemory) {
         this.serializer = serializer;
         this.serializerManager = serializerManager;
         this.pusher = pusher;
+        this.memory = memory;
         this.shuffleId = shuffleId;
         this.mapId = mapId;
         this.pushSize = pushSize;
@@ -64,22 +66,13 @@ final class SegmentBuffers {
         this.sinks = new ByteSink[numPartitions];
         this.streams = new SerializationStream[numPartitions];
         this.lengths = new long[numPartitions];
-        pusher.onAcknowledged(this::recycle);
+        this.lastCapacity = new int[numPartitions];
+        pusher.onAcknowledged(memory::release);
     }
 
-    private void recycle(byte[] buf) {
-        if (buf.length >= INITIAL_CAPACITY && spareBytes + buf.length <= pushMemory / 2) {
-            spare.push(buf);
-            spareBytes += buf.length;
-        }
-    }
-
-    /** A buffer for a new segment: the most recently acknowledged spare one, else a small new one. */
-    private byte[] fresh() {
-        byte[] buf = spare.poll();
-        if (buf == null) return new byte[INITIAL_CAPACITY];
-        spareBytes -= buf.length;
-        return buf;
+    /** A buffer for the partition's next segment, as large as its last segment needed. */
+    private ByteBuffer fresh(int partition) {
+        return memory.acquire(lastCapacity[partition]);
     }
 
     void write(int partition, Object key, Object value) throws IOException {
@@ -103,10 +96,10 @@ final class SegmentBuffers {
     private SerializationStream open(int partition) {
         ByteSink sink = sinks[partition];
         if (sink == null) {
-            sink = new ByteSink(fresh());
+            sink = new ByteSink(memory, fresh(partition));
             sinks[partition] = sink;
-        } else if (sink.array() == null) {
-            sink.reset(fresh());
+        } else if (!sink.hasBuffer()) {
+            sink.reset(fresh(partition));
         }
         OutputStream wrapped = serializerManager.wrapStream(new ShuffleBlockId(shuffleId, mapId, partition), sink);
         SerializationStream s = serializer.serializeStream(wrapped);
@@ -131,12 +124,13 @@ final class SegmentBuffers {
                 + len + " bytes, above the " + maxSegment + "-byte PUSH limit: a single record is too large");
         }
         bufferedBytes -= len;
-        byte[] bytes = sink.detach();  // the next segment of this partition starts with a spare array
+        lastCapacity[partition] = SegmentMemory.capacityFor(Math.max(1, len));
+        ByteBuffer bytes = sink.detach();   // [0, len); the pusher gives it back to memory once acknowledged
         if (len > 0) {
-            pusher.push(partition, bytes, len);
+            pusher.push(partition, bytes);
             lengths[partition] += len;
         } else {
-            recycle(bytes);
+            memory.release(bytes);
         }
     }
 
@@ -162,15 +156,14 @@ final class SegmentBuffers {
     /** Payload bytes pushed per partition: the MapStatus sizes (what a reader will fetch). */
     long[] partitionLengths() { return lengths; }
 
-    /** Drops everything unsent (task failed). */
+    /** Drops everything unsent (task failed) and gives the buffers back. */
     void discard() {
         for (int p = 0; p < streams.length; p++) {
             streams[p] = null;
+            if (sinks[p] != null && sinks[p].hasBuffer()) sinks[p].discard();
             sinks[p] = null;
         }
         openStreams = 0;
         bufferedBytes = 0;
-        spare.clear();
-        spareBytes = 0;
     }
 }

@@ -1,6 +1,7 @@
 package org.rpmp.shuffle;
 
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -34,15 +35,13 @@ final class SegmentPusher {
         final int partition;
         final int seq;
         final long checksum;
-        final byte[] buf;
-        final int len;
+        final ByteBuffer buf;   // the segment is [0, limit)
 
-        Unacked(int partition, int seq, long checksum, byte[] buf, int len) {
+        Unacked(int partition, int seq, long checksum, ByteBuffer buf) {
             this.partition = partition;
             this.seq = seq;
             this.checksum = checksum;
             this.buf = buf;
-            this.len = len;
         }
     }
 
@@ -60,8 +59,8 @@ final class SegmentPusher {
     private final int[] nextSeq;
     /** node index -> partition -> {segments, bytes}, for MAP_END. */
     private final Map<Integer, Map<Integer, long[]>> sent = new TreeMap<>();
-    /** Gets each segment's array back once the node acknowledged it (the writer reuses it). */
-    private Consumer<byte[]> recycler = buf -> { };
+    /** Gets each segment's buffer back once the node acknowledged it (or the task gave up on it). */
+    private Consumer<ByteBuffer> recycler = buf -> { };
     private long pushNanos;
     private long bytesPushed;
     private long segments;
@@ -87,18 +86,19 @@ final class SegmentPusher {
         this.nextSeq = new int[n];
     }
 
-    void onAcknowledged(Consumer<byte[]> recycler) {
+    void onAcknowledged(Consumer<ByteBuffer> recycler) {
         this.recycler = recycler;
     }
 
     /**
-     * Sends one segment; returns once it is on the wire (acks are collected as the pipeline fills).
-     * The pusher keeps buf until the node acknowledged it: the caller must not reuse it.
+     * Sends one segment, buf's [0, limit); returns once it is on the wire (acks are collected as the
+     * pipeline fills). The pusher owns buf from now on and hands it to the recycler once acknowledged.
      */
-    void push(int partition, byte[] buf, int len) throws IOException {
+    void push(int partition, ByteBuffer buf) throws IOException {
         long start = System.nanoTime();
+        int len = buf.limit();
         int node = nodeFor(partition);
-        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh3(buf, 0, len), buf, len);
+        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh3(buf, 0, len), buf);
         unacked.get(node).addLast(u);
         // A retry round re-pushes every unacknowledged segment, this one included.
         withRetries(node, (c, again) -> {
@@ -117,7 +117,7 @@ final class SegmentPusher {
     }
 
     private void send(RpmpClient c, int node, Unacked u) throws IOException {
-        c.push(handle.app(), handle.shuffleId(), u.partition, mapIndex, attempt, u.seq, u.checksum, u.buf, 0, u.len);
+        c.push(handle.app(), handle.shuffleId(), u.partition, mapIndex, attempt, u.seq, u.checksum, u.buf.duplicate());
         forgetAcked(c, node);
     }
 
@@ -253,12 +253,16 @@ final class SegmentPusher {
         }
     }
 
-    /** Drops every connection (a failed or killed task: unread acks may be on the way). */
+    /**
+     * Drops every connection (a failed or killed task: unread acks may be on the way) and gives the
+     * unacknowledged buffers back: what was written to a socket is in the kernel's hands already.
+     */
     void abort() {
         for (int i = 0; i < clients.length; i++) {
             pool.discard(clients[i]);
             clients[i] = null;
-            unacked.get(i).clear();
+            ArrayDeque<Unacked> q = unacked.get(i);
+            while (!q.isEmpty()) recycler.accept(q.pollFirst().buf);
         }
     }
 
