@@ -74,11 +74,13 @@ SHUFFLE_KEYS = (
     "spark.sql.adaptive.advisoryPartitionSizeInBytes", "spark.sql.files.maxPartitionBytes",
     "spark.sql.files.openCostInBytes", "spark.executor.memory", "spark.memory.fraction",
     "spark.rpmp.nodes", "spark.rpmp.replicas", "spark.rpmp.push.size", "spark.rpmp.push.memory",
-    "spark.rpmp.push.inflight", "spark.rpmp.fetch.buffer", "spark.rpmp.fetch.local", "spark.rpmp.fetch.timeout",
+    "spark.rpmp.push.offHeap", "spark.rpmp.push.inflight", "spark.rpmp.fetch.buffer", "spark.rpmp.fetch.local",
+    "spark.rpmp.fetch.timeout",
 )
 # The plugin's defaults (RpmpConf.java, spark-conf/spark-defaults.conf), shown when a session leaves them unset.
 RPMP_DEFAULTS = {"spark.rpmp.replicas": "1", "spark.rpmp.push.size": "4m", "spark.rpmp.push.memory": "64m",
-                 "spark.rpmp.push.inflight": "4", "spark.rpmp.fetch.buffer": "48m", "spark.rpmp.fetch.local": "true",
+                 "spark.rpmp.push.offHeap": "true", "spark.rpmp.push.inflight": "4", "spark.rpmp.fetch.buffer": "48m",
+                 "spark.rpmp.fetch.local": "true",
                  "spark.rpmp.fetch.timeout": "120s"}
 
 
