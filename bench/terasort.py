@@ -554,6 +554,7 @@ class Settings:
     shuffles: list[str]
     repeat: int
     warmup: int
+    warmup_sessions: int
     sink: str
     kill_executor: bool
     validate: str
@@ -805,6 +806,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=2,
                    help="timed runs per shuffle, each in a fresh SparkSession (use 3+ for figures)")
     p.add_argument("--warmup", type=int, default=0, help="untimed runs before each timed one, same session (JIT)")
+    p.add_argument("--warmup-sessions", type=int, default=1,
+                   help="untimed sessions per shuffle before the first timed one, each sorting the whole input "
+                        "once: the first session of an invocation ran slowest (cold driver JVM, first use of the "
+                        "node's pool pages)")
     p.add_argument("--master", default="local-cluster[2,1,4096]")
     p.add_argument("--executor-memory", help="spark.executor.memory (default: the local-cluster worker memory, "
                                              "else 2g)")
@@ -832,8 +837,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--log-level", default="ERROR", help="Spark's log level")
     p.add_argument("--ui", action="store_true", help="keep Spark's web UI on")
     args = p.parse_args(argv)
-    if args.repeat < 1 or args.warmup < 0:
-        p.error("--repeat must be >= 1 and --warmup >= 0")
+    if args.repeat < 1 or args.warmup < 0 or args.warmup_sessions < 0:
+        p.error("--repeat must be >= 1, --warmup and --warmup-sessions >= 0")
     args.rows = args.rows if args.rows is not None else parse_size(args.size) // ROW_BYTES
     if args.rows < 1:
         p.error("at least one row")
@@ -854,7 +859,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         rows=args.rows, maps=args.maps or max(2, math.ceil(data / (128 << 20))), partitions=args.partitions,
         seed=args.seed, master=args.master, executor_memory=args.executor_memory or (f"{lc.group(1)}m" if lc else "2g"),
         shuffles=["rpmp", "sort"] if args.shuffle == "both" else [args.shuffle], repeat=args.repeat,
-        warmup=args.warmup, sink=args.sink, kill_executor=args.kill_executor, validate=args.validate,
+        warmup=args.warmup, warmup_sessions=args.warmup_sessions,
+        sink=args.sink, kill_executor=args.kill_executor, validate=args.validate,
         nodes=args.nodes, pool_size=args.pool_size or f"{max(1 << 30, 3 * data) >> 20}m", replicas=args.replicas,
         log_level=args.log_level, ui=args.ui, extra_conf=dict(kv.split("=", 1) for kv in args.conf),
         data_dir=args.data_dir)
@@ -892,7 +898,8 @@ def print_settings(console, settings: Settings, argv: list[str], host: dict[str,
         "reduce partitions": f"spark.sql.shuffle.partitions={settings.partitions} (adaptive coalescing may merge)",
         "master": f"{settings.master}, spark.executor.memory={settings.executor_memory}",
         "shuffles, order": " -> ".join(settings.shuffles) + " (each round reversing the last one's order, "
-                           f"{settings.repeat} timed run(s) each, {settings.warmup} warm-up)",
+                           f"{settings.repeat} timed run(s) each, after {settings.warmup_sessions} untimed session(s) "
+                           f"each; {settings.warmup} warm-up run(s) per session)",
         "sink": settings.sink + (", kill one executor after the map stage" if settings.kill_executor else ""),
         "RPMP": (f"nodes {settings.nodes}" if settings.nodes else f"embedded node, pool {settings.pool_size} on "
                  "/dev/shm") + f", replicas {settings.replicas}",
@@ -907,6 +914,14 @@ def print_settings(console, settings: Settings, argv: list[str], host: dict[str,
     console.print(t)
     console.print("[dim]effective shuffle settings of each session are printed when it starts and kept in the "
                   "JSON ('settings_effective')[/dim]")
+
+
+def session_plan(settings: Settings) -> list[tuple[str, int]]:
+    """The sessions in order as (shuffle, round): first the untimed warm-up sessions (round -1), one set per
+    --warmup-sessions, then the timed rounds, each round reversing the last one's order."""
+    plan = [(sh, -1) for _ in range(settings.warmup_sessions) for sh in settings.shuffles]
+    plan += [(sh, rep) for rep in range(settings.repeat) for sh in round_order(settings.shuffles, rep)]
+    return plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -946,49 +961,57 @@ def main(argv: list[str] | None = None) -> int:
             inp = ensure_input(settings, data_dir, phases, console)
             expected = {"count": int(inp["count"]), "checksum": int(inp["checksum"])}
             executors = local_cluster_executors(settings.master)
-            for rep in range(settings.repeat):
-                for sh in round_order(settings.shuffles, rep):
-                    label = f"{sh} {rep + 1}/{settings.repeat}"
-                    with spark_session(settings, sh, settings.master, nodes, f"terasort-{sh}-{rep + 1}") as spark:
-                        sc = spark.sparkContext
-                        phases.sc = sc
-                        spark.conf.set("spark.sql.files.maxPartitionBytes", str(inp["max_file_bytes"] + 1))
-                        spark.conf.set("spark.sql.files.openCostInBytes", str(inp["max_file_bytes"] + 1))
-                        if executors:
-                            wait_for(lambda sc=sc: len(executor_ids(sc)) >= executors, 180, "the executors")
-                        if sh not in effective:
-                            effective[sh] = effective_settings(spark)
-                            progress.console.print(f"[dim]{sh}: " + ", ".join(
-                                f"{k}={v}" for k, v in effective[sh].items()) + "[/dim]")
-                        # Untimed: the first tasks of fresh executors load classes and compile code for
-                        # seconds; scanning the input here keeps that out of the timed sort (and checks it).
-                        with phases.phase(f"warm-up scan {label}"):
-                            scan = summarize(spark.read.parquet(inp["path"]))
-                        if scan != expected:
-                            raise RuntimeError(f"the input changed: {scan} != {expected}")
-                        for w in range(settings.warmup):
-                            terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink, kill=False,
-                                         validate=False, expected=None, nodes=None, phases=phases,
-                                         label=f"{label} warm-up {w + 1}")
-                            cleanup_shuffles(sc)
-                        validate = settings.validate == "all" or (settings.validate == "first" and rep == 0)
-                        run = terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink,
-                                           kill=settings.kill_executor, validate=validate, expected=expected,
-                                           nodes=nodes, phases=phases, label=label,
-                                           node_pid=node.proc.pid if node is not None else None)
-                        runs.append(run)
-                        if sh == "rpmp":
-                            final = rpmp_counters(spark)
-                            for k, v in final.items():
-                                final_rpmp[k] = final_rpmp.get(k, 0) + v
-                            last_node_stats = node_stats(nodes)
+            for sh, rep in session_plan(settings):
+                timed = rep >= 0
+                label = f"{sh} {rep + 1}/{settings.repeat}" if timed else f"{sh} warm-up session"
+                app_name = f"terasort-{sh}-{rep + 1}" if timed else f"terasort-{sh}-warmup"
+                with spark_session(settings, sh, settings.master, nodes, app_name) as spark:
+                    sc = spark.sparkContext
+                    phases.sc = sc
+                    spark.conf.set("spark.sql.files.maxPartitionBytes", str(inp["max_file_bytes"] + 1))
+                    spark.conf.set("spark.sql.files.openCostInBytes", str(inp["max_file_bytes"] + 1))
+                    if executors:
+                        wait_for(lambda sc=sc: len(executor_ids(sc)) >= executors, 180, "the executors")
+                    if sh not in effective:
+                        effective[sh] = effective_settings(spark)
+                        progress.console.print(f"[dim]{sh}: " + ", ".join(
+                            f"{k}={v}" for k, v in effective[sh].items()) + "[/dim]")
+                    # Untimed: the first tasks of fresh executors load classes and compile code for
+                    # seconds; scanning the input here keeps that out of the timed sort (and checks it).
+                    with phases.phase(f"warm-up scan {label}"):
+                        scan = summarize(spark.read.parquet(inp["path"]))
+                    if scan != expected:
+                        raise RuntimeError(f"the input changed: {scan} != {expected}")
+                    if not timed:
+                        terasort_run(spark, inp["path"], shuffle=sh, repeat=0, sink=settings.sink, kill=False,
+                                     validate=False, expected=None, nodes=None, phases=phases, label=label)
+                        cleanup_shuffles(sc)
                         phases.sc = None
-                    progress.console.print(
-                        f"{label}: {run.seconds:.2f} s (map {run.map_s:.2f} + reduce {run.reduce_s:.2f}), load "
-                        f"{run.load_avg:.1f}"
-                        + (f", valid={run.validation['valid']}" if run.validation else "")
-                        + (f", killed executor {run.kill['executor']}: {run.map_tasks_recomputed} map task(s) "
-                           "recomputed" if run.kill else ""))
+                        progress.console.print(f"{label}: untimed")
+                        continue
+                    for w in range(settings.warmup):
+                        terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink, kill=False,
+                                     validate=False, expected=None, nodes=None, phases=phases,
+                                     label=f"{label} warm-up {w + 1}")
+                        cleanup_shuffles(sc)
+                    validate = settings.validate == "all" or (settings.validate == "first" and rep == 0)
+                    run = terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink,
+                                       kill=settings.kill_executor, validate=validate, expected=expected,
+                                       nodes=nodes, phases=phases, label=label,
+                                       node_pid=node.proc.pid if node is not None else None)
+                    runs.append(run)
+                    if sh == "rpmp":
+                        final = rpmp_counters(spark)
+                        for k, v in final.items():
+                            final_rpmp[k] = final_rpmp.get(k, 0) + v
+                        last_node_stats = node_stats(nodes)
+                    phases.sc = None
+                progress.console.print(
+                    f"{label}: {run.seconds:.2f} s (map {run.map_s:.2f} + reduce {run.reduce_s:.2f}), load "
+                    f"{run.load_avg:.1f}"
+                    + (f", valid={run.validation['valid']}" if run.validation else "")
+                    + (f", killed executor {run.kill['executor']}: {run.map_tasks_recomputed} map task(s) "
+                       "recomputed" if run.kill else ""))
         summary = summarize_runs(runs, settings.shuffles, settings.rows)
         ratio = None
         if "rpmp" in summary and "sort" in summary and summary["sort"]["median_s"]:

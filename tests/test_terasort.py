@@ -41,6 +41,15 @@ def test_parse_size_is_decimal_like_teragen():
         terasort.parse_size("lots")
 
 
+def test_session_plan_warms_up_both_then_alternates():
+    args = terasort.parse_args(["--repeat", "3"])
+    plan = terasort.session_plan(terasort.settings_from(args))
+    assert plan == [("rpmp", -1), ("sort", -1), ("rpmp", 0), ("sort", 0), ("sort", 1), ("rpmp", 1), ("rpmp", 2),
+                    ("sort", 2)]
+    args = terasort.parse_args(["--shuffle", "sort", "--warmup-sessions", "0"])
+    assert terasort.session_plan(terasort.settings_from(args)) == [("sort", 0), ("sort", 1)]
+
+
 def test_small_terasort_both_shuffles_validates(tmp_path):
     out, png = tmp_path / "ts.json", tmp_path / "ts.png"
     # local[2] keeps start-up short; tests/test_spark_e2e.py covers separate executor JVMs.
@@ -61,6 +70,9 @@ def test_small_terasort_both_shuffles_validates(tmp_path):
         s = res["summary"][shuffle]
         assert s["valid"] is True and s["validated_runs"] == 1 and s["reasons"] == [], s
         assert s["map_tasks_recomputed"] == 0
+    assert len(res["runs"]) == 2, "the untimed warm-up sessions are not runs"
+    assert res["settings"]["warmup_sessions"] == 1
+    assert "rpmp warm-up session: untimed" in proc.stdout and "sort warm-up session: untimed" in proc.stdout
     runs = {r["shuffle"]: r for r in res["runs"]}
     assert set(runs) == {"rpmp", "sort"}
     for r in runs.values():
