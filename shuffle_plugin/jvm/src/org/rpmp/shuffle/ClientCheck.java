@@ -63,6 +63,7 @@ public final class ClientCheck {
         ClientCheck cc = new ClientCheck();
         if (args.length >= 2) cc.liveNode(args[0], Integer.parseInt(args[1]));
         cc.segmentBuffers();
+        cc.segmentBufferBound();
         cc.fakeNodes();
         System.out.println("ClientCheck: " + cc.passed + " passed, " + cc.failures.size() + " failed");
         System.exit(cc.failures.isEmpty() ? 0 : 1);
@@ -133,6 +134,90 @@ public final class ClientCheck {
             IOException e = expectThrows(IOException.class, () -> huge.write(new byte[Protocol.MAX_SEGMENT + 1], 0,
                 Protocol.MAX_SEGMENT + 1));
             expect(e.getMessage().contains("a single record is too large"), e.getMessage());
+        });
+    }
+
+    /** A SegmentOutput that decodes every segment at once, counts its records and hands the buffer back. */
+    private static final class DecodingOutput implements SegmentOutput {
+        final org.apache.spark.serializer.SerializerInstance serializer;
+        final org.apache.spark.serializer.SerializerManager manager;
+        final long[] records;
+        final long[] keySums;
+        long segments;
+        java.util.function.Consumer<ByteBuffer> recycler;
+
+        DecodingOutput(org.apache.spark.serializer.SerializerInstance serializer,
+                       org.apache.spark.serializer.SerializerManager manager, int partitions) {
+            this.serializer = serializer;
+            this.manager = manager;
+            this.records = new long[partitions];
+            this.keySums = new long[partitions];
+        }
+
+        @Override
+        public void onAcknowledged(java.util.function.Consumer<ByteBuffer> recycler) { this.recycler = recycler; }
+
+        @Override
+        public void push(int partition, ByteBuffer segment) throws IOException {
+            byte[] bytes = new byte[segment.limit()];
+            segment.duplicate().get(bytes);
+            java.io.InputStream in = manager.wrapStream(new org.apache.spark.storage.ShuffleBlockId(0, 0, partition),
+                new java.io.ByteArrayInputStream(bytes));
+            scala.collection.Iterator<scala.Tuple2<Object, Object>> it = serializer.deserializeStream(in).asKeyValueIterator();
+            while (it.hasNext()) {
+                scala.Tuple2<Object, Object> kv = it.next();
+                records[partition]++;
+                keySums[partition] += (Integer) kv._1();
+            }
+            segments++;
+            recycler.accept(segment);
+        }
+    }
+
+    private void segmentBufferBound() {
+        check("SegmentBuffers: every record arrives once; open buffers stay within 2 x push.memory", () -> {
+            org.apache.spark.SparkConf conf = new org.apache.spark.SparkConf(false);
+            org.apache.spark.serializer.JavaSerializer js = new org.apache.spark.serializer.JavaSerializer(conf);
+            org.apache.spark.serializer.SerializerManager sm = new org.apache.spark.serializer.SerializerManager(js, conf);
+            int partitions = 200;
+            int pushSize = 512 << 10;
+            long pushMemory = 4 << 20;
+            SegmentMemory m = new SegmentMemory(true, 0);   // keeps nothing: allocatedBytes is what is in use
+            DecodingOutput out = new DecodingOutput(js.newInstance(), sm, partitions);
+            SegmentBuffers b = new SegmentBuffers(partitions, js.newInstance(), sm, out, m, 0, 0, pushSize, pushMemory);
+            Random r = new Random(3);
+            long[] want = new long[partitions];
+            long[] wantKeys = new long[partitions];
+            long peak = 0;
+            // Phase 1: each partition in turn gets enough incompressible data to fill push.size (so its next
+            // buffer would start large); phase 2: small records spread over all partitions.
+            for (int p = 0; p < partitions; p++) {
+                for (int i = 0; i < 150; i++) {
+                    b.write(p, i, payload(r, 4000));   // distinct arrays: no back-references, no compression
+                    want[p]++;
+                    wantKeys[p] += i;
+                    peak = Math.max(peak, m.allocatedBytes());
+                }
+            }
+            byte[] small = payload(r, 100);
+            for (int i = 0; i < 200_000; i++) {
+                int p = r.nextInt(partitions);
+                b.write(p, i, small);
+                want[p]++;
+                wantKeys[p] += i;
+                peak = Math.max(peak, m.allocatedBytes());
+            }
+            b.flushAll();
+            long bound = 2 * pushMemory + (long) partitions * (32 << 10) + 2L * SegmentMemory.capacityFor(pushSize + 65536);
+            expect(peak <= bound, "peak " + peak + " bytes of buffers above the bound " + bound);
+            expect(java.util.Arrays.equals(out.records, want), "records per partition differ");
+            expect(java.util.Arrays.equals(out.keySums, wantKeys), "keys per partition differ");
+            long pushed = 0;
+            for (long len : b.partitionLengths()) pushed += len;
+            expect(pushed > 200L * 150 * 4000, "the lengths add up to more than the raw phase-1 data: " + pushed);
+            expect(m.allocatedBytes() == 0, "every buffer came back: " + m.allocatedBytes());
+            System.out.printf("     (%d segments, peak %d KiB of buffers, bound %d KiB)%n", out.segments, peak >> 10,
+                bound >> 10);
         });
     }
 

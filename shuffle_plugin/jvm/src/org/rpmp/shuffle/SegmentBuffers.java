@@ -29,14 +29,15 @@ import scala.reflect.ClassTag$;
  * <p>Buffers come from the executor's SegmentMemory (off the heap) and go back to it when the node
  * acknowledged their segment. A partition's next segment starts in a buffer of the size its last one
  * needed, so a segment is copied into a bigger buffer at most once or twice instead of at every doubling
- * from 32 KiB.
+ * from 32 KiB; the capacity held is bounded too (pushLargest).
  */
 final class SegmentBuffers {
+    private static final int MIN_CAPACITY = 1 << SegmentMemory.MIN_SHIFT;
     private static final ClassTag<Object> ANY = ClassTag$.MODULE$.Any();
 
     private final SerializerInstance serializer;
     private final SerializerManager serializerManager;
-    private final SegmentPusher pusher;
+    private final SegmentOutput pusher;
     private final int shuffleId;
     private final long mapId;
     private final int pushSize;
@@ -50,9 +51,11 @@ final class SegmentBuffers {
     private final long[] lengths;
     private int openStreams;
     private long bufferedBytes;
+    /** Capacity of the open segments' buffers beyond the 32 KiB each starts with (bounded: see pushLargest). */
+    private long extraCapacity;
 
     SegmentBuffers(int numPartitions, SerializerInstance serializer, SerializerManager serializerManager,
-                   SegmentPusher pusher, SegmentMemory memory, int shuffleId, long mapId, int pushSize,
+                   SegmentOutput pusher, SegmentMemory memory, int shuffleId, long mapId, int pushSize,
                    long pushMemory) {
         this.serializer = serializer;
         this.serializerManager = serializerManager;
@@ -80,16 +83,16 @@ final class SegmentBuffers {
         if (s == null) s = open(partition);
         ByteSink sink = sinks[partition];
         int before = sink.size();
+        int capacityBefore = sink.capacity();
         s.writeKey(key, ANY);
         s.writeValue(value, ANY);
-        int grown = sink.size() - before;
-        if (grown != 0) {
-            bufferedBytes += grown;
-            if (sink.size() >= pushSize) {
-                seal(partition);
-            } else if (bufferedBytes >= pushMemory) {
-                pushLargest();
-            }
+        bufferedBytes += sink.size() - before;
+        extraCapacity += sink.capacity() - capacityBefore;
+        // Checked after every record, not only when the sink grew: opening a segment takes capacity too.
+        if (sink.size() >= pushSize) {
+            seal(partition);
+        } else if (bufferedBytes >= pushMemory || extraCapacity > 2 * pushMemory) {
+            pushLargest();
         }
     }
 
@@ -101,6 +104,7 @@ final class SegmentBuffers {
         } else if (!sink.hasBuffer()) {
             sink.reset(fresh(partition));
         }
+        extraCapacity += sink.capacity() - MIN_CAPACITY;
         OutputStream wrapped = serializerManager.wrapStream(new ShuffleBlockId(shuffleId, mapId, partition), sink);
         SerializationStream s = serializer.serializeStream(wrapped);
         streams[partition] = s;
@@ -114,6 +118,7 @@ final class SegmentBuffers {
         if (s == null) return;
         ByteSink sink = sinks[partition];
         int before = sink.size();
+        extraCapacity -= sink.capacity() - MIN_CAPACITY;
         s.close();
         streams[partition] = null;
         openStreams--;
@@ -134,16 +139,24 @@ final class SegmentBuffers {
         }
     }
 
-    /** Pushes the largest open segments until the buffers are back under half of push.memory. */
+    /**
+     * Pushes the largest open segments until the bytes held are back under half of push.memory and the
+     * buffers' capacity beyond their first 32 KiB under push.memory. The capacity bound matters because a
+     * partition's next buffer is sized by its last segment: without it, many partitions that once filled
+     * push.size could all hold big, nearly empty buffers at once. So a task's open buffers stay within
+     * about 2 x push.memory + 32 KiB per open partition.
+     */
     private void pushLargest() throws IOException {
         List<Integer> open = new ArrayList<>(openStreams);
         for (int p = 0; p < streams.length; p++) {
             if (streams[p] != null) open.add(p);
         }
-        open.sort((a, b) -> Integer.compare(sinks[b].size(), sinks[a].size()));
+        boolean byCapacity = bufferedBytes < pushMemory;   // the capacity bound triggered this
+        open.sort((a, b) -> byCapacity ? Integer.compare(sinks[b].capacity(), sinks[a].capacity())
+            : Integer.compare(sinks[b].size(), sinks[a].size()));
         long target = pushMemory / 2;
         for (int p : open) {
-            if (bufferedBytes <= target) break;
+            if (bufferedBytes <= target && extraCapacity <= pushMemory) break;
             seal(p);
         }
     }
@@ -165,5 +178,6 @@ final class SegmentBuffers {
         }
         openStreams = 0;
         bufferedBytes = 0;
+        extraCapacity = 0;
     }
 }

@@ -27,7 +27,7 @@ import org.apache.logging.log4j.Logger;
  * of that node is pushed again on a new connection. That is safe because a node stores a
  * (map_index, attempt, seq) once. Other errors, or spark.rpmp.push.retries failed rounds, fail the task.
  */
-final class SegmentPusher {
+final class SegmentPusher implements SegmentOutput {
     private static final Logger LOG = LogManager.getLogger(SegmentPusher.class);
 
     /** A pushed segment the node has not acknowledged yet. */
@@ -86,7 +86,8 @@ final class SegmentPusher {
         this.nextSeq = new int[n];
     }
 
-    void onAcknowledged(Consumer<ByteBuffer> recycler) {
+    @Override
+    public void onAcknowledged(Consumer<ByteBuffer> recycler) {
         this.recycler = recycler;
     }
 
@@ -94,7 +95,8 @@ final class SegmentPusher {
      * Sends one segment, buf's [0, limit); returns once it is on the wire (acks are collected as the
      * pipeline fills). The pusher owns buf from now on and hands it to the recycler once acknowledged.
      */
-    void push(int partition, ByteBuffer buf) throws IOException {
+    @Override
+    public void push(int partition, ByteBuffer buf) throws IOException {
         long start = System.nanoTime();
         int len = buf.limit();
         int node = nodeFor(partition);

@@ -1,0 +1,14 @@
+package org.rpmp.shuffle;
+
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.util.function.Consumer;
+
+/** Where SegmentBuffers sends complete segments: the SegmentPusher (or a check's stand-in). */
+interface SegmentOutput {
+    /** Takes the segment buffer's [0, limit); it is handed to the recycler once done with. */
+    void push(int partition, ByteBuffer segment) throws IOException;
+
+    /** Who gets each pushed buffer back. */
+    void onAcknowledged(Consumer<ByteBuffer> recycler);
+}
