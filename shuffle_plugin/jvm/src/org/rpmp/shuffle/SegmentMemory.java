@@ -15,8 +15,9 @@ import org.apache.spark.storage.StorageUtils;
  * whose pages are humongous). Direct buffers are also written to the socket as they are, where a heap
  * array is first copied into a direct one, and XXH3 reads them in place.
  *
- * <p>A running task uses at most about 2 x push.memory here (the power-of-two rounding) plus the
- * push.inflight segments being acknowledged; idle buffers beyond {@code retainBytes} are freed at once.
+ * <p>A running task uses at most about 2 x push.memory + 32 KiB per open partition here (SegmentBuffers
+ * bounds the capacity it holds) plus the push.inflight segments being acknowledged; idle buffers beyond
+ * {@code retainBytes} are freed at once.
  * With push.offHeap=false the same buffers are heap ByteBuffers (memory the executor's heap accounts for).
  */
 final class SegmentMemory {
