@@ -982,18 +982,17 @@ def main(argv: list[str] | None = None) -> int:
                         scan = summarize(spark.read.parquet(inp["path"]))
                     if scan != expected:
                         raise RuntimeError(f"the input changed: {scan} != {expected}")
-                    if not timed:
-                        terasort_run(spark, inp["path"], shuffle=sh, repeat=0, sink=settings.sink, kill=False,
-                                     validate=False, expected=None, nodes=None, phases=phases, label=label)
+                    # A warm-up session is one untimed sort; a timed session first runs --warmup of them.
+                    untimed = settings.warmup if timed else 1
+                    for w in range(untimed):
+                        terasort_run(spark, inp["path"], shuffle=sh, repeat=max(rep, 0), sink=settings.sink,
+                                     kill=False, validate=False, expected=None, nodes=None, phases=phases,
+                                     label=f"{label} warm-up {w + 1}" if timed else label)
                         cleanup_shuffles(sc)
+                    if not timed:
                         phases.sc = None
                         progress.console.print(f"{label}: untimed")
                         continue
-                    for w in range(settings.warmup):
-                        terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink, kill=False,
-                                     validate=False, expected=None, nodes=None, phases=phases,
-                                     label=f"{label} warm-up {w + 1}")
-                        cleanup_shuffles(sc)
                     validate = settings.validate == "all" or (settings.validate == "first" and rep == 0)
                     run = terasort_run(spark, inp["path"], shuffle=sh, repeat=rep, sink=settings.sink,
                                        kill=settings.kill_executor, validate=validate, expected=expected,
