@@ -12,19 +12,21 @@ import java.nio.ByteBuffer;
  */
 final class ByteSink extends OutputStream {
     private final SegmentMemory memory;
-    private ByteBuffer buf;   // bytes written are [0, position)
+    private final String what;   // names the segment in the error message, e.g. "shuffle 3 partition 7"
+    private ByteBuffer buf;      // bytes written are [0, position)
 
-    ByteSink(SegmentMemory memory, ByteBuffer buf) {
+    ByteSink(SegmentMemory memory, ByteBuffer buf, String what) {
         this.memory = memory;
         this.buf = buf;
+        this.what = what;
     }
 
     private void ensure(int extra) throws IOException {
         long need = (long) buf.position() + extra;
         if (need <= buf.capacity()) return;
         if (need > Protocol.MAX_SEGMENT) {
-            throw new IOException("a segment grew to " + need + " bytes, above the " + Protocol.MAX_SEGMENT
-                + "-byte PUSH limit: a single record is too large");
+            throw new IOException("a segment of " + what + " grew to " + need + " bytes, above the "
+                + Protocol.MAX_SEGMENT + "-byte PUSH limit: a single record is too large");
         }
         ByteBuffer bigger = memory.acquire((int) Math.min(Protocol.MAX_SEGMENT, Math.max(need, (long) buf.capacity() * 2)));
         buf.flip();

@@ -108,7 +108,7 @@ public final class ClientCheck {
         });
         check("ByteSink grows through the classes and keeps every byte", () -> {
             SegmentMemory m = new SegmentMemory(true, 16 << 20);
-            ByteSink sink = new ByteSink(m, m.acquire(0));
+            ByteSink sink = new ByteSink(m, m.acquire(0), "shuffle 1 partition 2");
             Random r = new Random(7);
             java.io.ByteArrayOutputStream want = new java.io.ByteArrayOutputStream();
             while (want.size() < 3_000_000) {
@@ -130,10 +130,11 @@ public final class ClientCheck {
             sink.discard();
             m.release(seg);
             expect(m.allocatedBytes() == m.retainedBytes(), "nothing in use");
-            ByteSink huge = new ByteSink(m, m.acquire(0));
+            ByteSink huge = new ByteSink(m, m.acquire(0), "shuffle 1 partition 2");
             IOException e = expectThrows(IOException.class, () -> huge.write(new byte[Protocol.MAX_SEGMENT + 1], 0,
                 Protocol.MAX_SEGMENT + 1));
-            expect(e.getMessage().contains("a single record is too large"), e.getMessage());
+            expect(e.getMessage().contains("a segment of shuffle 1 partition 2 grew to")
+                && e.getMessage().contains("a single record is too large"), e.getMessage());
         });
     }
 

@@ -191,7 +191,7 @@ public final class RpmpClient implements Closeable {
     /** STATS: the node's JSON status object. */
     public String stats() throws IOException {
         checkIdle();
-        long id = send(Protocol.OP_STATS, Requests.empty(), null, 0, 0);
+        long id = send(Protocol.OP_STATS, Requests.empty(), null);
         FrameHeader h = readResponseHeader(Protocol.OP_STATS, id);
         byte[] meta = readMeta(h);
         Responses.empty(new MetaReader(meta, address), Protocol.OP_STATS);
@@ -287,7 +287,7 @@ public final class RpmpClient implements Closeable {
             throws IOException {
         checkIdle();
         if (attempts.length > MAX_FETCH_ATTEMPTS) attempts = new long[0];
-        long id = send(Protocol.OP_FETCH, Requests.fetch(app, shuffle, partition, startMap, endMap, attempts), null, 0, 0);
+        long id = send(Protocol.OP_FETCH, Requests.fetch(app, shuffle, partition, startMap, endMap, attempts), null);
         activeFetch = new FetchStream(id);
         return activeFetch;
     }
@@ -399,7 +399,7 @@ public final class RpmpClient implements Closeable {
     /** One request without data, one response without data: returns the response meta. */
     private byte[] call(int opcode, byte[] meta) throws IOException {
         checkIdle();
-        long id = send(opcode, meta, null, 0, 0);
+        long id = send(opcode, meta, null);
         FrameHeader h = readResponseHeader(opcode, id);
         byte[] respMeta = readMeta(h);
         expectNoData(h);
@@ -417,10 +417,6 @@ public final class RpmpClient implements Closeable {
         if (broken) throw new IOException("connection to " + address + " is out of sync after an earlier error");
     }
 
-    private long send(int opcode, byte[] meta, byte[] data, int off, int len) throws IOException {
-        return send(opcode, meta, data == null ? null : ByteBuffer.wrap(data, off, len));
-    }
-
     /** One frame; data's [position, limit) is consumed. Direct data leaves in one gathering write with the header. */
     private long send(int opcode, byte[] meta, ByteBuffer data) throws IOException {
         long id = nextRequestId++;
@@ -428,7 +424,7 @@ public final class RpmpClient implements Closeable {
         try {
             if (out.remaining() < Protocol.HEADER_SIZE) flushOut();
             FrameHeader.encode(out, opcode, 0, id, meta.length, len);
-            writeBytes(meta, 0, meta.length);
+            writeBytes(ByteBuffer.wrap(meta));
             if (len > 0 && data.isDirect()) {
                 out.flip();
                 ByteBuffer[] parts = {out, data};
@@ -447,6 +443,7 @@ public final class RpmpClient implements Closeable {
         return id;
     }
 
+    /** Copies src's [position, limit) into the output buffer (flushing as it fills); consumes src. */
     private void writeBytes(ByteBuffer src) throws IOException {
         while (src.hasRemaining()) {
             if (!out.hasRemaining()) flushOut();
@@ -455,16 +452,6 @@ public final class RpmpClient implements Closeable {
             part.limit(part.position() + n);
             out.put(part);
             src.position(src.position() + n);
-        }
-    }
-
-    private void writeBytes(byte[] src, int off, int len) throws IOException {
-        while (len > 0) {
-            if (!out.hasRemaining()) flushOut();
-            int n = Math.min(len, out.remaining());
-            out.put(src, off, n);
-            off += n;
-            len -= n;
         }
     }
 

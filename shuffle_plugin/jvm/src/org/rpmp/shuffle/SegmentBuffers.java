@@ -42,7 +42,6 @@ final class SegmentBuffers {
     private final long mapId;
     private final int pushSize;
     private final long pushMemory;
-    private final int maxSegment;
     private final SegmentMemory memory;
     private final ByteSink[] sinks;
     /** Per partition, the buffer size its last segment needed (0: none yet). */
@@ -65,7 +64,6 @@ final class SegmentBuffers {
         this.mapId = mapId;
         this.pushSize = pushSize;
         this.pushMemory = pushMemory;
-        this.maxSegment = Protocol.MAX_SEGMENT;
         this.sinks = new ByteSink[numPartitions];
         this.streams = new SerializationStream[numPartitions];
         this.lengths = new long[numPartitions];
@@ -99,7 +97,8 @@ final class SegmentBuffers {
     private SerializationStream open(int partition) {
         ByteSink sink = sinks[partition];
         if (sink == null) {
-            sink = new ByteSink(memory, fresh(partition));
+            // The sink refuses to grow past one PUSH (MAX_SEGMENT), so a sealed segment always fits one.
+            sink = new ByteSink(memory, fresh(partition), "shuffle " + shuffleId + " partition " + partition);
             sinks[partition] = sink;
         } else if (!sink.hasBuffer()) {
             sink.reset(fresh(partition));
@@ -124,10 +123,6 @@ final class SegmentBuffers {
         openStreams--;
         int len = sink.size();
         bufferedBytes += len - before;
-        if (len > maxSegment) {
-            throw new IOException("a segment of shuffle " + shuffleId + " partition " + partition + " serialized to "
-                + len + " bytes, above the " + maxSegment + "-byte PUSH limit: a single record is too large");
-        }
         bufferedBytes -= len;
         lastCapacity[partition] = SegmentMemory.capacityFor(Math.max(1, len));
         ByteBuffer bytes = sink.detach();   // [0, len); the pusher gives it back to memory once acknowledged

@@ -87,8 +87,6 @@ final class SegmentMemory {
 
     synchronized long retainedBytes() { return retained; }
 
-    boolean isDirect() { return direct; }
-
     /** Frees every kept buffer; buffers released later are freed too. */
     synchronized void close() {
         closed = true;
