@@ -1,4 +1,4 @@
-"""RPMP wire protocol v1: constants, codes and small records shared by the node, clients and tests.
+"""RPMP wire protocol v2: constants, codes and small records shared by the node, clients and tests.
 
 docs/PROTOCOL.md is the contract; this module is its vocabulary in Python, with no I/O and no
 dependencies, so anything (server, client, CLI, tests) can import it cheaply. The byte-level codec
@@ -10,7 +10,7 @@ Public names:
   ``FLAG_MORE``, ``FLAG_FORWARDED`` (and ``FLAGS_KNOWN``), ``Op`` (opcodes), ``ErrorCode``.
 - limits: ``MAX_META``, ``DEFAULT_MAX_DATA``, ``MAX_SEGMENT``, ``APP_MAX``, ``KEY_MAX``, ``STR_MAX``,
   ``MAX_PARTITIONS``, ``END_MAP_ALL``.
-- records: ``RECORD_MAGIC``, ``RECORD_HEADER_SIZE``.
+- records: ``RECORD_MAGIC``, ``RECORD_HEADER_SIZE``, ``SEQ_LAST`` / ``SEQ_INDEX`` (the final-segment bit).
 - ``ProtocolError(code, message)``: the one exception of the codec; ``code`` says which error frame to send.
 - records: ``Node`` (dataclass), ``NodeState``, ``Block`` and ``PartCount`` (named tuples, so they compare
   equal to plain tuples), ``REQUEST_FIELDS`` / ``RESPONSE_FIELDS`` (names of the decoded tuple members).
@@ -44,6 +44,8 @@ END_MAP_ALL = 0xFFFFFFFF
 
 RECORD_MAGIC = 0x31474553  # b"SEG1" as a little-endian u32
 RECORD_HEADER_SIZE = 32
+SEQ_LAST = 1 << 31  # set in `seq` on the final segment of a map attempt for a partition
+SEQ_INDEX = SEQ_LAST - 1  # the segment's index is seq & SEQ_INDEX
 
 
 class Op(IntEnum):
@@ -85,6 +87,7 @@ class ErrorCode(IntEnum):
     UNAVAILABLE = 10
     INTERNAL = 11
     INCOMPLETE = 12
+    CORRUPT = 13
 
 
 #: Error codes after which the sender closes the connection (the byte stream can no longer be trusted).
