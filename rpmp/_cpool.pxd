@@ -19,6 +19,7 @@ cdef extern from "rpmp_pool.h" nogil:
         RPMP_BLOCK_OPEN
         RPMP_BLOCK_SEALED
         RPMP_BLOCK_SEAL_REQUIRED
+        RPMP_BLOCK_CHECKED
         RPMP_HDR_SIZE
         RPMP_KEY_MAX
         RPMP_DEFAULT_BLOCK_CAPACITY
@@ -52,18 +53,20 @@ cdef extern from "rpmp_pool.h" nogil:
         uint64_t blocks_kept
         uint64_t freed_damaged
         uint64_t freed_unsealed
-        uint64_t freed_corrupt
+        uint64_t corrupt
 
     const char *rpmp_last_error()
     const char *rpmp_err_name(int err)
     int rpmp_pool_create(const char *path, uint64_t size, rpmp_pool **out)
-    int rpmp_pool_open(const char *path, int verify_sealed, rpmp_pool **out, rpmp_recovery *rec)
+    int rpmp_pool_open(const char *path, int verify, rpmp_pool **out, rpmp_recovery *rec)
+    uint64_t rpmp_pool_corrupt(const rpmp_pool *pool, uint64_t *ids, uint64_t max)
     void rpmp_pool_close(rpmp_pool *pool)
     void *rpmp_pool_base(const rpmp_pool *pool)
     int rpmp_pool_stats(rpmp_pool *pool, rpmp_stats *out)
     int rpmp_block_alloc(rpmp_pool *pool, const void *key, uint32_t key_len, uint64_t capacity,
                          uint32_t flags, uint64_t *id_out)
     int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len)
+    int rpmp_block_tx_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len)
     int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t len, uint64_t *offset_out)
     int rpmp_block_reserve(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, uint8_t **ptr)
     int rpmp_block_flush(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len)

@@ -5,10 +5,17 @@ Blocks are named by their pool address (the object's offset in the pool file). W
 C-contiguous buffer without copying it in Python; reads go into a caller's buffer or come back as
 zero-copy read-only views (memoryview or pyarrow.Buffer) that stay valid while the block lives.
 The GIL is released around every copy and checksum.
+
+Zero-copy views pin their block and pool: every BlockView holds its Pool, and neither class lets the
+cyclic GC clear its fields (no_gc_clear), so a view released from inside a garbage cycle, in whatever
+order the collector breaks it, still finds the pool it must unpin.
 """
+
+cimport cython
 
 from cpython.buffer cimport PyBUF_SIMPLE, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from rpmp._cpool cimport *
@@ -22,6 +29,7 @@ MIN_POOL_SIZE = RPMP_MIN_POOL_SIZE
 MAX_BLOCK_CAPACITY = RPMP_MAX_BLOCK_CAPACITY
 OPEN = RPMP_BLOCK_OPEN
 SEALED = RPMP_BLOCK_SEALED
+RECOVERY_KEYS = ("blocks_kept", "freed_damaged", "freed_unsealed", "corrupt")
 
 
 class PoolError(Exception):
@@ -103,29 +111,36 @@ cdef inline int _check(int rc) except -1:
 class BlockInfo:
     """What the header of one block says."""
 
-    __slots__ = ("id", "payload_offset", "capacity", "used", "checksum", "sealed", "seal_required", "key")
+    __slots__ = ("id", "payload_offset", "capacity", "used", "checksum", "sealed", "seal_required", "key",
+                 "checked")
 
-    def __init__(self, id, payload_offset, capacity, used, checksum, sealed, seal_required, key):
+    def __init__(self, id, payload_offset, capacity, used, checksum, sealed, seal_required, key, checked=False):
         self.id = id
         self.payload_offset = payload_offset
         self.capacity = capacity
         self.used = used
-        self.checksum = checksum
+        self.checksum = checksum  # of payload[0:used): valid when sealed or checked
         self.sealed = sealed
         self.seal_required = seal_required
         self.key = key
+        self.checked = checked
 
     def __repr__(self):
         return (f"BlockInfo(id={self.id:#x}, key={self.key!r}, used={self.used}, capacity={self.capacity}, "
                 f"sealed={self.sealed})")
 
 
+@cython.no_gc_clear
 cdef class BlockView:
     """A buffer over a block's payload bytes, straight out of the mapped pool.
 
     Read-only for view(); writable for reserve(), whose bytes count only once published.
+    While exported it pins its block (Pool._hold). Single use: once its last export is released the
+    block may be freed and its address reused, so it refuses to be exported again.
     """
 
+    # no_gc_clear: Cython's tp_clear would set `pool` to None, and a memoryview released later in the
+    # same collection would then unpin through None (SIGSEGV).
     cdef Pool pool
     cdef readonly uint64_t block
     cdef const uint8_t *ptr
@@ -134,10 +149,15 @@ cdef class BlockView:
     cdef Py_ssize_t strides[1]
     cdef int exports
     cdef bint writable
+    cdef bint spent
 
     def __getbuffer__(self, Py_buffer *buf, int flags):
         if flags & PyBUF_WRITABLE and not self.writable:
             raise BufferError("pool views are read-only")
+        if self.pool is None or self.ptr == NULL:
+            raise BufferError("not a view handed out by a Pool")
+        if self.spent:
+            raise BufferError(f"the view of block {self.block:#x} was released; take a new one")
         if self.pool._pool == NULL:
             raise PoolClosedError("pool is closed")
         self.shape[0] = self.length
@@ -158,30 +178,39 @@ cdef class BlockView:
         self.exports += 1
 
     def __releasebuffer__(self, Py_buffer *buf):
+        if self.exports <= 0:
+            return
         self.exports -= 1
         if self.exports == 0:
-            self.pool._unhold(self.block)
+            self.spent = True
+            if self.pool is not None:  # never None with no_gc_clear; a guard all the same
+                self.pool._unhold(self.block)
 
     def __len__(self):
         return self.length
 
 
+@cython.no_gc_clear
 cdef class Pool:
     """One open pool file. Use Pool.create / Pool.open / Pool.open_or_create, then close()."""
 
+    # no_gc_clear: a view released during a collection still unpins through _held (never None).
     cdef rpmp_pool *_pool
     cdef readonly str path
     cdef readonly dict recovery
     cdef set _live
     cdef dict _held
+    cdef set _corrupt
 
     def __cinit__(self):
         self._pool = NULL
         self._live = set()
         self._held = {}
+        self._corrupt = set()
         self.recovery = {}
 
     def __dealloc__(self):
+        # Views hold their Pool, so none is alive here; if one were, the mapping must outlive it.
         if self._pool != NULL and not self._held:
             rpmp_pool_close(self._pool)
             self._pool = NULL
@@ -197,27 +226,41 @@ cdef class Pool:
             rc = rpmp_pool_create(cpath, size, &p._pool)
         _check(rc)
         p.path = os.fsdecode(bpath)
-        p.recovery = {"blocks_kept": 0, "freed_damaged": 0, "freed_unsealed": 0, "freed_corrupt": 0}
+        p.recovery = dict.fromkeys(RECOVERY_KEYS, 0)
         return p
 
     @staticmethod
     def open(path, bint verify=True):
         """Open an existing pool; the recovery scan runs here (see `recovery` for what it did).
 
-        verify=True also checks every sealed block's payload checksum and frees blocks that fail it.
+        Blocks with a damaged header and unsealed seal-required blocks are freed. verify=True also checks
+        the payload checksum of every sealed and checked block: blocks that fail it are kept and listed
+        in `corrupt_blocks` (recovery["corrupt"] counts them; blocks_kept includes them).
         """
         cdef Pool p = Pool.__new__(Pool)
         cdef bytes bpath = os.fsencode(path)
         cdef const char *cpath = bpath
         cdef rpmp_recovery rec
         cdef int rc
+        cdef uint64_t n, i
+        cdef uint64_t *ids
         memset(&rec, 0, sizeof(rec))
         with nogil:
             rc = rpmp_pool_open(cpath, verify, &p._pool, &rec)
         _check(rc)
         p.path = os.fsdecode(bpath)
         p.recovery = {"blocks_kept": rec.blocks_kept, "freed_damaged": rec.freed_damaged,
-                      "freed_unsealed": rec.freed_unsealed, "freed_corrupt": rec.freed_corrupt}
+                      "freed_unsealed": rec.freed_unsealed, "corrupt": rec.corrupt}
+        n = rpmp_pool_corrupt(p._pool, NULL, 0)
+        if n:
+            ids = <uint64_t *>malloc(n * sizeof(uint64_t))
+            if ids == NULL:
+                raise MemoryError()
+            try:
+                n = min(n, rpmp_pool_corrupt(p._pool, ids, n))
+                p._corrupt = {ids[i] for i in range(n)}
+            finally:
+                free(ids)
         p._live = set(p._scan())
         return p
 
@@ -267,10 +310,17 @@ cdef class Pool:
         rpmp_pool_close(self._pool)
         self._pool = NULL
         self._live.clear()
+        self._corrupt.clear()
 
     @property
     def closed(self):
         return self._pool == NULL
+
+    @property
+    def corrupt_blocks(self):
+        """Ids of the blocks that the open scan (verify=True) found not matching their checksum, as a
+        frozenset; a block leaves it once freed (its address may then be reused)."""
+        return frozenset(self._corrupt)
 
     def __enter__(self):
         return self
@@ -278,16 +328,21 @@ cdef class Pool:
     def __exit__(self, *exc):
         self.close()
 
-    def alloc(self, uint64_t capacity=RPMP_DEFAULT_BLOCK_CAPACITY, key=b"", bint seal_required=False):
+    def alloc(self, uint64_t capacity=RPMP_DEFAULT_BLOCK_CAPACITY, key=b"", bint seal_required=False,
+              bint checked=False):
         """Allocate a block and return its pool address.
 
         seal_required=True: the block's content counts only once sealed; a crash before seal() frees it.
+        checked=True: every write is a tx_write, so the block's checksum always covers its published
+        bytes (verify() and the open scan check it) and a crash never leaves a half-done write;
+        reserve/flush/publish are refused (BlockSealedError).
         """
         cdef rpmp_pool *pool = self._p()
         cdef bytes bkey = bytes(key)
         cdef const char *ckey = bkey
         cdef uint32_t klen = len(bkey) if len(bkey) <= 0xFFFFFFFF else 0xFFFFFFFF
-        cdef uint32_t flags = RPMP_BLOCK_SEAL_REQUIRED if seal_required else 0
+        cdef uint32_t flags = (RPMP_BLOCK_SEAL_REQUIRED if seal_required else 0) | (
+            RPMP_BLOCK_CHECKED if checked else 0)
         cdef uint64_t block = 0
         cdef int rc
         with nogil:
@@ -306,6 +361,26 @@ cdef class Pool:
         try:
             with nogil:
                 rc = rpmp_block_write(pool, block, offset, view.buf, <uint64_t>view.len)
+        finally:
+            PyBuffer_Release(&view)
+        _check(rc)
+
+    def tx_write(self, uint64_t block, uint64_t offset, data):
+        """Failure-atomic write of `data` at `offset`, in one libpmemobj transaction.
+
+        Bytes between the published end and `offset` become zeros; `used` grows to offset + len(data)
+        if that is past it; on a checked block the checksum is recomputed over all published bytes.
+        After a crash the block holds exactly the old or the new content. PoolSizeError past capacity,
+        BlockSealedError on a sealed block, PoolFullError if the pool has no room for the undo log.
+        """
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        cdef Py_buffer view
+        cdef int rc
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        try:
+            with nogil:
+                rc = rpmp_block_tx_write(pool, block, offset, view.buf, <uint64_t>view.len)
         finally:
             PyBuffer_Release(&view)
         _check(rc)
@@ -346,6 +421,9 @@ cdef class Pool:
         cdef uint64_t used = self.info(block).used
         if offset > used:
             raise PoolSizeError(f"offset {offset} is past the block's {used} published bytes")
+        if length is not None and not 0 <= length <= used - offset:
+            # checked before allocating: a huge or negative length is a range error, not a MemoryError
+            raise PoolSizeError(f"read of {length} bytes at {offset} exceeds the block's {used} published bytes")
         cdef uint64_t n = used - offset if length is None else length
         out = bytearray(n)
         self.read_into(block, out, offset)
@@ -358,6 +436,8 @@ cdef class Pool:
         cdef const uint8_t *data
         cdef uint64_t used
         _check(rpmp_block_data(pool, block, &data, &used))
+        if length is not None and not 0 <= length <= used:
+            raise PoolSizeError(f"view of {length} bytes at {offset} exceeds the block's {used} published bytes")
         cdef uint64_t n = used - offset if length is None and offset <= used else (length or 0)
         if offset > used or n > used - offset:
             raise PoolSizeError(f"view of {n} bytes at {offset} exceeds the block's {used} published bytes")
@@ -425,7 +505,7 @@ cdef class Pool:
         _check(rc)
 
     def verify(self, uint64_t block):
-        """Recompute a sealed block's checksum; BlockCorruptError if the payload changed."""
+        """Recompute a sealed or checked block's checksum; BlockCorruptError if the payload changed."""
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef int rc
@@ -441,6 +521,7 @@ cdef class Pool:
             raise PoolBusyError(f"block {block:#x} has {self._held[block]} live views")
         _check(rpmp_block_free(pool, block))
         self._live.discard(block)
+        self._corrupt.discard(block)
 
     def info(self, uint64_t block):
         cdef rpmp_pool *pool = self._p()
@@ -449,7 +530,7 @@ cdef class Pool:
         _check(rpmp_block_info(pool, block, &bi))
         return BlockInfo(bi.id, bi.payload_offset, bi.capacity, bi.used, bi.checksum,
                          bi.state == RPMP_BLOCK_SEALED, bool(bi.flags & RPMP_BLOCK_SEAL_REQUIRED),
-                         bytes(bi.key[:bi.key_len]))
+                         bytes(bi.key[:bi.key_len]), bool(bi.flags & RPMP_BLOCK_CHECKED))
 
     def payload_offset(self, uint64_t block):
         """File offset of the block's first payload byte, for readers that map the pool file."""

@@ -43,11 +43,20 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=int, help="client connections accepted at once (1024)")
     p.add_argument("--no-verify-push", dest="verify_push", action="store_const", const=False,
                    help="do not verify each pushed segment's XXH3 checksum on receipt (readers still verify)")
+    p.add_argument("--no-verify-fetch", dest="verify_fetch", action="store_const", const=False,
+                   help="do not check FETCH records against their XXH3 on the node before they leave (readers "
+                   "still verify; the node then cannot quarantine a corrupt copy)")
     p.add_argument("--no-sendfile", dest="sendfile", action="store_const", const=False,
                    help="send FETCH replies through the event loop's writes instead of sendfile(2) from the "
                    "pool file (for pools sendfile cannot read, such as device DAX)")
     p.add_argument("--send-timeout", type=float, help="seconds a client may read nothing of a reply before "
                    "its connection is dropped (120)")
+    p.add_argument("--frame-timeout", type=float, help="seconds a request frame may take to arrive, plus 1 s per "
+                   "MiB of data, before its connection is dropped (30)")
+    p.add_argument("--idle-timeout", type=float, help="seconds a connection may send nothing before it is "
+                   "closed (600)")
+    p.add_argument("--staging-memory", type=_size, help="memory all connections' frame buffers may grow by "
+                   "together, beyond 64 KiB each (64m)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -55,7 +64,8 @@ def _config(args: argparse.Namespace, **extra) -> NodeConfig:
     path = args.config or (DEFAULT_CONF if os.path.exists(DEFAULT_CONF) else None)
     over = {k: getattr(args, k, None) for k in ("host", "port", "node_id", "pool", "pool_size",
                                                "heartbeat_interval", "dead_after", "max_data",
-                                               "max_connections", "verify_push", "sendfile", "send_timeout",
+                                               "max_connections", "verify_push", "verify_fetch", "sendfile",
+                                               "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
                                                "log_level")}
     if getattr(args, "seeds", None):
         over["seeds"] = [s for s in args.seeds.split(",") if s]

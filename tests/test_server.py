@@ -145,11 +145,11 @@ def test_delete_shuffle_and_app_free_blocks(node):
         c.register_shuffle("other-app", 1, 1)
         c.push("other-app", 1, 0, 0, 1, 0, b"keep")
         blocks = c.stats()["pool"]["blocks"]
-        assert c.delete_shuffle(APP, 6) == 2  # one data block + the registration
-        assert c.stats()["pool"]["blocks"] == blocks - 2
+        assert c.delete_shuffle(APP, 6) == 3  # one data block + the registration's two copies
+        assert c.stats()["pool"]["blocks"] == blocks - 3
         with pytest.raises(NotFoundError):
             c.fetch(APP, 6, 0)
-        assert c.delete_app(APP) == 2
+        assert c.delete_app(APP) == 3
         assert [bytes(s.data) for s in c.fetch("other-app", 1, 0)] == [b"keep"]
 
 

@@ -44,8 +44,12 @@ class NodeConfig:
     max_connections: int = 1024
     verify_on_open: bool = True
     verify_push: bool = True
+    verify_fetch: bool = True  # FETCH records are checked against their XXH3 before they leave (CORRUPT if not)
     sendfile: bool = True  # FETCH replies leave the pool file through sendfile(2): no copy on the node
     send_timeout: float = 120.0  # seconds a client may take nothing of a reply before it is dropped
+    frame_timeout: float = 30.0  # seconds a frame may take to arrive (plus 1 s per MiB of data)
+    idle_timeout: float = 600.0  # seconds a connection may send nothing before it is closed
+    staging_memory: int = 64 << 20  # bytes all connections' staging buffers may grow by together
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ zero-copy views of pool memory, and forwards registrations and deletes to the ot
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ from collections.abc import Awaitable
 
 import xxhash
 
+from rpmp import _pool
 from rpmp import _wire as W
 from rpmp import protocol as P
 from rpmp.protocol import ErrorCode, Op, ProtocolError
@@ -24,12 +26,44 @@ from rpmp.server.storage import Storage, StorageError
 log = logging.getLogger("rpmp.controller")
 
 FETCH_FRAME_BYTES = 16 << 20
+VERIFY_INLINE_BYTES = 1 << 20  # replies up to this size are verified on the loop, larger ones on a worker thread
 STORAGE_ERRORS = {"not_found": ErrorCode.NOT_FOUND, "pool_full": ErrorCode.POOL_FULL,
-                  "bad_request": ErrorCode.BAD_REQUEST}
+                  "bad_request": ErrorCode.BAD_REQUEST, "corrupt": ErrorCode.CORRUPT}
+# Pool errors that reach the controller are states a request can run into (a block freed by a racing
+# request, a full pool, a size past a block's end), never bugs: each has its protocol code.
+POOL_ERRORS = ((_pool.PoolFullError, ErrorCode.POOL_FULL), (_pool.PoolSizeError, ErrorCode.BAD_REQUEST),
+               (_pool.BlockNotFoundError, ErrorCode.NOT_FOUND), (_pool.BlockCorruptError, ErrorCode.CORRUPT),
+               (_pool.BlockSealedError, ErrorCode.CONFLICT), (_pool.PoolBusyError, ErrorCode.UNAVAILABLE),
+               (_pool.PoolError, ErrorCode.UNAVAILABLE))
+U64_MAX = (1 << 64) - 1
 
 
-def _storage_error(e: StorageError) -> ProtocolError:
-    return ProtocolError(STORAGE_ERRORS.get(e.kind, ErrorCode.INTERNAL), str(e))
+def _storage_error(e: Exception) -> ProtocolError:
+    if isinstance(e, StorageError):
+        return ProtocolError(STORAGE_ERRORS.get(e.kind, ErrorCode.INTERNAL), str(e))
+    code = next(c for cls, c in POOL_ERRORS if isinstance(e, cls))
+    return ProtocolError(code, f"pool: {e}")
+
+
+def _mapped(fn):
+    """Callbacks the network calls later (a sink's on_done, a coroutine) answer storage and pool errors
+    with their protocol codes too, not with INTERNAL."""
+
+    async def guard(pending: Awaitable[Reply]) -> Reply:
+        try:
+            return await pending
+        except (StorageError, _pool.PoolError) as e:
+            raise _storage_error(e) from None
+
+    @functools.wraps(fn)
+    def call(*args):
+        try:
+            out = fn(*args)
+        except (StorageError, _pool.PoolError) as e:
+            raise _storage_error(e) from None
+        return out if isinstance(out, Reply) else guard(out)
+
+    return call
 
 
 class Controller:
@@ -43,13 +77,14 @@ class Controller:
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
                          "replica_errors": 0}
         self.extra_counters: dict[str, int] = {}  # the network layer's, shown by STATS too
-        self._handlers = {
+        handlers = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
             Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
             Op.FETCH: self._fetch, Op.PARTITION_INFO: self._partition_info, Op.DELETE_SHUFFLE: self._delete_shuffle,
             Op.DELETE_APP: self._delete_app, Op.GET: self._get, Op.DELETE: self._delete, Op.ALLOC: self._alloc,
             Op.READ: self._read, Op.FREE: self._free,
         }
+        self._handlers = {op: _mapped(h) for op, h in handlers.items()}
         self._data_handlers = {Op.PUSH: self._push, Op.PUT: self._put, Op.WRITE: self._write}
 
     # ---- entry points called by the network layer ------------------------------------------------
@@ -57,10 +92,7 @@ class Controller:
         h = self._handlers.get(op)
         if h is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
-        try:
-            return h(flags, meta)
-        except StorageError as e:
-            raise _storage_error(e) from None
+        return h(flags, meta)
 
     def takes_data(self, op: int) -> bool:
         return op in self._data_handlers
@@ -73,7 +105,7 @@ class Controller:
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
         try:
             return h(flags, meta, data_len)
-        except StorageError as e:
+        except (StorageError, _pool.PoolError) as e:
             raise _storage_error(e) from None
 
     # ---- control --------------------------------------------------------------------------------
@@ -135,6 +167,8 @@ class Controller:
             return Reply(sh.placement)
         if placement is None:
             placement = self._place(app, sid, nparts, replicas)
+        else:
+            self._check_forwarded_placement(app, sid, nparts, placement)
         self.storage.register(app, sid, nparts, replicas, placement)
         log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
                  " (forwarded)" if forwarded else "")
@@ -145,10 +179,35 @@ class Controller:
 
     def _place(self, app: str, sid: int, nparts: int, replicas: int) -> bytes:
         live = self.membership.live()
+        # What the answer costs is known before it is computed: refuse a table that cannot fit one frame
+        # (2**24 partitions would take seconds and gigabytes to place, only to be refused afterwards).
+        width = min(len(live), replicas + 1)
+        size = 8 + 4 + sum(2 + len(n.node_id.encode()) + 2 + len(n.host.encode()) + 3 for n in live) + 1 \
+            + 2 * width * nparts
+        if size > P.MAX_META:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"a placement of {nparts} partitions x {width} nodes "
+                                f"needs {size} bytes of meta, more than {P.MAX_META}: use fewer partitions")
         ring = self.membership.ring()
         index = {n.node_id: i for i, n in enumerate(live)}
         prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
         return W.encode_register_resp(self.membership.epoch, live, prefs)
+
+    def _check_forwarded_placement(self, app: str, sid: int, nparts: int, placement: bytes) -> None:
+        """A forwarded registration may only name nodes this node knows at those addresses, itself included:
+        the placement decides where this node pushes replicas, so a stranger must not be able to set it."""
+        _, nodes, prefs = W.decode_register_resp(placement, nparts)
+        me = self.config.node_id
+        if not any(n.node_id == me for n in nodes):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"forwarded placement of shuffle {sid} of {app!r} does not "
+                                f"include this node ({me})")
+        for n in nodes:
+            if not self._is_member(n):
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"forwarded placement of shuffle {sid} of {app!r} names "
+                                    f"{n.node_id} at {n.host}:{n.port}, which this node does not know; retry")
+
+    def _is_member(self, n) -> bool:
+        known = self.membership.node(n.node_id)
+        return known is not None and (known.host, known.port) == (n.host, n.port)
 
     async def _forward(self, op: int, meta: bytes) -> tuple[list, list[str]]:
         """Send a FORWARDED request to every other live node: (their replies, ids of those that failed)."""
@@ -186,14 +245,15 @@ class Controller:
             if hasher is not None:
                 hasher.update(view)
 
-        def done() -> Reply:
+        @_mapped
+        def done() -> Reply | Awaitable[Reply]:
             if hasher is not None and hasher.intdigest() != checksum:
                 self.storage.abort(res)
                 self.counters["checksum_errors"] += 1
                 raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
                                     f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
                                     f"{hasher.intdigest():#018x} != {checksum:#018x}")
-            stored = self.storage.commit_record(res)
+            stored = self.storage.commit_record(res, checksum)
             self.counters["pushes"] += 1
             self.counters["push_bytes"] += data_len
             if not stored:
@@ -207,18 +267,25 @@ class Controller:
     def _replicate(self, sh, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
         """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
 
-        Also for a duplicate: a writer retrying after a failed replication must get its copies made.
+        Also for a duplicate: a writer retrying after a failed replication must get its copies made. The
+        payload is pinned here, before anything can run in between: a delete racing the push must not free
+        (and let the allocator reuse) the block the replicas are sent from.
         """
-        _, nodes, prefs = W.decode_register_resp(sh.placement)
+        view = self.storage.payload(sh, p, ident)
+        if view is None:
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted "
+                                f"while segment {ident} was pushed")
+        _, nodes, prefs = W.decode_register_resp(sh.placement, sh.num_partitions)
         me = self.config.node_id
         targets = [nodes[i] for i in prefs[p][:sh.replicas] if nodes[i].node_id != me]
         meta = W.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
 
         async def run() -> Reply:
-            view = self.storage.payload(sh, p, ident)
-            if view is None:  # deleted meanwhile
-                raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted")
             try:
+                strangers = [n for n in targets if not self._is_member(n)]
+                if strangers:
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
+                                        f"{', '.join(n.node_id for n in strangers)} are not members of this cluster")
                 results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, P.FLAG_FORWARDED,
                                                                     view) for n in targets), return_exceptions=True)
             finally:
@@ -247,23 +314,46 @@ class Controller:
             raise ProtocolError(ErrorCode.INCOMPLETE, f"map {map_index} attempt {attempt}: " + "; ".join(wrong[:5]))
         return Reply()
 
-    def _fetch(self, flags, meta) -> Reply:
+    def _fetch(self, flags, meta) -> Reply | Awaitable[Reply]:
         app, sid, p, start_map, end_map, attempts = W.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         runs = self.storage.select(sh, p, start_map, end_map, attempts)
+        total = sum(r.view.nbytes for r in runs)
+        if not self.config.verify_fetch:
+            return self._fetch_reply(runs, total)
+        if total <= VERIFY_INLINE_BYTES:
+            return self._checked_fetch(sh, p, runs, total, self.storage.find_corrupt(runs))
+
+        async def verify() -> Reply:  # a large reply is hashed on a worker thread: the loop serves others
+            try:
+                bad = await asyncio.get_running_loop().run_in_executor(None, self.storage.find_corrupt, runs)
+            except BaseException:
+                for r in runs:
+                    r.view.release()
+                raise
+            return self._checked_fetch(sh, p, runs, total, bad)
+
+        return verify()
+
+    def _checked_fetch(self, sh, p: int, runs: list, total: int, bad: list) -> Reply:
+        if bad:
+            for r in runs:
+                r.view.release()
+            raise _storage_error(self.storage.quarantine(sh, p, bad))
+        return self._fetch_reply(runs, total)
+
+    def _fetch_reply(self, runs: list, total: int) -> Reply:
         frames: list[tuple[bytes, list]] = []
         cur: list = []
         cur_bytes = cur_records = 0
-        total = 0
-        for view, nrec, offset in runs:
-            if cur and cur_bytes + view.nbytes > FETCH_FRAME_BYTES:
+        for run in runs:
+            if cur and cur_bytes + run.view.nbytes > FETCH_FRAME_BYTES:
                 frames.append((W.encode_fetch_resp(cur_records), cur))
                 cur, cur_bytes, cur_records = [], 0, 0
-            cur.append(FileRange(view, offset))
-            cur_bytes += view.nbytes
-            cur_records += nrec
-            total += view.nbytes
+            cur.append(FileRange(run.view, run.file_offset))
+            cur_bytes += run.view.nbytes
+            cur_records += len(run.records)
         frames.append((W.encode_fetch_resp(cur_records), cur))
         self.counters["fetches"] += 1
         self.counters["fetch_bytes"] += total
@@ -297,7 +387,13 @@ class Controller:
     def _forward_sum(self, op: int, meta: bytes, local: int) -> Awaitable[Reply]:
         async def run() -> Reply:
             results, _ = await self._forward(op, meta)  # failures are logged; a dead node's data waits
-            return Reply(W.encode_u64(local + sum(W.decode_u64(m) for m, _ in results)))
+            total = local
+            for m, _ in results:
+                try:
+                    total += W.decode_u64(m)
+                except ProtocolError as e:
+                    log.warning("a peer's %s reply is malformed: %s", Op(op).name, e)
+            return Reply(W.encode_u64(min(total, U64_MAX)))  # a peer's absurd count must not overflow the reply
         return run()
 
     # ---- key-value and address API --------------------------------------------------------------
@@ -305,6 +401,7 @@ class Controller:
         key = W.decode_key(meta)
         res = self.storage.reserve_put(key, data_len)
 
+        @_mapped
         def done() -> Reply:
             self.storage.commit_put(res)
             self.counters["puts"] += 1
@@ -312,10 +409,28 @@ class Controller:
 
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.abort(res))
 
-    def _get(self, flags, meta) -> Reply:
+    def _get(self, flags, meta) -> Reply | Awaitable[Reply]:
         key = W.decode_key(meta)
+        block, view = self.storage.get(key)
+        if view.nbytes <= VERIFY_INLINE_BYTES:
+            return self._checked_value(key, block, view, self.storage.block_ok(block))
+
+        async def verify() -> Reply:
+            try:
+                ok = await asyncio.get_running_loop().run_in_executor(None, self.storage.block_ok, block)
+            except BaseException:
+                view.release()
+                raise
+            return self._checked_value(key, block, view, ok)
+
+        return verify()
+
+    def _checked_value(self, key: bytes, block: int, view: memoryview, ok: bool) -> Reply:
+        if not ok:
+            view.release()
+            raise _storage_error(self.storage.quarantine_value(key, block))
         self.counters["gets"] += 1
-        return Reply(data=[self.storage.get(key)])
+        return Reply(data=[view])
 
     def _delete(self, flags, meta) -> Reply:
         self.storage.delete(W.decode_key(meta))
@@ -329,6 +444,7 @@ class Controller:
         address, offset = W.decode_write(meta)
         res = self.storage.reserve_write(address, offset, data_len)
 
+        @_mapped
         def done() -> Reply:
             self.storage.commit_write(res)
             return Reply()

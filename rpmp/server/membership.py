@@ -14,12 +14,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rpmp.protocol import Node
+from rpmp.protocol import ErrorCode, Node, ProtocolError
 from rpmp.ring import HashRing
 
 log = logging.getLogger("rpmp.membership")
 
 ALIVE, SUSPECT, DEAD = 1, 2, 3
+NAME_MAX = 255  # bytes of a node id or host name
+MAX_MEMBERS = 1024  # the table (and so a MEMBERS reply) stays bounded whoever sends heartbeats
+PRUNE_AFTER = 60.0  # seconds (at least; 10 x dead_after) a dead member stays in the table
 
 
 @dataclass
@@ -27,6 +30,17 @@ class Member:
     node: Node
     last_seen: float
     direct: bool  # we hear from it ourselves (it heartbeats us, or it is a seed answering us)
+    dead_since: float | None = None
+
+
+def check_node(node: Node) -> None:
+    """A heartbeat's node must be nameable and reachable: bounded id and host, a real port."""
+    for what, value in (("node id", node.node_id), ("host", node.host)):
+        if not value or len(value.encode()) > NAME_MAX or any(ord(ch) < 32 for ch in value):
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: {what} {value[:40]!r} must be 1..{NAME_MAX} "
+                                "bytes of printable text")
+    if not 0 < node.port < 65536:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: port {node.port} is not in 1..65535")
 
 
 class Membership:
@@ -64,12 +78,17 @@ class Membership:
         """Record a node's state; True if the set of live nodes changed."""
         m = self.members.get(node.node_id)
         was_alive = m is not None and m.node.state == ALIVE
+        now = time.monotonic()
         if m is None:
-            self.members[node.node_id] = Member(node, time.monotonic(), direct)
+            m = self.members[node.node_id] = Member(node, now, direct)
         else:
             m.node, m.direct = node, direct or m.direct
             if direct:
-                m.last_seen = time.monotonic()
+                m.last_seen = now
+        if node.state == ALIVE:
+            m.dead_since = None
+        elif m.dead_since is None:
+            m.dead_since = now
         return was_alive != (node.state == ALIVE)
 
     def _changed(self, why: str, epoch: int = 0) -> None:
@@ -78,7 +97,21 @@ class Membership:
         log.info("membership epoch %d (%s): live %s", self.epoch, why, [n.node_id for n in self.live()])
 
     def on_heartbeat(self, node: Node, known_epoch: int = 0) -> None:
-        """A peer says it is alive (this node acts as its seed)."""
+        """A peer says it is alive (this node acts as its seed).
+
+        Refused: this node's own id (a stranger would take over its entry), an id that is alive at another
+        address (it would redirect placements), and a new id when the table is full."""
+        check_node(node)
+        if node.node_id == self.me.node_id:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: {node.node_id} is this node's own id")
+        m = self.members.get(node.node_id)
+        if m is not None and m.node.state == ALIVE and (m.node.host, m.node.port) != (node.host, node.port):
+            raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: node {node.node_id} is alive at "
+                                f"{m.node.host}:{m.node.port}, not {node.host}:{node.port}")
+        if m is None and len(self.members) >= MAX_MEMBERS:
+            self.prune(force=True)
+            if len(self.members) >= MAX_MEMBERS:
+                raise ProtocolError(ErrorCode.UNAVAILABLE, f"HEARTBEAT: the member table is full ({MAX_MEMBERS})")
         if self._set(Node(node.node_id, node.host, node.port, ALIVE), direct=True):
             self._changed(f"{node.node_id} joined")
 
@@ -89,6 +122,8 @@ class Membership:
             m = self.members.get(n.node_id)
             if n.node_id == self.me.node_id or (m is not None and m.direct):
                 continue
+            if m is None and len(self.members) >= MAX_MEMBERS:
+                break
             changed |= self._set(n, direct=False)
         if changed:
             self._changed("from seed", epoch)
@@ -103,10 +138,22 @@ class Membership:
             if m.direct and m.node.node_id != self.me.node_id and m.node.state == ALIVE \
                     and now - m.last_seen > self.dead_after:
                 m.node = Node(m.node.node_id, m.node.host, m.node.port, DEAD)
+                m.dead_since = now
                 dead.append(m.node.node_id)
         if dead:
             log.warning("nodes %s missed heartbeats for %.1f s: declared dead", dead, self.dead_after)
             self._changed(f"{', '.join(dead)} dead")
+        self.prune()
+
+    def prune(self, force: bool = False) -> None:
+        """Forget members dead for a while (all dead ones when `force`): placements keep their own node
+        lists, so nothing refers to the table's old entries."""
+        now = time.monotonic()
+        keep_for = 0.0 if force else max(PRUNE_AFTER, 10 * self.dead_after)
+        gone = [nid for nid, m in self.members.items()
+                if m.dead_since is not None and now - m.dead_since >= keep_for and nid != self.me.node_id]
+        for nid in gone:
+            del self.members[nid]
 
     # ---- the loop -------------------------------------------------------------------------------
     def start(self) -> None:

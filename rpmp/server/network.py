@@ -7,10 +7,19 @@ buffers; with uvloop, views of pool memory go to the socket without a copy. Larg
 (FETCH) go further: the bytes are named as ranges of the pool file (`FileRange`) and sent with
 sendfile(2), so the node does not even copy them into the socket (the reader's receive is the only copy).
 
-Bounds: the staging buffer never exceeds header + MAX_META; a connection whose replies pile up in the
-transport (a client that does not read) stops being read until they drain (back-pressure); the node
-takes at most `max_connections` clients. A frame whose framing is broken gets an error frame and the
-connection is closed; a well-framed bad request gets an error frame and the connection stays open.
+Bounds, so that one bad client can neither take the node down nor starve the others:
+- memory: a connection's staging buffer starts at 64 KiB and grows (for a large meta part, up to header +
+  MAX_META) only out of a node-wide budget (`staging_memory`); a connection that cannot get it waits,
+  paused, until another gives some back. A connection whose replies pile up in the transport (a client
+  that does not read) stops being read until they drain (back-pressure).
+- time: a frame must arrive within `frame_timeout` seconds plus its data at 1 MiB/s at least, or the
+  connection is dropped and whatever the frame reserved (pool room for a PUT, a block for a PUSH) goes back;
+  a connection that sends nothing for `idle_timeout` seconds is closed.
+- fairness: one read callback handles at most FRAMES_PER_TURN frames, then yields the loop to the others.
+- connections: at `max_connections`, a new client takes the place of the longest-idle one (idle at least
+  EVICT_IDLE seconds) or is refused.
+A frame whose framing is broken gets an error frame and the connection is closed; a well-framed bad
+request gets an error frame and the connection stays open.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import asyncio
 import logging
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -30,6 +41,9 @@ log = logging.getLogger("rpmp.network")
 INITIAL_STAGING = 64 << 10
 DISCARD_CHUNK = 256 << 10
 SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport than through a sendfile round
+FRAMES_PER_TURN = 32  # frames one connection may have handled before the loop turns to the others
+MIN_RATE = 1 << 20  # bytes/s a frame's data part must arrive at, at least, on top of frame_timeout
+EVICT_IDLE = 5.0  # seconds without a byte before a connection may make room for a new one
 _scratch = memoryview(bytearray(DISCARD_CHUNK))
 
 
@@ -102,9 +116,13 @@ class Connection(asyncio.BufferedProtocol):
         self.sink_op = self.sink_rid = 0
         self.blocked = False  # an asynchronous request is being served; later ones wait
         self.write_paused = False
+        self.yielded = False  # stopped after FRAMES_PER_TURN frames; the rest is handled on a later turn
+        self.waiting_memory = False  # paused until the node's staging budget has room for this frame's meta
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self.last_active = time.monotonic()
+        self.frame_deadline: float | None = None  # a frame has begun and must be complete by then
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -113,7 +131,7 @@ class Connection(asyncio.BufferedProtocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = str(transport.get_extra_info("peername"))
-        if len(self.server.connections) >= self.server.max_connections:
+        if len(self.server.connections) >= self.server.max_connections and not self.server.evict_idle():
             transport.write(W.error_frame(0, 0, ErrorCode.UNAVAILABLE,
                                           f"node has {self.server.max_connections} connections already"))
             transport.close()
@@ -124,6 +142,7 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        self._release_staging()
         if self.sink is not None and self.sink.on_abort is not None:
             self.sink.on_abort()
         self.sink = None
@@ -134,8 +153,14 @@ class Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if not self.blocked and not self.closed:
-            self.transport.resume_reading()
+        self._resume()
+
+    def _resume(self) -> None:
+        """Read and handle frames again, unless something still holds this connection back."""
+        if self.closed or self.blocked or self.write_paused or self.waiting_memory:
+            return
+        self.transport.resume_reading()
+        self._process()
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.sink is not None:
@@ -145,6 +170,7 @@ class Connection(asyncio.BufferedProtocol):
         return self.view[self.end:]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self.last_active = time.monotonic()
         if self.sink is not None:
             self.sink.received(nbytes)
             if self.sink.pos == self.sink.length:
@@ -157,24 +183,45 @@ class Connection(asyncio.BufferedProtocol):
         return False
 
     # ---- frames ---------------------------------------------------------------------------------
-    def _make_room(self, need: int) -> None:
-        """Room for `need` bytes from `start`: compact, or grow a new buffer (never past the frame bound)."""
+    def _make_room(self, need: int) -> bool:
+        """Room for `need` bytes from `start`: compact, or grow a new buffer (never past the frame bound), the
+        growth taken from the node's staging budget; False (nothing changed) when the budget has no room."""
         used = self.end - self.start
         if need <= len(self.buf):
             self.buf[0:used] = self.buf[self.start:self.end]
         else:
             size = min(max(need, 2 * len(self.buf)), HEADER_SIZE + MAX_META)
+            if not self.server.take_staging(size - len(self.buf)):
+                return False
             buf = bytearray(size)
             buf[0:used] = self.buf[self.start:self.end]
             self.view.release()
             self.buf, self.view = buf, memoryview(buf)
         self.start, self.end = 0, used
+        return True
+
+    def _release_staging(self) -> None:
+        """Give back staging beyond the initial buffer (the connection is idle between frames, or gone)."""
+        extra = len(self.buf) - INITIAL_STAGING
+        if extra > 0 and self.start == self.end:
+            self.server.give_staging(extra)
+            self.view.release()
+            self.buf = bytearray(0 if self.closed else INITIAL_STAGING)
+            self.view = memoryview(self.buf)
+            self.start = self.end = 0
 
     def _process(self) -> None:
-        while not (self.blocked or self.closed or self.sink is not None):
+        turn = 0
+        while not (self.blocked or self.closed or self.sink is not None or self.write_paused):
             avail = self.end - self.start
             if avail < HEADER_SIZE:
                 break
+            if turn == FRAMES_PER_TURN:  # let the other connections have the loop
+                if not self.yielded:
+                    self.yielded = True
+                    self.transport.pause_reading()
+                    asyncio.get_running_loop().call_soon(self._next_turn)
+                return
             try:
                 op, flags, rid, meta_len, data_len = W.unpack_header(self.view, self.server.max_data, self.start)
             except ProtocolError as e:  # broken framing: answer, echoing what op and id the bytes hold
@@ -182,21 +229,41 @@ class Connection(asyncio.BufferedProtocol):
                 return self._fatal(op, rid, e.code, e.message)
             if flags & FLAG_RESPONSE:
                 return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
+            if self.frame_deadline is None:
+                self.frame_deadline = time.monotonic() + self.server.frame_timeout + data_len / MIN_RATE
             if avail < HEADER_SIZE + meta_len:
-                if self.start + HEADER_SIZE + meta_len > len(self.buf):
-                    self._make_room(HEADER_SIZE + meta_len)
+                if self.start + HEADER_SIZE + meta_len > len(self.buf) and not self._make_room(HEADER_SIZE + meta_len):
+                    self.waiting_memory = True  # resumed by the node when another connection gives staging back
+                    self.transport.pause_reading()
+                    self.server.wait_staging(self)
                 break
+            turn += 1
             meta = self.view[self.start + HEADER_SIZE:self.start + HEADER_SIZE + meta_len]
             self.start += HEADER_SIZE + meta_len
             try:
                 if data_len or self.handler.takes_data(op):
                     self._begin_data(op, flags, rid, meta, data_len)
                 else:
+                    self.frame_deadline = None
                     self._dispatch(op, rid, self.handler.handle, op, flags, meta)
             finally:
                 meta.release()
         if self.start == self.end:
             self.start = self.end = 0
+            if self.sink is None:
+                self.frame_deadline = None
+                self._release_staging()
+        elif self.frame_deadline is None and not self.closed:  # a frame has begun: it must not stall forever
+            self.frame_deadline = time.monotonic() + self.server.frame_timeout
+
+    def _next_turn(self) -> None:
+        self.yielded = False
+        self._resume()
+
+    def memory_available(self) -> None:
+        """The node's staging budget has room again: try this connection's waiting frame."""
+        self.waiting_memory = False
+        self._resume()
 
     def _begin_data(self, op: int, flags: int, rid: int, meta: memoryview, data_len: int) -> None:
         try:
@@ -219,6 +286,7 @@ class Connection(asyncio.BufferedProtocol):
     def _complete_sink(self) -> None:
         sink, op, rid = self.sink, self.sink_op, self.sink_rid
         self.sink = None
+        self.frame_deadline = None
         if sink.error is not None:
             self._send_error(op, rid, sink.error)
             return
@@ -260,9 +328,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.closed:
             return
         self.blocked = False
-        if not self.write_paused:
-            self.transport.resume_reading()
-        self._process()
+        self._resume()
 
     def _send(self, op: int, rid: int, reply: Reply) -> None:
         if self.closed:
@@ -373,26 +439,90 @@ class NetworkServer:
     """Listens on host:port and hands decoded frames to `handler` (the controller)."""
 
     def __init__(self, handler, max_data: int, max_connections: int, sendfile_path: str | None = None,
-                 send_timeout: float = 120.0):
+                 send_timeout: float = 120.0, staging_memory: int = 64 << 20, frame_timeout: float = 30.0,
+                 idle_timeout: float = 600.0):
         self.handler = handler
         self.max_data = max_data
         self.max_connections = max_connections
         self.send_timeout = send_timeout
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
+        self.staging_memory = staging_memory
+        self.staging_used = 0  # staging taken beyond the connections' initial buffers
+        self._staging_waiters: deque[Connection] = deque()
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
-        self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0}
+        self._janitor: asyncio.Task | None = None
+        self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0,
+                         "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0}
         # sendfile(2) needs a regular file (a pool on /dev/shm or an fsdax mount; not a device-DAX).
         self.sendfile_fd: int | None = None
         if sendfile_path is not None and os.path.isfile(sendfile_path):
             self.sendfile_fd = os.open(sendfile_path, os.O_RDONLY | os.O_CLOEXEC)
 
+    # ---- the node-wide staging budget -----------------------------------------------------------
+    def take_staging(self, n: int) -> bool:
+        if self.staging_used + n > self.staging_memory:
+            return False
+        self.staging_used += n
+        return True
+
+    def give_staging(self, n: int) -> None:
+        self.staging_used -= n
+        while self._staging_waiters:  # the oldest waiter first: each gets its turn
+            conn = self._staging_waiters.popleft()
+            if not conn.closed:
+                conn.memory_available()
+                if conn.waiting_memory:  # still not enough: it is back in the queue
+                    return
+
+    def wait_staging(self, conn: Connection) -> None:
+        self.counters["staging_waits"] += 1
+        self._staging_waiters.append(conn)
+
+    # ---- connection bounds ----------------------------------------------------------------------
+    def evict_idle(self) -> bool:
+        """Close the longest-idle connection (nothing in flight, silent for EVICT_IDLE s) to admit a new one."""
+        now = time.monotonic()
+        idle = [c for c in self.connections if not c.blocked and c.sink is None and c.start == c.end
+                and now - c.last_active >= EVICT_IDLE]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.last_active)
+        self.counters["evicted_connections"] += 1
+        log.info("closing idle connection from %s (%.0f s idle) to admit a new one", victim.peer,
+                 now - victim.last_active)
+        victim.closed = True
+        self.connections.discard(victim)
+        victim.transport.close()
+        return True
+
+    async def _watch(self) -> None:
+        """Once a second: drop connections whose frame is overdue, close those idle for idle_timeout."""
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
+                    self.counters["timed_out_frames"] += 1
+                    conn._abort(f"a frame was not complete within {self.frame_timeout:g} s (+1 s per MiB of data)")
+                elif conn.frame_deadline is None and not conn.blocked and now - conn.last_active > self.idle_timeout:
+                    self.counters["idle_closed"] += 1
+                    log.info("closing connection from %s: idle for %.0f s", conn.peer, now - conn.last_active)
+                    conn.closed = True
+                    self.connections.discard(conn)
+                    conn.transport.close()
+
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
                                                backlog=1024)
+        self._janitor = asyncio.ensure_future(self._watch())
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
         if self.server is not None:
             self.server.close()
             for conn in list(self.connections):

@@ -38,7 +38,9 @@ class RpmpNode:
             log.info("pool %s recovered: %s", cfg.pool, rec)
         # The controller needs the membership and the membership needs the port: bind first.
         self.network = NetworkServer(None, cfg.max_data, cfg.max_connections,
-                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout)
+                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout,
+                                     staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
+                                     idle_timeout=cfg.idle_timeout)
         self.port = await self.network.start(cfg.host, cfg.port)
         if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
             cfg.node_id = f"{cfg.host}:{self.port}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 
 from rpmp import _wire as W
-from rpmp.protocol import FLAG_ERROR, HEADER_SIZE, ErrorCode, ProtocolError
+from rpmp.protocol import FLAG_ERROR, FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, ErrorCode, ProtocolError
 
 MAX_CONTROL_DATA = 16 << 20
 
@@ -46,13 +46,14 @@ class PeerPool:
         await writer.drain()
         head = await reader.readexactly(HEADER_SIZE)
         try:
-            _, rflags, rrid, meta_len, data_len = W.unpack_header(head, MAX_CONTROL_DATA)
+            rop, rflags, rrid, meta_len, data_len = W.unpack_header(head, MAX_CONTROL_DATA)
         except ProtocolError as e:
             self._drop(key)
             raise ProtocolError(e.code, f"bad response frame from {key[0]}:{key[1]}: {e.message}") from None
-        if rrid != rid:
+        if rrid != rid or rop != op or not rflags & FLAG_RESPONSE or rflags & FLAG_MORE:
             self._drop(key)
-            raise ProtocolError(ErrorCode.BAD_FRAME, f"{key[0]}:{key[1]} answered request {rrid}, not {rid}")
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"{key[0]}:{key[1]} answered request {rrid} op {rop:#04x} "
+                                f"flags {rflags:#x}; expected one response to request {rid} op {op:#04x}")
         rmeta = await reader.readexactly(meta_len)
         data = await reader.readexactly(data_len)
         if rflags & FLAG_ERROR:

@@ -6,12 +6,17 @@ everything from the pool alone (DESIGN decision 4):
 - ``S`` shuffle blocks: the records of one reduce partition, appended as they arrive (server-side
   merge into 4 MiB blocks; a record larger than a block gets a block of its own size). Each record is
   self-describing (PROTOCOL.md "records"), so the index is rebuilt by parsing the blocks.
-- ``M`` shuffle metadata: the registration (partition count, replicas, placement), one small block.
+- ``M`` shuffle metadata: the registration (partition count, replicas, placement), in two small sealed
+  blocks (copies 0 and 1): a flipped bit in one must not orphan every block of the shuffle.
 - ``K`` values of the key-value API, one sealed block per value; the key carries a version so that a
   crash between writing a new value and freeing the old one keeps the newer.
 - ``A`` blocks of the address API (ALLOC/WRITE/READ/FREE).
 
-Everything here runs on the node's event-loop thread: no locks. Pushes to one partition may be in
+Every byte that leaves is checked first: FETCH records against their XXH3 (``find_corrupt``, which may run
+on a worker thread because it only reads views the loop made), GET values against their block checksum. A
+record or value that fails is quarantined: counted, logged with its block and offset, never served again.
+
+Everything else here runs on the node's event-loop thread: no locks. Pushes to one partition may be in
 flight on several connections at once; each in-flight push holds an open block exclusively (its bytes
 are published in one step when complete), so a half-received push can never be published by another.
 """
@@ -24,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rpmp import _pool
+from rpmp import _wire as W
 from rpmp._pool import DEFAULT_BLOCK_CAPACITY, Pool, PoolBusyError
 
 log = logging.getLogger("rpmp.storage")
@@ -31,8 +37,10 @@ log = logging.getLogger("rpmp.storage")
 RECORD = struct.Struct("<IIQIIQ")  # magic, map_index, attempt, seq, length, checksum
 RECORD_MAGIC = 0x31474553  # "SEG1"
 RECORD_HEADER = RECORD.size
+MAGIC = struct.Struct("<I")
 SKEY = struct.Struct("<cIII")  # b"S", shuffle, partition, block seq; then the app name
-MKEY = struct.Struct("<cI")  # b"M", shuffle; then the app name
+MKEY = struct.Struct("<cIB")  # b"M", shuffle, copy (0 or 1); then the app name
+META_COPIES = 2
 MIN_BLOCK = 64 << 10  # a partition's first merge block; each next one doubles, up to the 4 MiB block
 KKEY = struct.Struct("<cQ")  # b"K", version; then the user's key
 META = struct.Struct("<II")  # partition count, replicas; then the placement bytes
@@ -54,6 +62,18 @@ class Record:
     attempt: int
     seq: int
     length: int
+    checksum: int
+    corrupt: bool = False  # failed its checksum on this node: quarantined, never served again
+
+
+@dataclass(slots=True)
+class Run:
+    """Contiguous selected records of one block: `view` covers them (and pins the block) from `start`."""
+
+    view: memoryview
+    start: int  # offset of the run in its block
+    file_offset: int  # of the run in the pool file (for sendfile)
+    records: list[Record]
 
 
 @dataclass
@@ -75,7 +95,7 @@ class Shuffle:
     num_partitions: int
     replicas: int
     placement: bytes  # opaque to storage: the controller's encoded placement
-    meta_block: int = 0
+    meta_blocks: tuple[int, ...] = ()
     partitions: dict[int, Partition] = field(default_factory=dict)
 
     def part(self, p: int) -> Partition:
@@ -108,10 +128,15 @@ class Storage:
         self.pool = Pool.open_or_create(path, size, verify)
         self.path = path
         self.block_capacity = block_capacity
+        self.verify_on_open = verify
         self.shuffles: dict[tuple[str, int], Shuffle] = {}
         self.values: dict[bytes, tuple[int, int]] = {}  # key -> (block, version)
         self.addresses: set[int] = set()
         self.pending_free: set[int] = set()
+        self.corrupt_blocks: set[int] = set()  # values and address blocks that failed their checksum
+        self.orphans: dict[tuple[str, int], list[int]] = {}  # blocks of a shuffle whose registration is damaged
+        self.counters = {"corrupt_records": 0, "corrupt_values": 0, "corrupt_registrations": 0,
+                         "lost_record_bytes": 0}
         self._kv_version = 0
         self._rebuild()
 
@@ -119,15 +144,12 @@ class Storage:
     def _rebuild(self) -> None:
         """Rebuild every index from the pool's blocks (run once at open)."""
         shuffle_blocks: list[tuple[str, int, int, int, int]] = []
+        metas: dict[tuple[str, int], list[int]] = {}
         for info in self.pool:
             kind = info.key[:1]
             if kind == b"M":
-                _, sid = MKEY.unpack_from(info.key)
-                app = info.key[MKEY.size:].decode()
-                raw = self.pool.read(info.id)
-                nparts, replicas = META.unpack_from(raw)
-                sh = Shuffle(app, sid, nparts, replicas, raw[META.size:], meta_block=info.id)
-                self.shuffles[(app, sid)] = sh
+                _, sid, _copy = MKEY.unpack_from(info.key)
+                metas.setdefault((info.key[MKEY.size:].decode(), sid), []).append(info.id)
             elif kind == b"S":
                 _, sid, p, seq = SKEY.unpack_from(info.key)
                 shuffle_blocks.append((info.key[SKEY.size:].decode(), sid, p, seq, info.id))
@@ -146,32 +168,84 @@ class Storage:
                 self.addresses.add(info.id)
             else:
                 log.warning("pool block %#x has an unknown key %r; left alone", info.id, info.key[:16])
+        for (app, sid), blocks in metas.items():
+            self._load_registration(app, sid, blocks)
         for app, sid, p, seq, block in sorted(shuffle_blocks):
             sh = self.shuffles.get((app, sid))
-            if sh is None:  # data of a shuffle whose registration did not survive: unreachable
-                self._free(block)
+            if sh is None:
+                if (app, sid) in self.orphans:  # its registration is damaged: keep the data, serve none of it
+                    self.orphans[(app, sid)].append(block)
+                else:  # no registration at all: a delete was interrupted after it freed the registration
+                    self._free(block)
                 continue
             part = sh.part(p)
             part.blocks.append(block)
             part.next_seq = max(part.next_seq, seq + 1)
-            self._index_block(part, block)
+            self._index_block(sh, p, part, block)
             capacity = self.pool.info(block).capacity
             if capacity <= self.block_capacity:
                 part.next_capacity = max(part.next_capacity, min(self.block_capacity, 2 * capacity))
             if self.pool.used(block) + RECORD_HEADER < capacity:
                 part.open.append(block)
+        for key, (block, _) in self.values.items():
+            if self.verify_on_open and not self._verify_block(block):
+                self._mark_corrupt(block, "value", f"key {key[:40]!r}")
 
-    def _index_block(self, part: Partition, block: int) -> None:
+    def _load_registration(self, app: str, sid: int, blocks: list[int]) -> None:
+        """Take the first copy of a registration that verifies; with none, quarantine the shuffle's data."""
+        for block in blocks:
+            if self._verify_block(block):
+                raw = self.pool.read(block)
+                nparts, replicas = META.unpack_from(raw)
+                self.shuffles[(app, sid)] = Shuffle(app, sid, nparts, replicas, raw[META.size:],
+                                                    meta_blocks=tuple(blocks))
+                if len(blocks) < META_COPIES:
+                    log.warning("shuffle %d of %s: %d of %d registration copies left", sid, app, len(blocks),
+                                META_COPIES)
+                return
+        self.counters["corrupt_registrations"] += 1
+        self.orphans[(app, sid)] = list(blocks)
+        log.error("shuffle %d of %s: every copy of its registration (blocks %s) fails its checksum; its data "
+                  "is kept but not served (readers use replicas) until the shuffle is deleted", sid, app,
+                  ", ".join(f"{b:#x}" for b in blocks))
+
+    def _verify_block(self, block: int) -> bool:
+        try:
+            self.pool.verify(block)
+            return True
+        except _pool.BlockCorruptError:
+            return False
+
+    def _index_block(self, sh: Shuffle, p: int, part: Partition, block: int) -> None:
+        """Index the records of one block; a damaged record is quarantined, and skipped when its length
+        can still be trusted (the next record starts right after it), else the rest of the block is lost."""
         data = self.pool.view(block)
         try:
             pos, end = 0, len(data)
             while pos + RECORD_HEADER <= end:
-                magic, m, a, s, n, _ = RECORD.unpack_from(data, pos)
-                if magic != RECORD_MAGIC or pos + RECORD_HEADER + n > end:
-                    log.error("block %#x: bad record at %d; the rest of the block is ignored", block, pos)
-                    break
-                self._add_record(part, Record(block, pos, m, a, s, n))
-                pos += RECORD_HEADER + n
+                magic, m, a, s, n, checksum = RECORD.unpack_from(data, pos)
+                nxt = pos + RECORD_HEADER + n
+                if magic == RECORD_MAGIC and nxt <= end:
+                    rec = Record(block, pos, m, a, s, n, checksum)
+                    if self.verify_on_open and W.xxh3(data[pos + RECORD_HEADER:nxt]) != checksum:
+                        self._quarantine(sh, p, rec, "at open")
+                    self._add_record(part, rec)
+                    pos = nxt
+                    continue
+                resync = nxt <= end and (nxt == end or (nxt + RECORD_HEADER <= end and
+                                                        MAGIC.unpack_from(data, nxt)[0] == RECORD_MAGIC))
+                self.counters["corrupt_records"] += 1
+                if resync:
+                    log.error("shuffle %d of %s partition %d: block %#x: damaged record header at %d "
+                              "(%d payload bytes); skipped", sh.shuffle, sh.app, p, block, pos, n)
+                    self.counters["lost_record_bytes"] += n
+                    pos = nxt
+                    continue
+                log.error("shuffle %d of %s partition %d: block %#x: damaged record at %d; the block's last "
+                          "%d bytes are lost on this node (readers find the gap and use a replica)",
+                          sh.shuffle, sh.app, p, block, pos, end - pos)
+                self.counters["lost_record_bytes"] += end - pos
+                break
         finally:
             data.release()
 
@@ -194,10 +268,20 @@ class Storage:
         if sh is not None:
             return sh
         raw = META.pack(num_partitions, replicas) + placement
-        block = self._alloc(len(raw), MKEY.pack(b"M", sid) + app.encode(), seal_required=True)
-        self.pool.write(block, 0, raw)
-        self.pool.seal(block)
-        sh = Shuffle(app, sid, num_partitions, replicas, placement, meta_block=block)
+        blocks: list[int] = []
+        try:
+            for copy in range(META_COPIES):
+                block = self._alloc(len(raw), MKEY.pack(b"M", sid, copy) + app.encode(), seal_required=True)
+                blocks.append(block)
+                self.pool.write(block, 0, raw)
+                self.pool.seal(block)
+        except BaseException:
+            for b in blocks:
+                self._free(b)
+            raise
+        for b in self.orphans.pop((app, sid), ()):  # data of a damaged registration of the same id
+            self._free(b)
+        sh = Shuffle(app, sid, num_partitions, replicas, placement, meta_blocks=tuple(blocks))
         self.shuffles[(app, sid)] = sh
         return sh
 
@@ -236,7 +320,7 @@ class Storage:
         part.blocks.append(block)
         return block
 
-    def commit_record(self, res: Reservation, flushed: bool = False) -> bool:
+    def commit_record(self, res: Reservation, checksum: int, flushed: bool = False) -> bool:
         """Publish a received segment; False if it was a duplicate (then nothing is published)."""
         sh, part = res.shuffle, res.shuffle.part(res.partition)
         alive = self.shuffles.get((sh.app, sh.shuffle)) is sh
@@ -246,7 +330,7 @@ class Storage:
             start = res.offset - RECORD_HEADER
             self.pool.publish(res.block, start, RECORD_HEADER + res.length, flushed)
             m, a, s = res.ident
-            self._add_record(part, Record(res.block, start, m, a, s, res.length))
+            self._add_record(part, Record(res.block, start, m, a, s, res.length, checksum))
         self._return_block(part, res.block, alive)
         return alive and not dup
 
@@ -262,40 +346,87 @@ class Storage:
     def _return_block(self, part: Partition, block: int, alive: bool) -> None:
         if not alive or block in self.pending_free:
             self._free(block)
+        elif self.pool.used(block) == 0:  # an aborted push left its new block empty: give the room back
+            part.blocks.remove(block)
+            self._free(block)
         elif self.pool.used(block) + RECORD_HEADER < self.pool.info(block).capacity:
             part.open.append(block)
 
     def payload(self, sh: Shuffle, p: int, ident: tuple[int, int, int]) -> memoryview | None:
-        """A zero-copy view of one stored segment's payload (for forwarding it to replicas)."""
+        """A zero-copy view of one stored segment's payload (for forwarding it to replicas); it pins the block."""
+        if self.shuffles.get((sh.app, sh.shuffle)) is not sh:
+            return None
         part = sh.partitions.get(p)
         rec = part.seen.get(ident) if part else None
-        if rec is None:
+        if rec is None or rec.corrupt:
             return None
         return self.pool.view(rec.block, rec.offset + RECORD_HEADER, rec.length)
 
     def select(self, sh: Shuffle, p: int, start_map: int = 0, end_map: int = 0xFFFFFFFF,
-               attempts: Iterable[int] | None = None) -> list[tuple[memoryview, int, int]]:
-        """Zero-copy views of the records of partition p that pass the filters, as contiguous runs.
+               attempts: Iterable[int] | None = None) -> list[Run]:
+        """The records of partition p that pass the filters, as contiguous runs of zero-copy views.
 
-        Returns (view, record count, offset of the run in the pool file) per run. Views pin their blocks
-        until released (a delete waits).
+        The views pin their blocks until released (a delete waits). A quarantined record among them is
+        StorageError("corrupt"): the reader must take the partition from a replica.
         """
         part = sh.partitions.get(p)
         if part is None or not part.records:
             return []
         wanted = set(attempts) if attempts else None
-        runs: list[list[int]] = []  # [block, start, end, records]
+        spans: list[list] = []  # [block, start, end, records]
         for r in part.records:
             if not (start_map <= r.map_index < end_map) or (wanted is not None and r.attempt not in wanted):
                 continue
+            if r.corrupt:
+                raise self._corrupt_error(sh, p, r)
             end = r.offset + RECORD_HEADER + r.length
-            last = runs[-1] if runs else None
+            last = spans[-1] if spans else None
             if last is not None and last[0] == r.block and last[2] == r.offset:
                 last[2] = end
-                last[3] += 1
+                last[3].append(r)
             else:
-                runs.append([r.block, r.offset, end, 1])
-        return [(self.pool.view(b, s, e - s), n, self.pool.payload_offset(b) + s) for b, s, e, n in runs]
+                spans.append([r.block, r.offset, end, [r]])
+        return [Run(self.pool.view(b, s, e - s), s, self.pool.payload_offset(b) + s, recs) for b, s, e, recs in spans]
+
+    @staticmethod
+    def find_corrupt(runs: list[Run]) -> list[Record]:
+        """Records of `runs` whose bytes no longer match what was acknowledged (header or payload XXH3).
+
+        Reads only the runs' views, so it may run on a worker thread while the loop goes on.
+        """
+        bad = []
+        for run in runs:
+            view = run.view
+            for r in run.records:
+                at = r.offset - run.start
+                magic, m, a, s, n, checksum = RECORD.unpack_from(view, at)
+                if (magic, m, a, s, n, checksum) != (RECORD_MAGIC, r.map_index, r.attempt, r.seq, r.length,
+                                                     r.checksum) \
+                        or W.xxh3(view[at + RECORD_HEADER:at + RECORD_HEADER + n]) != checksum:
+                    bad.append(r)
+        return bad
+
+    def quarantine(self, sh: Shuffle, p: int, bad: list[Record]) -> StorageError:
+        """Mark records that failed their check; returns the error to answer with."""
+        for r in bad:
+            self._quarantine(sh, p, r, "on read")
+        return self._corrupt_error(sh, p, bad[0])
+
+    def _quarantine(self, sh: Shuffle, p: int, r: Record, when: str) -> None:
+        if r.corrupt:
+            return
+        r.corrupt = True
+        self.counters["corrupt_records"] += 1
+        log.error("CORRUPT record (%d, %d, %d) of shuffle %d of %s partition %d: block %#x bytes %d..%d (pool "
+                  "file offset %d) fail their checksum %s; quarantined", r.map_index, r.attempt, r.seq, sh.shuffle,
+                  sh.app, p, r.block, r.offset, r.offset + RECORD_HEADER + r.length,
+                  self.pool.payload_offset(r.block) + r.offset, when)
+
+    @staticmethod
+    def _corrupt_error(sh: Shuffle, p: int, r: Record) -> StorageError:
+        return StorageError("corrupt", f"record ({r.map_index}, {r.attempt}, {r.seq & 0x7FFFFFFF}) of shuffle "
+                            f"{sh.shuffle} of {sh.app!r} partition {p} fails its checksum on this node (block "
+                            f"{r.block:#x} offset {r.offset}); it is quarantined: read a replica")
 
     def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool]], int, int]:
         """(address, file offset, used, sealed) of each block of partition p, records, payload bytes."""
@@ -311,17 +442,22 @@ class Storage:
         return (c[0], c[1]) if c else (0, 0)
 
     def delete_shuffle(self, app: str, sid: int) -> int:
-        """Free a shuffle's blocks (those pinned by a fetch in flight are freed when released)."""
+        """Free a shuffle's blocks, registration first: a crash midway leaves only unregistered data, which
+        the next open frees. Blocks pinned by a fetch in flight are freed when released."""
         sh = self.shuffles.pop((app, sid), None)
         if sh is None:
-            return 0
-        blocks = [b for part in sh.partitions.values() for b in part.blocks] + [sh.meta_block]
+            orphans = self.orphans.pop((app, sid), [])
+            for b in orphans:
+                self._free(b)
+            return len(orphans)
+        blocks = [*sh.meta_blocks, *(b for part in sh.partitions.values() for b in part.blocks)]
         for b in blocks:
             self._free(b)
         return len(blocks)
 
     def delete_app(self, app: str) -> int:
-        return sum(self.delete_shuffle(a, s) for a, s in list(self.shuffles) if a == app)
+        ids = {k for k in (*self.shuffles, *self.orphans) if k[0] == app}
+        return sum(self.delete_shuffle(a, s) for a, s in ids)
 
     # ---- key-value API --------------------------------------------------------------------------
     def reserve_put(self, key: bytes, length: int) -> Reservation:
@@ -338,18 +474,44 @@ class Storage:
         self.values[res.key] = (res.block, KKEY.unpack_from(self.pool.info(res.block).key)[1])
         if old is not None:
             self._free(old[0])
+            self.corrupt_blocks.discard(old[0])
 
-    def get(self, key: bytes) -> memoryview:
+    def get(self, key: bytes) -> tuple[int, memoryview]:
+        """The block and a zero-copy view of a value; check it with `block_ok` before it leaves."""
         entry = self.values.get(key)
         if entry is None:
             raise StorageError("not_found", f"no value under key {key[:40]!r}")
-        return self.pool.view(entry[0])
+        if entry[0] in self.corrupt_blocks:
+            raise self._value_error(key, entry[0])
+        return entry[0], self.pool.view(entry[0])
+
+    def block_ok(self, block: int) -> bool:
+        """Whether a value's (or address block's) bytes match their checksum; thread-safe while a view pins it."""
+        return self._verify_block(block)
+
+    def quarantine_value(self, key: bytes, block: int) -> StorageError:
+        self._mark_corrupt(block, "value", f"key {key[:40]!r}")
+        return self._value_error(key, block)
+
+    def _mark_corrupt(self, block: int, what: str, name: str) -> None:
+        if block in self.corrupt_blocks:
+            return
+        self.corrupt_blocks.add(block)
+        self.counters["corrupt_values"] += 1
+        log.error("CORRUPT %s (%s): block %#x (pool file offset %d) fails its checksum; quarantined", what, name,
+                  block, self.pool.payload_offset(block))
+
+    @staticmethod
+    def _value_error(key: bytes, block: int) -> StorageError:
+        return StorageError("corrupt", f"the value under key {key[:40]!r} fails its checksum on this node (block "
+                            f"{block:#x}); it is quarantined until replaced or deleted")
 
     def delete(self, key: bytes) -> None:
         entry = self.values.pop(key, None)
         if entry is None:
             raise StorageError("not_found", f"no value under key {key[:40]!r}")
         self._free(entry[0])
+        self.corrupt_blocks.discard(entry[0])
 
     # ---- address API ----------------------------------------------------------------------------
     def alloc(self, size: int) -> int:
@@ -421,7 +583,8 @@ class Storage:
             a["bytes"] += sum(p.bytes for p in sh.partitions.values())
             a["records"] += sum(len(p.records) for p in sh.partitions.values())
         return {"pool": {**st, "path": self.path}, "apps": apps, "values": len(self.values),
-                "addresses": len(self.addresses), "pending_free": len(self.pending_free)}
+                "addresses": len(self.addresses), "pending_free": len(self.pending_free),
+                "orphaned_shuffles": len(self.orphans), "integrity": dict(self.counters)}
 
     def close(self) -> None:
         self.pool.close()
