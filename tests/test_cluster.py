@@ -88,7 +88,7 @@ def test_push_to_primaries_fetch_and_delete_everywhere(three):
                 info = c.partition_info(APP, 2, p, node=n.addr)
                 assert info["records"] == (5 if n.addr == pl.primary(p).node_id else 0)
         freed = c.delete_shuffle(APP, 2, node=three[2].addr)
-        assert freed == 12 + 3  # one block per partition, and the registration on each of the three nodes
+        assert freed == 12 + 2 * 3  # one block per partition, the registration's two copies on each node
         assert all(c.stats(node=n.addr)["pool"]["blocks"] == 0 for n in three)
         for n in three:
             with pytest.raises(NotFoundError):
