@@ -1,6 +1,10 @@
 """The JVM side of the wire protocol: the plugin jar builds, its codec matches the byte-exact vectors,
 and its client works against a real node and fails cleanly against misbehaving ones.
 
+The integrity checks run against real nodes too: final segments (SEQ_LAST) and the reader's completeness
+rule, a payload byte flipped in a node's pool file (one node: the read fails naming it; two nodes with
+replicas=2: the replica's intact bytes are returned), a lost tail completed from another node.
+
 The checks themselves are Java mains inside the jar (org.rpmp.shuffle.VectorCheck and ClientCheck), so
 they exercise exactly the classes Spark loads; these tests build the jar and run them.
 """
@@ -9,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,3 +68,19 @@ def test_client_against_a_node_and_misbehaving_nodes(classpath, node):
     out = run_java(classpath, "ClientCheck", node.host, str(node.port))
     assert out.returncode == 0, out.stdout + out.stderr
     assert " 0 failed" in out.stdout, out.stdout
+
+
+def test_client_against_two_nodes_reads_replicas_of_corrupt_or_short_copies(classpath, node_factory):
+    from rpmp.client import Client
+
+    first = node_factory()
+    second = node_factory(seeds=first.addr)
+    for n in (first, second):
+        with Client(n.addr) as c:
+            deadline = time.time() + 30
+            while sum(m.state == 1 for m in c.members()[1]) < 2:
+                assert time.time() < deadline, f"{n.addr} does not see both nodes"
+                time.sleep(0.1)
+    out = run_java(classpath, "ClientCheck", "--pair", first.host, str(first.port), second.host, str(second.port))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert " 0 failed" in out.stdout and "replica (pool file)" in out.stdout, out.stdout

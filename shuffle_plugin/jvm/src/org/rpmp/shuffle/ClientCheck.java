@@ -61,9 +61,20 @@ public final class ClientCheck {
 
     public static void main(String[] args) throws Exception {
         ClientCheck cc = new ClientCheck();
-        if (args.length >= 2) cc.liveNode(args[0], Integer.parseInt(args[1]));
+        if (args.length >= 5 && args[0].equals("--pair")) {
+            // Two nodes of one cluster: replicas and failover between them.
+            cc.nodePair(args[1], Integer.parseInt(args[2]), args[3], Integer.parseInt(args[4]));
+            System.out.println("ClientCheck: " + cc.passed + " passed, " + cc.failures.size() + " failed");
+            System.exit(cc.failures.isEmpty() ? 0 : 1);
+        }
+        if (args.length >= 2) {
+            cc.liveNode(args[0], Integer.parseInt(args[1]));
+            cc.integrity(args[0], Integer.parseInt(args[1]));
+        }
         cc.segmentBuffers();
         cc.segmentBufferBound();
+        cc.finalSegments();
+        cc.completeness();
         cc.fakeNodes();
         System.out.println("ClientCheck: " + cc.passed + " passed, " + cc.failures.size() + " failed");
         System.exit(cc.failures.isEmpty() ? 0 : 1);
@@ -158,8 +169,22 @@ public final class ClientCheck {
         @Override
         public void onAcknowledged(java.util.function.Consumer<ByteBuffer> recycler) { this.recycler = recycler; }
 
+        /** Per partition: segments pushed, and how many carried last (must be 1, on the final one). */
+        final java.util.Map<Integer, List<Integer>> pushes = new java.util.TreeMap<>();
+
         @Override
-        public void push(int partition, ByteBuffer segment) throws IOException {
+        public void push(int partition, ByteBuffer segment, boolean last) throws IOException {
+            List<Integer> seen = pushes.computeIfAbsent(partition, k -> new ArrayList<>());
+            if (!seen.isEmpty() && seen.get(seen.size() - 1) < 0) {
+                throw new AssertionError("partition " + partition + " got a segment after its final one");
+            }
+            seen.add(last ? -1 - segment.limit() : segment.limit());   // negative: the final segment
+            segments++;
+            if (segment.limit() == 0) {
+                if (!last) throw new AssertionError("an empty segment that is not the final one");
+                recycler.accept(segment);
+                return;
+            }
             byte[] bytes = new byte[segment.limit()];
             segment.duplicate().get(bytes);
             java.io.InputStream in = manager.wrapStream(new org.apache.spark.storage.ShuffleBlockId(0, 0, partition),
@@ -170,8 +195,17 @@ public final class ClientCheck {
                 records[partition]++;
                 keySums[partition] += (Integer) kv._1();
             }
-            segments++;
             recycler.accept(segment);
+        }
+
+        /** Every partition pushed to ended with exactly one final segment. */
+        void expectFinals() {
+            for (java.util.Map.Entry<Integer, List<Integer>> e : pushes.entrySet()) {
+                List<Integer> l = e.getValue();
+                long finals = l.stream().filter(x -> x < 0).count();
+                expect(finals == 1 && l.get(l.size() - 1) < 0, "partition " + e.getKey() + " segments " + l
+                    + ": the last one (negative) must be the only final one");
+            }
         }
     }
 
@@ -217,8 +251,85 @@ public final class ClientCheck {
             for (long len : b.partitionLengths()) pushed += len;
             expect(pushed > 200L * 150 * 4000, "the lengths add up to more than the raw phase-1 data: " + pushed);
             expect(m.allocatedBytes() == 0, "every buffer came back: " + m.allocatedBytes());
+            out.expectFinals();
+            expect(out.pushes.size() == partitions, "every partition pushed to");
             System.out.printf("     (%d segments, peak %d KiB of buffers, bound %d KiB)%n", out.segments, peak >> 10,
                 bound >> 10);
+        });
+    }
+
+    private static SegmentBuffers javaBuffers(SegmentOutput out, SegmentMemory m, int partitions, int pushSize,
+                                              long pushMemory) {
+        org.apache.spark.SparkConf conf = new org.apache.spark.SparkConf(false);
+        org.apache.spark.serializer.JavaSerializer js = new org.apache.spark.serializer.JavaSerializer(conf);
+        org.apache.spark.serializer.SerializerManager sm = new org.apache.spark.serializer.SerializerManager(js, conf);
+        return new SegmentBuffers(partitions, js.newInstance(), sm, out, m, 0, 0, pushSize, pushMemory);
+    }
+
+    private static DecodingOutput decodingOutput(int partitions) {
+        org.apache.spark.SparkConf conf = new org.apache.spark.SparkConf(false);
+        org.apache.spark.serializer.JavaSerializer js = new org.apache.spark.serializer.JavaSerializer(conf);
+        return new DecodingOutput(js.newInstance(), new org.apache.spark.serializer.SerializerManager(js, conf),
+            partitions);
+    }
+
+    private void finalSegments() {
+        check("SegmentBuffers: the final segment is marked; an empty one when the data already left", () -> {
+            SegmentMemory m = new SegmentMemory(true, 0);
+            DecodingOutput out = decodingOutput(4);
+            SegmentBuffers b = javaBuffers(out, m, 4, 1024, 1 << 20);
+            Random r = new Random(5);
+            // Partition 0: its last record fills push.size, so its data leaves before the writer knows it is last.
+            while (!out.pushes.containsKey(0)) b.write(0, 1, payload(r, 600));
+            b.write(1, 2, payload(r, 100));   // partition 1: one small open segment at the end
+            b.write(3, 3, payload(r, 100));   // partition 3: finished early (as a map-side combine does)
+            b.finish(3);
+            expectThrows(IllegalStateException.class, () -> b.write(3, 4, payload(r, 10)));
+            b.flushAll();
+            out.expectFinals();
+            List<Integer> p0 = out.pushes.get(0);
+            expect(p0.size() == 2 && p0.get(0) > 0 && p0.get(1) == -1, "partition 0: data, then an empty final: " + p0);
+            List<Integer> p1 = out.pushes.get(1);
+            expect(p1.size() == 1 && p1.get(0) < -1, "partition 1: one final segment with data: " + p1);
+            expect(!out.pushes.containsKey(2), "partition 2 never written: no segment");
+            long[] lengths = b.partitionLengths();
+            expect(lengths[0] == p0.get(0) && lengths[1] == -1 - p1.get(0) && lengths[2] == 0,
+                "MapStatus lengths are the payload bytes: " + java.util.Arrays.toString(lengths));
+            expect(m.allocatedBytes() == 0, "the empty final segment's buffer came back too");
+        });
+    }
+
+    private static SegmentRecord rec(long attempt, int seq, int len) {
+        byte[] p = new byte[len];
+        return new SegmentRecord(0, attempt, seq, Checksums.xxh3(p, 0, len), p);
+    }
+
+    private void completeness() {
+        check("RecordFilter: complete only with 0..n-1 and SEQ_LAST on n-1", () -> {
+            int last = Protocol.SEQ_LAST;
+            RecordFilter f = new RecordFilter(Map.of(1L, 0, 2L, 0), 0, Protocol.END_MAP_ALL);
+            expect(!f.isComplete(1) && f.describe(1).contains("no segment"), f.describe(1));
+            f.accept(rec(1, 1, 5));
+            f.accept(rec(1, 0, 5));
+            expect(!f.isComplete(1) && f.describe(1).contains("lost tail"), "no final segment yet: " + f.describe(1));
+            expect(!f.accept(rec(1, 0, 5)), "a duplicate is dropped");
+            f.accept(rec(1, 2 | last, 0));
+            expect(f.isComplete(1) && !f.hasGaps(1) && f.segmentsOf(1) == 3, "complete: " + f.describe(1));
+            RecordFilter g = new RecordFilter(Map.of(1L, 0), 0, Protocol.END_MAP_ALL);
+            g.accept(rec(1, 0, 5));
+            g.accept(rec(1, 2 | last, 5));
+            expect(!g.isComplete(1) && g.hasGaps(1) && g.describe(1).contains("holes"), "a hole: " + g.describe(1));
+            RecordFilter h = new RecordFilter(Map.of(1L, 0), 0, Protocol.END_MAP_ALL);
+            h.accept(rec(1, 0 | last, 5));
+            h.accept(rec(1, 1, 5));
+            expect(!h.isComplete(1) && h.describe(1).contains("not the highest"), "a segment after the final one: "
+                + h.describe(1));
+            RecordFilter k = new RecordFilter(Map.of(1L, 0), 0, Protocol.END_MAP_ALL);
+            k.accept(rec(1, 0 | last, 5));
+            expect(k.isComplete(1), "one final segment alone is complete");
+            expect(k.accept(rec(1, 0, 5)) && !k.isComplete(1), "index 0 twice (with and without the flag) is not");
+            expect(Protocol.errorName(Protocol.CORRUPT).equals("CORRUPT") && Protocol.CORRUPT == 13, "CORRUPT = 13");
+            expect(Protocol.seqIndex(5 | last) == 5 && Protocol.isLast(5 | last) && !Protocol.isLast(5), "seq bits");
         });
     }
 
@@ -381,6 +492,243 @@ public final class ClientCheck {
                 expect(c.deleteApp(app) >= 1, "app blocks freed");
                 c.ping();
             });
+        }
+    }
+
+    // ---- integrity: final segments, completeness, corrupt copies (real nodes) -------------------------------
+
+    /** Pushes one attempt's segments to a partition through the SegmentPusher; returns index -> payload. */
+    private static Map<Integer, byte[]> pushAttempt(ShuffleRef ref, ConnectionPool pool, int mapIndex, long attempt,
+                                                    int partition, int segments, boolean emptyFinal, Random rnd)
+            throws IOException {
+        SegmentPusher pusher = new SegmentPusher(ref, pool, mapIndex, attempt, 2, 100);
+        Map<Integer, byte[]> sent = new HashMap<>();
+        for (int i = 0; i < segments; i++) {
+            byte[] p = payload(rnd, 3000 + 100 * i);
+            sent.put(i, p);
+            pusher.push(partition, ByteBuffer.wrap(p), !emptyFinal && i == segments - 1);
+        }
+        if (emptyFinal) pusher.push(partition, ByteBuffer.allocate(0), true);
+        pusher.finish();   // MAP_END: the node must count the empty final segment too
+        return sent;
+    }
+
+    /** Pushes raw segments (index -> payload; a negative key is the index with SEQ_LAST) with the client. */
+    private static void pushRaw(RpmpClient c, String app, int shuffle, int partition, int mapIndex, long attempt,
+                                Map<Integer, byte[]> segs) throws IOException {
+        for (Map.Entry<Integer, byte[]> e : segs.entrySet()) {
+            int seq = e.getKey() < 0 ? (-1 - e.getKey()) | Protocol.SEQ_LAST : e.getKey();
+            byte[] p = e.getValue();
+            c.push(app, shuffle, partition, mapIndex, attempt, seq, Checksums.xxh3(p, 0, p.length), p, 0, p.length);
+        }
+        c.awaitPushes();
+    }
+
+    /** Every record a fetcher hands out, keyed "attempt/index" (a duplicate fails the check). */
+    private static Map<String, byte[]> readAll(PartitionFetcher f) throws IOException {
+        Map<String, byte[]> got = new HashMap<>();
+        try {
+            for (SegmentRecord r = f.next(); r != null; r = f.next()) {
+                expect(r.payload.length > 0, "an empty segment was handed out: " + r);
+                expect(got.put(r.attempt + "/" + Protocol.seqIndex(r.seq), r.payload) == null, "duplicate " + r);
+            }
+        } finally {
+            f.close();
+        }
+        return got;
+    }
+
+    private static void expectPayloads(Map<String, byte[]> got, long attempt, Map<Integer, byte[]> sent) {
+        Map<String, byte[]> want = new HashMap<>();
+        for (Map.Entry<Integer, byte[]> e : sent.entrySet()) want.put(attempt + "/" + e.getKey(), e.getValue());
+        expect(got.keySet().equals(want.keySet()), "records " + new java.util.TreeSet<>(got.keySet()) + " != pushed "
+            + new java.util.TreeSet<>(want.keySet()));
+        for (Map.Entry<String, byte[]> e : want.entrySet()) {
+            expect(java.util.Arrays.equals(e.getValue(), got.get(e.getKey())), "payload of " + e.getKey() + " differs");
+        }
+    }
+
+    /**
+     * Flips one payload byte of the record (attempt, index) of a partition in the node's pool file, found via
+     * PARTITION_INFO (the node keeps serving from its mapping of the same file). Returns the record's file offset.
+     */
+    private static long flipPayloadByte(RpmpClient c, String app, int shuffle, int partition, long attempt, int index)
+            throws IOException {
+        Responses.PartitionInfo info = c.partitionInfo(app, shuffle, partition);
+        try (java.nio.channels.FileChannel f = java.nio.channels.FileChannel.open(java.nio.file.Paths.get(info.poolPath),
+                java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
+            ByteBuffer h = ByteBuffer.allocate(Protocol.RECORD_HEADER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
+            for (long[] b : info.blocks) {
+                for (long pos = b[1]; pos + Protocol.RECORD_HEADER_SIZE <= b[1] + b[2]; ) {
+                    h.clear();
+                    f.read(h, pos);
+                    h.flip();
+                    SegmentRecord.Header r = SegmentRecord.readHeader(h, b[1] + b[2] - pos - Protocol.RECORD_HEADER_SIZE, "pool");
+                    if (r.attempt == attempt && Protocol.seqIndex(r.seq) == index && r.length > 0) {
+                        long at = pos + Protocol.RECORD_HEADER_SIZE + r.length / 2;
+                        ByteBuffer one = ByteBuffer.allocate(1);
+                        f.read(one, at);
+                        one.put(0, (byte) (one.get(0) ^ 0x5A)).rewind();
+                        f.write(one, at);
+                        return pos;
+                    }
+                    pos += Protocol.RECORD_HEADER_SIZE + r.length;
+                }
+            }
+        }
+        throw new AssertionError("no record (attempt " + attempt + ", index " + index + ") in " + info.poolPath);
+    }
+
+    private static PartitionFetcher fetcher(ShuffleRef ref, ConnectionPool pool, LocalPools local, int partition,
+                                            Map<Long, Integer> expected) {
+        return new PartitionFetcher(ref, pool, local, partition, 0, Protocol.END_MAP_ALL, expected);
+    }
+
+    private void integrity(String host, int port) throws Exception {
+        RpmpClient.Options opts = new RpmpClient.Options();
+        opts.readTimeoutMs = 20_000;
+        String app = "java-integrity-" + System.nanoTime();
+        Random rnd = new Random(13);
+        ConnectionPool pool = new ConnectionPool(opts);
+        LocalPools local = new LocalPools();
+        try (RpmpClient c = RpmpClient.connect(host, port, opts)) {
+            String node = c.address();
+            ShuffleRef ref = new ShuffleRef(app, 1, 4, 1, c.registerShuffle(app, 1, 4, 1));
+            Map<Integer, byte[]> a10 = new HashMap<>();
+            Map<Integer, byte[]> a11 = new HashMap<>();
+            check("the pusher marks final segments (an empty one too) and MAP_END counts it", () -> {
+                a10.putAll(pushAttempt(ref, pool, 0, 10, 1, 3, false, rnd));
+                a11.putAll(pushAttempt(ref, pool, 1, 11, 1, 2, true, rnd));
+                Map<String, Integer> seqs = new java.util.TreeMap<>();
+                for (SegmentRecord r : fetchAll(c, app, 1, 1, 0, Protocol.END_MAP_ALL, new long[0])) {
+                    seqs.put(r.attempt + "/" + Protocol.seqName(r.seq), r.payload.length);
+                }
+                expect(seqs.keySet().equals(java.util.Set.of("10/0", "10/1", "10/2+LAST", "11/0", "11/1", "11/2+LAST")),
+                    "records on the node: " + seqs);
+                expect(seqs.get("11/2+LAST") == 0, "the empty final segment: " + seqs);
+            });
+            for (boolean oneSided : new boolean[] {true, false}) {
+                String how = oneSided ? " (pool file)" : " (FETCH)";
+                check("complete attempts read whole, the empty final segment not handed out" + how, () -> {
+                    Map<String, byte[]> got = readAll(fetcher(ref, pool, oneSided ? local : null, 1, Map.of(10L, 0, 11L, 1)));
+                    Map<String, byte[]> want10 = new HashMap<>(got);
+                    want10.keySet().removeIf(k -> !k.startsWith("10/"));
+                    expectPayloads(want10, 10, a10);
+                    got.keySet().removeIf(k -> !k.startsWith("11/"));
+                    expectPayloads(got, 11, a11);
+                });
+            }
+            check("setup: a lost tail (no final segment) and a hole, pushed raw", () -> {
+                pushRaw(c, app, 1, 2, 2, 20, Map.of(0, payload(rnd, 100), 1, payload(rnd, 100)));
+                pushRaw(c, app, 1, 2, 3, 21, Map.of(0, payload(rnd, 100), -3, payload(rnd, 100)));
+            });
+            for (boolean oneSided : new boolean[] {true, false}) {
+                String how = oneSided ? " (pool file)" : " (FETCH)";
+                check("a lost tail is never returned short: it fails naming the node" + how, () -> {
+                    PartitionFetcher.MissingDataException e = expectThrows(PartitionFetcher.MissingDataException.class,
+                        () -> readAll(fetcher(ref, pool, oneSided ? local : null, 2, Map.of(20L, 2))));
+                    expect(e.getMessage().contains("no final segment") && e.getMessage().contains(node)
+                        && e.attempt == 20 && e.mapIndex == 2, e.getMessage());
+                });
+                check("a hole in the segment indices fails naming the node" + how, () -> {
+                    PartitionFetcher.MissingDataException e = expectThrows(PartitionFetcher.MissingDataException.class,
+                        () -> readAll(fetcher(ref, pool, oneSided ? local : null, 2, Map.of(21L, 3))));
+                    expect(e.getMessage().contains("holes") && e.getMessage().contains(node), e.getMessage());
+                });
+            }
+            check("a flipped payload byte: pool file and FETCH both fail, the error names the node", () -> {
+                pushAttempt(ref, pool, 0, 30, 3, 3, false, rnd);
+                flipPayloadByte(c, app, 1, 3, 30, 1);
+                PartitionFetcher f = fetcher(ref, pool, local, 3, Map.of(30L, 0));
+                PartitionFetcher.MissingDataException e = expectThrows(PartitionFetcher.MissingDataException.class,
+                    () -> readAll(f));
+                String m = e.getMessage();
+                expect(m.contains(node + " (pool file): corrupt copy") && m.contains(node + ": corrupt copy"), m);
+                expect(f.outcomes().size() == 2, "the pool file, then FETCH from the node: " + f.outcomes());
+                PartitionFetcher t = fetcher(ref, pool, null, 3, Map.of(30L, 0));
+                e = expectThrows(PartitionFetcher.MissingDataException.class, () -> readAll(t));
+                expect(e.getMessage().contains(node + ": corrupt copy"), e.getMessage());
+                System.out.println("     (" + e.getMessage() + ")");
+            });
+            c.deleteApp(app);
+        } finally {
+            pool.close();
+            local.close();
+        }
+    }
+
+    /** Two nodes of one cluster: a corrupt copy or a lost tail on the primary is read from the other node. */
+    private void nodePair(String host1, int port1, String host2, int port2) throws Exception {
+        RpmpClient.Options opts = new RpmpClient.Options();
+        opts.readTimeoutMs = 20_000;
+        String app = "java-pair-" + System.nanoTime();
+        Random rnd = new Random(17);
+        ConnectionPool pool = new ConnectionPool(opts);
+        LocalPools local = new LocalPools();
+        try (RpmpClient c1 = RpmpClient.connect(host1, port1, opts); RpmpClient c2 = RpmpClient.connect(host2, port2, opts)) {
+            Placement placement = c1.registerShuffle(app, 1, 8, 2);
+            check("replicas=2 places every partition on both nodes", () -> {
+                expect(placement.numNodes() == 2 && placement.prefLength() == 2, placement.toString());
+            });
+            ShuffleRef ref = new ShuffleRef(app, 1, 8, 2, placement);
+            for (int variant = 0; variant < 2; variant++) {
+                boolean oneSided = variant == 0;
+                int partition = variant;   // a fresh partition per variant: a node may quarantine the bad record
+                String how = oneSided ? " (pool file)" : " (FETCH)";
+                check("replicas=2: a corrupt record on the primary is read from the replica" + how, () -> {
+                    long attempt = 40 + partition;
+                    Map<Integer, byte[]> sent = pushAttempt(ref, pool, 0, attempt, partition, 3, true, rnd);
+                    NodeInfo primary = placement.preferred(partition, 0);
+                    NodeInfo replica = placement.preferred(partition, 1);
+                    RpmpClient pc = primary.port == c1.port() ? c1 : c2;
+                    flipPayloadByte(pc, app, 1, partition, attempt, 1);
+                    PartitionFetcher f = fetcher(ref, pool, oneSided ? local : null, partition, Map.of(attempt, 0));
+                    expectPayloads(readAll(f), attempt, sent);
+                    List<String> o = f.outcomes();
+                    String last = o.get(o.size() - 1);
+                    expect(o.get(0).startsWith(primary.address() + (oneSided ? " (pool file)" : "") + ": corrupt copy")
+                        && last.startsWith(replica.address()) && last.endsWith("complete"), "sources: " + o);
+                    expect(f.fallbacks() == o.size() - 1, f.fallbacks() + " fallbacks for " + o);
+                    System.out.println("     (" + o + ")");
+                });
+            }
+            // Hand-made placement over the same two nodes, data pushed raw to each (replicas=1: no copies).
+            Placement both = c1.registerShuffle(app, 2, 1, 1);
+            int i1 = both.node(0).port == port1 ? 0 : 1;
+            Placement order = new Placement(both.epoch, both.nodes(), 2, new short[] {(short) i1, (short) (1 - i1)});
+            ShuffleRef ref2 = new ShuffleRef(app, 2, 1, 1, order);
+            Map<Integer, byte[]> whole = new java.util.TreeMap<>();
+            for (boolean oneSided : new boolean[] {true, false}) {
+                String how = oneSided ? " (pool file)" : " (FETCH)";
+                check("a lost tail on the first node is completed from the second" + how, () -> {
+                    if (whole.isEmpty()) {
+                        whole.put(0, payload(rnd, 500));
+                        whole.put(1, payload(rnd, 600));
+                        whole.put(-3, payload(rnd, 700));   // index 2 with SEQ_LAST
+                        pushRaw(c1, app, 2, 0, 0, 50, Map.of(0, whole.get(0), 1, whole.get(1)));
+                        pushRaw(c2, app, 2, 0, 0, 50, whole);
+                        pushRaw(c1, app, 2, 0, 1, 51, Map.of(0, payload(rnd, 10)));
+                        pushRaw(c2, app, 2, 0, 1, 51, Map.of(0, payload(rnd, 10), 1, payload(rnd, 10)));
+                    }
+                    PartitionFetcher f = fetcher(ref2, pool, oneSided ? local : null, 0, Map.of(50L, 0));
+                    Map<String, byte[]> got = readAll(f);
+                    expectPayloads(got, 50, Map.of(0, whole.get(0), 1, whole.get(1), 2, whole.get(-3)));
+                    List<String> o = f.outcomes();
+                    expect(o.get(0).startsWith(c1.address()) && o.get(0).contains("no final segment")
+                        && o.get(o.size() - 1).startsWith(c2.address()), "sources: " + o);
+                });
+                check("no node has the attempt whole: the error names both" + how, () -> {
+                    PartitionFetcher.MissingDataException e = expectThrows(PartitionFetcher.MissingDataException.class,
+                        () -> readAll(fetcher(ref2, pool, oneSided ? local : null, 0, Map.of(50L, 0, 51L, 1))));
+                    String m = e.getMessage();
+                    expect(m.contains("map 1 (attempt 51)") && m.contains(c1.address() + (oneSided ? " (pool file)" : ""))
+                        && m.contains(c2.address()) && !m.substring(0, m.indexOf("RPMP sources tried")).contains("attempt 50)"), m);
+                });
+            }
+            c1.deleteApp(app);
+        } finally {
+            pool.close();
+            local.close();
         }
     }
 
@@ -631,6 +979,33 @@ public final class ClientCheck {
                     expect(c.isReusable(), "a clean error frame keeps the connection");
                 }
                 c.close();
+            }
+        });
+        check("a FETCH record failing its checksum fails that node's copy (a node that does not verify)", () -> {
+            byte[] good = new byte[100];
+            try (FakeNode n = new FakeNode(afterHello(s -> {
+                try {
+                    byte[] req = readFrame(s.getInputStream());
+                    // The final segment of attempt 7, its checksum off by one: what a flipped byte looks like.
+                    byte[] rec = new SegmentRecord(0, 7, Protocol.SEQ_LAST, Checksums.xxh3(good, 0, 100) + 1, good).encode();
+                    OutputStream out = s.getOutputStream();
+                    out.write(response(req, Protocol.FLAG_RESPONSE, new MetaWriter().u32(1).toByteArray(), rec.length));
+                    out.write(rec);
+                    out.flush();
+                    sleep(2000);
+                } catch (IOException ignored) {
+                    // client went away
+                }
+            }))) {
+                NodeInfo fake = new NodeInfo("127.0.0.1:" + n.port(), "127.0.0.1", n.port(), 1);
+                ShuffleRef ref = new ShuffleRef("a", 1, 1, 1, new Placement(1, List.of(fake), 1, new short[] {0}));
+                ConnectionPool pool = new ConnectionPool(quick());
+                PartitionFetcher f = new PartitionFetcher(ref, pool, null, 0, 0, Protocol.END_MAP_ALL, Map.of(7L, 0));
+                PartitionFetcher.MissingDataException e = expectThrows(PartitionFetcher.MissingDataException.class,
+                    () -> readAll(f));
+                expect(e.getMessage().contains(fake.address() + ": corrupt copy: CHECKSUM_MISMATCH")
+                    && e.getCause() instanceof RpmpException, e.getMessage());
+                pool.close();
             }
         });
         check("unknown error codes are kept as numbers", () -> {

@@ -2,8 +2,9 @@ package org.rpmp.shuffle;
 
 import java.io.IOException;
 import java.nio.channels.FileChannel;
+import java.util.ArrayList;
 import java.util.HashSet;
-import java.util.LinkedHashSet;
+import java.util.List;
 import java.util.Map;
 import java.util.Set;
 import java.util.TreeSet;
@@ -18,14 +19,20 @@ import org.apache.logging.log4j.Logger;
  * A node on this host is read one-sided from its pool file (PARTITION_INFO, then positional reads),
  * falling back to FETCH from the same node if that fails; other nodes are read with FETCH.
  *
- * <p>A map attempt counts as complete once a source ended normally and carried records of it: the writer
- * sends all segments of an (attempt, partition) to one node, so that node has them all. The next source
- * is only asked for the attempts still missing, and records already handed out are dropped by
- * (attempt, seq), so a source that breaks in the middle can be resumed elsewhere without duplicates. A
- * record whose payload does not match its XXH3 checksum counts as a failure of the source that gave it.
+ * <p>A map attempt is complete only when its records prove it (PROTOCOL.md "Completeness"): the segment
+ * indices 0..n-1 without a hole and SEQ_LAST on n-1 (RecordFilter). A source that ends, or fails, without
+ * making an attempt complete leaves it missing, and the next source is asked for the attempts still
+ * missing; records already handed out are dropped by (attempt, seq), so a source that broke or lost a tail
+ * is resumed elsewhere without duplicates. A record whose payload does not match its XXH3 checksum, and a
+ * FETCH the node answers with CORRUPT, are failures of the copy that source holds: the reader moves on to
+ * the next source (for a co-located node: its pool file, then FETCH from it, which lets the node find and
+ * quarantine the bad record, then the replica) and names that node in its log and, if no source has the
+ * attempt whole, in the error. It never returns fewer records than the writer pushed.
  */
 final class PartitionFetcher {
     private static final Logger LOG = LogManager.getLogger(PartitionFetcher.class);
+    /** Attempts named in one source's outcome at most. */
+    private static final int NAMED_ATTEMPTS = 3;
 
     /** Why a partition could not be read completely; the reader turns it into a FetchFailedException. */
     static final class MissingDataException extends IOException {
@@ -40,7 +47,7 @@ final class PartitionFetcher {
         }
     }
 
-    private final RpmpShuffleHandle<?, ?, ?> handle;
+    private final ShuffleRef shuffle;
     private final ConnectionPool pool;
     private final LocalPools localPools;   // null: one-sided reads disabled
     private final int partition;
@@ -48,14 +55,14 @@ final class PartitionFetcher {
     private final int endMap;
     private final Map<Long, Integer> expected;
     private final RecordFilter filter;
+    /** Expected attempts whose records are all handed out (RecordFilter.isComplete). */
     private final Set<Long> complete = new HashSet<>();
-    private final Set<Long> inSource = new HashSet<>();
     /** The node of the preference list being read, and whether its next source is FETCH (local read done). */
     private int nodeCursor;
     private boolean tcpNext;
     private String currentNode = "?";
-    /** Nodes a source was opened on (or tried), in order: named when the partition cannot be read. */
-    private final Set<String> tried = new LinkedHashSet<>();
+    /** Every source opened (or tried), in order, with what came of it: named when the partition cannot be read. */
+    private final List<String> outcomes = new ArrayList<>();
     /** The last source failed or lacked data: the next one opened is a fallback. */
     private boolean movedOn;
     private RecordSource source;
@@ -68,9 +75,9 @@ final class PartitionFetcher {
     private int fallbacks;
 
     /** expected: committed attempt -> map index, for the attempts that wrote to this partition. */
-    PartitionFetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, LocalPools localPools, int partition,
+    PartitionFetcher(ShuffleRef shuffle, ConnectionPool pool, LocalPools localPools, int partition,
                      int startMap, int endMap, Map<Long, Integer> expected) {
-        this.handle = handle;
+        this.shuffle = shuffle;
         this.pool = pool;
         this.localPools = localPools;
         this.partition = partition;
@@ -80,7 +87,7 @@ final class PartitionFetcher {
         this.filter = new RecordFilter(expected, startMap, endMap);
     }
 
-    /** The next record to deserialize, or null when the partition is done. */
+    /** The next record to deserialize (never an empty one), or null when the partition is done. */
     SegmentRecord next() throws IOException {
         long start = System.nanoTime();
         try {
@@ -113,10 +120,13 @@ final class PartitionFetcher {
             if (payload == null) continue;
             SegmentRecord r = new SegmentRecord(h.mapIndex, h.attempt, h.seq, h.checksum, payload);
             if (!r.checksumOk()) {
-                failSource(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " does not match its XXH3 checksum", source.address()));
+                failSource(new RpmpException(Protocol.CHECKSUM_MISMATCH, r + " of partition " + partition
+                    + " fails its XXH3 checksum: the copy on " + source.address() + " is corrupt", source.address()));
                 continue;
             }
             if (filter.accept(r)) {
+                if (filter.isComplete(r.attempt)) complete.add(r.attempt);
+                if (payload.length == 0) continue;   // an empty final segment: nothing to deserialize
                 lastLocal = source.isLocal();
                 acceptedFromSource++;
                 return r;
@@ -125,16 +135,14 @@ final class PartitionFetcher {
         return null;
     }
 
-    /** Notes a committed attempt's presence; true if the payload is needed (not handed out yet). */
+    /** Whether the record's payload is needed: a committed attempt not complete yet, (attempt, seq) not handed out. */
     private boolean wanted(SegmentRecord.Header h) {
-        if (!filter.isCommitted(h.mapIndex, h.attempt) || complete.contains(h.attempt)) return false;
-        inSource.add(h.attempt);
-        return filter.isNew(h.attempt, h.seq);
+        return filter.isCommitted(h.mapIndex, h.attempt) && !complete.contains(h.attempt) && filter.isNew(h.attempt, h.seq);
     }
 
     private boolean openNextSource() throws IOException {
         if (complete.size() >= expected.size()) return false;
-        Placement placement = handle.placement();
+        Placement placement = shuffle.placement;
         while (nodeCursor < placement.prefLength()) {
             if (movedOn) {
                 fallbacks++;
@@ -149,22 +157,20 @@ final class PartitionFetcher {
                 tcpNext = false;
             }
             currentNode = node.address();
-            tried.add(currentNode);
             RpmpClient client = null;
             try {
                 client = pool.borrow(node.host, node.port);
                 if (local) {
-                    Responses.PartitionInfo info = client.partitionInfo(handle.app(), handle.shuffleId(), partition);
+                    Responses.PartitionInfo info = client.partitionInfo(shuffle.app, shuffle.shuffleId, partition);
                     pool.release(client);
                     client = null;
                     FileChannel file = localPools.open(info.poolPath);
                     if (file == null) continue;
                     source = new LocalPoolSource(file, info.blocks, node.address());
                 } else {
-                    source = new TcpRecordSource(client, client.fetch(handle.app(), handle.shuffleId(), partition,
+                    source = new TcpRecordSource(client, client.fetch(shuffle.app, shuffle.shuffleId, partition,
                         startMap, endMap, missingAttempts()));
                 }
-                inSource.clear();
                 acceptedFromSource = 0;
                 return true;
             } catch (IOException e) {
@@ -182,8 +188,22 @@ final class PartitionFetcher {
         return missing.stream().mapToLong(Long::longValue).toArray();
     }
 
+    /** The expected attempts not complete yet and what was found of them, for logs and errors. */
+    private String missingSummary() {
+        StringBuilder sb = new StringBuilder();
+        int named = 0;
+        int missing = 0;
+        for (long attempt : missingAttempts()) {
+            missing++;
+            if (named++ >= NAMED_ATTEMPTS) continue;
+            sb.append(sb.length() == 0 ? "" : "; ").append("map ").append(expected.get(attempt)).append(" (attempt ")
+                .append(attempt).append("): ").append(filter.describe(attempt));
+        }
+        if (missing > NAMED_ATTEMPTS) sb.append("; and ").append(missing - NAMED_ATTEMPTS).append(" more");
+        return sb.toString();
+    }
+
     private void endOfSource() {
-        complete.addAll(inSource);
         if (source.isLocal()) {
             nodeCursor++;                // the pool file had all of this node's records: no FETCH from it
             tcpNext = false;
@@ -193,20 +213,40 @@ final class PartitionFetcher {
         source = null;
         if (complete.size() < expected.size()) {
             movedOn = true;
-            LOG.info("RPMP {} lacks {} of {} map outputs of shuffle {} partition {}; trying the next source",
-                from, expected.size() - complete.size(), expected.size(), handle.shuffleId(), partition);
+            int missing = expected.size() - complete.size();
+            String what = "ended without the whole output of " + missing + " of " + expected.size() + " map attempts: "
+                + missingSummary();
+            outcomes.add(from + ": " + what);
+            LOG.warn("RPMP {} {} (shuffle {} partition {}); trying the next source", from, what, shuffle.shuffleId,
+                partition);
+        } else {
+            outcomes.add(from + ": complete");
         }
     }
 
+    /** A record of the source's copy failed its checksum, or the node said its copy is corrupt. */
+    private static boolean corruptCopy(IOException e) {
+        if (!(e instanceof RpmpException)) return false;
+        int code = ((RpmpException) e).code();
+        return code == Protocol.CHECKSUM_MISMATCH || code == Protocol.CORRUPT;
+    }
+
     private void failSource(IOException e) {
-        String from = source != null ? source.address() : "node " + currentNode;
-        // A FETCH that broke after handing out new records is asked again from the same node (for the attempts
-        // still missing; what was handed out is dropped as duplicates): a node drops a reader that took nothing
-        // for its send timeout, e.g. a slow reduce task with a full fetch buffer, and the node still has the
-        // data. Each such retry must make progress, so a node that is gone is soon left behind.
-        boolean again = source != null && !source.isLocal() && acceptedFromSource > 0;
-        LOG.warn("reading shuffle {} partition {} from RPMP {} failed{}: {}", handle.shuffleId(), partition, from,
-            again ? " (reading on from the same node)" : "", e.toString());
+        String from = source != null ? source.address() : currentNode;
+        // A FETCH whose connection broke after handing out new records is asked again from the same node (for
+        // the attempts still missing; what was handed out is dropped as duplicates): a node drops a reader that
+        // took nothing for its send timeout, e.g. a slow reduce task with a full fetch buffer, and the node
+        // still has the data. Each such retry must make progress, so a node that is gone is soon left behind.
+        // An answer of the node (an error frame, a bad record, a corrupt copy) is not retried there.
+        boolean again = source != null && !source.isLocal() && acceptedFromSource > 0 && !(e instanceof RpmpException);
+        if (corruptCopy(e)) {
+            LOG.error("RPMP {} holds a corrupt copy of shuffle {} partition {}: {}; reading it from the next source",
+                from, shuffle.shuffleId, partition, e.getMessage());
+        } else {
+            LOG.warn("reading shuffle {} partition {} from RPMP {} failed{}: {}", shuffle.shuffleId, partition, from,
+                again ? " (reading on from the same node)" : "", e.toString());
+        }
+        outcomes.add(from + ": " + (corruptCopy(e) ? "corrupt copy: " : "failed: ") + e.getMessage());
         if (again) {
             nodeCursor--;          // openNextSource reopens this node with FETCH
             tcpNext = true;
@@ -218,22 +258,16 @@ final class PartitionFetcher {
         lastError = e;
     }
 
-    /** Every expected attempt must be complete, with its segments numbered 0..n-1 without holes. */
+    /** Every expected attempt must be complete: indices 0..n-1, no hole, SEQ_LAST on n-1. */
     private void finish() throws MissingDataException {
         finished = true;
         for (Map.Entry<Long, Integer> e : expected.entrySet()) {
             long attempt = e.getKey();
-            String problem = null;
-            if (!complete.contains(attempt)) {
-                problem = "no reachable RPMP node has the output of map " + e.getValue() + " (attempt " + attempt + ")";
-            } else if (filter.hasGaps(attempt)) {
-                problem = "segments of map " + e.getValue() + " (attempt " + attempt + ") are missing";
-            }
-            if (problem != null) {
-                throw new MissingDataException(problem + " for shuffle " + handle.shuffleId() + " partition " + partition
-                    + " (RPMP nodes tried: " + (tried.isEmpty() ? "none" : String.join(", ", tried))
-                    + (lastError != null ? "; last error: " + lastError : "") + ")", attempt, e.getValue(), lastError);
-            }
+            if (complete.contains(attempt)) continue;
+            String tried = outcomes.isEmpty() ? "none" : String.join("; ", outcomes);
+            throw new MissingDataException("no RPMP node has the whole output of shuffle " + shuffle.shuffleId
+                + " partition " + partition + ": " + missingSummary() + " (RPMP sources tried: " + tried + ")",
+                attempt, e.getValue(), lastError);
         }
     }
 
@@ -251,4 +285,7 @@ final class PartitionFetcher {
 
     /** Sources opened because an earlier one failed or lacked data. */
     int fallbacks() { return fallbacks; }
+
+    /** Each source opened or tried so far with what came of it ("host:port (pool file): corrupt copy: ..."). */
+    List<String> outcomes() { return new ArrayList<>(outcomes); }
 }

@@ -1,6 +1,6 @@
 package org.rpmp.shuffle;
 
-/** Constants of the RPMP wire protocol, version 1 (docs/PROTOCOL.md is the contract). */
+/** Constants of the RPMP wire protocol, version 2 (docs/PROTOCOL.md is the contract). */
 public final class Protocol {
     private Protocol() {}
 
@@ -24,6 +24,10 @@ public final class Protocol {
 
     public static final int RECORD_MAGIC = 0x31474553;   // "SEG1" little-endian
     public static final int RECORD_HEADER_SIZE = 32;
+    /** Bit 31 of a segment's seq: the last segment a map attempt pushes for a partition (PROTOCOL.md "The final segment"). */
+    public static final int SEQ_LAST = 1 << 31;
+    /** seq & SEQ_INDEX is the segment's index (0, 1, ..., n-1 per attempt and partition). */
+    public static final int SEQ_INDEX = SEQ_LAST - 1;
 
     // Opcodes: a response repeats its request's opcode.
     public static final int OP_HELLO = 0x01;
@@ -59,14 +63,24 @@ public final class Protocol {
     public static final int UNAVAILABLE = 10;
     public static final int INTERNAL = 11;
     public static final int INCOMPLETE = 12;
+    public static final int CORRUPT = 13;
 
     private static final String[] ERROR_NAMES = {
         "OK", "BAD_FRAME", "BAD_VERSION", "UNKNOWN_OPCODE", "TOO_LARGE", "BAD_REQUEST", "NOT_FOUND",
-        "CHECKSUM_MISMATCH", "POOL_FULL", "CONFLICT", "UNAVAILABLE", "INTERNAL", "INCOMPLETE"};
+        "CHECKSUM_MISMATCH", "POOL_FULL", "CONFLICT", "UNAVAILABLE", "INTERNAL", "INCOMPLETE", "CORRUPT"};
 
     public static String errorName(int code) {
         return code > 0 && code < ERROR_NAMES.length ? ERROR_NAMES[code] : "ERROR_" + code;
     }
+
+    /** The index of a segment (its seq without SEQ_LAST). */
+    public static int seqIndex(int seq) { return seq & SEQ_INDEX; }
+
+    /** Whether a seq carries SEQ_LAST. */
+    public static boolean isLast(int seq) { return (seq & SEQ_LAST) != 0; }
+
+    /** A seq for humans: "3" or "3+LAST". */
+    public static String seqName(int seq) { return seqIndex(seq) + (isLast(seq) ? "+LAST" : ""); }
 
     /** Errors after which the node closes the connection: the byte stream cannot be trusted any more. */
     public static boolean isFatal(int code) {

@@ -20,7 +20,7 @@ public class RpmpException extends IOException {
         this.node = node;
     }
 
-    /** The protocol error code (Protocol.BAD_FRAME ... Protocol.INCOMPLETE, or a newer node's code). */
+    /** The protocol error code (Protocol.BAD_FRAME ... Protocol.CORRUPT, or a newer node's code). */
     public int code() { return code; }
 
     /** The message the node sent (or the client's own description of a bad frame). */

@@ -21,8 +21,9 @@ import scala.collection.Iterator;
 
 /**
  * Writes one map task's output to RPMP: records are partitioned and serialized at once into per-partition
- * segments (SegmentBuffers), segments are pushed as they fill (SegmentPusher), and the task ends with
- * MAP_END to every node it pushed to. The MapStatus carries the real pushed bytes per partition and the
+ * segments (SegmentBuffers), segments are pushed as they fill (SegmentPusher), the last one of each
+ * partition marked final (SEQ_LAST; an empty one when the data already left), and the task ends with
+ * MAP_END to every node it pushed to (counting every segment, empty final ones included). The MapStatus carries the real pushed bytes per partition and the
  * task attempt id as mapId, which is how readers tell committed attempts from retried or speculative ones.
  */
 final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
@@ -49,7 +50,7 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
         this.metrics = metrics;
         this.manager = manager;
         // The map index is the task's partition; mapId is Spark's task attempt id (unique per attempt).
-        this.pusher = new SegmentPusher(handle, manager.pool(), context.partitionId(), mapId, manager.conf().pushRetries,
+        this.pusher = new SegmentPusher(ShuffleRef.of(handle), manager.pool(), context.partitionId(), mapId, manager.conf().pushRetries,
             manager.conf().pushRetryWaitMs);
         // Whatever path the task takes out (failure before stop, kill), its connections are not reused:
         // acks may still be on the way. After a normal finish the pusher holds none and this is a no-op.
@@ -118,6 +119,9 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
                     buffers.write(p, r._1(), r._2());
                     n++;
                 }
+                // The sorter yields each partition once: its open segment is the final one (SEQ_LAST) and
+                // leaves now instead of waiting in memory for the other partitions.
+                buffers.finish(p);
             }
             // What Spark's SortShuffleWriter reports for its sorter, so the UI shows combine spills.
             context.taskMetrics().incMemoryBytesSpilled(sorter.memoryBytesSpilled());

@@ -30,6 +30,11 @@ import scala.reflect.ClassTag$;
  * acknowledged their segment. A partition's next segment starts in a buffer of the size its last one
  * needed, so a segment is copied into a bigger buffer at most once or twice instead of at every doubling
  * from 32 KiB; the capacity held is bounded too (pushLargest).
+ *
+ * <p>The last segment of each partition written to carries SEQ_LAST (PROTOCOL.md "The final segment"), so a
+ * reader can tell a complete attempt from one that lost its tail: {@link #finish} seals a partition's open
+ * segment as the final one, or, when its data already left (pushed at push.size or early under push.memory,
+ * before the writer knew it was the last), pushes an empty final segment.
  */
 final class SegmentBuffers {
     private static final int MIN_CAPACITY = 1 << SegmentMemory.MIN_SHIFT;
@@ -48,6 +53,9 @@ final class SegmentBuffers {
     private final int[] lastCapacity;
     private final SerializationStream[] streams;
     private final long[] lengths;
+    /** Per partition: segments pushed so far, and whether its final segment went (no more writes). */
+    private final int[] pushed;
+    private final boolean[] finished;
     private int openStreams;
     private long bufferedBytes;
     /** Capacity of the open segments' buffers beyond the 32 KiB each starts with (bounded: see pushLargest). */
@@ -68,6 +76,8 @@ final class SegmentBuffers {
         this.streams = new SerializationStream[numPartitions];
         this.lengths = new long[numPartitions];
         this.lastCapacity = new int[numPartitions];
+        this.pushed = new int[numPartitions];
+        this.finished = new boolean[numPartitions];
         pusher.onAcknowledged(memory::release);
     }
 
@@ -77,6 +87,9 @@ final class SegmentBuffers {
     }
 
     void write(int partition, Object key, Object value) throws IOException {
+        if (finished[partition]) {
+            throw new IllegalStateException("partition " + partition + " of shuffle " + shuffleId + " was finished");
+        }
         SerializationStream s = streams[partition];
         if (s == null) s = open(partition);
         ByteSink sink = sinks[partition];
@@ -88,7 +101,7 @@ final class SegmentBuffers {
         extraCapacity += sink.capacity() - capacityBefore;
         // Checked after every record, not only when the sink grew: opening a segment takes capacity too.
         if (sink.size() >= pushSize) {
-            seal(partition);
+            seal(partition, false);
         } else if (bufferedBytes >= pushMemory || extraCapacity > 2 * pushMemory) {
             pushLargest();
         }
@@ -111,10 +124,13 @@ final class SegmentBuffers {
         return s;
     }
 
-    /** Closes the partition's segment (flushing compression) and pushes it. */
-    private void seal(int partition) throws IOException {
+    /**
+     * Closes the partition's segment (flushing compression) and pushes it, as the final one if last. Returns
+     * whether a segment was pushed.
+     */
+    private boolean seal(int partition, boolean last) throws IOException {
         SerializationStream s = streams[partition];
-        if (s == null) return;
+        if (s == null) return false;
         ByteSink sink = sinks[partition];
         int before = sink.size();
         extraCapacity -= sink.capacity() - MIN_CAPACITY;
@@ -127,11 +143,28 @@ final class SegmentBuffers {
         lastCapacity[partition] = SegmentMemory.capacityFor(Math.max(1, len));
         ByteBuffer bytes = sink.detach();   // [0, len); the pusher gives it back to memory once acknowledged
         if (len > 0) {
-            pusher.push(partition, bytes);
+            pusher.push(partition, bytes, last);
+            pushed[partition]++;
             lengths[partition] += len;
-        } else {
-            memory.release(bytes);
+            return true;
         }
+        memory.release(bytes);
+        return false;
+    }
+
+    /**
+     * Ends a partition for this map attempt: its open segment is pushed as the final one; if it has none (or
+     * it came out empty) but segments went before, an empty final segment (length 0, SEQ_LAST) follows them.
+     * A partition never pushed to stays without segments. Writing to it afterwards is an error.
+     */
+    void finish(int partition) throws IOException {
+        if (finished[partition]) return;
+        finished[partition] = true;
+        if (seal(partition, true) || pushed[partition] == 0) return;
+        ByteBuffer empty = memory.acquire(0);
+        empty.flip();   // [0, 0)
+        pusher.push(partition, empty, true);
+        pushed[partition]++;
     }
 
     /**
@@ -152,13 +185,13 @@ final class SegmentBuffers {
         long target = pushMemory / 2;
         for (int p : open) {
             if (bufferedBytes <= target && extraCapacity <= pushMemory) break;
-            seal(p);
+            seal(p, false);
         }
     }
 
-    /** Pushes every open segment. */
+    /** Ends every partition (finish): the task wrote all its records. */
     void flushAll() throws IOException {
-        for (int p = 0; p < streams.length; p++) seal(p);
+        for (int p = 0; p < streams.length; p++) finish(p);
     }
 
     /** Payload bytes pushed per partition: the MapStatus sizes (what a reader will fetch). */

@@ -32,7 +32,7 @@ final class SegmentPrefetcher {
 
     private static final Item END = new Item(-1, null, false, null);
 
-    private final RpmpShuffleHandle<?, ?, ?> handle;
+    private final ShuffleRef shuffle;
     private final ConnectionPool pool;
     private final LocalPools localPools;
     private final Map<Integer, Map<Long, Integer>> committed;
@@ -52,7 +52,7 @@ final class SegmentPrefetcher {
     SegmentPrefetcher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, LocalPools localPools,
                       Map<Integer, Map<Long, Integer>> committed, int startPartition, int endPartition, int startMap,
                       int endMap, long maxBytes) {
-        this.handle = handle;
+        this.shuffle = ShuffleRef.of(handle);
         this.pool = pool;
         this.localPools = localPools;
         this.committed = committed;
@@ -84,7 +84,7 @@ final class SegmentPrefetcher {
             for (; partition < endPartition; partition++) {
                 Map<Long, Integer> expected = committed.get(partition);
                 if (expected == null || expected.isEmpty()) continue;   // nobody wrote to it
-                fetcher = new PartitionFetcher(handle, pool, localPools, partition, startMap, endMap, expected);
+                fetcher = new PartitionFetcher(shuffle, pool, localPools, partition, startMap, endMap, expected);
                 try {
                     for (SegmentRecord r = fetcher.next(); r != null; r = fetcher.next()) {
                         if (!put(new Item(partition, r, fetcher.lastWasLocal(), null))) return null;

@@ -45,7 +45,7 @@ final class SegmentPusher implements SegmentOutput {
         }
     }
 
-    private final RpmpShuffleHandle<?, ?, ?> handle;
+    private final ShuffleRef ref;
     private final Placement placement;
     private final ConnectionPool pool;
     private final int mapIndex;
@@ -56,7 +56,9 @@ final class SegmentPusher implements SegmentOutput {
     private final boolean[] unreachable;              // by node index
     private final List<ArrayDeque<Unacked>> unacked;  // by node index, in push order
     private final int[] nodeOfPartition;              // -1 until the partition's first push
+    /** Per partition: the next segment's index, and whether the final segment (SEQ_LAST) went. */
     private final int[] nextSeq;
+    private final boolean[] ended;
     /** node index -> partition -> {segments, bytes}, for MAP_END. */
     private final Map<Integer, Map<Integer, long[]>> sent = new TreeMap<>();
     /** Gets each segment's buffer back once the node acknowledged it (or the task gave up on it). */
@@ -66,10 +68,10 @@ final class SegmentPusher implements SegmentOutput {
     private long segments;
     private long retriedRounds;
 
-    SegmentPusher(RpmpShuffleHandle<?, ?, ?> handle, ConnectionPool pool, int mapIndex, long attempt, int retries,
+    SegmentPusher(ShuffleRef ref, ConnectionPool pool, int mapIndex, long attempt, int retries,
                   long retryWaitMs) {
-        this.handle = handle;
-        this.placement = handle.placement();
+        this.ref = ref;
+        this.placement = ref.placement;
         this.pool = pool;
         this.mapIndex = mapIndex;
         this.attempt = attempt;
@@ -80,10 +82,11 @@ final class SegmentPusher implements SegmentOutput {
         this.unreachable = new boolean[nodes];
         this.unacked = new ArrayList<>(nodes);
         for (int i = 0; i < nodes; i++) unacked.add(new ArrayDeque<>());
-        int n = handle.numPartitions();
+        int n = ref.numPartitions;
         this.nodeOfPartition = new int[n];
         Arrays.fill(nodeOfPartition, -1);
         this.nextSeq = new int[n];
+        this.ended = new boolean[n];
     }
 
     @Override
@@ -94,13 +97,23 @@ final class SegmentPusher implements SegmentOutput {
     /**
      * Sends one segment, buf's [0, limit); returns once it is on the wire (acks are collected as the
      * pipeline fills). The pusher owns buf from now on and hands it to the recycler once acknowledged.
+     * Segments of a partition are numbered 0, 1, ...; the last one carries SEQ_LAST in its seq (a retry
+     * repeats the seq, flag included), and nothing may follow it.
      */
     @Override
-    public void push(int partition, ByteBuffer buf) throws IOException {
+    public void push(int partition, ByteBuffer buf, boolean last) throws IOException {
+        if (ended[partition]) {
+            throw new IllegalStateException("partition " + partition + " of shuffle " + ref.shuffleId + " map "
+                + mapIndex + " already got its final segment");
+        }
         long start = System.nanoTime();
         int len = buf.limit();
         int node = nodeFor(partition);
-        Unacked u = new Unacked(partition, nextSeq[partition]++, Checksums.xxh3(buf, 0, len), buf);
+        int index = nextSeq[partition]++;
+        if (index > Protocol.SEQ_INDEX) throw new IllegalStateException("more than 2^31 segments in partition " + partition);
+        ended[partition] = last;
+        int seq = last ? index | Protocol.SEQ_LAST : index;
+        Unacked u = new Unacked(partition, seq, Checksums.xxh3(buf, 0, len), buf);
         unacked.get(node).addLast(u);
         // A retry round re-pushes every unacknowledged segment, this one included.
         withRetries(node, (c, again) -> {
@@ -113,13 +126,13 @@ final class SegmentPusher implements SegmentOutput {
         segments++;
         pushNanos += System.nanoTime() - start;
         if (LOG.isDebugEnabled()) {
-            LOG.debug("push shuffle {} partition {} map {} attempt {} seq {}: {} bytes to {}", handle.shuffleId(),
-                partition, mapIndex, attempt, u.seq, len, placement.node(node).address());
+            LOG.debug("push shuffle {} partition {} map {} attempt {} seq {}: {} bytes to {}", ref.shuffleId,
+                partition, mapIndex, attempt, Protocol.seqName(u.seq), len, placement.node(node).address());
         }
     }
 
     private void send(RpmpClient c, int node, Unacked u) throws IOException {
-        c.push(handle.app(), handle.shuffleId(), u.partition, mapIndex, attempt, u.seq, u.checksum, u.buf.duplicate());
+        c.push(ref.app, ref.shuffleId, u.partition, mapIndex, attempt, u.seq, u.checksum, u.buf.duplicate());
         forgetAcked(c, node);
     }
 
@@ -152,7 +165,7 @@ final class SegmentPusher implements SegmentOutput {
                 }
                 if (round > 0) {
                     if (reRegister) {
-                        c.registerShuffle(handle.app(), handle.shuffleId(), handle.numPartitions(), handle.replicas());
+                        c.registerShuffle(ref.app, ref.shuffleId, ref.numPartitions, ref.replicas);
                     }
                     for (Unacked u : new ArrayList<>(unacked.get(node))) send(c, node, u);
                 }
@@ -180,7 +193,7 @@ final class SegmentPusher implements SegmentOutput {
 
     private IOException describe(IOException e, int node) {
         if (e instanceof RpmpException) return e;
-        return new IOException("push of shuffle " + handle.shuffleId() + " map " + mapIndex + " to RPMP node "
+        return new IOException("push of shuffle " + ref.shuffleId + " map " + mapIndex + " to RPMP node "
             + placement.node(node).address() + " failed: " + e.getMessage(), e);
     }
 
@@ -211,7 +224,7 @@ final class SegmentPusher implements SegmentOutput {
                         clients[idx] = pool.borrow(n.host, n.port);
                     } catch (IOException e) {
                         if (e instanceof java.io.InterruptedIOException) throw e;
-                        LOG.warn("RPMP node {} unreachable for shuffle {}: {}", n.address(), handle.shuffleId(), e.toString());
+                        LOG.warn("RPMP node {} unreachable for shuffle {}: {}", n.address(), ref.shuffleId, e.toString());
                         unreachable[idx] = true;   // remembered, so other partitions skip it this round
                         last = e;
                         continue;
@@ -228,7 +241,7 @@ final class SegmentPusher implements SegmentOutput {
         for (int i = 0; i < placement.prefLength(); i++) {
             tried.append(i == 0 ? "" : ", ").append(placement.preferred(partition, i).address());
         }
-        throw new IOException("no RPMP node of partition " + partition + " of shuffle " + handle.shuffleId()
+        throw new IOException("no RPMP node of partition " + partition + " of shuffle " + ref.shuffleId
             + " is reachable (" + tried + ")", last);
     }
 
@@ -245,7 +258,7 @@ final class SegmentPusher implements SegmentOutput {
             withRetries(node, (c, again) -> {
                 c.awaitPushes();
                 forgetAcked(c, node);
-                c.mapEnd(handle.app(), handle.shuffleId(), mapIndex, attempt, counts);
+                c.mapEnd(ref.app, ref.shuffleId, mapIndex, attempt, counts);
             });
         }
         pushNanos += System.nanoTime() - start;

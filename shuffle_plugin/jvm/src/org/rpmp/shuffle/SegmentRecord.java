@@ -92,7 +92,7 @@ public final class SegmentRecord {
 
     @Override
     public String toString() {
-        return "SegmentRecord(map=" + mapIndexUnsigned() + ", attempt=" + attempt + ", seq=" + (seq & 0xFFFFFFFFL)
+        return "SegmentRecord(map=" + mapIndexUnsigned() + ", attempt=" + attempt + ", seq=" + Protocol.seqName(seq)
             + ", length=" + payload.length + ")";
     }
 }
