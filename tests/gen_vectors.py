@@ -33,6 +33,7 @@ from rpmp.protocol import (  # noqa: E402
     MAX_META,
     REQUEST_FIELDS,
     RESPONSE_FIELDS,
+    SEQ_LAST,
     VERSION,
     Block,
     ErrorCode,
@@ -57,6 +58,10 @@ CONVENTIONS = {
     "data_xxh3": "for a data part too long for data_hex: its XXH3-64 (seed 0)",
     "invalid": "kind 'invalid' frames must be rejected with the error named in expect_error",
     "placement_examples": "HashRing results for PROTOCOL.md 'Placement' (64 vnodes, XXH64 seed 0)",
+    "seq": "a record's or PUSH's seq is the full u32: bit 31 (SEQ_LAST, 2147483648) marks an attempt's final "
+           "segment for a partition, seq & 0x7FFFFFFF is its index",
+    "complete_attempts": "on a FETCH response: the attempts whose records there are whole (indices 0..n-1, "
+                         "SEQ_LAST on n-1), per PROTOCOL.md 'Completeness'",
 }
 
 APP = "app-20261121235131-0001"
@@ -70,6 +75,14 @@ RECORDS = [  # (map_index, attempt, seq, payload)
     (0, 11, 0, b"alpha"),
     (1, 12, 0, b"bravo-bravo"),
     (1, 12, 1, b"charlie\x00\xff"),
+]
+# Final segments (PROTOCOL.md "The final segment"): attempt 17 ends with data carrying SEQ_LAST; attempt 18's
+# data left before its writer knew it was last, so an empty segment carrying SEQ_LAST ends it.
+FINAL_RECORDS = [  # (map_index, attempt, seq, payload)
+    (2, 17, 0, b"delta"),
+    (2, 17, 1 | SEQ_LAST, b"echo, the last of 17"),
+    (3, 18, 0, b"foxtrot"),
+    (3, 18, 1 | SEQ_LAST, b""),
 ]
 
 
@@ -238,6 +251,16 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.error("error_bad_magic", 0x00, ErrorCode.BAD_FRAME, "bad magic 0x00000000 (expected 0x504d5052, b'RPMP')")
     b.error("error_incomplete_utf8", Op.MAP_END, ErrorCode.INCOMPLETE,
             "map 2 attempt 17: partition 3: node has 0 segments, map says 1 — réessayez")
+
+    # ---- final segments and corrupt copies (added after the others, so their request ids stay put)
+    b.request("push_last_req", Op.PUSH, (APP, 7, 3, 2, 17, 1 | SEQ_LAST, checksum), data=PAYLOAD)
+    b.request("push_last_empty_req", Op.PUSH, (APP, 7, 3, 3, 18, 1 | SEQ_LAST, xxhash.xxh3_64_intdigest(b"")))
+    data, meaning = records_data(FINAL_RECORDS)
+    b.response("fetch_resp_final_segments", Op.FETCH, (len(FINAL_RECORDS),), data=data, records=meaning,
+               complete_attempts=[17, 18])
+    b.error("error_corrupt", Op.FETCH, ErrorCode.CORRUPT,
+            f"record (2, 17, 1) of shuffle 7 of '{APP}' partition 3 fails its checksum on this node "
+            "(block 0x3c0410 offset 37); it is quarantined: read a replica")
 
     # ---- frames a receiver must reject
     good_push = W.encode_push(APP, 7, 3, 2, 17, 0, checksum)

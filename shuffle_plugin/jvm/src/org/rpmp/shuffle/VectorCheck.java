@@ -227,6 +227,7 @@ public final class VectorCheck {
                     equal("payload", w.get("payload_hex"), toHex(s.payload));
                     if (!s.checksumOk()) throw new Mismatch("record " + i + " fails its XXH3 checksum");
                 }
+                if (v.containsKey("complete_attempts")) checkCompleteness(recs, list(v.get("complete_attempts")));
                 break;
             }
             case Protocol.OP_PARTITION_INFO: {
@@ -258,6 +259,33 @@ public final class VectorCheck {
                 if (!f.isEmpty()) throw new Mismatch("vector has fields the Java side does not decode: " + f.keySet());
         }
         return true;
+    }
+
+    /** The attempts a reader finds whole in these records (PROTOCOL.md "Completeness") are the vector's. */
+    private static void checkCompleteness(List<SegmentRecord> recs, List<Object> want) {
+        Map<Long, Integer> committed = new java.util.HashMap<>();
+        for (SegmentRecord s : recs) committed.put(s.attempt, s.mapIndex);
+        RecordFilter filter = new RecordFilter(committed, 0, Protocol.END_MAP_ALL);
+        for (SegmentRecord s : recs) {
+            if (!filter.accept(s)) throw new Mismatch("record " + s + " not accepted");
+        }
+        java.util.Set<Long> complete = new java.util.TreeSet<>();
+        for (long attempt : committed.keySet()) {
+            if (filter.isComplete(attempt)) complete.add(attempt);
+        }
+        java.util.Set<Long> expected = new java.util.TreeSet<>();
+        for (Object o : want) expected.add(u64(o));
+        equal("complete attempts", expected, complete);
+        // Dropping any one record (a lost tail, a lost middle) must make its attempt incomplete.
+        for (int skip = 0; skip < recs.size(); skip++) {
+            RecordFilter f = new RecordFilter(committed, 0, Protocol.END_MAP_ALL);
+            for (int i = 0; i < recs.size(); i++) {
+                if (i != skip) f.accept(recs.get(i));
+            }
+            if (f.isComplete(recs.get(skip).attempt)) {
+                throw new Mismatch("attempt " + recs.get(skip).attempt + " complete without " + recs.get(skip));
+            }
+        }
     }
 
     private boolean checkError(Map<String, Object> v, byte[] bytes) throws Exception {
