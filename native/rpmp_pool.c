@@ -5,7 +5,8 @@
  *   [0, 224)   immutable part: magic, version, flags, capacity, key_len, key (zero padded)
  *   [224, 232) hdr_check = XXH64 of the immutable part; a header failing it is damaged
  *   [232, 240) used      (persisted after the bytes it publishes)
- *   [240, 248) checksum  (XXH64 of payload[0:used), persisted before state becomes SEALED)
+ *   [240, 248) checksum  (XXH64 of payload[0:used), persisted before state becomes SEALED; on a
+ *              CHECKED block kept equal to it by every write, in the write's transaction)
  *   [248, 252) state
  *   [256, ...) payload
  */
@@ -61,6 +62,9 @@ struct rpmp_pool {
     uint64_t blocks;
     uint64_t open_blocks;
     uint64_t sealed_blocks;
+    /* blocks the open scan found corrupt (kept, reported) */
+    uint64_t *corrupt;
+    uint64_t ncorrupt;
 };
 
 static __thread char errbuf[512];
@@ -105,6 +109,24 @@ static inline struct block_hdr *hdr_at(rpmp_pool *pool, uint64_t id) {
 static inline uint8_t *payload_of(struct block_hdr *h) { return (uint8_t *)h + RPMP_HDR_SIZE; }
 
 static inline uint64_t alloc_size(uint64_t capacity) { return RPMP_HDR_SIZE + capacity; }
+
+/* Publish used = max(used, end): an aligned 8-byte store, atomic with respect to a crash. A CAS loop so
+ * that two threads publishing into one block (the GIL is released around writes) can never move `used`
+ * backwards nor count a negative growth into used_bytes. */
+static void advance_used(rpmp_pool *pool, struct block_hdr *h, uint64_t end) {
+    uint64_t cur = __atomic_load_n(&h->used, __ATOMIC_ACQUIRE);
+    while (end > cur) {
+        if (__atomic_compare_exchange_n(&h->used, &cur, end, 0, __ATOMIC_RELEASE, __ATOMIC_ACQUIRE)) {
+            pmemobj_persist(pool->pop, &h->used, sizeof h->used);
+            ADD(used_bytes, end - cur);
+            return;
+        }
+    }
+}
+
+static inline int range_ok(uint64_t capacity, uint64_t offset, uint64_t len) {
+    return offset <= capacity && len <= capacity - offset; /* no offset + len: it could wrap */
+}
 
 /* A header is valid when its immutable part hashes to hdr_check and its mutable fields are sane. */
 static int hdr_valid(const struct block_hdr *h) {
@@ -170,7 +192,15 @@ static int pool_wrap(PMEMobjpool *pop, const char *path, rpmp_pool **out) {
     struct stat st;
     pool->pop = pop;
     pool->path = strdup(path);
-    pool->size = (stat(path, &st) == 0) ? (uint64_t)st.st_size : 0;
+    /* lookup() bounds every caller's id by the size: without it no id could be checked */
+    if (!pool->path || stat(path, &st) != 0 || (uint64_t)st.st_size < RPMP_MIN_POOL_SIZE) {
+        int e = errno;
+        pmemobj_close(pop);
+        free(pool->path);
+        free(pool);
+        return fail(RPMP_E_IO, "pool %s: cannot tell its size (%s)", path, strerror(e));
+    }
+    pool->size = (uint64_t)st.st_size;
     pool->uuid_lo = pmemobj_oid((char *)pop + 4096).pool_uuid_lo;
     /* Bytes received straight into a tmpfs pool need no cache write-back: the page cache is the
      * medium, a process crash loses no store and a power cut loses everything anyway. Ordering
@@ -193,8 +223,24 @@ int rpmp_pool_create(const char *path, uint64_t size, rpmp_pool **out) {
     return pool_wrap(pop, path, out);
 }
 
-/* The recovery scan: keep valid blocks, free damaged ones and unsealed SEAL_REQUIRED ones. */
-static void recover(rpmp_pool *pool, int verify_sealed, struct rpmp_recovery *rec) {
+static inline int has_checksum(const struct block_hdr *h) {
+    return h->state == RPMP_BLOCK_SEALED || (h->flags & RPMP_BLOCK_CHECKED);
+}
+
+static int note_corrupt(rpmp_pool *pool, uint64_t id) {
+    uint64_t n = pool->ncorrupt;
+    if ((n & (n - 1)) == 0) { /* 0, 1, 2, 4, ...: grow to the next power of two */
+        uint64_t *grown = realloc(pool->corrupt, (n ? 2 * n : 1) * sizeof *grown);
+        if (!grown) return -1;
+        pool->corrupt = grown;
+    }
+    pool->corrupt[pool->ncorrupt++] = id;
+    return 0;
+}
+
+/* The recovery scan: keep valid blocks, free damaged ones and unsealed SEAL_REQUIRED ones. With verify,
+ * sealed and CHECKED blocks whose payload fails the checksum are kept and listed in pool->corrupt. */
+static int recover(rpmp_pool *pool, int verify, struct rpmp_recovery *rec) {
     PMEMoid oid = pmemobj_first(pool->pop);
     while (!OID_IS_NULL(oid)) {
         PMEMoid next = pmemobj_next(oid);
@@ -208,10 +254,9 @@ static void recover(rpmp_pool *pool, int verify_sealed, struct rpmp_recovery *re
             } else if (h->state == RPMP_BLOCK_OPEN && (h->flags & RPMP_BLOCK_SEAL_REQUIRED)) {
                 rec->freed_unsealed++;
                 drop = 1;
-            } else if (verify_sealed && h->state == RPMP_BLOCK_SEALED &&
-                       XXH64(payload_of(h), h->used, 0) != h->checksum) {
-                rec->freed_corrupt++;
-                drop = 1;
+            } else if (verify && has_checksum(h) && XXH64(payload_of(h), h->used, 0) != h->checksum) {
+                rec->corrupt++;
+                if (note_corrupt(pool, oid.off) != 0) return fail(RPMP_E_IO, "out of memory");
             }
             if (drop) {
                 if (usable >= sizeof(uint64_t)) {
@@ -230,9 +275,10 @@ static void recover(rpmp_pool *pool, int verify_sealed, struct rpmp_recovery *re
         }
         oid = next;
     }
+    return RPMP_OK;
 }
 
-int rpmp_pool_open(const char *path, int verify_sealed, rpmp_pool **out, struct rpmp_recovery *rec) {
+int rpmp_pool_open(const char *path, int verify, rpmp_pool **out, struct rpmp_recovery *rec) {
     if (!path || !*path) return fail(RPMP_E_IO, "empty pool path");
     if (access(path, F_OK) != 0) return fail(RPMP_E_NOENT, "pool %s does not exist", path);
     prepare(path);
@@ -243,13 +289,24 @@ int rpmp_pool_open(const char *path, int verify_sealed, rpmp_pool **out, struct 
     struct rpmp_recovery local;
     if (!rec) rec = &local;
     memset(rec, 0, sizeof *rec);
-    recover(*out, verify_sealed, rec);
-    return RPMP_OK;
+    rc = recover(*out, verify, rec);
+    if (rc != RPMP_OK) {
+        rpmp_pool_close(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+uint64_t rpmp_pool_corrupt(const rpmp_pool *pool, uint64_t *ids, uint64_t max) {
+    uint64_t n = pool->ncorrupt < max ? pool->ncorrupt : max;
+    if (n) memcpy(ids, pool->corrupt, n * sizeof *ids);
+    return pool->ncorrupt;
 }
 
 void rpmp_pool_close(rpmp_pool *pool) {
     if (!pool) return;
     pmemobj_close(pool->pop);
+    free(pool->corrupt);
     free(pool->path);
     free(pool);
 }
@@ -287,6 +344,7 @@ static int block_ctor(PMEMobjpool *pop, void *ptr, void *varg) {
     h->key_len = a->key_len;
     if (a->key_len) memcpy(h->key, a->key, a->key_len);
     h->hdr_check = XXH64(h, HDR_IMMUTABLE, 0);
+    h->checksum = XXH64(NULL, 0, 0); /* of the empty payload: a CHECKED block verifies from the start */
     h->state = RPMP_BLOCK_OPEN;
     pmemobj_persist(pop, h, sizeof *h);
     return 0;
@@ -300,7 +358,7 @@ int rpmp_block_alloc(rpmp_pool *pool, const void *key, uint32_t key_len, uint64_
     if (capacity > RPMP_MAX_BLOCK_CAPACITY || alloc_size(capacity) > pool->size)
         return fail(RPMP_E_SIZE, "block capacity %llu is larger than the pool allows",
                     (unsigned long long)capacity);
-    if (flags & ~RPMP_BLOCK_SEAL_REQUIRED) return fail(RPMP_E_SIZE, "unknown block flags 0x%x", flags);
+    if (flags & ~RPMP_BLOCK_FLAGS) return fail(RPMP_E_SIZE, "unknown block flags 0x%x", flags);
     struct ctor_arg a = {key, key_len, flags, capacity};
     PMEMoid oid;
     if (pmemobj_xalloc(pool->pop, &oid, alloc_size(capacity), RPMP_TYPE_BLOCK, POBJ_XALLOC_NO_FLUSH,
@@ -319,28 +377,87 @@ int rpmp_block_alloc(rpmp_pool *pool, const void *key, uint32_t key_len, uint64_
     return RPMP_OK;
 }
 
-int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len) {
-    struct block_hdr *h = NULL;
-    int rc = lookup(pool, id, &h);
-    if (rc) return rc;
+static int check_write(struct block_hdr *h, uint64_t id, uint64_t offset, uint64_t len) {
     if (h->state != RPMP_BLOCK_OPEN) return fail(RPMP_E_STATE, "block 0x%llx is sealed", (unsigned long long)id);
-    if (offset > h->capacity || len > h->capacity - offset)
+    if (!range_ok(h->capacity, offset, len))
         return fail(RPMP_E_SIZE, "write of %llu bytes at %llu exceeds the block's capacity of %llu",
                     (unsigned long long)len, (unsigned long long)offset, (unsigned long long)h->capacity);
-    if (len) pmemobj_memcpy_persist(pool->pop, payload_of(h) + offset, src, (size_t)len);
-    uint64_t end = offset + len;
-    if (end > h->used) {
-        uint64_t grow = end - h->used;
-        h->used = end; /* aligned 8-byte store: atomic with respect to a crash */
-        pmemobj_persist(pool->pop, &h->used, sizeof h->used);
-        ADD(used_bytes, grow);
-    }
     return RPMP_OK;
 }
 
+static int tx_write(rpmp_pool *pool, struct block_hdr *h, uint64_t id, uint64_t offset, const void *src,
+                    uint64_t len);
+
+int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc == RPMP_OK) rc = check_write(h, id, offset, len);
+    if (rc) return rc;
+    if (h->flags & RPMP_BLOCK_CHECKED) return tx_write(pool, h, id, offset, src, len);
+    if (len) pmemobj_memcpy_persist(pool->pop, payload_of(h) + offset, src, (size_t)len);
+    advance_used(pool, h, offset + len);
+    return RPMP_OK;
+}
+
+/* A failure-atomic write in one libpmemobj transaction. Only what a crash could expose is undo-logged:
+ * the header's used and checksum, and the published bytes the write overwrites. The gap and the new
+ * bytes past the old `used` are invisible until the transaction commits the new `used` (a rollback
+ * brings the old `used` back), so they are persisted directly, before the commit. */
+static int tx_write(rpmp_pool *pool, struct block_hdr *h, uint64_t id, uint64_t offset, const void *src,
+                    uint64_t len) {
+    uint8_t *payload = payload_of(h);
+    uint64_t used = __atomic_load_n(&h->used, __ATOMIC_ACQUIRE);
+    uint64_t end = offset + len; /* no wrap: check_write bounded both by the capacity */
+    uint64_t new_used = end > used ? end : used;
+    uint64_t overwrite = offset < used ? (end < used ? end : used) - offset : 0;
+    if (pmemobj_tx_begin(pool->pop, NULL, TX_PARAM_NONE) != 0)
+        return fail(RPMP_E_IO, "block 0x%llx: cannot begin a transaction: %s", (unsigned long long)id,
+                    pmemobj_errormsg());
+    int err = 0;
+    _Static_assert(offsetof(struct block_hdr, checksum) == offsetof(struct block_hdr, used) + 8,
+                   "used and checksum are one 16-byte range");
+    if (pmemobj_tx_xadd_range_direct(&h->used, 2 * sizeof(uint64_t), POBJ_XADD_NO_ABORT) != 0) err = errno;
+    /* the data is stored with non-temporal stores below: nothing left for the commit to flush */
+    if (!err && overwrite &&
+        pmemobj_tx_xadd_range_direct(payload + offset, (size_t)overwrite, POBJ_XADD_NO_ABORT | POBJ_XADD_NO_FLUSH) != 0)
+        err = errno;
+    if (!err) {
+        if (offset > used) pmemobj_memset_persist(pool->pop, payload + used, 0, (size_t)(offset - used));
+        if (len) pmemobj_memmove(pool->pop, payload + offset, src, (size_t)len, 0);
+        if (h->flags & RPMP_BLOCK_CHECKED) h->checksum = XXH64(payload, (size_t)new_used, 0);
+        __atomic_store_n(&h->used, new_used, __ATOMIC_RELEASE);
+        pmemobj_tx_commit();
+    } else {
+        pmemobj_tx_abort(err ? err : EINVAL);
+    }
+    int txerr = pmemobj_tx_end();
+    if (err || txerr) {
+        int e = err ? err : txerr;
+        if (e == ENOMEM)
+            return fail(RPMP_E_FULL, "pool %s is full: no room to log a write of %llu bytes into block 0x%llx",
+                        pool->path, (unsigned long long)len, (unsigned long long)id);
+        return fail(RPMP_E_IO, "transactional write into block 0x%llx failed: %s (%s)", (unsigned long long)id,
+                    strerror(e), pmemobj_errormsg());
+    }
+    if (new_used > used) ADD(used_bytes, new_used - used);
+    return RPMP_OK;
+}
+
+int rpmp_block_tx_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc == RPMP_OK) rc = check_write(h, id, offset, len);
+    if (rc) return rc;
+    return tx_write(pool, h, id, offset, src, len);
+}
+
+/* reserve/flush/publish: writes that bypass the transaction, so not for CHECKED blocks. */
 static int check_range(struct block_hdr *h, uint64_t id, uint64_t offset, uint64_t len) {
     if (h->state != RPMP_BLOCK_OPEN) return fail(RPMP_E_STATE, "block 0x%llx is sealed", (unsigned long long)id);
-    if (offset > h->capacity || len > h->capacity - offset)
+    if (h->flags & RPMP_BLOCK_CHECKED)
+        return fail(RPMP_E_STATE, "block 0x%llx is checked: zero-copy writes cannot keep its checksum, use tx_write",
+                    (unsigned long long)id);
+    if (!range_ok(h->capacity, offset, len))
         return fail(RPMP_E_SIZE, "%llu bytes at %llu exceed the block's capacity of %llu", (unsigned long long)len,
                     (unsigned long long)offset, (unsigned long long)h->capacity);
     return RPMP_OK;
@@ -369,13 +486,7 @@ int rpmp_block_publish(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t l
     if (rc != RPMP_OK) return rc;
     if (len && !flushed && !pool->volatile_medium) pmemobj_flush(pool->pop, payload_of(h) + offset, (size_t)len);
     pmemobj_drain(pool->pop);
-    uint64_t end = offset + len;
-    if (end > h->used) {
-        uint64_t grow = end - h->used;
-        h->used = end;
-        pmemobj_persist(pool->pop, &h->used, sizeof h->used);
-        ADD(used_bytes, grow);
-    }
+    advance_used(pool, h, offset + len);
     return RPMP_OK;
 }
 
@@ -383,7 +494,7 @@ int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t le
     struct block_hdr *h = NULL;
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
-    uint64_t at = h->used;
+    uint64_t at = __atomic_load_n(&h->used, __ATOMIC_ACQUIRE);
     rc = rpmp_block_write(pool, id, at, src, len);
     if (rc == RPMP_OK && offset_out) *offset_out = at;
     return rc;
@@ -394,7 +505,7 @@ int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, ui
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
     uint64_t used = __atomic_load_n(&h->used, __ATOMIC_ACQUIRE);
-    if (offset > used || len > used - offset)
+    if (!range_ok(used, offset, len))
         return fail(RPMP_E_SIZE, "read of %llu bytes at %llu exceeds the block's %llu published bytes",
                     (unsigned long long)len, (unsigned long long)offset, (unsigned long long)used);
     if (len) memcpy(dst, payload_of(h) + offset, (size_t)len);
@@ -415,6 +526,7 @@ int rpmp_block_seal(rpmp_pool *pool, uint64_t id) {
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
     if (h->state == RPMP_BLOCK_SEALED) return RPMP_OK;
+    /* a CHECKED block's checksum is already this value: storing it again changes nothing */
     h->checksum = XXH64(payload_of(h), (size_t)h->used, 0);
     pmemobj_persist(pool->pop, &h->checksum, sizeof h->checksum);
     h->state = RPMP_BLOCK_SEALED;
@@ -428,7 +540,7 @@ int rpmp_block_verify(rpmp_pool *pool, uint64_t id) {
     struct block_hdr *h = NULL;
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
-    if (h->state != RPMP_BLOCK_SEALED) return RPMP_OK;
+    if (!has_checksum(h)) return RPMP_OK;
     if (XXH64(payload_of(h), (size_t)h->used, 0) != h->checksum)
         return fail(RPMP_E_CORRUPT, "block 0x%llx payload does not match its checksum", (unsigned long long)id);
     return RPMP_OK;

@@ -6,7 +6,14 @@
  * bytes before they persist the new `used` (an aligned 8-byte store), so after any crash the first
  * `used` bytes of a block are exactly what was acknowledged and nothing half-written is visible.
  * Opening a pool scans every object, drops blocks whose header is damaged and blocks that were
- * allocated with RPMP_BLOCK_SEAL_REQUIRED but never sealed, and rebuilds the counters.
+ * allocated with RPMP_BLOCK_SEAL_REQUIRED but never sealed, and rebuilds the counters. With verify,
+ * sealed and CHECKED blocks whose payload does not match their checksum are kept and reported
+ * (rpmp_pool_corrupt), never silently dropped: a lost value would turn a detectable corruption into a
+ * "not found".
+ *
+ * RPMP_BLOCK_CHECKED blocks are written with rpmp_block_tx_write: one libpmemobj transaction per write,
+ * so after a crash a block holds exactly the old or the new content, and its checksum always covers
+ * payload[0:used).
  *
  * Every function returns RPMP_OK or a negative rpmp_err; rpmp_last_error() gives a message for the
  * calling thread. Nothing here aborts the process.
@@ -46,13 +53,18 @@ enum rpmp_err {
     RPMP_E_STATE = -8,    /* block sealed: no more writes */
     RPMP_E_EXISTS = -9,   /* pool file already exists */
     RPMP_E_IO = -10,      /* any other system error */
-    RPMP_E_CORRUPT = -11, /* a sealed block's checksum does not match its payload */
+    RPMP_E_CORRUPT = -11, /* a sealed or CHECKED block's checksum does not match its payload */
 };
 
 enum rpmp_block_state { RPMP_BLOCK_OPEN = 1, RPMP_BLOCK_SEALED = 2 };
 
 /* Block flags chosen at allocation. */
 #define RPMP_BLOCK_SEAL_REQUIRED 0x1u /* content counts only once sealed; unsealed after a crash = freed */
+/* The header checksum always covers payload[0:used), also while the block is open. Such a block is
+ * written only through rpmp_block_tx_write (rpmp_block_write/append go through it; reserve, flush and
+ * publish are refused with RPMP_E_STATE, they could not keep the checksum). */
+#define RPMP_BLOCK_CHECKED 0x2u
+#define RPMP_BLOCK_FLAGS (RPMP_BLOCK_SEAL_REQUIRED | RPMP_BLOCK_CHECKED)
 
 typedef struct rpmp_pool rpmp_pool;
 
@@ -61,7 +73,7 @@ struct rpmp_block_info {
     uint64_t payload_offset; /* file offset of the first payload byte (for one-sided readers) */
     uint64_t capacity;
     uint64_t used;
-    uint64_t checksum; /* XXH64 (seed 0) of payload[0:used); valid when sealed */
+    uint64_t checksum; /* XXH64 (seed 0) of payload[0:used); valid when sealed or CHECKED */
     uint32_t state;
     uint32_t flags;
     uint32_t key_len;
@@ -78,17 +90,20 @@ struct rpmp_stats {
 };
 
 struct rpmp_recovery {
-    uint64_t blocks_kept;
+    uint64_t blocks_kept;    /* blocks left in the pool, the corrupt ones included */
     uint64_t freed_damaged;  /* header failed validation */
     uint64_t freed_unsealed; /* SEAL_REQUIRED block not sealed before the crash */
-    uint64_t freed_corrupt;  /* sealed payload checksum mismatch (only with verify) */
+    uint64_t corrupt;        /* kept sealed/CHECKED blocks whose payload fails its checksum (only with verify) */
 };
 
 const char *rpmp_last_error(void);
 const char *rpmp_err_name(int err);
 
 int rpmp_pool_create(const char *path, uint64_t size, rpmp_pool **out);
-int rpmp_pool_open(const char *path, int verify_sealed, rpmp_pool **out, struct rpmp_recovery *rec);
+int rpmp_pool_open(const char *path, int verify, rpmp_pool **out, struct rpmp_recovery *rec);
+/* Ids of the blocks the open scan found corrupt: copies up to max of them into ids (may be NULL when
+ * max is 0) and returns how many there are. */
+uint64_t rpmp_pool_corrupt(const rpmp_pool *pool, uint64_t *ids, uint64_t max);
 void rpmp_pool_close(rpmp_pool *pool);
 const char *rpmp_pool_path(const rpmp_pool *pool);
 /* Base address of the pool mapping: a block's payload lives at base + payload_offset. */
@@ -97,7 +112,8 @@ int rpmp_pool_stats(rpmp_pool *pool, struct rpmp_stats *out);
 
 int rpmp_block_alloc(rpmp_pool *pool, const void *key, uint32_t key_len, uint64_t capacity,
                      uint32_t flags, uint64_t *id_out);
-/* Persist len bytes at offset, then publish used = max(used, offset + len). */
+/* Persist len bytes at offset, then publish used = max(used, offset + len). On a CHECKED block this is
+ * rpmp_block_tx_write. */
 int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len);
 /* Write at the current end; *offset_out (may be NULL) gets where the bytes landed. */
 int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t len, uint64_t *offset_out);
@@ -109,12 +125,20 @@ int rpmp_block_append(rpmp_pool *pool, uint64_t id, const void *src, uint64_t le
 int rpmp_block_reserve(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, uint8_t **ptr);
 int rpmp_block_flush(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len);
 int rpmp_block_publish(rpmp_pool *pool, uint64_t id, uint64_t offset, uint64_t len, int flushed);
+/* Failure-atomic write, in one libpmemobj transaction: zero-fill the gap [used, offset) when offset is
+ * past the published end (a reader never sees an earlier tenant's bytes), copy len bytes to offset,
+ * set used = max(used, offset + len) and, on a CHECKED block, checksum = XXH64(payload[0:used)). A
+ * crash at any point leaves exactly the old or the new content (libpmemobj rolls an unfinished
+ * transaction back at open). RPMP_E_SIZE past capacity, RPMP_E_STATE on a sealed block, RPMP_E_FULL
+ * when the pool has no room for the undo log of the overwritten bytes. */
+int rpmp_block_tx_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *src, uint64_t len);
 int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, uint64_t len);
 /* Pointer to payload byte 0 and the published length; valid while the block lives. */
 int rpmp_block_data(rpmp_pool *pool, uint64_t id, const uint8_t **data, uint64_t *used);
 int rpmp_block_seal(rpmp_pool *pool, uint64_t id);
 int rpmp_block_free(rpmp_pool *pool, uint64_t id);
 int rpmp_block_info(rpmp_pool *pool, uint64_t id, struct rpmp_block_info *out);
+/* RPMP_E_CORRUPT when a sealed or CHECKED block's payload no longer matches its checksum. */
 int rpmp_block_verify(rpmp_pool *pool, uint64_t id);
 /* Iterate live blocks: start with prev = 0; returns RPMP_OK with *next = 0 at the end. */
 int rpmp_pool_next(rpmp_pool *pool, uint64_t prev, uint64_t *next);

@@ -7,6 +7,11 @@ Two kinds of data, both deterministic so the parent can check every byte:
 After each append returns it prints `A <index>`, after each seal of a put `P <n>`: the parent holds the
 child to every line it saw. With RPMP_CRASH_MID_PUT=k the child kills itself halfway through writing
 its k-th put, so recovery is sure to meet a half-written seal-required block.
+
+`crash_child.py tx <pool> <seed>` is the child of test_crash_tx.py: failure-atomic writes (tx_write) into
+the checked blocks "tx/0".."tx/<TX_BLOCKS-1>", each described before it starts (`W n block offset length`)
+and acknowledged after it returns (`D n`); the bytes are tx_data(seed, n), so the parent can rebuild every
+block's content from the lines alone.
 """
 
 import os
@@ -23,6 +28,9 @@ MAGIC = 0xC0FFEE11
 LOG_CAPACITY = 1 << 20
 LOG_BUDGET = 48  # log blocks kept before the oldest is freed
 PUT_BUDGET = 40
+TX_BLOCKS = 3
+TX_CAPACITY = 4 << 20
+TX_MAX_WRITE = 1 << 20
 
 
 def payload(index: int, length: int) -> bytes:
@@ -87,5 +95,40 @@ def main(path: str) -> None:
                 pool.free(live_puts.pop(0))
 
 
+def tx_data(seed: int, n: int, length: int) -> bytes:
+    return random.Random(seed * 1_000_003 + n).randbytes(length)
+
+
+def tx_main(path: str, seed: int) -> None:
+    pool = Pool.open(path)
+    blocks = {int(i.key[3:]): i.id for i in pool if i.key.startswith(b"tx/")}
+    for k in range(TX_BLOCKS):
+        if k not in blocks:
+            blocks[k] = pool.alloc(TX_CAPACITY, key=b"tx/%d" % k, checked=True)
+    rng = random.Random(seed)
+    print("READY", flush=True)
+    n = 0
+    while True:
+        k = rng.randrange(TX_BLOCKS)
+        used = pool.used(blocks[k])
+        length = rng.choice([0, 1, 7, 4096, 65536, 300_000, TX_MAX_WRITE, rng.randrange(TX_MAX_WRITE + 1)])
+        kind = rng.randrange(3)
+        if kind == 0 or used == 0:  # append, or past the end (a zeroed gap)
+            offset = used + (rng.randrange(100_000) if kind == 1 else 0)
+        else:  # overwrite published bytes (maybe running past the end)
+            offset = rng.randrange(used)
+        offset = min(offset, TX_CAPACITY - length)
+        data = tx_data(seed, n, length)
+        sys.stdout.write(f"W {n} {k} {offset} {length}\n")
+        sys.stdout.flush()
+        pool.tx_write(blocks[k], offset, data)
+        sys.stdout.write(f"D {n}\n")
+        sys.stdout.flush()
+        n += 1
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "tx":
+        tx_main(sys.argv[2], int(sys.argv[3]))
+    else:
+        main(sys.argv[1])

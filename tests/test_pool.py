@@ -110,7 +110,8 @@ def test_reopen_after_clean_close(pool_path):
                 pool.seal(block)
             blocks[block] = i
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 20, "freed_damaged": 0, "freed_unsealed": 0, "freed_corrupt": 0}
+        assert pool.recovery == {"blocks_kept": 20, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 0}
+        assert pool.corrupt_blocks == frozenset()
         assert sorted(pool.blocks()) == sorted(blocks)
         for block, i in blocks.items():
             info = pool.info(block)
@@ -284,20 +285,36 @@ def test_unsealed_seal_required_block_is_freed_on_open(pool_path):
         assert {i.key: pool.read(i.id) for i in pool} == {b"put/done": b"value", b"shuffle": b"records"}
 
 
-def test_damaged_header_and_corrupt_payload_are_dropped_on_open(pool_path):
+def test_damaged_header_is_freed_and_corrupt_payload_is_reported_on_open(pool_path):
     with Pool.create(pool_path, 16 * MiB) as pool:
         keep, damage, corrupt = (pool.alloc(1000, key=k) for k in (b"keep", b"damage", b"corrupt"))
         for b in (keep, damage, corrupt):
             pool.append(b, pattern(1000, b))
             pool.seal(b)
+    flipped = bytearray(pattern(1000, corrupt))
+    flipped[500] ^= 0xFF
     with open(pool_path, "r+b") as f:
         f.seek(damage + 40)  # inside the key: the header no longer matches its hdr_check
         f.write(b"Z")
         f.seek(corrupt + P.HEADER_SIZE + 500)  # a payload byte of a sealed block
-        f.write(bytes([pattern(1000, corrupt)[500] ^ 0xFF]))
+        f.write(flipped[500:501])
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 1, "freed_damaged": 1, "freed_unsealed": 0, "freed_corrupt": 1}
-        assert pool.blocks() == [keep] and pool.read(keep) == pattern(1000, keep)
+        # the damaged header cannot say what it is: freed; the corrupt value is kept and named, so a
+        # reader gets "corrupt", never a silent "not found"
+        assert pool.recovery == {"blocks_kept": 2, "freed_damaged": 1, "freed_unsealed": 0, "corrupt": 1}
+        assert pool.blocks() == sorted([keep, corrupt]) and pool.corrupt_blocks == frozenset([corrupt])
+        assert pool.read(keep) == pattern(1000, keep)
+        info = pool.info(corrupt)
+        assert info.key == b"corrupt" and info.sealed
+        assert info.checksum == xxhash.xxh64_intdigest(pattern(1000, corrupt))
+        assert pool.read(corrupt) == bytes(flipped)
+        with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
+            pool.verify(corrupt)
+        pool.verify(keep)
+        pool.free(corrupt)  # the owner decides; once freed its address leaves the set
+        assert pool.corrupt_blocks == frozenset() and pool.blocks() == [keep]
+    with Pool.open(pool_path) as pool:
+        assert pool.recovery == {"blocks_kept": 1, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 0}
 
 
 def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path):
@@ -310,6 +327,7 @@ def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path
         f.write(b"b")
     with Pool.open(pool_path, verify=False) as pool:
         assert pool.blocks() == [block]
+        assert pool.recovery["corrupt"] == 0 and pool.corrupt_blocks == frozenset()  # not looked at
         with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
             pool.verify(block)
 
@@ -346,3 +364,57 @@ def test_reserved_but_unpublished_bytes_vanish_on_reopen(pool_path):
         del view
     with Pool.open(pool_path) as pool:
         assert pool.read(block) == b"kept"
+
+
+def test_read_and_view_lengths_out_of_range_are_size_errors(pool_path):
+    """A huge or negative length is a PoolSizeError naming the range, not a MemoryError from allocating it
+    first nor an OverflowError."""
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc(100)
+        pool.append(block, b"0123456789")
+        for offset, length in ((0, 1 << 62), (0, (1 << 64) - 1), (0, -1), (5, 6), (10, 1), (3, -3)):
+            with pytest.raises(P.PoolSizeError, match=f"read of {length} bytes at {offset} exceeds the block's 10 "
+                                                      "published bytes"):
+                pool.read(block, offset, length)
+            with pytest.raises(P.PoolSizeError, match=f"view of {length} bytes at {offset} exceeds the block's 10"):
+                pool.view(block, offset, length)
+        with pytest.raises(P.PoolSizeError, match="offset 11 is past the block's 10 published bytes"):
+            pool.read(block, 11)
+        assert pool.read(block, 10) == b"" and pool.read(block, 4, 3) == b"456" and bytes(pool.view(block, 7)) == b"789"
+        assert bytes(pool.view(block, 10, 0)) == b""
+
+
+def test_offset_plus_length_that_wraps_is_refused_everywhere(pool_path):
+    """offset + len past 2**64 wraps to a small number: every range check must still refuse it."""
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc(100)
+        pool.append(block, b"a" * 10)
+        huge = (1 << 64) - 8
+        with pytest.raises(P.PoolSizeError, match="write of 16 bytes at 18446744073709551608 exceeds"):
+            pool.write(block, huge, b"b" * 16)
+        for op in (pool.reserve, pool.flush, pool.publish):
+            with pytest.raises(P.PoolSizeError, match="16 bytes at 18446744073709551608 exceed the block's capacity"):
+                op(block, huge, 16)
+            with pytest.raises(P.PoolSizeError, match=f"{huge} bytes at 16 exceed the block's capacity"):
+                op(block, 16, huge)
+        with pytest.raises(P.PoolSizeError, match="read of 16 bytes at 18446744073709551608 exceeds"):
+            pool.read_into(block, bytearray(16), huge)
+        assert pool.read(block) == b"a" * 10 and pool.used(block) == 10 and pool.stats()["used"] == 10
+
+
+def test_a_forged_header_inside_a_payload_is_not_a_block(pool_path):
+    """A tenant can write a perfectly valid-looking block header into its own payload; that address must
+    not be accepted as a block (free() on it would hand libpmemobj a pointer it never allocated)."""
+    with Pool.create(pool_path, 16 * MiB) as pool:
+        block = pool.alloc(4096)
+        head = struct.pack("<QIIQII", 0x314B4C42504D5052, 1, 0, 1000, 0, 0) + bytes(192)
+        header = head + struct.pack("<QQQII", xxhash.xxh64_intdigest(head), 0, 0, 1, 0)
+        assert len(header) == P.HEADER_SIZE
+        pool.write(block, 1024, header)
+        forged = block + P.HEADER_SIZE + 1024
+        for op in (pool.read, pool.info, pool.seal, pool.free, pool.view, pool.verify, pool.used):
+            with pytest.raises(P.BlockNotFoundError, match=f"no live block at {forged:#x}"):
+                op(forged)
+        with pytest.raises(P.BlockNotFoundError):
+            pool.tx_write(forged, 0, b"x")
+        assert pool.blocks() == [block]
