@@ -95,7 +95,7 @@ def segment_size(rng: random.Random) -> int:
 def value_size(key: bytes, version: int) -> int:
     r = random.Random(xxhash.xxh64_intdigest(key + version.to_bytes(8, "little")))
     return r.choice((VAL_HDR.size, r.randrange(VAL_HDR.size, 4096), r.randrange(4096, 256 << 10),
-                     r.randrange(256 << 10, 1 << 20)))
+                     r.randrange(256 << 10, 1 << 20), r.randrange(1 << 20, 4 << 20)))
 
 
 def value(key: bytes, version: int) -> bytes:
@@ -220,6 +220,7 @@ class Control:
         self.segs: dict[tuple[int, int], dict[tuple[int, int, int], list]] = {}  # (sid, p) -> ident -> [n, h, ack]
         self.vals: dict[bytes, list] = {}  # key -> [acked version or None, versions maybe stored]
         self.acks = 0
+        self.ack_bytes = 0
         self.value_acks = 0
         self.repushes = 0
         self.map_ends = 0
@@ -279,7 +280,7 @@ class Pusher(threading.Thread):
         self.next_map = 0
         self.keys = [f"soak/{index}/{k}".encode() for k in range(KEYS_PER_PUSHER)]
         self.key_version = dict.fromkeys(self.keys, 0)
-        self.in_call = False
+        self.in_call = ""  # what is in flight: "push", "put", ... ("" none)
         self.granted = -1  # the node generation this pusher was let run in
 
     # ---- plumbing -----------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ class Pusher(threading.Thread):
 
     def call(self, what: str, fn, *args, **kw) -> bool:
         """Run one client call: True if acknowledged, False if the node went away (a kill)."""
-        self.in_call = True
+        self.in_call = what.split(" ", 1)[0]
         try:
             fn(*args, **kw)
             return True
@@ -316,7 +317,7 @@ class Pusher(threading.Thread):
             self.ctl.fail(f"pusher {self.index}: {what}: the node answered {e!r}")
             return False
         finally:
-            self.in_call = False
+            self.in_call = ""
 
     def resume(self) -> None:
         """After a restart: a new client, the shuffles re-registered (same placement), pending retried."""
@@ -356,6 +357,7 @@ class Pusher(threading.Thread):
         if not entry[2]:
             entry[2] = True
             self.ctl.acks += 1
+            self.ctl.ack_bytes += entry[0]
         self.recent.append(seg)
         if len(self.recent) > 64:
             del self.recent[:32]
@@ -451,7 +453,7 @@ class Pusher(threading.Thread):
 class Figures:
     def __init__(self):
         self.lost = self.duplicated = self.torn = self.phantom = 0
-        self.unacked_present = self.unacked_absent = 0
+        self.unacked_present: set = set()  # unacknowledged segments found on the node (at any check)
         self.values_lost = self.values_torn = self.values_stale = self.values_inflight_new = 0
         self.problems: list[str] = []
         self.meta_per_shuffle: int | None = None
@@ -505,12 +507,10 @@ def verify(client: Client, ctl: Control, deleted: list[int], fig: Figures, when:
             for ident, (n, _, ack) in reg.items():
                 if ident in seen:
                     if not ack:
-                        fig.unacked_present += 1
+                        fig.unacked_present.add((sid, p, ident))
                 elif ack:
                     fig.lost += 1
                     fig.problem(f"{when}: shuffle {sid} partition {p}: acknowledged record {ident} ({n} B) is lost")
-                else:
-                    fig.unacked_absent += 1
             info = client.partition_info(APP, sid, p)
             if info["records"] != sum(seen.values()) or info["bytes"] != nbytes:
                 fig.problem(f"{when}: shuffle {sid} partition {p}: PARTITION_INFO says {info['records']} records/"
@@ -601,7 +601,7 @@ def test_restart_soak(tmp_path):
     recovery: dict[str, int] = {}
     pushers: list[Pusher] = []
     restarts: list[float] = []
-    in_flight_kills = 0
+    in_flight_kills = put_kills = 0
     cycles = 0
     next_sid = 1
     deleted: list[int] = []
@@ -628,15 +628,18 @@ def test_restart_soak(tmp_path):
             assert not ctl.failures, "\n".join(ctl.failures)
             assert ctl.acks > acks0, "no push was acknowledged within 30 s of a restart"
             time.sleep(rng.uniform(RUN_MIN, RUN_MAX))
-            t_wait = time.monotonic() + 1.0  # then the next moment a call is in flight (most of them are)
-            while not any(t.in_call for t in pushers) and time.monotonic() < t_wait:
+            # then the next moment a call is in flight (every 4th kill: a PUT, if one comes within 2 s)
+            want = ("put",) if cycles % 4 == 3 else ("push", "push_many", "put", "map_end", "register")
+            t_wait = time.monotonic() + (2.0 if cycles % 4 == 3 else 1.0)
+            while not any(t.in_call in want for t in pushers) and time.monotonic() < t_wait:
                 time.sleep(0.0005)
             assert node.alive(), f"node died on its own:\n{node.stderr()[-20000:]}"
             with ctl.cond:
                 ctl.gen += 1
-                in_flight = sum(t.in_call for t in pushers)
+                in_flight = [t.in_call for t in pushers if t.in_call]
             node.kill()
-            in_flight_kills += in_flight > 0
+            in_flight_kills += bool(in_flight)
+            put_kills += "put" in in_flight
             cycles += 1
             if not ctl.wait_parked(PUSHERS, PARK_TIMEOUT):
                 pytest.fail(f"pushers did not park within {PARK_TIMEOUT:.0f} s of kill {cycles}")
@@ -690,13 +693,15 @@ def test_restart_soak(tmp_path):
             os.unlink(pool)
     wall = time.monotonic() - t_start
     segs = sum(1 for t in ctl.segs.values() for e in t.values() if e[2])
-    print(f"\nsoak seed {SEED}: {cycles} kills ({in_flight_kills} with a client call in flight) in {wall:.0f} s; "
-          f"{ctl.acks} segment acks ({segs} segments still held), {ctl.value_acks} value acks, "
-          f"{ctl.repushes} deliberate re-pushes, {ctl.retries} retries, {ctl.map_ends} map ends, "
-          f"{retired} shuffles retired and deleted; lost {fig.lost}, duplicated {fig.duplicated}, "
-          f"torn {fig.torn}, phantom {fig.phantom}, unacknowledged present {fig.unacked_present} / absent "
-          f"{fig.unacked_absent} (summed over checks); values lost {fig.values_lost}, torn {fig.values_torn}, "
-          f"stale {fig.values_stale}, in-flight new {fig.values_inflight_new}; restart s max "
+    unacked = sum(1 for t in ctl.segs.values() for e in t.values() if not e[2])
+    print(f"\nsoak seed {SEED}: {cycles} kills ({in_flight_kills} with a client call in flight, {put_kills} with a "
+          f"PUT in flight) in {wall:.0f} s; {ctl.acks} segments acknowledged ({ctl.ack_bytes / 1e6:.0f} MB; "
+          f"{segs} of them in live shuffles at the end, {unacked} unacknowledged left there), "
+          f"{ctl.value_acks} values acknowledged, {ctl.repushes} deliberate re-pushes, {ctl.retries} retries, "
+          f"{ctl.map_ends} map ends, {retired} shuffles retired and deleted; lost {fig.lost}, duplicated "
+          f"{fig.duplicated}, torn {fig.torn}, phantom {fig.phantom}, unacknowledged found stored "
+          f"{len(fig.unacked_present)}; values lost {fig.values_lost}, torn {fig.values_torn}, stale "
+          f"{fig.values_stale}, in-flight version found {fig.values_inflight_new}; restart s max "
           f"{max(restarts):.2f} mean {sum(restarts) / len(restarts):.2f}; verify s max {max(fig.verify_s):.2f}; "
-          f"recovery {recovery}")
+          f"{len(fig.verify_s)} verifications; recovery {recovery}")
     assert cycles >= max(1, CYCLES // 2), f"only {cycles} of {CYCLES} cycles fit in {BUDGET:.0f} s"
