@@ -39,6 +39,8 @@ from rpmp.protocol import (
     FLAG_MORE,
     FLAG_RESPONSE,
     HEADER_SIZE,
+    SEQ_INDEX,
+    SEQ_LAST,
     VERSION,
     ErrorCode,
     Node,
@@ -82,10 +84,14 @@ class IncompleteError(RpmpError):
     pass
 
 
+class CorruptError(RpmpError):
+    """A node's stored copy failed its checksum (the node quarantined it), or a record read back did."""
+
+
 _ERRORS = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
            ErrorCode.CHECKSUM_MISMATCH: ChecksumMismatchError, ErrorCode.POOL_FULL: PoolFullError,
            ErrorCode.CONFLICT: ConflictError, ErrorCode.UNAVAILABLE: UnavailableError,
-           ErrorCode.INCOMPLETE: IncompleteError}
+           ErrorCode.INCOMPLETE: IncompleteError, ErrorCode.CORRUPT: CorruptError}
 
 
 def _error(code: int, message: str) -> RpmpError:
@@ -120,12 +126,15 @@ class Placement:
 
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """One record of a fetched partition; `data` is a zero-copy view of the received bytes."""
+    """One record of a fetched partition; `data` is a zero-copy view of the received bytes.
+
+    `seq` is the segment's index; `last` says the writer marked it as its final one (SEQ_LAST)."""
 
     map_index: int
     attempt: int
     seq: int
     data: memoryview
+    last: bool = False
 
 
 class Connection:
@@ -141,9 +150,12 @@ class Connection:
         self._pipe = None
         self.zero_copy = zero_copy and Pipe is not None
         self.broken = False  # a frame went out in part, or replies are left unread: never reuse
+        self.reused = False  # taken from the idle pool: the node may have closed it meanwhile
+        self.replied = False  # some reply bytes arrived on it
 
     def send(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> int:
         self._rid += 1
+        self.replied = False
         dlen = 0 if data is None else memoryview(data).nbytes
         head = W.frame(op, flags, self._rid, meta, dlen)
         if dlen >= ZERO_COPY_MIN and self.zero_copy:
@@ -183,6 +195,13 @@ class Connection:
             if not got:
                 raise ConnectionError(f"node {self.host}:{self.port} closed the connection")
             pos += got
+            self.replied = True
+
+    @property
+    def stale(self) -> bool:
+        """A pooled connection that failed before any reply: the node closed it while it sat idle (it was
+        restarted, or closed idle connections), so the request never reached a live handler."""
+        return self.reused and not self.replied
 
     def recv(self, op: int, rid: int) -> tuple[int, bytes, pa.Buffer | None]:
         """One response frame: (flags, meta, data). Error frames raise."""
@@ -255,6 +274,8 @@ class Client:
             conn = idle.pop() if idle else None
         if conn is None:
             conn = Connection(key[0], key[1], self.timeout, self.zero_copy)
+        else:
+            conn.reused = True
         try:
             yield conn
         except (RpmpError, ProtocolError) as e:
@@ -281,8 +302,23 @@ class Client:
         conn.close()
 
     def _call(self, op: int, meta: bytes = b"", data=None, node=None) -> tuple[bytes, pa.Buffer | None]:
+        conn = None
+        try:
+            with self.connection(node) as conn:
+                return conn.call(op, meta, data)
+        except (ConnectionError, OSError) as e:
+            if isinstance(e, TimeoutError) or conn is None or not conn.stale:
+                raise
+            self._drop_idle(node)  # its siblings went stale with it: start over on a new connection
         with self.connection(node) as conn:
             return conn.call(op, meta, data)
+
+    def _drop_idle(self, node) -> None:
+        key = _addr(node) if node is not None else self.nodes[0]
+        with self._lock:
+            conns = self._idle.pop(key, [])
+        for c in conns:
+            c.close()
 
     # ---- control --------------------------------------------------------------------------------
     def hello(self, node=None) -> dict:
@@ -318,15 +354,17 @@ class Client:
         return placement.primary(partition) if placement is not None else None
 
     def push(self, app: str, shuffle: int, partition: int, map_index: int, attempt: int, seq: int, data,
-             placement: Placement | None = None, node=None) -> None:
-        """Push one segment (checksummed here) to the partition's primary node."""
+             placement: Placement | None = None, node=None, last: bool = False) -> None:
+        """Push one segment (checksummed here) to the partition's primary node; `last` marks the attempt's
+        final segment for this partition (readers that pass `attempts` to fetch require it)."""
         checksum = W.xxh3(data)
-        meta = W.encode_push(app, shuffle, partition, map_index, attempt, seq, checksum)
+        meta = W.encode_push(app, shuffle, partition, map_index, attempt, seq | (SEQ_LAST if last else 0), checksum)
         self._call(Op.PUSH, meta, data, node=self._target(placement, partition, node))
 
     def push_many(self, app: str, shuffle: int, segments: Iterable[tuple[int, int, int, int, object]],
                   placement: Placement | None = None, node=None, window: int = 16) -> int:
-        """Push (partition, map_index, attempt, seq, data) segments, up to `window` in flight per node."""
+        """Push (partition, map_index, attempt, seq, data) segments, up to `window` in flight per node
+        (`seq | SEQ_LAST` marks an attempt's final segment for a partition)."""
         by_node: dict[tuple[str, int], list] = {}
         for seg in segments:
             target = self._target(placement, seg[0], node)
@@ -378,18 +416,39 @@ class Client:
               attempts: Iterable[int] | None = None, placement: Placement | None = None, node=None,
               verify: bool = True) -> list[Segment]:
         """The segments of one partition: only the given attempts (if any), each (map, attempt, seq) once,
-        every checksum verified. Falls back along the placement's preference list on connection errors."""
+        every checksum verified, and each given attempt that has records whole (indices 0..n-1, the last
+        marked SEQ_LAST). A node that cannot give all of that (unreachable, an error, a record that fails its
+        checksum, a missing tail) is left for the next one on the placement's preference list; when none
+        can, the error names every node tried and what went wrong there."""
         wanted = set(attempts) if attempts else None
         targets = [node] if node is not None else (placement.nodes_for(partition) if placement else [None])
-        last_error: Exception | None = None
+        problems: list[tuple[str, Exception]] = []
         for target in targets:
+            host, port = _addr(target) if target is not None else self.nodes[0]
+            name = f"{host}:{port}"
             try:
                 frames = self.fetch_raw(app, shuffle, partition, start_map, end_map, wanted or (), node=target)
-                break
-            except (OSError, ConnectionError) as e:
-                last_error = e
-        else:
-            raise UnavailableError(ErrorCode.UNAVAILABLE, f"no node of partition {partition} answered: {last_error}")
+                out = self._records(frames, partition, start_map, end_map, wanted, verify, name)
+                if wanted:
+                    self._check_complete(out, partition, name)
+                return out
+            except (OSError, ConnectionError, RpmpError) as e:
+                if isinstance(e, RpmpError) and e.code == ErrorCode.BAD_REQUEST:
+                    raise
+                problems.append((name, e))
+        if len(problems) == 1 and isinstance(problems[0][1], RpmpError):
+            raise problems[0][1]
+        detail = "; ".join(f"{n}: {e}" for n, e in problems)
+        last = problems[-1][1]
+        if all(not isinstance(e, RpmpError) for _, e in problems):
+            raise UnavailableError(ErrorCode.UNAVAILABLE, f"no node of partition {partition} answered: {detail}")
+        cls, code = (type(last), last.code) if isinstance(last, RpmpError) else (UnavailableError,
+                                                                                   ErrorCode.UNAVAILABLE)
+        raise cls(code, f"no node has partition {partition} of shuffle {shuffle} of {app!r} intact: {detail}")
+
+    @staticmethod
+    def _records(frames, partition: int, start_map: int, end_map: int, wanted: set | None, verify: bool,
+                 name: str) -> list[Segment]:
         out: list[Segment] = []
         seen: set[tuple[int, int, int]] = set()
         for nrec, data in frames:
@@ -405,13 +464,27 @@ class Client:
                     continue
                 payload = view[start:start + n]
                 if verify and W.xxh3(payload) != checksum:
-                    raise ChecksumMismatchError(ErrorCode.CHECKSUM_MISMATCH,
-                                                f"record ({m}, {a}, {s}) of partition {partition} is corrupt")
+                    raise CorruptError(ErrorCode.CORRUPT, f"record ({m}, {a}, {s & SEQ_INDEX}) of partition "
+                                       f"{partition} from node {name} fails its checksum")
                 seen.add((m, a, s))
-                out.append(Segment(m, a, s, payload))
+                out.append(Segment(m, a, s & SEQ_INDEX, payload, bool(s & SEQ_LAST)))
             if got != nrec:
                 raise RpmpError(ErrorCode.BAD_FRAME, f"frame announces {nrec} records, carries {got}")
         return out
+
+    @staticmethod
+    def _check_complete(segments: list[Segment], partition: int, name: str) -> None:
+        """Each attempt present must have segments 0..n-1 with SEQ_LAST on n-1 (PROTOCOL.md "Completeness")."""
+        by_attempt: dict[tuple[int, int], list[Segment]] = {}
+        for seg in segments:
+            by_attempt.setdefault((seg.map_index, seg.attempt), []).append(seg)
+        for (m, a), segs in by_attempt.items():
+            idx = sorted(seg.seq for seg in segs)
+            lasts = [seg.seq for seg in segs if seg.last]
+            if idx != list(range(len(idx))) or lasts != [len(idx) - 1]:
+                raise IncompleteError(ErrorCode.INCOMPLETE, f"node {name} has map {m} attempt {a} of partition "
+                                      f"{partition} in part: segments {idx[:8]}{'...' if len(idx) > 8 else ''}, "
+                                      f"final segment {'marked at ' + str(lasts) if lasts else 'missing'}")
 
     def partition_info(self, app: str, shuffle: int, partition: int, node=None) -> dict:
         meta, _ = self._call(Op.PARTITION_INFO, W.encode_partition_info(app, shuffle, partition), node=node)

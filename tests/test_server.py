@@ -91,8 +91,8 @@ def test_filters_duplicates_and_attempts(node):
         c.register_shuffle(APP, 3, 2)
         for m in range(6):
             for attempt in (m * 10, m * 10 + 1):  # two attempts of every map task
-                c.push(APP, 3, 1, m, attempt, 0, payload(m, attempt))
-        c.push(APP, 3, 1, 2, 20, 0, payload(2, 20))  # a retried push: stored once
+                c.push(APP, 3, 1, m, attempt, 0, payload(m, attempt), last=True)
+        c.push(APP, 3, 1, 2, 20, 0, payload(2, 20), last=True)  # a retried push: stored once
         committed = [m * 10 + (m % 2) for m in range(6)]
         got = c.fetch(APP, 3, 1, attempts=committed)
         assert [(g.map_index, g.attempt) for g in got] == [(m, m * 10 + (m % 2)) for m in range(6)]

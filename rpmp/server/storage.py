@@ -127,6 +127,7 @@ class Storage:
     def __init__(self, path: str, size: int, block_capacity: int = DEFAULT_BLOCK_CAPACITY, verify: bool = True):
         self.pool = Pool.open_or_create(path, size, verify)
         self.path = path
+        self.name = path  # the node's id once it is known: errors name the node that holds the bad copy
         self.block_capacity = block_capacity
         self.verify_on_open = verify
         self.shuffles: dict[tuple[str, int], Shuffle] = {}
@@ -138,6 +139,8 @@ class Storage:
         self.counters = {"corrupt_records": 0, "corrupt_values": 0, "corrupt_registrations": 0,
                          "lost_record_bytes": 0}
         self._kv_version = 0
+        self.receiving = 0  # bytes reserved for data parts still arriving
+        self.max_receiving = self.pool.stats()["capacity"] // 2
         self._rebuild()
 
     # ---- recovery -------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ class Storage:
     def reserve_record(self, sh: Shuffle, p: int, map_index: int, attempt: int, seq: int, length: int,
                        checksum: int) -> Reservation:
         """Room for one pushed segment in partition p; the record header is written here already."""
+        self._begin_receive(length)
         part = sh.part(p)
         total = RECORD_HEADER + length
         block, dedicated = None, False
@@ -310,6 +314,7 @@ class Storage:
         offset = self.pool.used(block)
         view = self.pool.reserve(block, offset, total)
         RECORD.pack_into(view, 0, RECORD_MAGIC, map_index, attempt, seq, length, checksum)
+        self.receiving += length
         return Reservation("record", block, offset + RECORD_HEADER, length, view[RECORD_HEADER:], shuffle=sh,
                            partition=p, ident=(map_index, attempt, seq), dedicated=dedicated)
 
@@ -326,6 +331,7 @@ class Storage:
         alive = self.shuffles.get((sh.app, sh.shuffle)) is sh
         dup = res.ident in part.seen
         res.view.release()
+        self.receiving -= res.length
         if alive and not dup:
             start = res.offset - RECORD_HEADER
             self.pool.publish(res.block, start, RECORD_HEADER + res.length, flushed)
@@ -337,6 +343,7 @@ class Storage:
     def abort(self, res: Reservation) -> None:
         """Drop a reservation: nothing of it is published."""
         res.view.release()
+        self.receiving -= res.length
         if res.kind == "record":
             sh = res.shuffle
             self._return_block(sh.part(res.partition), res.block, self.shuffles.get((sh.app, sh.shuffle)) is sh)
@@ -422,11 +429,10 @@ class Storage:
                   sh.app, p, r.block, r.offset, r.offset + RECORD_HEADER + r.length,
                   self.pool.payload_offset(r.block) + r.offset, when)
 
-    @staticmethod
-    def _corrupt_error(sh: Shuffle, p: int, r: Record) -> StorageError:
+    def _corrupt_error(self, sh: Shuffle, p: int, r: Record) -> StorageError:
         return StorageError("corrupt", f"record ({r.map_index}, {r.attempt}, {r.seq & 0x7FFFFFFF}) of shuffle "
-                            f"{sh.shuffle} of {sh.app!r} partition {p} fails its checksum on this node (block "
-                            f"{r.block:#x} offset {r.offset}); it is quarantined: read a replica")
+                            f"{sh.shuffle} of {sh.app!r} partition {p} fails its checksum on node {self.name} "
+                            f"(block {r.block:#x} offset {r.offset}); it is quarantined: read a replica")
 
     def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool]], int, int]:
         """(address, file offset, used, sealed) of each block of partition p, records, payload bytes."""
@@ -461,13 +467,17 @@ class Storage:
 
     # ---- key-value API --------------------------------------------------------------------------
     def reserve_put(self, key: bytes, length: int) -> Reservation:
+        self._begin_receive(length)
         self._kv_version += 1
         block = self._alloc(length, KKEY.pack(b"K", self._kv_version) + key, seal_required=True)
-        return Reservation("put", block, 0, length, self.pool.reserve(block, 0, length), key=key)
+        res = Reservation("put", block, 0, length, self.pool.reserve(block, 0, length), key=key)
+        self.receiving += length
+        return res
 
     def commit_put(self, res: Reservation) -> None:
         """Publish and seal the new value, then free the old one: a crash in between keeps the newer."""
         res.view.release()
+        self.receiving -= res.length
         self.pool.publish(res.block, 0, res.length)
         self.pool.seal(res.block)
         old = self.values.get(res.key)
@@ -501,10 +511,9 @@ class Storage:
         log.error("CORRUPT %s (%s): block %#x (pool file offset %d) fails its checksum; quarantined", what, name,
                   block, self.pool.payload_offset(block))
 
-    @staticmethod
-    def _value_error(key: bytes, block: int) -> StorageError:
-        return StorageError("corrupt", f"the value under key {key[:40]!r} fails its checksum on this node (block "
-                            f"{block:#x}); it is quarantined until replaced or deleted")
+    def _value_error(self, key: bytes, block: int) -> StorageError:
+        return StorageError("corrupt", f"the value under key {key[:40]!r} fails its checksum on node {self.name} "
+                            f"(block {block:#x}); it is quarantined until replaced or deleted")
 
     def delete(self, key: bytes) -> None:
         entry = self.values.pop(key, None)
@@ -530,10 +539,12 @@ class Storage:
             view = self.pool.reserve(block, offset, length)
         except _pool.PoolSizeError as e:
             raise StorageError("bad_request", str(e)) from None
+        self.receiving += length
         return Reservation("write", block, offset, length, view)
 
     def commit_write(self, res: Reservation) -> None:
         res.view.release()
+        self.receiving -= res.length
         self.pool.publish(res.block, res.offset, res.length)
 
     def read(self, address: int, offset: int, length: int) -> memoryview:
@@ -548,6 +559,13 @@ class Storage:
         self.addresses.discard(address)
 
     # ---- blocks ---------------------------------------------------------------------------------
+    def _begin_receive(self, length: int) -> None:
+        """Data parts still arriving may hold at most half the pool: slow or stalled senders (each also
+        bounded in time by the network) must not be able to reserve all of it."""
+        if self.receiving + length > self.max_receiving:
+            raise StorageError("pool_full", f"{self.receiving} bytes of this node's pool are reserved for data "
+                               f"still arriving; {length} more would exceed half the pool; retry")
+
     def _alloc(self, capacity: int, key: bytes, seal_required: bool = False) -> int:
         try:
             return self.pool.alloc(capacity, key, seal_required)

@@ -1,0 +1,394 @@
+"""Corruption, completeness and bounds, on real node processes: a byte that comes back different from what
+went in is detected on every read path, a replica is served where one exists, the node counts and
+quarantines what it finds, and no request can hold the node's memory, time or connections for good.
+
+Bytes are flipped in the pool file itself, with the node running (its mapping sees the write at once) and
+with the node stopped (the open scan must find it).
+"""
+
+import os
+import random
+import signal
+import socket
+import struct
+import time
+
+import pytest
+from test_cluster import wait_for
+
+from rpmp import _wire as W
+from rpmp.client import (
+    BadRequestError,
+    Client,
+    CorruptError,
+    IncompleteError,
+    RpmpError,
+)
+from rpmp.protocol import FLAG_FORWARDED, SEQ_LAST, ErrorCode, Node, Op
+
+APP = "app-integrity-1"
+RECORD_HEADER = 32
+
+
+def flip(path: str, offset: int, mask: int = 0x01) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        b = os.pread(fd, 1, offset)
+        os.pwrite(fd, bytes([b[0] ^ mask]), offset)
+    finally:
+        os.close(fd)
+
+
+def find(path: str, needle: bytes) -> int:
+    with open(path, "rb") as f:
+        data = f.read()
+    at = data.find(needle)
+    assert at >= 0 and data.find(needle, at + 1) < 0, "needle must occur exactly once in the pool"
+    return at
+
+
+def record_offsets(c: Client, partition: int, node=None) -> list[int]:
+    """File offsets of the records of partition `partition` of shuffle 1, in block order."""
+    info = c.partition_info(APP, 1, partition, node=node)
+    out = []
+    fd = os.open(info["pool_path"], os.O_RDONLY)
+    try:
+        for b in info["blocks"]:
+            pos = 0
+            while pos < b.used:
+                out.append(b.file_offset + pos)
+                _, _, _, n, _ = W.unpack_record_header(os.pread(fd, RECORD_HEADER, b.file_offset + pos))
+                pos += RECORD_HEADER + n
+    finally:
+        os.close(fd)
+    return out
+
+
+def stop_and_log(node) -> str:
+    """Stop a node and return what it logged."""
+    node.proc.send_signal(signal.SIGTERM)
+    err = node.proc.stderr.read()
+    node.stop()
+    return err
+
+
+def integrity(c: Client, node=None) -> dict:
+    return c.stats(node=node)["integrity"]
+
+
+def segments(n: int, seed: int, size: int = 3000) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(size + i) for i in range(n)]
+
+
+def push_attempt(c: Client, partition: int, map_index: int, attempt: int, datas: list[bytes], **kw) -> None:
+    for i, d in enumerate(datas):
+        c.push(APP, 1, partition, map_index, attempt, i, d, last=i == len(datas) - 1, **kw)
+
+
+# ---- shuffle records ----------------------------------------------------------------------------------
+
+def test_fetch_of_a_flipped_record_is_corrupt_counted_and_quarantined(node):
+    datas = segments(4, 1)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 7, datas)
+        offsets = record_offsets(c, 0)
+        flip(node.pool, offsets[2] + RECORD_HEADER + 100)
+        with pytest.raises(CorruptError, match=r"record \(0, 7, 2\) of shuffle 1 .* fails its checksum on node"):
+            c.fetch(APP, 1, 0)
+        assert integrity(c)["corrupt_records"] == 1
+        flip(node.pool, offsets[2] + RECORD_HEADER + 100)  # repaired bytes: still quarantined, never served
+        with pytest.raises(CorruptError, match="quarantined"):
+            c.fetch(APP, 1, 0, attempts=[7])
+        assert integrity(c)["corrupt_records"] == 1  # counted once
+        # records of other attempts are still served
+        push_attempt(c, 0, 1, 8, datas[:1])
+        assert [bytes(s.data) for s in c.fetch(APP, 1, 0, attempts=[8])] == datas[:1]
+    log = stop_and_log(node)
+    assert f"CORRUPT record (0, 7, 2) of shuffle 1 of {APP} partition 0: block" in log
+    assert log.count("CORRUPT record") == 1
+
+
+def test_a_large_fetch_is_verified_off_the_loop_and_still_caught(node):
+    datas = segments(6, 2, size=600_000)  # > 1 MiB in all: verified on a worker thread
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 7, datas)
+        assert [bytes(s.data) for s in c.fetch(APP, 1, 0, attempts=[7])] == datas
+        flip(node.pool, record_offsets(c, 0)[5] + RECORD_HEADER + 599_999, 0x80)
+        with pytest.raises(CorruptError):
+            c.fetch(APP, 1, 0)
+        c.ping()  # the node and the connection pool are fine
+
+
+def test_reader_falls_back_to_the_replica_and_names_the_bad_copy(node_factory):
+    seed = node_factory()
+    other = node_factory(seeds=seed.addr)
+    with Client(seed.addr) as c:
+        wait_for(lambda: sum(m.state == 1 for m in c.members()[1]) == 2, what="2 live members")
+        with Client(other.addr) as c2:
+            wait_for(lambda: sum(m.state == 1 for m in c2.members()[1]) == 2, what="2 members on the other")
+        pl = c.register_shuffle(APP, 1, 1, replicas=2)
+        datas = segments(3, 3)
+        push_attempt(c, 0, 0, 7, datas, placement=pl)
+        primary = pl.primary(0)
+        prim_proc = seed if primary.node_id == seed.addr else other
+        flip(prim_proc.pool, record_offsets(c, 0, node=primary.node_id)[1] + RECORD_HEADER + 5)
+        got = c.fetch(APP, 1, 0, attempts=[7], placement=pl)
+        assert [bytes(s.data) for s in got] == datas  # the replica's intact copy
+        assert integrity(c, node=primary.node_id)["corrupt_records"] == 1
+        replica = pl.nodes_for(0)[1]
+        assert integrity(c, node=replica.node_id)["corrupt_records"] == 0
+        # the client-side check names the node too (a node told not to verify serves the bad bytes)
+        with pytest.raises(CorruptError, match=primary.node_id):
+            c.fetch(APP, 1, 0, node=primary.node_id)
+
+
+def test_client_detects_corruption_a_node_does_not_check(node_factory):
+    node = node_factory(extra=["--no-verify-fetch"])
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        datas = segments(2, 4)
+        push_attempt(c, 0, 0, 7, datas)
+        flip(node.pool, record_offsets(c, 0)[0] + RECORD_HEADER)
+        with pytest.raises(CorruptError, match=rf"record \(0, 7, 0\) of partition 0 from node {node.addr}"):
+            c.fetch(APP, 1, 0)
+
+
+def test_stopped_node_finds_a_flipped_payload_at_open(node_factory):
+    node = node_factory()
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 2)
+        push_attempt(c, 0, 0, 7, segments(3, 5))
+        push_attempt(c, 1, 0, 7, segments(3, 6))
+        off = record_offsets(c, 0)[1]
+    node.stop()
+    flip(node.pool, off + RECORD_HEADER + 10)
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        assert integrity(c)["corrupt_records"] == 1
+        with pytest.raises(CorruptError):
+            c.fetch(APP, 1, 0)
+        assert [bytes(s.data) for s in c.fetch(APP, 1, 1, attempts=[7])] == segments(3, 6)
+
+
+def test_a_lost_tail_is_never_a_short_answer(node_factory):
+    """The reproduction of the silently wrong Spark answer: a flipped record magic on a stopped node."""
+    node = node_factory()
+    datas = segments(4, 7)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 7, datas)
+        offs = record_offsets(c, 0)
+    node.stop()
+    flip(node.pool, offs[2])  # the magic of the third record
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        st = integrity(c)
+        assert st["corrupt_records"] == 1 and st["lost_record_bytes"] == len(datas[2])  # skipped, length trusted
+        with pytest.raises(IncompleteError, match=rf"node {node2.addr} has map 0 attempt 7 .* segments \[0, 1, 3\]"):
+            c.fetch(APP, 1, 0, attempts=[7])
+
+
+def test_a_flipped_length_loses_the_rest_of_the_block_loudly(node_factory):
+    node = node_factory()
+    datas = segments(4, 8)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 7, datas)
+        offs = record_offsets(c, 0)
+    node.stop()
+    flip(node.pool, offs[1] + 20 + 2, 0x40)  # record 1's length: its end no longer lands on a record
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        assert integrity(c)["lost_record_bytes"] > 0
+        with pytest.raises(IncompleteError, match="final segment missing"):
+            c.fetch(APP, 1, 0, attempts=[7])
+
+
+def test_one_flipped_registration_copy_keeps_the_shuffle(node_factory):
+    node = node_factory()
+    datas = segments(2, 9)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 3)
+        push_attempt(c, 2, 0, 7, datas)
+    node.stop()
+    # the registration's payload: partition count 3, replicas 1, then the placement (epoch first)
+    with open(node.pool, "rb") as f:
+        raw = f.read()
+    at = raw.find(struct.pack("<II", 3, 1) + struct.pack("<Q", 1))
+    assert at > 0
+    flip(node.pool, at)
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        assert [bytes(s.data) for s in c.fetch(APP, 1, 2, attempts=[7])] == datas
+        assert integrity(c)["corrupt_registrations"] == 0
+
+
+# ---- values -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("size", [5000, 3 << 20], ids=["small", "large"])
+def test_get_of_a_flipped_value_is_corrupt_until_replaced(node, size):
+    value = random.Random(size).randbytes(size)
+    with Client(node.addr) as c:
+        c.put("k", value)
+        assert c.get("k").to_pybytes() == value
+        flip(node.pool, find(node.pool, value[:64]) + size // 2)
+        with pytest.raises(CorruptError, match="the value under key b'k' fails its checksum"):
+            c.get("k")
+        with pytest.raises(CorruptError):
+            c.get("k")
+        assert integrity(c)["corrupt_values"] == 1
+        c.put("k", b"fresh")
+        assert c.get("k").to_pybytes() == b"fresh"
+
+
+def test_a_value_flipped_while_stopped_is_corrupt_not_missing(node_factory):
+    node = node_factory()
+    value = random.Random(1).randbytes(10_000)
+    with Client(node.addr) as c:
+        c.put("k", value)
+        c.put("k2", b"intact")
+    node.stop()
+    flip(node.pool, find(node.pool, value[:64]) + 10)
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        with pytest.raises(CorruptError):
+            c.get("k")
+        assert c.get("k2").to_pybytes() == b"intact"
+        c.delete("k")
+        with pytest.raises(RpmpError, match="no value"):
+            c.get("k")
+
+
+# ---- bounds -------------------------------------------------------------------------------------------
+
+def test_an_aborted_push_larger_than_a_block_gives_its_block_back(node):
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        c.push(APP, 1, 0, 0, 1, 0, b"x" * 1000)
+        before = c.stats()["pool"]
+        for i in range(3):
+            s = socket.create_connection((node.host, node.port))
+            meta = W.encode_push(APP, 1, 0, 0, 2, i, 0)
+            s.sendall(W.frame(Op.PUSH, 0, 1, meta, 20 << 20) + b"y" * 4096)
+            s.close()
+        wait_for(lambda: c.stats()["pool"]["blocks"] == before["blocks"], what="blocks given back")
+        assert c.stats()["pool"]["allocated"] == before["allocated"]
+
+
+def test_register_cost_is_bounded_before_it_is_computed(node):
+    with Client(node.addr) as c:
+        t = time.monotonic()
+        with pytest.raises(BadRequestError, match="a placement of 16777216 partitions x 1 nodes needs"):
+            c.register_shuffle(APP, 1, 1 << 24)
+        took = time.monotonic() - t
+        c.ping()
+        assert took < 2.0, f"refusing took {took:.1f} s"  # it used to compute 2**24 placements first (24 s)
+
+
+def test_a_stalled_put_frame_is_dropped_and_its_room_given_back(node_factory):
+    node = node_factory(extra=["--frame-timeout", "1"])
+    with Client(node.addr) as c:
+        free = c.stats()["pool"]["free"]
+        stalled = []
+        for i in range(3):
+            s = socket.create_connection((node.host, node.port))
+            s.sendall(W.frame(Op.PUT, 0, 1, W.encode_key(f"stall{i}"), 4 << 20) + b"z" * 4096)
+            stalled.append(s)
+        wait_for(lambda: c.stats()["pool"]["free"] <= free - (12 << 20), what="room reserved")
+        # the deadline: --frame-timeout plus 1 s per MiB of data
+        wait_for(lambda: c.stats()["pool"]["free"] == free, timeout=15, what="room given back")
+        assert c.stats()["counters"]["timed_out_frames"] == 3
+        for s in stalled:
+            s.settimeout(5)
+            assert s.recv(100) == b""  # dropped
+            s.close()
+
+
+def test_idle_connections_make_room_for_new_clients(node_factory):
+    node = node_factory(extra=["--max-connections", "8"])
+    idle = [socket.create_connection((node.host, node.port)) for _ in range(8)]
+    try:
+        time.sleep(5.5)  # EVICT_IDLE
+        with Client(node.addr) as c:
+            c.put("k", b"v")
+            assert c.get("k").to_pybytes() == b"v"
+            assert c.stats()["counters"]["evicted_connections"] >= 1
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_a_pooled_connection_to_a_restarted_node_reconnects(node_factory):
+    node = node_factory()
+    with Client(node.addr) as c:
+        c.put("k", b"v1")
+        port = node.port
+        node.stop()
+        node2 = node_factory(pool=node.pool, port=port)
+        assert c.get("k").to_pybytes() == b"v1"  # the pooled connection was stale: a new one is used
+        c.put("k", b"v2")
+        assert c.get("k", node=node2.addr).to_pybytes() == b"v2"
+
+
+def test_staging_memory_is_bounded_across_connections(node_factory):
+    """Connections that announce a 1 MiB meta part and stall may not take more than the node's budget; the
+    node stays responsive for others and the stalled ones are dropped at the frame deadline."""
+    node = node_factory(extra=["--staging-memory", "4m", "--frame-timeout", "2"])
+    hogs = []
+    for i in range(16):
+        s = socket.create_connection((node.host, node.port))
+        s.sendall(struct.pack("<IBBHQIIQ", 0x504D5052, 2, Op.PUT, 0, i, (1 << 20) - 8, 0, 0) + b"a" * 100_000)
+        hogs.append(s)
+    with Client(node.addr) as c:
+        wait_for(lambda: c.stats()["counters"]["staging_waits"] >= 1, what="a connection waiting for staging")
+        c.put("k", b"v")
+        assert c.get("k").to_pybytes() == b"v"
+        rss = int(next(line.split()[1] for line in open(f"/proc/{node.proc.pid}/status") if
+                       line.startswith("RssAnon")))
+        assert rss < 200_000, f"node anonymous memory {rss} kB"  # 16 MiB of claimed meta, 4 MiB granted
+        wait_for(lambda: c.stats()["counters"]["timed_out_frames"] >= 16, timeout=15, what="stalled frames dropped")
+    for s in hogs:
+        s.close()
+
+
+# ---- membership and node-to-node requests -----------------------------------------------------------
+
+def test_heartbeats_cannot_take_over_or_flood_the_member_table(node):
+    with Client(node.addr) as c:
+        with c.connection() as conn:
+            with pytest.raises(BadRequestError, match="this node's own id"):
+                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(node.addr, "127.0.0.1", 1), 0))
+            for i in range(17):
+                with pytest.raises(BadRequestError, match="node id"):
+                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("x" * 60_000 + str(i), "127.0.0.1", 9), 0))
+            conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", 9), 0))
+            with pytest.raises(RpmpError, match="is alive at 127.0.0.1:9") as e:
+                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", 10), 0))
+            assert e.value.code == ErrorCode.CONFLICT
+        epoch, members = c.members()
+        assert sorted(m.node_id for m in members) == sorted([node.addr, "peer-a"])
+        assert [m for m in members if m.node_id == node.addr][0].port == node.port
+
+
+def test_a_forwarded_registration_from_a_stranger_is_refused(node):
+    with Client(node.addr) as c:
+        me = Node(node.addr, node.host, node.port)
+        evil = Node("evil:1", "127.0.0.1", 1)
+        placement = W.encode_register_resp(1, [evil, me], [(1, 0)])
+        meta = W.encode_register_forwarded(APP, 1, 1, 2, placement)
+        with c.connection() as conn, pytest.raises(RpmpError, match="evil:1 at 127.0.0.1:1, which this node does not"):
+            conn.call(Op.REGISTER_SHUFFLE, meta, flags=FLAG_FORWARDED)
+        from rpmp.client import NotFoundError
+        with pytest.raises(NotFoundError):
+            c.partition_info(APP, 1, 0)
+
+
+def test_final_segment_flag_round_trips(node):
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        c.push_many(APP, 1, [(0, 0, 7, 0, b"a"), (0, 0, 7, 1 | SEQ_LAST, b"")])
+        got = c.fetch(APP, 1, 0, attempts=[7])
+        assert [(s.seq, s.last, bytes(s.data)) for s in got] == [(0, False, b"a"), (1, True, b"")]
