@@ -394,7 +394,8 @@ int rpmp_block_write(rpmp_pool *pool, uint64_t id, uint64_t offset, const void *
     if (rc == RPMP_OK) rc = check_write(h, id, offset, len);
     if (rc) return rc;
     if (h->flags & RPMP_BLOCK_CHECKED) return tx_write(pool, h, id, offset, src, len);
-    if (len) pmemobj_memcpy_persist(pool->pop, payload_of(h) + offset, src, (size_t)len);
+    /* memmove: src may be a view of this very block (libpmem's copy is a memmove either way) */
+    if (len) pmemobj_memmove(pool->pop, payload_of(h) + offset, src, (size_t)len, 0);
     advance_used(pool, h, offset + len);
     return RPMP_OK;
 }
@@ -508,7 +509,7 @@ int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, ui
     if (!range_ok(used, offset, len))
         return fail(RPMP_E_SIZE, "read of %llu bytes at %llu exceeds the block's %llu published bytes",
                     (unsigned long long)len, (unsigned long long)offset, (unsigned long long)used);
-    if (len) memcpy(dst, payload_of(h) + offset, (size_t)len);
+    if (len) memmove(dst, payload_of(h) + offset, (size_t)len); /* dst may be a reserved view of it */
     return RPMP_OK;
 }
 

@@ -345,8 +345,12 @@ cdef class Pool:
             RPMP_BLOCK_CHECKED if checked else 0)
         cdef uint64_t block = 0
         cdef int rc
-        with nogil:
-            rc = rpmp_block_alloc(pool, ckey, klen, capacity, flags, &block)
+        self._hold(0)  # pins the pool: no close() meanwhile
+        try:
+            with nogil:
+                rc = rpmp_block_alloc(pool, ckey, klen, capacity, flags, &block)
+        finally:
+            self._unhold(0)
         _check(rc)
         self._live.add(block)
         return block
@@ -358,10 +362,12 @@ cdef class Pool:
         cdef Py_buffer view
         cdef int rc
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._hold(block)  # the GIL is let go: no free() or close() meanwhile
         try:
             with nogil:
                 rc = rpmp_block_write(pool, block, offset, view.buf, <uint64_t>view.len)
         finally:
+            self._unhold(block)
             PyBuffer_Release(&view)
         _check(rc)
 
@@ -378,10 +384,12 @@ cdef class Pool:
         cdef Py_buffer view
         cdef int rc
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._hold(block)  # the GIL is let go: no free() or close() meanwhile
         try:
             with nogil:
                 rc = rpmp_block_tx_write(pool, block, offset, view.buf, <uint64_t>view.len)
         finally:
+            self._unhold(block)
             PyBuffer_Release(&view)
         _check(rc)
 
@@ -393,10 +401,12 @@ cdef class Pool:
         cdef uint64_t at = 0
         cdef int rc
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+        self._hold(block)  # the GIL is let go: no free() or close() meanwhile
         try:
             with nogil:
                 rc = rpmp_block_append(pool, block, view.buf, <uint64_t>view.len, &at)
         finally:
+            self._unhold(block)
             PyBuffer_Release(&view)
         _check(rc)
         return at
@@ -408,10 +418,12 @@ cdef class Pool:
         cdef Py_buffer view
         cdef int rc
         PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE | PyBUF_WRITABLE)
+        self._hold(block)  # the GIL is let go: no free() or close() meanwhile
         try:
             with nogil:
                 rc = rpmp_block_read(pool, block, offset, view.buf, <uint64_t>view.len)
         finally:
+            self._unhold(block)
             PyBuffer_Release(&view)
         _check(rc)
         return view.len
@@ -469,8 +481,12 @@ cdef class Pool:
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef int rc
-        with nogil:
-            rc = rpmp_block_flush(pool, block, offset, length)
+        self._hold(block)  # no free() or close() meanwhile
+        try:
+            with nogil:
+                rc = rpmp_block_flush(pool, block, offset, length)
+        finally:
+            self._unhold(block)
         _check(rc)
 
     def publish(self, uint64_t block, uint64_t offset, uint64_t length, bint flushed=False):
@@ -478,8 +494,12 @@ cdef class Pool:
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef int rc
-        with nogil:
-            rc = rpmp_block_publish(pool, block, offset, length, flushed)
+        self._hold(block)  # no free() or close() meanwhile
+        try:
+            with nogil:
+                rc = rpmp_block_publish(pool, block, offset, length, flushed)
+        finally:
+            self._unhold(block)
         _check(rc)
 
     def used(self, uint64_t block):
@@ -500,8 +520,12 @@ cdef class Pool:
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef int rc
-        with nogil:
-            rc = rpmp_block_seal(pool, block)
+        self._hold(block)  # no free() or close() meanwhile
+        try:
+            with nogil:
+                rc = rpmp_block_seal(pool, block)
+        finally:
+            self._unhold(block)
         _check(rc)
 
     def verify(self, uint64_t block):
@@ -509,8 +533,12 @@ cdef class Pool:
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef int rc
-        with nogil:
-            rc = rpmp_block_verify(pool, block)
+        self._hold(block)  # no free() or close() meanwhile
+        try:
+            with nogil:
+                rc = rpmp_block_verify(pool, block)
+        finally:
+            self._unhold(block)
         _check(rc)
 
     def free(self, uint64_t block):

@@ -418,3 +418,24 @@ def test_a_forged_header_inside_a_payload_is_not_a_block(pool_path):
         with pytest.raises(P.BlockNotFoundError):
             pool.tx_write(forged, 0, b"x")
         assert pool.blocks() == [block]
+
+
+@pytest.mark.parametrize("checked", [False, True])
+@pytest.mark.parametrize("shift", [1, 8, 4095, -1, -8, -4095])
+def test_write_and_read_from_an_overlapping_view_of_the_same_block(pool_path, shift, checked):
+    """The source of a write (or the target of a read) may be a view of the very block: memmove semantics."""
+    n = 2 * MiB
+    data = pattern(n + 8192, 3)
+    src = 4096
+    expected = bytearray(data)
+    expected[src + shift:src + shift + n] = data[src:src + n]
+    with Pool.create(pool_path, 32 * MiB) as pool:
+        block = pool.alloc(n + 8192, checked=checked)
+        pool.write(block, 0, data)
+        pool.write(block, src + shift, pool.view(block, src, n))
+        assert pool.read(block) == expected
+        if not checked:  # reserve() is for plain blocks
+            target = pool.reserve(block, src + shift, n)
+            pool.read_into(block, target, src)
+            del target
+            assert pool.read(block, src + shift, n) == bytes(expected[src:src + n])
