@@ -453,7 +453,11 @@ class Controller:
 
     def _read(self, flags, meta) -> Reply:
         address, offset, length = W.decode_read(meta)
-        return Reply(data=[self.storage.read(address, offset, length)])
+        block, view = self.storage.read(address, offset, length)
+        if not self.storage.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
+            view.release()
+            raise _storage_error(self.storage.quarantine_address(block))
+        return Reply(data=[view])
 
     def _free(self, flags, meta) -> Reply:
         self.storage.free(W.decode_free(meta))

@@ -10,7 +10,8 @@ everything from the pool alone (DESIGN decision 4):
   blocks (copies 0 and 1): a flipped bit in one must not orphan every block of the shuffle.
 - ``K`` values of the key-value API, one sealed block per value; the key carries a version so that a
   crash between writing a new value and freeing the old one keeps the newer.
-- ``A`` blocks of the address API (ALLOC/WRITE/READ/FREE).
+- ``A`` blocks of the address API (ALLOC/WRITE/READ/FREE), checked blocks written by transactions;
+  ``W`` scratch blocks a WRITE's data arrives in (freed at open: such a write never happened).
 
 Every byte that leaves is checked first: FETCH records against their XXH3 (``find_corrupt``, which may run
 on a worker thread because it only reads views the loop made), GET values against their block checksum. A
@@ -42,6 +43,7 @@ SKEY = struct.Struct("<cIII")  # b"S", shuffle, partition, block seq; then the a
 MKEY = struct.Struct("<cIB")  # b"M", shuffle, copy (0 or 1); then the app name
 META_COPIES = 2
 MIN_BLOCK = 64 << 10  # a partition's first merge block; each next one doubles, up to the 4 MiB block
+MAX_ADDRESS_BLOCK = 64 << 20  # an ALLOC's largest size: every WRITE re-hashes the block, so keep that bounded
 KKEY = struct.Struct("<cQ")  # b"K", version; then the user's key
 META = struct.Struct("<II")  # partition count, replicas; then the placement bytes
 
@@ -119,6 +121,7 @@ class Reservation:
     ident: tuple[int, int, int] = (0, 0, 0)
     key: bytes = b""
     dedicated: bool = False
+    scratch: int = 0  # a WRITE's data arrives here first
 
 
 class Storage:
@@ -169,6 +172,8 @@ class Storage:
                 self._kv_version = max(self._kv_version, version)
             elif kind == b"A":
                 self.addresses.add(info.id)
+            elif kind == b"W":  # a WRITE's data that was still arriving: the write never happened
+                self.pool.free(info.id)
             else:
                 log.warning("pool block %#x has an unknown key %r; left alone", info.id, info.key[:16])
         for (app, sid), blocks in metas.items():
@@ -190,8 +195,11 @@ class Storage:
                 part.next_capacity = max(part.next_capacity, min(self.block_capacity, 2 * capacity))
             if self.pool.used(block) + RECORD_HEADER < capacity:
                 part.open.append(block)
+        for block in self.pool.corrupt_blocks:  # sealed or checked blocks whose bytes changed while stopped
+            if block in self.addresses:
+                self._mark_corrupt(block, "address block", f"{block:#x}")
         for key, (block, _) in self.values.items():
-            if self.verify_on_open and not self._verify_block(block):
+            if block in self.pool.corrupt_blocks:
                 self._mark_corrupt(block, "value", f"key {key[:40]!r}")
 
     def _load_registration(self, app: str, sid: int, blocks: list[int]) -> None:
@@ -344,6 +352,8 @@ class Storage:
         """Drop a reservation: nothing of it is published."""
         res.view.release()
         self.receiving -= res.length
+        if res.scratch:
+            self._free(res.scratch)
         if res.kind == "record":
             sh = res.shuffle
             self._return_block(sh.part(res.partition), res.block, self.shuffles.get((sh.app, sh.shuffle)) is sh)
@@ -523,8 +533,15 @@ class Storage:
         self.corrupt_blocks.discard(entry[0])
 
     # ---- address API ----------------------------------------------------------------------------
+    # Address blocks are "checked": every WRITE is one libpmemobj transaction (Pool.tx_write) that also
+    # zero-fills any gap past the published end and recomputes the block's checksum, so a crash leaves the
+    # old or the new bytes, a READ never sees an earlier tenant's, and a READ can verify what it serves.
+    # The data part is received into a scratch pool block first (the receive bound covers it), then
+    # copied in by the transaction.
     def alloc(self, size: int) -> int:
-        block = self._alloc(size, b"A")
+        if not 1 <= size <= MAX_ADDRESS_BLOCK:
+            raise StorageError("bad_request", f"ALLOC size {size} is not in 1..{MAX_ADDRESS_BLOCK}")
+        block = self._alloc(size, b"A", checked=True)
         self.addresses.add(block)
         return block
 
@@ -535,28 +552,50 @@ class Storage:
 
     def reserve_write(self, address: int, offset: int, length: int) -> Reservation:
         block = self._address(address)
-        try:
-            view = self.pool.reserve(block, offset, length)
-        except _pool.PoolSizeError as e:
-            raise StorageError("bad_request", str(e)) from None
+        capacity = self.pool.info(block).capacity
+        if offset > capacity or length > capacity - offset:
+            raise StorageError("bad_request", f"WRITE of {length} bytes at {offset} exceeds the {capacity} bytes "
+                               f"allocated at {address:#x}")
+        self._begin_receive(length)
+        scratch = self._alloc(max(length, 1), b"W")
+        res = Reservation("write", block, offset, length, self.pool.reserve(scratch, 0, length), scratch=scratch)
         self.receiving += length
-        return Reservation("write", block, offset, length, view)
+        return res
 
     def commit_write(self, res: Reservation) -> None:
-        res.view.release()
-        self.receiving -= res.length
-        self.pool.publish(res.block, res.offset, res.length)
-
-    def read(self, address: int, offset: int, length: int) -> memoryview:
-        block = self._address(address)
         try:
-            return self.pool.view(block, offset, length)
+            self._address(res.block)  # freed while the data arrived
+            if res.block in self.corrupt_blocks:
+                raise StorageError("corrupt", f"the block at {res.block:#x} fails its checksum on node {self.name}; "
+                                   "free it")
+            self.pool.tx_write(res.block, res.offset, res.view)
+        finally:
+            res.view.release()
+            self.receiving -= res.length
+            self._free(res.scratch)
+
+    def read(self, address: int, offset: int, length: int) -> tuple[int, memoryview]:
+        """The block and a view of the range; check the block with `block_ok` before it leaves."""
+        block = self._address(address)
+        if block in self.corrupt_blocks:
+            raise self._address_error(block)
+        try:
+            return block, self.pool.view(block, offset, length)
         except _pool.PoolSizeError as e:
             raise StorageError("bad_request", str(e)) from None
+
+    def quarantine_address(self, block: int) -> StorageError:
+        self._mark_corrupt(block, "address block", f"{block:#x}")
+        return self._address_error(block)
+
+    def _address_error(self, block: int) -> StorageError:
+        return StorageError("corrupt", f"the block at {block:#x} fails its checksum on node {self.name}; it is "
+                            "quarantined until freed")
 
     def free(self, address: int) -> None:
         self._free(self._address(address))
         self.addresses.discard(address)
+        self.corrupt_blocks.discard(address)
 
     # ---- blocks ---------------------------------------------------------------------------------
     def _begin_receive(self, length: int) -> None:
@@ -566,9 +605,9 @@ class Storage:
             raise StorageError("pool_full", f"{self.receiving} bytes of this node's pool are reserved for data "
                                f"still arriving; {length} more would exceed half the pool; retry")
 
-    def _alloc(self, capacity: int, key: bytes, seal_required: bool = False) -> int:
+    def _alloc(self, capacity: int, key: bytes, seal_required: bool = False, checked: bool = False) -> int:
         try:
-            return self.pool.alloc(capacity, key, seal_required)
+            return self.pool.alloc(capacity, key, seal_required, checked)
         except _pool.PoolFullError as e:
             self.retry_frees()
             if not self.pending_free:
