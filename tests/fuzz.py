@@ -1216,15 +1216,19 @@ def honest_main(addr: str, seconds: float, seed: int, lock_path: str) -> dict:
                     cnt = counts.setdefault(p, [0, 0])
                     cnt[0] += 1
                     cnt[1] += size
+                before = nerr
                 if rng.random() < 0.5:
                     for p, m, a, s, data in segs:
                         timed("push", c.push, app, sid, p, m, a, s, data, node=addr)
                 else:
                     timed("push_many", c.push_many, app, sid, segs, node=addr)
-                timed("map_end", c.map_end, app, sid, 3, 17, [(p, n, b) for p, (n, b) in counts.items()], node=addr)
+                pushed = nerr == before  # else the failed push is the error; what is stored is not known
+                if pushed:
+                    timed("map_end", c.map_end, app, sid, 3, 17, [(p, n, b) for p, (n, b) in counts.items()],
+                          node=addr)
                 for p, want in sent.items():
                     got = timed("fetch", c.fetch, app, sid, p, node=addr)
-                    if got is not None:
+                    if got is not None and pushed:
                         have = {(s.map_index, s.attempt, s.seq): bytes(s.data) for s in got}
                         check(have == want, f"fetch {app}/{sid}/{p}: {len(have)} records, expected {len(want)}"
                                             f"{'' if set(have) == set(want) else ' (other ids)'}")
@@ -1398,7 +1402,7 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=6)
     ap.add_argument("--node", help="host:port of a running node (default: start one)")
     ap.add_argument("--pid", type=int, help="pid of that node (for liveness and memory)")
-    ap.add_argument("--pool-size", default="512m")
+    ap.add_argument("--pool-size", default="1g", help="pool of the node started here (see tests/test_fuzz.py)")
     ap.add_argument("--stderr-log", help="write the node's whole stderr to this file")
     ap.add_argument("--honest", metavar="ADDR", help=argparse.SUPPRESS)
     ap.add_argument("--lock", help=argparse.SUPPRESS)
