@@ -14,7 +14,7 @@ round records the CPU seconds per GB moved of both ends (this process via getrus
 via /proc): on two cores a throughput figure moves with whatever else runs, the CPU cost per GB much less,
 and it says which end is the limit (`cpu_s_per_gb` in the JSON).
 
-    python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json]
+    python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json] [--node-args '...']
 """
 
 from __future__ import annotations
@@ -72,9 +72,9 @@ def env() -> dict:
     return {**os.environ, "PYTHONPATH": ROOT}
 
 
-def start_node(pool: str, size_mib: int) -> tuple[subprocess.Popen, str]:
+def start_node(pool: str, size_mib: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "server", "--port", "0", "--pool", pool,
-                             "--pool-size", f"{size_mib}m", "--log-level", "WARNING"],
+                             "--pool-size", f"{size_mib}m", "--log-level", "WARNING", *extra],
                             stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     line = proc.stdout.readline()
     if not line.startswith("RPMP node listening on"):
@@ -217,11 +217,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mib", type=int, default=1024, help="MiB moved per round by raw, push and fetch")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each GET load")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--node-args", default="", help="extra `rpmp server` flags, e.g. '--no-verify-fetch'")
     args = ap.parse_args(argv)
     total = args.mib << 20
 
     pool = f"/dev/shm/rpmp-micro-{uuid.uuid4().hex[:8]}.pool"
-    node, addr = start_node(pool, args.mib * 2 + 256)
+    node, addr = start_node(pool, args.mib * 2 + 256, args.node_args.split())
     port = int(addr.rsplit(":", 1)[1])
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     rport = int(receiver.stdout.readline())
@@ -277,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
         "redis_ratio": round(get16 / redis16, 3) if redis16 else None,
         "cpu_s_per_gb": cpu_per_gb,
         "mib_per_round": args.mib,
+        "node_args": args.node_args,
         "rounds": args.rounds,
     }
     print(f"raw socket   {result['raw_gbps']:6.2f} GB/s  (distinct memory: {result['raw_distinct_gbps']:.2f} GB/s; "

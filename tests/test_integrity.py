@@ -370,6 +370,10 @@ def test_heartbeats_cannot_take_over_or_flood_the_member_table(node):
             with pytest.raises(RpmpError, match="is alive at 127.0.0.1:9") as e:
                 conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", 10), 0))
             assert e.value.code == ErrorCode.CONFLICT
+            for nid, port in (("peer-b", 9), ("impostor", node.port)):  # a live node's address under another id
+                with pytest.raises(RpmpError, match=f"127.0.0.1:{port} is the address of live node") as e:
+                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(nid, "127.0.0.1", port), 0))
+                assert e.value.code == ErrorCode.CONFLICT
         epoch, members = c.members()
         assert sorted(m.node_id for m in members) == sorted([node.addr, "peer-a"])
         assert [m for m in members if m.node_id == node.addr][0].port == node.port
@@ -478,3 +482,29 @@ def test_acknowledged_writes_are_all_or_nothing_across_sigkill(node_factory):
                 assert len(values) == 1, f"cycle {cycle}: address {a:#x} holds a mix of {sorted(values)[:8]}"
                 v = values.pop()
                 assert v == (acked[a] or 0) or v in inflight[a], f"cycle {cycle}: {v} was never written"
+
+
+def test_a_frame_waits_for_room_that_stalled_senders_hold(node_factory):
+    """Stalled senders holding the receive bound make an honest PUT wait (back-pressure), not fail; a frame
+    larger than one frame may reserve is refused at once."""
+    node = node_factory(pool_size="256m", extra=["--frame-timeout", "2"])
+    hogs = []
+    for i in range(2):
+        s = socket.create_connection((node.host, node.port))
+        s.sendall(W.frame(Op.PUT, 0, 1, W.encode_key(f"hog{i}"), 60 << 20) + b"h" * 1000)
+        hogs.append(s)
+    value = random.Random(3).randbytes(20 << 20)
+    with Client(node.addr) as c:
+        wait_for(lambda: c.stats()["pool"]["free"] < (150 << 20), what="the hogs' room reserved")
+        t = time.monotonic()
+        c.put("honest", value)  # 120 + 20 MiB > half of 256 MiB: it waits until the hogs are dropped
+        waited = time.monotonic() - t
+        assert c.get("honest").to_pybytes() == value
+        st = c.stats()["counters"]
+        assert st["room_waits"] >= 1 and st["timed_out_frames"] == 2
+        assert waited > 2.0, waited
+        with pytest.raises(RpmpError, match="more than one frame may reserve on this node") as e:
+            c.put("huge", b"x" * (65 << 20))
+        assert e.value.code == ErrorCode.POOL_FULL
+    for s in hogs:
+        s.close()

@@ -20,7 +20,7 @@ from rpmp import _pool
 from rpmp import _wire as W
 from rpmp import protocol as P
 from rpmp.protocol import ErrorCode, Op, ProtocolError
-from rpmp.server.network import FileRange, Reply, Sink
+from rpmp.server.network import Busy, FileRange, Reply, Sink
 from rpmp.server.storage import Storage, StorageError
 
 log = logging.getLogger("rpmp.controller")
@@ -105,7 +105,11 @@ class Controller:
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
         try:
             return h(flags, meta, data_len)
-        except (StorageError, _pool.PoolError) as e:
+        except StorageError as e:
+            if e.kind == "busy":  # the receive bound is taken: the network holds the frame until there is room
+                raise Busy(str(e)) from None
+            raise _storage_error(e) from None
+        except _pool.PoolError as e:
             raise _storage_error(e) from None
 
     # ---- control --------------------------------------------------------------------------------

@@ -100,7 +100,8 @@ class Membership:
         """A peer says it is alive (this node acts as its seed).
 
         Refused: this node's own id (a stranger would take over its entry), an id that is alive at another
-        address (it would redirect placements), and a new id when the table is full."""
+        address (it would redirect placements), an address a live node has under another id, and a new id
+        when the table is full."""
         check_node(node)
         if node.node_id == self.me.node_id:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: {node.node_id} is this node's own id")
@@ -108,6 +109,11 @@ class Membership:
         if m is not None and m.node.state == ALIVE and (m.node.host, m.node.port) != (node.host, node.port):
             raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: node {node.node_id} is alive at "
                                 f"{m.node.host}:{m.node.port}, not {node.host}:{node.port}")
+        for other in self.members.values():  # one live node per address: a second id there is an impostor
+            if other.node.node_id != node.node_id and other.node.state == ALIVE \
+                    and (other.node.host, other.node.port) == (node.host, node.port):
+                raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: {node.host}:{node.port} is the address of "
+                                    f"live node {other.node.node_id}, not of {node.node_id}")
         if m is None and len(self.members) >= MAX_MEMBERS:
             self.prune(force=True)
             if len(self.members) >= MAX_MEMBERS:

@@ -12,9 +12,12 @@ Bounds, so that one bad client can neither take the node down nor starve the oth
   MAX_META) only out of a node-wide budget (`staging_memory`); a connection that cannot get it waits,
   paused, until another gives some back. A connection whose replies pile up in the transport (a client
   that does not read) stops being read until they drain (back-pressure).
-- time: a frame must arrive within `frame_timeout` seconds plus its data at 1 MiB/s at least, or the
+- time: a frame must arrive within `frame_timeout` seconds plus its data at 8 MiB/s at least, or the
   connection is dropped and whatever the frame reserved (pool room for a PUT, a block for a PUSH) goes back;
   a connection that sends nothing for `idle_timeout` seconds is closed.
+- room: when the handler has no room yet for a frame's data (it raises `Busy`: the node's receive bound is
+  taken by other senders), the connection stops reading and waits its turn, up to `room_wait` (longer
+  than any frame holding room may live); then the frame is answered POOL_FULL (back-pressure first).
 - fairness: one read callback handles at most FRAMES_PER_TURN frames, then yields the loop to the others.
 - connections: at `max_connections`, a new client takes the place of the longest-idle one (idle at least
   EVICT_IDLE seconds) or is refused.
@@ -42,9 +45,13 @@ INITIAL_STAGING = 64 << 10
 DISCARD_CHUNK = 256 << 10
 SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport than through a sendfile round
 FRAMES_PER_TURN = 32  # frames one connection may have handled before the loop turns to the others
-MIN_RATE = 1 << 20  # bytes/s a frame's data part must arrive at, at least, on top of frame_timeout
+MIN_RATE = 8 << 20  # bytes/s a frame's data part must arrive at, at least, on top of frame_timeout
 EVICT_IDLE = 5.0  # seconds without a byte before a connection may make room for a new one
 _scratch = memoryview(bytearray(DISCARD_CHUNK))
+
+
+class Busy(Exception):
+    """Raised by a handler's begin_data: no room for this frame's data yet; the connection waits for room."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +125,8 @@ class Connection(asyncio.BufferedProtocol):
         self.write_paused = False
         self.yielded = False  # stopped after FRAMES_PER_TURN frames; the rest is handled on a later turn
         self.waiting_memory = False  # paused until the node's staging budget has room for this frame's meta
+        self.waiting_room = False  # paused until the handler has room for this frame's data
+        self.frame_began = 0.0
         self.closed = False
         self.transport: asyncio.Transport | None = None
         self.peer = ""
@@ -157,7 +166,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _resume(self) -> None:
         """Read and handle frames again, unless something still holds this connection back."""
-        if self.closed or self.blocked or self.write_paused or self.waiting_memory:
+        if self.closed or self.blocked or self.write_paused or self.waiting_memory or self.waiting_room:
             return
         self.transport.resume_reading()
         self._process()
@@ -230,7 +239,8 @@ class Connection(asyncio.BufferedProtocol):
             if flags & FLAG_RESPONSE:
                 return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
             if self.frame_deadline is None:
-                self.frame_deadline = time.monotonic() + self.server.frame_timeout + data_len / MIN_RATE
+                self.frame_began = time.monotonic()
+                self.frame_deadline = self.frame_began + self.server.frame_timeout + data_len / MIN_RATE
             if avail < HEADER_SIZE + meta_len:
                 if self.start + HEADER_SIZE + meta_len > len(self.buf) and not self._make_room(HEADER_SIZE + meta_len):
                     self.waiting_memory = True  # resumed by the node when another connection gives staging back
@@ -238,11 +248,17 @@ class Connection(asyncio.BufferedProtocol):
                     self.server.wait_staging(self)
                 break
             turn += 1
+            frame_at = self.start
             meta = self.view[self.start + HEADER_SIZE:self.start + HEADER_SIZE + meta_len]
             self.start += HEADER_SIZE + meta_len
             try:
                 if data_len or self.handler.takes_data(op):
-                    self._begin_data(op, flags, rid, meta, data_len)
+                    if not self._begin_data(op, flags, rid, meta, data_len):
+                        self.start = frame_at  # keep the frame: it is tried again when there is room
+                        self.waiting_room = True
+                        self.transport.pause_reading()
+                        self.server.wait_room(self)
+                        break
                 else:
                     self.frame_deadline = None
                     self._dispatch(op, rid, self.handler.handle, op, flags, meta)
@@ -260,14 +276,24 @@ class Connection(asyncio.BufferedProtocol):
         self.yielded = False
         self._resume()
 
+    def room_available(self) -> None:
+        self.waiting_room = False
+        self._resume()
+
     def memory_available(self) -> None:
         """The node's staging budget has room again: try this connection's waiting frame."""
         self.waiting_memory = False
         self._resume()
 
-    def _begin_data(self, op: int, flags: int, rid: int, meta: memoryview, data_len: int) -> None:
+    def _begin_data(self, op: int, flags: int, rid: int, meta: memoryview, data_len: int) -> bool:
+        """Start receiving a frame's data part; False: no room yet, wait (the frame is left in staging)."""
         try:
             sink = self.handler.begin_data(op, flags, meta, data_len)
+        except Busy as e:
+            waited = time.monotonic() - self.frame_began
+            if waited < self.server.room_wait:
+                return False
+            sink = Sink.discarding(data_len, ProtocolError(ErrorCode.POOL_FULL, f"{e} (waited {waited:.0f} s)"))
         except ProtocolError as e:
             sink = Sink.discarding(data_len, e)
         except Exception as e:  # a bug: answer, keep serving
@@ -282,6 +308,7 @@ class Connection(asyncio.BufferedProtocol):
         self.sink, self.sink_op, self.sink_rid = sink, op, rid
         if sink.pos == sink.length:
             self._complete_sink()
+        return True
 
     def _complete_sink(self) -> None:
         sink, op, rid = self.sink, self.sink_op, self.sink_rid
@@ -446,15 +473,21 @@ class NetworkServer:
         self.max_connections = max_connections
         self.send_timeout = send_timeout
         self.frame_timeout = frame_timeout
+        # a frame waits for room longer than any frame holding room may live: stalled senders cannot make an
+        # honest one fail, only wait
+        self.room_wait = frame_timeout + max_data / MIN_RATE
         self.idle_timeout = idle_timeout
         self.staging_memory = staging_memory
         self.staging_used = 0  # staging taken beyond the connections' initial buffers
         self._staging_waiters: deque[Connection] = deque()
+        self._room_waiters: deque[Connection] = deque()
+        self._room_wake_scheduled = False
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
         self._janitor: asyncio.Task | None = None
         self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0,
-                         "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0}
+                         "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0,
+                         "room_waits": 0}
         # sendfile(2) needs a regular file (a pool on /dev/shm or an fsdax mount; not a device-DAX).
         self.sendfile_fd: int | None = None
         if sendfile_path is not None and os.path.isfile(sendfile_path):
@@ -480,6 +513,28 @@ class NetworkServer:
         self.counters["staging_waits"] += 1
         self._staging_waiters.append(conn)
 
+    # ---- waiting for room for a frame's data ----------------------------------------------------
+    def wait_room(self, conn: Connection) -> None:
+        self.counters["room_waits"] += 1
+        self._room_waiters.append(conn)
+
+    def room_freed(self) -> None:
+        """The handler gave room back (called from anywhere: the wake-up runs on the loop's next turn)."""
+        if self._room_waiters and not self._room_wake_scheduled:
+            self._room_wake_scheduled = True
+            asyncio.get_running_loop().call_soon(self._wake_room_waiters)
+
+    def _wake_room_waiters(self) -> None:
+        self._room_wake_scheduled = False
+        while self._room_waiters:  # the oldest first; one that still finds no room keeps its place
+            conn = self._room_waiters.popleft()
+            if conn.closed or not conn.waiting_room:
+                continue
+            conn.room_available()
+            if conn.waiting_room:
+                self._room_waiters.appendleft(self._room_waiters.pop())
+                return
+
     # ---- connection bounds ----------------------------------------------------------------------
     def evict_idle(self) -> bool:
         """Close the longest-idle connection (nothing in flight, silent for EVICT_IDLE s) to admit a new one."""
@@ -503,7 +558,10 @@ class NetworkServer:
             await asyncio.sleep(1.0)
             now = time.monotonic()
             for conn in list(self.connections):
-                if conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
+                if conn.waiting_room:
+                    if now - conn.frame_began >= self.room_wait:  # waited long enough: POOL_FULL
+                        conn.room_available()
+                elif conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
                     self.counters["timed_out_frames"] += 1
                     conn._abort(f"a frame was not complete within {self.frame_timeout:g} s (+1 s per MiB of data)")
                 elif conn.frame_deadline is None and not conn.blocked and now - conn.last_active > self.idle_timeout:

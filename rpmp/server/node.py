@@ -46,6 +46,7 @@ class RpmpNode:
             cfg.node_id = f"{cfg.host}:{self.port}"
         cfg.port = self.port
         self.storage.name = cfg.node_id
+        self.storage.on_room = self.network.room_freed
         me = Node(cfg.node_id, cfg.host, self.port, ALIVE)
         seeds = [parse_hostport(s) for s in cfg.seeds]
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat)

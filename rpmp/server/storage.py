@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rpmp import _pool
@@ -143,7 +143,11 @@ class Storage:
                          "lost_record_bytes": 0}
         self._kv_version = 0
         self.receiving = 0  # bytes reserved for data parts still arriving
-        self.max_receiving = self.pool.stats()["capacity"] // 2
+        self.on_room: Callable[[], None] | None = None  # told when `receiving` goes down (senders may wait)
+        capacity = self.pool.stats()["capacity"]
+        self.max_receiving = capacity // 2
+        # One frame may reserve at most this much: a few stalled senders must not take the whole bound.
+        self.max_frame = min(self.max_receiving, max(MAX_ADDRESS_BLOCK, capacity // 16))
         self._rebuild()
 
     # ---- recovery -------------------------------------------------------------------------------
@@ -339,7 +343,7 @@ class Storage:
         alive = self.shuffles.get((sh.app, sh.shuffle)) is sh
         dup = res.ident in part.seen
         res.view.release()
-        self.receiving -= res.length
+        self._received(res.length)
         if alive and not dup:
             start = res.offset - RECORD_HEADER
             self.pool.publish(res.block, start, RECORD_HEADER + res.length, flushed)
@@ -351,7 +355,7 @@ class Storage:
     def abort(self, res: Reservation) -> None:
         """Drop a reservation: nothing of it is published."""
         res.view.release()
-        self.receiving -= res.length
+        self._received(res.length)
         if res.scratch:
             self._free(res.scratch)
         if res.kind == "record":
@@ -487,7 +491,7 @@ class Storage:
     def commit_put(self, res: Reservation) -> None:
         """Publish and seal the new value, then free the old one: a crash in between keeps the newer."""
         res.view.release()
-        self.receiving -= res.length
+        self._received(res.length)
         self.pool.publish(res.block, 0, res.length)
         self.pool.seal(res.block)
         old = self.values.get(res.key)
@@ -571,7 +575,7 @@ class Storage:
             self.pool.tx_write(res.block, res.offset, res.view)
         finally:
             res.view.release()
-            self.receiving -= res.length
+            self._received(res.length)
             self._free(res.scratch)
 
     def read(self, address: int, offset: int, length: int) -> tuple[int, memoryview]:
@@ -598,12 +602,21 @@ class Storage:
         self.corrupt_blocks.discard(address)
 
     # ---- blocks ---------------------------------------------------------------------------------
+    def _received(self, length: int) -> None:
+        self.receiving -= length
+        if self.on_room is not None:
+            self.on_room()
+
     def _begin_receive(self, length: int) -> None:
-        """Data parts still arriving may hold at most half the pool: slow or stalled senders (each also
-        bounded in time by the network) must not be able to reserve all of it."""
+        """Data parts still arriving may hold at most half the pool, and one frame at most `max_frame` of it:
+        slow or stalled senders (each also bounded in time by the network) must not be able to reserve all
+        of it. Over the bound the frame waits for room ("busy"), the network holding it."""
+        if length > self.max_frame:
+            raise StorageError("pool_full", f"a data part of {length} bytes is more than one frame may reserve on "
+                               f"this node ({self.max_frame} bytes of its {self.max_receiving * 2}-byte pool)")
         if self.receiving + length > self.max_receiving:
-            raise StorageError("pool_full", f"{self.receiving} bytes of this node's pool are reserved for data "
-                               f"still arriving; {length} more would exceed half the pool; retry")
+            raise StorageError("busy", f"{self.receiving} bytes of this node's pool are reserved for data still "
+                               f"arriving; {length} more would exceed half the pool")
 
     def _alloc(self, capacity: int, key: bytes, seal_required: bool = False, checked: bool = False) -> int:
         try:
