@@ -134,7 +134,7 @@ static int hdr_valid(const struct block_hdr *h) {
     if (h->key_len > RPMP_KEY_MAX || h->capacity > RPMP_MAX_BLOCK_CAPACITY) return 0;
     if (XXH64(h, HDR_IMMUTABLE, 0) != h->hdr_check) return 0;
     if (h->used > h->capacity) return 0;
-    return h->state == RPMP_BLOCK_OPEN || h->state == RPMP_BLOCK_SEALED;
+    return h->state == RPMP_BLOCK_OPEN || h->state == RPMP_BLOCK_SEALED || h->state == RPMP_BLOCK_RETIRED;
 }
 
 /* Resolve a caller's block id; anything that is not a live, valid block header is RPMP_E_BLOCK. */
@@ -253,6 +253,9 @@ static int recover(rpmp_pool *pool, int verify, struct rpmp_recovery *rec) {
                 drop = 1;
             } else if (h->state == RPMP_BLOCK_OPEN && (h->flags & RPMP_BLOCK_SEAL_REQUIRED)) {
                 rec->freed_unsealed++;
+                drop = 1;
+            } else if (h->state == RPMP_BLOCK_RETIRED) {
+                rec->freed_retired++;
                 drop = 1;
             } else if (verify && has_checksum(h) && XXH64(payload_of(h), h->used, 0) != h->checksum) {
                 rec->corrupt++;
@@ -527,6 +530,7 @@ int rpmp_block_seal(rpmp_pool *pool, uint64_t id) {
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
     if (h->state == RPMP_BLOCK_SEALED) return RPMP_OK;
+    if (h->state == RPMP_BLOCK_RETIRED) return fail(RPMP_E_STATE, "block 0x%llx is retired", (unsigned long long)id);
     /* a CHECKED block's checksum is already this value: storing it again changes nothing */
     h->checksum = XXH64(payload_of(h), (size_t)h->used, 0);
     pmemobj_persist(pool->pop, &h->checksum, sizeof h->checksum);
@@ -547,12 +551,25 @@ int rpmp_block_verify(rpmp_pool *pool, uint64_t id) {
     return RPMP_OK;
 }
 
+int rpmp_block_retire(rpmp_pool *pool, uint64_t id) {
+    struct block_hdr *h = NULL;
+    int rc = lookup(pool, id, &h);
+    if (rc) return rc;
+    if (h->state == RPMP_BLOCK_RETIRED) return RPMP_OK;
+    int sealed = h->state == RPMP_BLOCK_SEALED;
+    h->state = RPMP_BLOCK_RETIRED; /* aligned 4-byte store: atomic with respect to a crash */
+    pmemobj_persist(pool->pop, &h->state, sizeof h->state);
+    if (sealed) SUB(sealed_blocks, 1);
+    else SUB(open_blocks, 1);
+    return RPMP_OK;
+}
+
 int rpmp_block_free(rpmp_pool *pool, uint64_t id) {
     struct block_hdr *h = NULL;
     int rc = lookup(pool, id, &h);
     if (rc) return rc;
     uint64_t cap = h->capacity, used = h->used;
-    int sealed = h->state == RPMP_BLOCK_SEALED;
+    int sealed = h->state == RPMP_BLOCK_SEALED, retired = h->state == RPMP_BLOCK_RETIRED;
     /* Invalidate first: a crash between here and the free leaves a damaged header, freed on open. */
     h->magic = 0;
     pmemobj_persist(pool->pop, &h->magic, sizeof h->magic);
@@ -560,7 +577,7 @@ int rpmp_block_free(rpmp_pool *pool, uint64_t id) {
     pmemobj_free(&oid);
     SUB(blocks, 1);
     if (sealed) SUB(sealed_blocks, 1);
-    else SUB(open_blocks, 1);
+    else if (!retired) SUB(open_blocks, 1);
     SUB(allocated_bytes, alloc_size(cap));
     SUB(used_bytes, used);
     return RPMP_OK;

@@ -56,7 +56,9 @@ enum rpmp_err {
     RPMP_E_CORRUPT = -11, /* a sealed or CHECKED block's checksum does not match its payload */
 };
 
-enum rpmp_block_state { RPMP_BLOCK_OPEN = 1, RPMP_BLOCK_SEALED = 2 };
+/* RETIRED: deleted while zero-copy readers still map it; its bytes stay in place for them, but the
+ * deletion is durable: the open scan frees a retired block, so a crash can never bring it back. */
+enum rpmp_block_state { RPMP_BLOCK_OPEN = 1, RPMP_BLOCK_SEALED = 2, RPMP_BLOCK_RETIRED = 3 };
 
 /* Block flags chosen at allocation. */
 #define RPMP_BLOCK_SEAL_REQUIRED 0x1u /* content counts only once sealed; unsealed after a crash = freed */
@@ -93,6 +95,7 @@ struct rpmp_recovery {
     uint64_t blocks_kept;    /* blocks left in the pool, the corrupt ones included */
     uint64_t freed_damaged;  /* header failed validation */
     uint64_t freed_unsealed; /* SEAL_REQUIRED block not sealed before the crash */
+    uint64_t freed_retired;  /* retired (deleted while read) before the crash */
     uint64_t corrupt;        /* kept sealed/CHECKED blocks whose payload fails its checksum (only with verify) */
 };
 
@@ -136,6 +139,9 @@ int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, ui
 /* Pointer to payload byte 0 and the published length; valid while the block lives. */
 int rpmp_block_data(rpmp_pool *pool, uint64_t id, const uint8_t **data, uint64_t *used);
 int rpmp_block_seal(rpmp_pool *pool, uint64_t id);
+/* Mark a block deleted, durably, without freeing it (readers still use its bytes): no more writes, seal
+ * or retire; free() it once the readers are done; a crash before that frees it at open. */
+int rpmp_block_retire(rpmp_pool *pool, uint64_t id);
 int rpmp_block_free(rpmp_pool *pool, uint64_t id);
 int rpmp_block_info(rpmp_pool *pool, uint64_t id, struct rpmp_block_info *out);
 /* RPMP_E_CORRUPT when a sealed or CHECKED block's payload no longer matches its checksum. */

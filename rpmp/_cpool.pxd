@@ -18,6 +18,7 @@ cdef extern from "rpmp_pool.h" nogil:
         RPMP_E_CORRUPT
         RPMP_BLOCK_OPEN
         RPMP_BLOCK_SEALED
+        RPMP_BLOCK_RETIRED
         RPMP_BLOCK_SEAL_REQUIRED
         RPMP_BLOCK_CHECKED
         RPMP_HDR_SIZE
@@ -53,6 +54,7 @@ cdef extern from "rpmp_pool.h" nogil:
         uint64_t blocks_kept
         uint64_t freed_damaged
         uint64_t freed_unsealed
+        uint64_t freed_retired
         uint64_t corrupt
 
     const char *rpmp_last_error()
@@ -74,6 +76,7 @@ cdef extern from "rpmp_pool.h" nogil:
     int rpmp_block_read(rpmp_pool *pool, uint64_t id, uint64_t offset, void *dst, uint64_t len)
     int rpmp_block_data(rpmp_pool *pool, uint64_t id, const uint8_t **data, uint64_t *used)
     int rpmp_block_seal(rpmp_pool *pool, uint64_t id)
+    int rpmp_block_retire(rpmp_pool *pool, uint64_t id)
     int rpmp_block_free(rpmp_pool *pool, uint64_t id)
     int rpmp_block_info(rpmp_pool *pool, uint64_t id, c_block_info *out)
     int rpmp_block_verify(rpmp_pool *pool, uint64_t id)

@@ -29,7 +29,8 @@ MIN_POOL_SIZE = RPMP_MIN_POOL_SIZE
 MAX_BLOCK_CAPACITY = RPMP_MAX_BLOCK_CAPACITY
 OPEN = RPMP_BLOCK_OPEN
 SEALED = RPMP_BLOCK_SEALED
-RECOVERY_KEYS = ("blocks_kept", "freed_damaged", "freed_unsealed", "corrupt")
+RETIRED = RPMP_BLOCK_RETIRED
+RECOVERY_KEYS = ("blocks_kept", "freed_damaged", "freed_unsealed", "freed_retired", "corrupt")
 
 
 class PoolError(Exception):
@@ -250,7 +251,8 @@ cdef class Pool:
         _check(rc)
         p.path = os.fsdecode(bpath)
         p.recovery = {"blocks_kept": rec.blocks_kept, "freed_damaged": rec.freed_damaged,
-                      "freed_unsealed": rec.freed_unsealed, "corrupt": rec.corrupt}
+                      "freed_unsealed": rec.freed_unsealed, "freed_retired": rec.freed_retired,
+                      "corrupt": rec.corrupt}
         n = rpmp_pool_corrupt(p._pool, NULL, 0)
         if n:
             ids = <uint64_t *>malloc(n * sizeof(uint64_t))
@@ -540,6 +542,13 @@ cdef class Pool:
         finally:
             self._unhold(block)
         _check(rc)
+
+    def retire(self, uint64_t block):
+        """Delete a block durably while zero-copy views still read it: its bytes stay for them, a crash
+        frees it at open (it never comes back), and free() once the views are gone releases the room."""
+        cdef rpmp_pool *pool = self._p()
+        self._live_check(block)
+        _check(rpmp_block_retire(pool, block))
 
     def free(self, uint64_t block):
         """Free a block. Refused (PoolBusyError) while zero-copy views of it are alive."""

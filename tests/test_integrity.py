@@ -508,3 +508,30 @@ def test_a_frame_waits_for_room_that_stalled_senders_hold(node_factory):
         assert e.value.code == ErrorCode.POOL_FULL
     for s in hogs:
         s.close()
+
+
+def test_a_deleted_shuffle_never_comes_back_under_its_reused_id(node_factory):
+    """Delete a shuffle while a slow reader pins its blocks, register the same id again, push, SIGKILL:
+    after the restart FETCH returns exactly the new segments (the pinned blocks were retired durably)."""
+    node = node_factory()
+    old = segments(8, 21, size=1 << 20)
+    new = segments(100, 22, size=2000)
+    with Client(node.addr) as c:
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 7, old)
+        slow = socket.create_connection((node.host, node.port))
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, 1, 0)))  # 8 MiB reply, never read
+        time.sleep(0.5)
+        assert c.delete_shuffle(APP, 1) >= 1
+        assert c.stats()["pending_free"] >= 1  # pinned by the slow reader
+        c.register_shuffle(APP, 1, 1)
+        push_attempt(c, 0, 0, 9, new)
+    node.proc.send_signal(signal.SIGKILL)
+    node.proc.wait()
+    slow.close()
+    node.stop()
+    node2 = node_factory(pool=node.pool)
+    with Client(node2.addr) as c:
+        got = c.fetch(APP, 1, 0)
+        assert [(s.attempt, bytes(s.data)) for s in got] == [(9, d) for d in new]

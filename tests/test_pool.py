@@ -110,7 +110,8 @@ def test_reopen_after_clean_close(pool_path):
                 pool.seal(block)
             blocks[block] = i
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 20, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 0}
+        assert pool.recovery == {"blocks_kept": 20, "freed_damaged": 0, "freed_unsealed": 0,
+                                 "freed_retired": 0, "corrupt": 0}
         assert pool.corrupt_blocks == frozenset()
         assert sorted(pool.blocks()) == sorted(blocks)
         for block, i in blocks.items():
@@ -301,7 +302,8 @@ def test_damaged_header_is_freed_and_corrupt_payload_is_reported_on_open(pool_pa
     with Pool.open(pool_path) as pool:
         # the damaged header cannot say what it is: freed; the corrupt value is kept and named, so a
         # reader gets "corrupt", never a silent "not found"
-        assert pool.recovery == {"blocks_kept": 2, "freed_damaged": 1, "freed_unsealed": 0, "corrupt": 1}
+        assert pool.recovery == {"blocks_kept": 2, "freed_damaged": 1, "freed_unsealed": 0,
+                                 "freed_retired": 0, "corrupt": 1}
         assert pool.blocks() == sorted([keep, corrupt]) and pool.corrupt_blocks == frozenset([corrupt])
         assert pool.read(keep) == pattern(1000, keep)
         info = pool.info(corrupt)
@@ -314,7 +316,8 @@ def test_damaged_header_is_freed_and_corrupt_payload_is_reported_on_open(pool_pa
         pool.free(corrupt)  # the owner decides; once freed its address leaves the set
         assert pool.corrupt_blocks == frozenset() and pool.blocks() == [keep]
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 1, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 0}
+        assert pool.recovery == {"blocks_kept": 1, "freed_damaged": 0, "freed_unsealed": 0,
+                                 "freed_retired": 0, "corrupt": 0}
 
 
 def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path):
@@ -439,3 +442,37 @@ def test_write_and_read_from_an_overlapping_view_of_the_same_block(pool_path, sh
             pool.read_into(block, target, src)
             del target
             assert pool.read(block, src + shift, n) == bytes(expected[src:src + n])
+
+
+def test_retired_block_keeps_its_bytes_for_readers_and_is_freed_by_a_crash(pool_path):
+    """A block deleted while a zero-copy view reads it is retired: the view still reads the same bytes,
+    the deletion is durable (the next open frees it), and free() once the view is gone releases it."""
+    from rpmp._pool import BlockSealedError, PoolBusyError
+
+    pool = Pool.create(pool_path, 16 << 20)
+    a = pool.alloc(4096, b"S-old")
+    pool.write(a, 0, b"old bytes")
+    b = pool.alloc(4096, b"S-kept")
+    pool.write(b, 0, b"kept")
+    view = pool.view(a)
+    with pytest.raises(PoolBusyError):
+        pool.free(a)
+    pool.retire(a)
+    pool.retire(a)  # idempotent
+    assert bytes(view) == b"old bytes"
+    with pytest.raises(BlockSealedError):
+        pool.seal(a)
+    with pytest.raises(BlockSealedError):
+        pool.write(a, 0, b"x")
+    st = pool.stats()
+    assert st["blocks"] == 2 and st["open_blocks"] == 1
+    view.release()
+    pool.free(a)
+    assert pool.stats()["blocks"] == 1 and pool.stats()["open_blocks"] == 1
+    c = pool.alloc(4096, b"S-crash")
+    pool.retire(c)  # and the process dies before free(): simulated by closing
+    pool.close()
+    with Pool.open(pool_path) as again:
+        assert again.recovery["freed_retired"] == 1
+        assert [i.key for i in again] == [b"S-kept"]
+        assert again.stats()["open_blocks"] == 1

@@ -30,7 +30,8 @@ def test_checked_block_verifies_from_the_start_and_after_reopen(pool_path):
         assert not pool.info(plain).checked
         pool.verify(block)
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 2, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 0}
+        assert pool.recovery == {"blocks_kept": 2, "freed_damaged": 0, "freed_unsealed": 0,
+                                 "freed_retired": 0, "corrupt": 0}
         assert pool.info(block).checked
         pool.verify(block)
 
@@ -149,7 +150,8 @@ def test_open_checked_block_with_a_flipped_byte_is_reported(pool_path):
         pool.verify(good)
         pool.verify(plain)
     with Pool.open(pool_path) as pool:
-        assert pool.recovery == {"blocks_kept": 3, "freed_damaged": 0, "freed_unsealed": 0, "corrupt": 1}
+        assert pool.recovery == {"blocks_kept": 3, "freed_damaged": 0, "freed_unsealed": 0,
+                                 "freed_retired": 0, "corrupt": 1}
         assert pool.corrupt_blocks == frozenset([bad])
         assert pool.read(bad) == b"x" * 499 + b"y"  # kept as it is: the owner reports it
         # a whole rewrite makes it consistent again (the checksum is recomputed over what is there)

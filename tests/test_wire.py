@@ -51,7 +51,7 @@ def test_constants_agree_with_protocol_module():
     assert P.MAX_META == 1 << 20 and P.DEFAULT_MAX_DATA == 256 << 20 and P.MAX_SEGMENT == 64 << 20
     assert (P.FLAG_RESPONSE, P.FLAG_ERROR, P.FLAG_MORE, P.FLAG_FORWARDED) == (1, 2, 4, 8)
     assert set(P.REQUEST_FIELDS) == set(Op) == set(P.RESPONSE_FIELDS)
-    assert [int(c) for c in ErrorCode] == list(range(1, 13))
+    assert [int(c) for c in ErrorCode] == list(range(1, 14))
 
 
 def test_protocol_error_shape():

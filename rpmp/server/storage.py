@@ -630,11 +630,15 @@ class Storage:
             raise StorageError("bad_request", str(e)) from None
 
     def _free(self, block: int) -> None:
+        """Free a block; one that zero-copy readers still hold is retired first (its deletion is durable at
+        once: a crash can never bring it back, e.g. under a re-registered shuffle id) and freed later."""
         try:
             self.pool.free(block)
             self.pending_free.discard(block)
         except PoolBusyError:
-            self.pending_free.add(block)
+            if block not in self.pending_free:
+                self.pool.retire(block)
+                self.pending_free.add(block)
         except _pool.BlockNotFoundError:
             self.pending_free.discard(block)
 
