@@ -276,8 +276,13 @@ def test_an_aborted_push_larger_than_a_block_gives_its_block_back(node):
             meta = W.encode_push(APP, 1, 0, 0, 2, i, 0)
             s.sendall(W.frame(Op.PUSH, 0, 1, meta, 20 << 20) + b"y" * 4096)
             s.close()
-        wait_for(lambda: c.stats()["pool"]["blocks"] == before["blocks"], what="blocks given back")
-        assert c.stats()["pool"]["allocated"] == before["allocated"]
+        def same() -> bool:
+            after = c.stats()["pool"]
+            return (after["blocks"], after["allocated"]) == (before["blocks"], before["allocated"])
+
+        wait_for(same, what="blocks given back")
+        time.sleep(1.0)  # all three connections are over by now: nothing was allocated again and kept
+        assert same() and c.stats()["receiving"] == 0
 
 
 def test_register_cost_is_bounded_before_it_is_computed(node):
@@ -359,24 +364,35 @@ def test_staging_memory_is_bounded_across_connections(node_factory):
 # ---- membership and node-to-node requests -----------------------------------------------------------
 
 def test_heartbeats_cannot_take_over_or_flood_the_member_table(node):
-    with Client(node.addr) as c:
-        with c.connection() as conn:
-            with pytest.raises(BadRequestError, match="this node's own id"):
-                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(node.addr, "127.0.0.1", 1), 0))
-            for i in range(17):
-                with pytest.raises(BadRequestError, match="node id"):
-                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("x" * 60_000 + str(i), "127.0.0.1", 9), 0))
-            conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", 9), 0))
-            with pytest.raises(RpmpError, match="is alive at 127.0.0.1:9") as e:
-                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", 10), 0))
-            assert e.value.code == ErrorCode.CONFLICT
-            for nid, port in (("peer-b", 9), ("impostor", node.port)):  # a live node's address under another id
-                with pytest.raises(RpmpError, match=f"127.0.0.1:{port} is the address of live node") as e:
-                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(nid, "127.0.0.1", port), 0))
+    peer = FakePeer("peer-a", lambda op, rid, meta: W.frame(op, 1, rid))
+    liar = FakePeer("bob", lambda op, rid, meta: W.frame(op, 1, rid))
+    try:
+        with Client(node.addr) as c:
+            with c.connection() as conn:
+                with pytest.raises(BadRequestError, match="this node's own id"):
+                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(node.addr, "127.0.0.1", 1), 0))
+                for i in range(17):
+                    with pytest.raises(BadRequestError, match="node id"):
+                        conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("x" * 60_000 + str(i), "127.0.0.1", 9), 0))
+                # an address nobody serves, and one that answers with another id, are never admitted
+                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("ghost", "127.0.0.1", 1), 0))
+                conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("liar", "127.0.0.1", liar.port), 0))
+            join(c, peer, "peer-a")  # admitted once its address answers HELLO with its id
+            with c.connection() as conn:
+                with pytest.raises(RpmpError, match=f"is alive at 127.0.0.1:{peer.port}") as e:
+                    conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node("peer-a", "127.0.0.1", peer.port + 1), 0))
                 assert e.value.code == ErrorCode.CONFLICT
-        epoch, members = c.members()
-        assert sorted(m.node_id for m in members) == sorted([node.addr, "peer-a"])
-        assert [m for m in members if m.node_id == node.addr][0].port == node.port
+                for nid, port in (("peer-b", peer.port), ("impostor", node.port)):  # a live address, another id
+                    with pytest.raises(RpmpError, match=f"127.0.0.1:{port} is the address of live node") as e:
+                        conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(nid, "127.0.0.1", port), 0))
+                    assert e.value.code == ErrorCode.CONFLICT
+            time.sleep(2.5)  # the checks of ghost and liar have failed by now
+            epoch, members = c.members()
+            assert sorted(m.node_id for m in members) == sorted([node.addr, "peer-a"])
+            assert [m for m in members if m.node_id == node.addr][0].port == node.port
+    finally:
+        peer.close()
+        liar.close()
 
 
 def test_a_forwarded_registration_from_a_stranger_is_refused(node):
@@ -535,3 +551,101 @@ def test_a_deleted_shuffle_never_comes_back_under_its_reused_id(node_factory):
     with Client(node2.addr) as c:
         got = c.fetch(APP, 1, 0)
         assert [(s.attempt, bytes(s.data)) for s in got] == [(9, d) for d in new]
+
+
+class FakePeer:
+    """A TCP server that says it is node `name` (HELLO) and answers every other request frame with
+    `reply(op, rid, meta) -> bytes` (a whole frame)."""
+
+    def __init__(self, name: str, reply):
+        self.name = name
+        self.reply = reply
+        self.srv = socket.create_server(("127.0.0.1", 0))
+        self.port = self.srv.getsockname()[1]
+        self.requests: list[int] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._conn, args=(conn,), daemon=True).start()
+
+    def _conn(self, conn: socket.socket) -> None:
+        with conn:
+            while True:
+                head = conn.recv(32, socket.MSG_WAITALL)
+                if len(head) < 32:
+                    return
+                op, _flags, rid, meta_len, data_len = W.unpack_header(head)
+                meta = conn.recv(meta_len, socket.MSG_WAITALL) if meta_len else b""
+                if data_len:
+                    conn.recv(data_len, socket.MSG_WAITALL)
+                self.requests.append(op)
+                if op == Op.HELLO:
+                    conn.sendall(W.frame(op, 1, rid, W.encode_hello_resp(2, self.name, 1 << 20)))
+                else:
+                    conn.sendall(self.reply(op, rid, meta))
+
+    def close(self) -> None:
+        self.srv.close()
+
+
+def join(c: Client, peer: FakePeer, name: str) -> None:
+    """Heartbeat `peer` into the node's members as `name` and wait until it is admitted."""
+    def admitted() -> bool:
+        with c.connection() as conn:
+            conn.call(Op.HEARTBEAT, W.encode_heartbeat(Node(name, "127.0.0.1", peer.port), 0))
+        return any(m.node_id == name and m.state == 1 for m in c.members()[1])
+    wait_for(admitted, timeout=5, what=f"{name} admitted")
+
+
+def test_a_peer_reply_with_the_wrong_opcode_or_flags_is_refused(node):
+    # a "peer" that answers every forwarded request with a response frame of another opcode
+    peer = FakePeer("fake-peer", lambda op, rid, meta: W.frame(Op.PING, 1, rid))
+    try:
+        with Client(node.addr) as c:
+            join(c, peer, "fake-peer")
+            with pytest.raises(RpmpError, match="fake-peer did not take the registration") as e:
+                c.register_shuffle(APP, 1, 4)
+            assert e.value.code == ErrorCode.UNAVAILABLE and Op.REGISTER_SHUFFLE in peer.requests
+    finally:
+        peer.close()
+
+
+def test_a_peers_absurd_delete_count_cannot_overflow_the_reply(node):
+    peer = FakePeer("fake-peer", lambda op, rid, meta: W.frame(op, 1, rid, W.encode_u64((1 << 64) - 1)
+                                                   if op == Op.DELETE_SHUFFLE else b""))
+    try:
+        with Client(node.addr) as c:
+            c.register_shuffle(APP, 1, 1)
+            c.push(APP, 1, 0, 0, 1, 0, b"x", last=True)
+            join(c, peer, "fake-peer")
+            assert c.delete_shuffle(APP, 1) == (1 << 64) - 1  # clamped, not an INTERNAL error
+            assert Op.DELETE_SHUFFLE in peer.requests
+    finally:
+        peer.close()
+
+
+def test_replicated_pushes_racing_deletes_never_answer_internal(node_factory):
+    seed = node_factory()
+    other = node_factory(seeds=seed.addr)
+    errors: dict[int, int] = {}
+    with Client(seed.addr) as c, Client([seed.addr, other.addr]) as pc:
+        wait_for(lambda: sum(m.state == 1 for m in c.members()[1]) == 2, what="2 live members")
+        with Client(other.addr) as c2:
+            wait_for(lambda: sum(m.state == 1 for m in c2.members()[1]) == 2, what="2 members on the other")
+        for i in range(200):
+            pl = c.register_shuffle(APP, i, 1, replicas=2)
+            t = threading.Thread(target=lambda i=i: c.delete_shuffle(APP, i))
+            try:
+                t.start()
+                pc.push(APP, i, 0, 0, 1, 0, b"p" * 70_000, placement=pl, last=True)
+            except RpmpError as e:
+                errors[int(e.code)] = errors.get(int(e.code), 0) + 1
+            finally:
+                t.join(10)
+    assert ErrorCode.INTERNAL not in errors, errors
+    assert set(errors) <= {ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE}, errors

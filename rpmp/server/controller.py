@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import xxhash
 
@@ -27,6 +27,7 @@ log = logging.getLogger("rpmp.controller")
 
 FETCH_FRAME_BYTES = 16 << 20
 VERIFY_INLINE_BYTES = 1 << 20  # replies up to this size are verified on the loop, larger ones on a worker thread
+PLACE_INLINE = 10_000  # placement tables of more partitions are computed on a worker thread
 STORAGE_ERRORS = {"not_found": ErrorCode.NOT_FOUND, "pool_full": ErrorCode.POOL_FULL,
                   "bad_request": ErrorCode.BAD_REQUEST, "corrupt": ErrorCode.CORRUPT}
 # Pool errors that reach the controller are states a request can run into (a block freed by a racing
@@ -163,16 +164,36 @@ class Controller:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"num_partitions {nparts} is not in 1..{P.MAX_PARTITIONS}")
         if not 1 <= replicas <= 8:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"replicas {replicas} is not in 1..8")
-        sh = self.storage.shuffle(app, sid)
-        if sh is not None:
-            if sh.num_partitions != nparts:
-                raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {app!r} is registered with "
-                                    f"{sh.num_partitions} partitions, not {nparts}")
-            return Reply(sh.placement)
-        if placement is None:
-            placement = self._place(app, sid, nparts, replicas)
-        else:
+        existing = self._registered(app, sid, nparts)
+        if existing is not None:
+            return existing
+        if placement is not None:
             self._check_forwarded_placement(app, sid, nparts, placement)
+            return self._store_registration(app, sid, nparts, replicas, placement, forwarded)
+        table = self._placement_job(app, sid, nparts, replicas)
+        if nparts <= PLACE_INLINE:
+            return self._store_registration(app, sid, nparts, replicas, table(), forwarded)
+
+        async def run() -> Reply:  # a large table is computed on a worker thread: the loop serves others
+            computed = await asyncio.get_running_loop().run_in_executor(None, table)
+            reply = self._registered(app, sid, nparts)  # registered meanwhile by a concurrent request
+            if reply is None:
+                reply = self._store_registration(app, sid, nparts, replicas, computed, forwarded)
+            return reply if isinstance(reply, Reply) else await reply
+
+        return run()
+
+    def _registered(self, app: str, sid: int, nparts: int) -> Reply | None:
+        sh = self.storage.shuffle(app, sid)
+        if sh is None:
+            return None
+        if sh.num_partitions != nparts:
+            raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {app!r} is registered with "
+                                f"{sh.num_partitions} partitions, not {nparts}")
+        return Reply(self.storage.placement(sh))
+
+    def _store_registration(self, app: str, sid: int, nparts: int, replicas: int, placement: bytes,
+                            forwarded: bool) -> Reply | Awaitable[Reply]:
         self.storage.register(app, sid, nparts, replicas, placement)
         log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
                  " (forwarded)" if forwarded else "")
@@ -181,7 +202,9 @@ class Controller:
         fwd = W.encode_register_forwarded(app, sid, nparts, replicas, placement)
         return self._forward_all(Op.REGISTER_SHUFFLE, fwd, Reply(placement))
 
-    def _place(self, app: str, sid: int, nparts: int, replicas: int) -> bytes:
+    def _placement_job(self, app: str, sid: int, nparts: int, replicas: int) -> Callable[[], bytes]:
+        """Check what the placement table costs, then return the function that computes it (it only reads
+        the current ring, so it may run on a worker thread)."""
         live = self.membership.live()
         # What the answer costs is known before it is computed: refuse a table that cannot fit one frame
         # (2**24 partitions would take seconds and gigabytes to place, only to be refused afterwards).
@@ -191,10 +214,14 @@ class Controller:
         if size > P.MAX_META:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"a placement of {nparts} partitions x {width} nodes "
                                 f"needs {size} bytes of meta, more than {P.MAX_META}: use fewer partitions")
-        ring = self.membership.ring()
+        ring, epoch = self.membership.ring(), self.membership.epoch
         index = {n.node_id: i for i, n in enumerate(live)}
-        prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
-        return W.encode_register_resp(self.membership.epoch, live, prefs)
+
+        def table() -> bytes:
+            prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
+            return W.encode_register_resp(epoch, live, prefs)
+
+        return table
 
     def _check_forwarded_placement(self, app: str, sid: int, nparts: int, placement: bytes) -> None:
         """A forwarded registration may only name nodes this node knows at those addresses, itself included:
@@ -279,7 +306,7 @@ class Controller:
         if view is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted "
                                 f"while segment {ident} was pushed")
-        _, nodes, prefs = W.decode_register_resp(sh.placement, sh.num_partitions)
+        _, nodes, prefs = W.decode_register_resp(self.storage.placement(sh), sh.num_partitions)
         me = self.config.node_id
         targets = [nodes[i] for i in prefs[p][:sh.replicas] if nodes[i].node_id != me]
         meta = W.encode_push(sh.app, sh.shuffle, p, *ident, checksum)

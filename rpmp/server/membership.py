@@ -23,6 +23,9 @@ ALIVE, SUSPECT, DEAD = 1, 2, 3
 NAME_MAX = 255  # bytes of a node id or host name
 MAX_MEMBERS = 1024  # the table (and so a MEMBERS reply) stays bounded whoever sends heartbeats
 PRUNE_AFTER = 60.0  # seconds (at least; 10 x dead_after) a dead member stays in the table
+MAX_PROBES = 16  # joining nodes being checked at once
+PROBE_TIMEOUT = 2.0  # seconds a joining node's address has to answer HELLO
+REFUSE_FOR = 5.0  # seconds heartbeats from an address that failed the check are ignored
 
 
 @dataclass
@@ -45,8 +48,11 @@ def check_node(node: Node) -> None:
 
 class Membership:
     def __init__(self, me: Node, seeds: list[tuple[str, int]], interval: float, dead_after: float,
-                 heartbeat: Callable[[str, int, Node, int], Awaitable[tuple[int, list[Node]]]]):
-        """`heartbeat(host, port, me, epoch)` sends one HEARTBEAT and returns the seed's (epoch, nodes)."""
+                 heartbeat: Callable[[str, int, Node, int], Awaitable[tuple[int, list[Node]]]],
+                 probe: Callable[[str, int], Awaitable[str]] | None = None):
+        """`heartbeat(host, port, me, epoch)` sends one HEARTBEAT and returns the seed's (epoch, nodes);
+        `probe(host, port)` asks whoever listens there for its node id (HELLO): a node that heartbeats is
+        admitted only once its address answers with its id (without `probe`, at once)."""
         self.me = me
         self.seeds = [s for s in seeds if s != (me.host, me.port)]
         self.interval = interval
@@ -57,6 +63,9 @@ class Membership:
         self._ring: HashRing | None = None
         self._task: asyncio.Task | None = None
         self._stopping = False
+        self._probe = probe
+        self._probing: set[tuple[str, int]] = set()
+        self._refused: dict[tuple[str, int], float] = {}  # address -> until when its heartbeats are ignored
 
     # ---- the table ------------------------------------------------------------------------------
     def live(self) -> list[Node]:
@@ -118,8 +127,43 @@ class Membership:
             self.prune(force=True)
             if len(self.members) >= MAX_MEMBERS:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"HEARTBEAT: the member table is full ({MAX_MEMBERS})")
+        if m is not None and m.node.state == ALIVE or self._probe is None:
+            self._admit(node)
+        else:
+            self._check_then_admit(node)
+
+    def _admit(self, node: Node) -> None:
         if self._set(Node(node.node_id, node.host, node.port, ALIVE), direct=True):
             self._changed(f"{node.node_id} joined")
+
+    def _check_then_admit(self, node: Node) -> None:
+        """Admit a joining (or returning) node once its address answers HELLO with its id: a heartbeat
+        naming an address nobody serves, or another node's, would otherwise become a member that every
+        registration waits for and fails on."""
+        addr = (node.host, node.port)
+        now = time.monotonic()
+        if addr in self._probing or self._refused.get(addr, 0.0) > now:
+            return
+        if len(self._probing) >= MAX_PROBES:
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "HEARTBEAT: too many joining nodes are being checked; retry")
+        self._probing.add(addr)
+
+        async def probe() -> None:
+            try:
+                answered = await asyncio.wait_for(self._probe(*addr), PROBE_TIMEOUT)
+            except Exception as e:
+                answered = f"no answer ({type(e).__name__}: {e})"
+            finally:
+                self._probing.discard(addr)
+            if answered == node.node_id and not self._stopping:
+                self._admit(node)
+                return
+            self._refused[addr] = time.monotonic() + REFUSE_FOR
+            if len(self._refused) > MAX_MEMBERS:
+                self._refused = {a: t for a, t in self._refused.items() if t > time.monotonic()}
+            log.warning("node %s at %s:%d not admitted: that address answers %s", node.node_id, *addr, answered)
+
+        asyncio.ensure_future(probe())
 
     def adopt(self, epoch: int, nodes: list[Node]) -> None:
         """Take a seed's view of the nodes this node does not hear from itself."""

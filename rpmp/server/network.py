@@ -212,7 +212,7 @@ class Connection(asyncio.BufferedProtocol):
     def _release_staging(self) -> None:
         """Give back staging beyond the initial buffer (the connection is idle between frames, or gone)."""
         extra = len(self.buf) - INITIAL_STAGING
-        if extra > 0 and self.start == self.end:
+        if extra > 0 and (self.start == self.end or self.closed):
             self.server.give_staging(extra)
             self.view.release()
             self.buf = bytearray(0 if self.closed else INITIAL_STAGING)
@@ -504,10 +504,12 @@ class NetworkServer:
         self.staging_used -= n
         while self._staging_waiters:  # the oldest waiter first: each gets its turn
             conn = self._staging_waiters.popleft()
-            if not conn.closed:
-                conn.memory_available()
-                if conn.waiting_memory:  # still not enough: it is back in the queue
-                    return
+            if conn.closed or not conn.waiting_memory:
+                continue
+            conn.memory_available()
+            if conn.waiting_memory:  # still not enough: it keeps its place at the head
+                self._staging_waiters.appendleft(self._staging_waiters.pop())
+                return
 
     def wait_staging(self, conn: Connection) -> None:
         self.counters["staging_waits"] += 1

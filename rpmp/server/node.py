@@ -8,7 +8,7 @@ import signal
 import sys
 
 from rpmp import _wire as W
-from rpmp.protocol import Node, Op
+from rpmp.protocol import VERSION, Node, Op
 from rpmp.server.config import NodeConfig, parse_hostport
 from rpmp.server.controller import Controller
 from rpmp.server.membership import ALIVE, Membership
@@ -49,7 +49,8 @@ class RpmpNode:
         self.storage.on_room = self.network.room_freed
         me = Node(cfg.node_id, cfg.host, self.port, ALIVE)
         seeds = [parse_hostport(s) for s in cfg.seeds]
-        self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat)
+        self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat,
+                                     probe=self._probe)
         self.network.handler = Controller(self.storage, self.membership, self.peers, cfg)
         self.network.handler.extra_counters = self.network.counters
         self.membership.start()
@@ -60,6 +61,11 @@ class RpmpNode:
     async def _heartbeat(self, host: str, port: int, me: Node, epoch: int) -> tuple[int, list[Node]]:
         meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, W.encode_heartbeat(me, epoch))
         return W.decode_members(meta)
+
+    async def _probe(self, host: str, port: int) -> str:
+        """The node id whoever listens at host:port gives in its HELLO."""
+        meta, _ = await self.peers.request(host, port, Op.HELLO, W.encode_hello(VERSION, "rpmp-node"))
+        return W.decode_hello_resp(meta)[1]
 
     async def _retry_frees(self) -> None:
         while True:

@@ -43,9 +43,15 @@ SKEY = struct.Struct("<cIII")  # b"S", shuffle, partition, block seq; then the a
 MKEY = struct.Struct("<cIB")  # b"M", shuffle, copy (0 or 1); then the app name
 META_COPIES = 2
 MIN_BLOCK = 64 << 10  # a partition's first merge block; each next one doubles, up to the 4 MiB block
+PLACEMENT_CACHE = 16 << 10  # placements up to this size are kept in memory too
+MAX_SHUFFLES = 100_000  # registered shuffles per node: each costs memory for its index
 MAX_ADDRESS_BLOCK = 64 << 20  # an ALLOC's largest size: every WRITE re-hashes the block, so keep that bounded
 KKEY = struct.Struct("<cQ")  # b"K", version; then the user's key
 META = struct.Struct("<II")  # partition count, replicas; then the placement bytes
+
+
+def _cacheable(placement: bytes) -> bytes | None:
+    return placement if len(placement) <= PLACEMENT_CACHE else None
 
 
 class StorageError(Exception):
@@ -96,7 +102,7 @@ class Shuffle:
     shuffle: int
     num_partitions: int
     replicas: int
-    placement: bytes  # opaque to storage: the controller's encoded placement
+    cached_placement: bytes | None  # the controller's encoded placement, when small; else read from the pool
     meta_blocks: tuple[int, ...] = ()
     partitions: dict[int, Partition] = field(default_factory=dict)
 
@@ -212,8 +218,8 @@ class Storage:
             if self._verify_block(block):
                 raw = self.pool.read(block)
                 nparts, replicas = META.unpack_from(raw)
-                self.shuffles[(app, sid)] = Shuffle(app, sid, nparts, replicas, raw[META.size:],
-                                                    meta_blocks=tuple(blocks))
+                self.shuffles[(app, sid)] = Shuffle(app, sid, nparts, replicas, _cacheable(raw[META.size:]),
+                                                    meta_blocks=(block, *(b for b in blocks if b != block)))
                 if len(blocks) < META_COPIES:
                     log.warning("shuffle %d of %s: %d of %d registration copies left", sid, app, len(blocks),
                                 META_COPIES)
@@ -282,6 +288,9 @@ class Storage:
         sh = self.shuffles.get((app, sid))
         if sh is not None:
             return sh
+        if len(self.shuffles) >= MAX_SHUFFLES:
+            raise StorageError("pool_full", f"this node holds {len(self.shuffles)} shuffles already, its limit; "
+                               "delete finished ones")
         raw = META.pack(num_partitions, replicas) + placement
         blocks: list[int] = []
         try:
@@ -296,12 +305,23 @@ class Storage:
             raise
         for b in self.orphans.pop((app, sid), ()):  # data of a damaged registration of the same id
             self._free(b)
-        sh = Shuffle(app, sid, num_partitions, replicas, placement, meta_blocks=tuple(blocks))
+        sh = Shuffle(app, sid, num_partitions, replicas, _cacheable(placement), meta_blocks=tuple(blocks))
         self.shuffles[(app, sid)] = sh
         return sh
 
     def shuffle(self, app: str, sid: int) -> Shuffle | None:
         return self.shuffles.get((app, sid))
+
+    def placement(self, sh: Shuffle) -> bytes:
+        """A shuffle's encoded placement: kept in memory when small, else read from its registration block
+        (a table of 100k partitions is hundreds of KiB: registered shuffles must not pin that in DRAM)."""
+        if sh.cached_placement is not None:
+            return sh.cached_placement
+        for block in sh.meta_blocks:
+            if self._verify_block(block):
+                return self.pool.read(block, META.size)
+        raise StorageError("corrupt", f"every copy of the registration of shuffle {sh.shuffle} of {sh.app!r} "
+                           f"fails its checksum on node {self.name}")
 
     def reserve_record(self, sh: Shuffle, p: int, map_index: int, attempt: int, seq: int, length: int,
                        checksum: int) -> Reservation:
@@ -658,7 +678,8 @@ class Storage:
             a["records"] += sum(len(p.records) for p in sh.partitions.values())
         return {"pool": {**st, "path": self.path}, "apps": apps, "values": len(self.values),
                 "addresses": len(self.addresses), "pending_free": len(self.pending_free),
-                "orphaned_shuffles": len(self.orphans), "integrity": dict(self.counters)}
+                "orphaned_shuffles": len(self.orphans), "receiving": self.receiving,
+                "integrity": dict(self.counters)}
 
     def close(self) -> None:
         self.pool.close()
