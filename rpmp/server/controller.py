@@ -46,15 +46,16 @@ def _storage_error(e: Exception) -> ProtocolError:
     return ProtocolError(code, f"pool: {e}")
 
 
+async def _guarded(pending: Awaitable[Reply]) -> Reply:
+    try:
+        return await pending
+    except (StorageError, _pool.PoolError) as e:
+        raise _storage_error(e) from None
+
+
 def _mapped(fn):
     """Callbacks the network calls later (a sink's on_done, a coroutine) answer storage and pool errors
-    with their protocol codes too, not with INTERNAL."""
-
-    async def guard(pending: Awaitable[Reply]) -> Reply:
-        try:
-            return await pending
-        except (StorageError, _pool.PoolError) as e:
-            raise _storage_error(e) from None
+    with their protocol codes too, not with INTERNAL (handle() does the same for the handlers)."""
 
     @functools.wraps(fn)
     def call(*args):
@@ -62,7 +63,7 @@ def _mapped(fn):
             out = fn(*args)
         except (StorageError, _pool.PoolError) as e:
             raise _storage_error(e) from None
-        return out if isinstance(out, Reply) else guard(out)
+        return out if out.__class__ is Reply else _guarded(out)
 
     return call
 
@@ -85,7 +86,7 @@ class Controller:
             Op.DELETE_APP: self._delete_app, Op.GET: self._get, Op.DELETE: self._delete, Op.ALLOC: self._alloc,
             Op.READ: self._read, Op.FREE: self._free,
         }
-        self._handlers = {op: _mapped(h) for op, h in handlers.items()}
+        self._handlers = handlers
         self._data_handlers = {Op.PUSH: self._push, Op.PUT: self._put, Op.WRITE: self._write}
 
     # ---- entry points called by the network layer ------------------------------------------------
@@ -93,7 +94,11 @@ class Controller:
         h = self._handlers.get(op)
         if h is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
-        return h(flags, meta)
+        try:
+            out = h(flags, meta)
+        except (StorageError, _pool.PoolError) as e:
+            raise _storage_error(e) from None
+        return out if out.__class__ is Reply else _guarded(out)
 
     def takes_data(self, op: int) -> bool:
         return op in self._data_handlers
@@ -442,9 +447,10 @@ class Controller:
 
     def _get(self, flags, meta) -> Reply | Awaitable[Reply]:
         key = W.decode_key(meta)
-        block, view = self.storage.get(key)
-        if view.nbytes <= VERIFY_INLINE_BYTES:
-            return self._checked_value(key, block, view, self.storage.block_ok(block))
+        block, view, checked = self.storage.get(key, VERIFY_INLINE_BYTES)
+        if checked:
+            self.counters["gets"] += 1
+            return Reply(data=[view])
 
         async def verify() -> Reply:
             try:

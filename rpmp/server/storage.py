@@ -520,14 +520,24 @@ class Storage:
             self._free(old[0])
             self.corrupt_blocks.discard(old[0])
 
-    def get(self, key: bytes) -> tuple[int, memoryview]:
-        """The block and a zero-copy view of a value; check it with `block_ok` before it leaves."""
+    def get(self, key: bytes, check_up_to: int) -> tuple[int, memoryview, bool]:
+        """The block and a zero-copy view of a value, and whether it was checked already: values up to
+        `check_up_to` bytes are checked here, larger ones are left to the caller (`block_ok`)."""
         entry = self.values.get(key)
         if entry is None:
             raise StorageError("not_found", f"no value under key {key[:40]!r}")
-        if entry[0] in self.corrupt_blocks:
-            raise self._value_error(key, entry[0])
-        return entry[0], self.pool.view(entry[0])
+        block = entry[0]
+        if block in self.corrupt_blocks:
+            raise self._value_error(key, block)
+        view = self.pool.view(block)
+        if view.nbytes > check_up_to:
+            return block, view, False
+        try:
+            self.pool.verify(block)
+        except _pool.BlockCorruptError:
+            view.release()
+            raise self.quarantine_value(key, block) from None
+        return block, view, True
 
     def block_ok(self, block: int) -> bool:
         """Whether a value's (or address block's) bytes match their checksum; thread-safe while a view pins it."""
