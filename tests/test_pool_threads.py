@@ -14,7 +14,7 @@ SHM = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(P.__file__)))
 
 CHILD = textwrap.dedent("""
-    import sys, threading
+    import sys, threading, time
     from rpmp._pool import BlockNotFoundError, Pool, PoolBusyError, PoolClosedError
     path = sys.argv[1]
     pool = Pool.create(path, 64 << 20)
@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
     ops = [lambda: pool.write(blocks[0], 0, data), lambda: pool.tx_write(blocks[1], 0, data),
            lambda: pool.read_into(blocks[2], bytearray(8 << 20)), lambda: pool.verify(blocks[1])]
     pool.write(blocks[2], 0, data)
-    started, results = threading.Event(), []
+    started, refused, results = threading.Event(), threading.Event(), []
 
     def worker():
         n = 0
@@ -37,6 +37,8 @@ CHILD = textwrap.dedent("""
                 return
             n += 1
             started.set()
+            if refused.is_set():  # let go of the GIL with nothing pinned: else the main thread only ever
+                time.sleep(0)     # runs while a copy holds the pool, and close() never gets its turn
 
     t = threading.Thread(target=worker)
     t.start()
@@ -49,12 +51,14 @@ CHILD = textwrap.dedent("""
                 break
             except PoolBusyError:
                 busy += 1
+                refused.set()
     while True:                             # then close() under the same thread's copies
         try:
             pool.close()
             break
         except PoolBusyError:
             busy += 1
+            refused.set()
     t.join()
     print("worker stopped cleanly", results[0] > 0, "busy seen", busy > 0)
     again = Pool.open(path)
