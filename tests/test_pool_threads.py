@@ -68,12 +68,22 @@ CHILD = textwrap.dedent("""
 
 
 def test_free_and_close_wait_for_a_copy_in_another_thread():
-    path = os.path.join(SHM, f"rpmp-test-threads-{uuid.uuid4().hex[:12]}.pool")
-    try:
-        out = subprocess.run([sys.executable, "-c", CHILD, path], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "PYTHONPATH": RPMP_ROOT})
-    finally:
-        if os.path.exists(path):
-            os.unlink(path)
-    assert out.returncode == 0, f"child died with {out.returncode} (-11 is SIGSEGV): {out.stderr[-2000:]}"
-    assert out.stdout.splitlines() == ["worker stopped cleanly True busy seen True", "left True b'ZZZZ'"]
+    """Whether free()/close() meet a copy in flight is up to the scheduler; most runs do. Every run must end
+    cleanly, and within a few runs at least one must have been refused (the pin at work)."""
+    refused = False
+    for _ in range(5):
+        path = os.path.join(SHM, f"rpmp-test-threads-{uuid.uuid4().hex[:12]}.pool")
+        try:
+            out = subprocess.run([sys.executable, "-c", CHILD, path], capture_output=True, text=True, timeout=120,
+                                 env={**os.environ, "PYTHONPATH": RPMP_ROOT})
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
+        assert out.returncode == 0, f"child died with {out.returncode} (-11 is SIGSEGV): {out.stderr[-2000:]}"
+        lines = out.stdout.splitlines()
+        assert lines[0] in ("worker stopped cleanly True busy seen True", "worker stopped cleanly True busy seen False")
+        assert lines[1:] == ["left True b'ZZZZ'"]
+        refused = lines[0].endswith("True")
+        if refused:
+            break
+    assert refused, "free()/close() never met a copy in flight in 5 runs"
