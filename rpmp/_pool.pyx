@@ -359,6 +359,10 @@ cdef class Pool:
 
     def write(self, uint64_t block, uint64_t offset, data):
         """Persist `data` (any contiguous buffer) at `offset`, then publish it."""
+        self._copy_in(block, offset, data, False)
+
+    cdef int _copy_in(self, uint64_t block, uint64_t offset, data, bint tx) except -1:
+        """write() or tx_write() of any contiguous buffer, the GIL let go around the copy."""
         cdef rpmp_pool *pool = self._p()
         self._live_check(block)
         cdef Py_buffer view
@@ -367,11 +371,15 @@ cdef class Pool:
         self._hold(block)  # the GIL is let go: no free() or close() meanwhile
         try:
             with nogil:
-                rc = rpmp_block_write(pool, block, offset, view.buf, <uint64_t>view.len)
+                if tx:
+                    rc = rpmp_block_tx_write(pool, block, offset, view.buf, <uint64_t>view.len)
+                else:
+                    rc = rpmp_block_write(pool, block, offset, view.buf, <uint64_t>view.len)
         finally:
             self._unhold(block)
             PyBuffer_Release(&view)
         _check(rc)
+        return 0
 
     def tx_write(self, uint64_t block, uint64_t offset, data):
         """Failure-atomic write of `data` at `offset`, in one libpmemobj transaction.
@@ -381,19 +389,7 @@ cdef class Pool:
         After a crash the block holds exactly the old or the new content. PoolSizeError past capacity,
         BlockSealedError on a sealed block, PoolFullError if the pool has no room for the undo log.
         """
-        cdef rpmp_pool *pool = self._p()
-        self._live_check(block)
-        cdef Py_buffer view
-        cdef int rc
-        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-        self._hold(block)  # the GIL is let go: no free() or close() meanwhile
-        try:
-            with nogil:
-                rc = rpmp_block_tx_write(pool, block, offset, view.buf, <uint64_t>view.len)
-        finally:
-            self._unhold(block)
-            PyBuffer_Release(&view)
-        _check(rc)
+        self._copy_in(block, offset, data, True)
 
     def append(self, uint64_t block, data):
         """Persist `data` at the end of the block's published bytes; returns the offset it landed at."""
