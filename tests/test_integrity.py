@@ -66,6 +66,13 @@ def record_offsets(c: Client, partition: int, node=None) -> list[int]:
     return out
 
 
+def restart_flipped(node_factory, node, offset: int, mask: int = 0x01):
+    """Stop a node, flip bits of its pool file at `offset` while it is down, and start it again on it."""
+    node.stop()
+    flip(node.pool, offset, mask)
+    return node_factory(pool=node.pool)
+
+
 def stop_and_log(node) -> str:
     """Stop a node and return what it logged."""
     node.proc.send_signal(signal.SIGTERM)
@@ -165,9 +172,7 @@ def test_stopped_node_finds_a_flipped_payload_at_open(node_factory):
         push_attempt(c, 0, 0, 7, segments(3, 5))
         push_attempt(c, 1, 0, 7, segments(3, 6))
         off = record_offsets(c, 0)[1]
-    node.stop()
-    flip(node.pool, off + RECORD_HEADER + 10)
-    node2 = node_factory(pool=node.pool)
+    node2 = restart_flipped(node_factory, node, off + RECORD_HEADER + 10)
     with Client(node2.addr) as c:
         assert integrity(c)["corrupt_records"] == 1
         with pytest.raises(CorruptError):
@@ -183,9 +188,7 @@ def test_a_lost_tail_is_never_a_short_answer(node_factory):
         c.register_shuffle(APP, 1, 1)
         push_attempt(c, 0, 0, 7, datas)
         offs = record_offsets(c, 0)
-    node.stop()
-    flip(node.pool, offs[2])  # the magic of the third record
-    node2 = node_factory(pool=node.pool)
+    node2 = restart_flipped(node_factory, node, offs[2])  # the magic of the third record
     with Client(node2.addr) as c:
         st = integrity(c)
         assert st["corrupt_records"] == 1 and st["lost_record_bytes"] == len(datas[2])  # skipped, length trusted
@@ -200,9 +203,8 @@ def test_a_flipped_length_loses_the_rest_of_the_block_loudly(node_factory):
         c.register_shuffle(APP, 1, 1)
         push_attempt(c, 0, 0, 7, datas)
         offs = record_offsets(c, 0)
-    node.stop()
-    flip(node.pool, offs[1] + 20 + 2, 0x40)  # record 1's length: its end no longer lands on a record
-    node2 = node_factory(pool=node.pool)
+    node2 = restart_flipped(node_factory, node, offs[1] + 20 + 2, 0x40)  # record 1's length: its end no
+    # longer lands on a record
     with Client(node2.addr) as c:
         assert integrity(c)["lost_record_bytes"] > 0
         with pytest.raises(IncompleteError, match="final segment missing"):
@@ -252,9 +254,7 @@ def test_a_value_flipped_while_stopped_is_corrupt_not_missing(node_factory):
     with Client(node.addr) as c:
         c.put("k", value)
         c.put("k2", b"intact")
-    node.stop()
-    flip(node.pool, find(node.pool, value[:64]) + 10)
-    node2 = node_factory(pool=node.pool)
+    node2 = restart_flipped(node_factory, node, find(node.pool, value[:64]) + 10)
     with Client(node2.addr) as c:
         with pytest.raises(CorruptError):
             c.get("k")
@@ -445,9 +445,7 @@ def test_read_of_a_flipped_address_block_is_corrupt_until_freed(node_factory):
         c.free(a)
         b = c.alloc(60_000)
         c.write(b, pattern)
-    node.stop()
-    flip(node.pool, b + HEADER_SIZE + 9)  # and while the node is stopped
-    node2 = node_factory(pool=node.pool)
+    node2 = restart_flipped(node_factory, node, b + HEADER_SIZE + 9)  # and while the node is stopped
     with Client(node2.addr) as c:
         with pytest.raises(CorruptError):
             c.read(b, 1)
