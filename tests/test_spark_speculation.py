@@ -111,6 +111,9 @@ def run_job(spark, group: str, markers: str | None):
                 if time.time() > deadline:
                     raise TimeoutError(f"{marker} did not appear")
                 time.sleep(0.05)
+            # The stalled attempt's executor still has to push what its Python worker emitted before the
+            # marker; on a loaded machine a quick copy could win (and get it killed) before it did.
+            time.sleep(2.0)
             yield from it
             return
         for n, x in enumerate(it):
