@@ -6,9 +6,6 @@
  * prints: ops=<total> seconds=<elapsed> ops_per_s=<rate> errors=<n>
  */
 #define _GNU_SOURCE
-#ifndef RPMP_VERSION /* bench/micro.py passes rpmp.protocol.VERSION */
-#define RPMP_VERSION 2
-#endif
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -20,6 +17,8 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "rpmp_protocol.h" /* generated from rpmp/protocol.py by tests/gen_protocol.py */
 
 static int redis_mode;
 static const char *host, *key;
@@ -74,15 +73,16 @@ static void *run(void *arg) {
     char *buf = malloc(value_bytes + 4096);
     if (redis_mode) {
         req_len = snprintf(req, sizeof req, "*2\r\n$3\r\nGET\r\n$%zu\r\n%s\r\n", klen, key);
-    } else { /* RPMP GET: 32-byte header + meta `bytes key` */
-        memset(req, 0, 32);
-        put_le(req, 0x504D5052u, 4);
+    } else { /* RPMP GET: header (magic u32, version u8, opcode u8, flags u16, request_id u64, meta_len u32,
+              * reserved u32, data_len u64) + meta `bytes key` */
+        memset(req, 0, RPMP_HEADER_SIZE);
+        put_le(req, RPMP_MAGIC, 4);
         req[4] = RPMP_VERSION;
-        req[5] = 0x21;
+        req[5] = RPMP_OP_GET;
         put_le(req + 16, 4 + klen, 4);
-        put_le(req + 32, klen, 4);
-        memcpy(req + 36, key, klen);
-        req_len = 36 + klen;
+        put_le(req + RPMP_HEADER_SIZE, klen, 4);
+        memcpy(req + RPMP_HEADER_SIZE + 4, key, klen);
+        req_len = RPMP_HEADER_SIZE + 4 + klen;
     }
     uint64_t rid = 0;
     while (!stop) {
@@ -97,13 +97,13 @@ static void *run(void *arg) {
             if (buf[0] != '$' || (n = atol(buf + 1)) != value_bytes) { w->errors++; goto out; }
             if (read_full(fd, buf, n + 2)) goto out;
         } else {
-            if (read_full(fd, buf, 32)) goto out;
+            if (read_full(fd, buf, RPMP_HEADER_SIZE)) goto out;
             uint32_t flags = (uint8_t)buf[6] | ((uint8_t)buf[7] << 8);
             uint32_t meta = 0;
             uint64_t data = 0;
             memcpy(&meta, buf + 16, 4);
             memcpy(&data, buf + 24, 8);
-            if ((flags & 2) || (long)data != value_bytes) { w->errors++; goto out; }
+            if ((flags & RPMP_FLAG_ERROR) || (long)data != value_bytes) { w->errors++; goto out; }
             if (read_full(fd, buf, meta + data)) goto out;
         }
         w->ops++;

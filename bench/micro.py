@@ -168,8 +168,9 @@ def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuM
 def loadgen_binary() -> str:
     out = os.path.join(tempfile.gettempdir(), f"rpmp-loadgen-v{VERSION}")
     src = os.path.join(HERE, "loadgen.c")
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
-        subprocess.run(["gcc", "-O2", "-pthread", f"-DRPMP_VERSION={VERSION}", "-o", out, src], check=True)
+    header = os.path.join(HERE, "rpmp_protocol.h")  # generated from rpmp/protocol.py by tests/gen_protocol.py
+    if not os.path.exists(out) or os.path.getmtime(out) < max(os.path.getmtime(src), os.path.getmtime(header)):
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", out, src], check=True)
     return out
 
 

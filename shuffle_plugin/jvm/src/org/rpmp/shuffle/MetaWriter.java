@@ -52,7 +52,9 @@ public final class MetaWriter {
 
     public MetaWriter str(String s) {
         byte[] b = s.getBytes(StandardCharsets.UTF_8);
-        if (b.length > 0xFFFF) throw new IllegalArgumentException("string longer than 65535 UTF-8 bytes");
+        if (b.length > Protocol.STR_MAX) {
+            throw new IllegalArgumentException("string longer than " + Protocol.STR_MAX + " UTF-8 bytes");
+        }
         u16(b.length);
         ensure(b.length);
         System.arraycopy(b, 0, buf, len, b.length);

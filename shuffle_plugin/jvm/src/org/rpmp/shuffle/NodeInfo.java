@@ -7,9 +7,9 @@ import java.util.Objects;
 public final class NodeInfo implements Serializable {
     private static final long serialVersionUID = 1L;
 
-    public static final int ALIVE = 1;
-    public static final int SUSPECT = 2;
-    public static final int DEAD = 3;
+    public static final int ALIVE = Protocol.STATE_ALIVE;
+    public static final int SUSPECT = Protocol.STATE_SUSPECT;
+    public static final int DEAD = Protocol.STATE_DEAD;
 
     public final String id;
     public final String host;

@@ -23,7 +23,7 @@ public final class Requests {
         int n = app.getBytes(StandardCharsets.UTF_8).length;
         if (n < 1 || n > Protocol.APP_MAX || app.indexOf('/') >= 0 || app.indexOf('\0') >= 0) {
             throw new IllegalArgumentException("bad RPMP application name '" + app
-                + "': needs 1..120 UTF-8 bytes, no '/' and no NUL");
+                + "': needs 1.." + Protocol.APP_MAX + " UTF-8 bytes, no '/' and no NUL");
         }
     }
 
@@ -100,7 +100,9 @@ public final class Requests {
     // Pool API (PUT/GET/DELETE by key, ALLOC/WRITE/READ/FREE by address).
 
     private static void checkKey(byte[] key) {
-        if (key.length < 1 || key.length > 160) throw new IllegalArgumentException("keys are 1..160 bytes");
+        if (key.length < 1 || key.length > Protocol.KEY_MAX) {
+            throw new IllegalArgumentException("keys are 1.." + Protocol.KEY_MAX + " bytes");
+        }
     }
 
     public static byte[] key(byte[] key) {
