@@ -25,11 +25,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from rpmp import _wire as W  # noqa: E402
 from rpmp.protocol import (  # noqa: E402
+    DEFAULT_MAX_DATA,
     END_MAP_ALL,
     FLAG_ERROR,
     FLAG_FORWARDED,
     FLAG_MORE,
     FLAG_RESPONSE,
+    MAGIC,
     MAX_META,
     REQUEST_FIELDS,
     RESPONSE_FIELDS,
@@ -167,7 +169,7 @@ class Builder:
                              "opcode": op, "op": op_name(op)})
 
 
-def raw_header(magic: int = 0x504D5052, version: int = 2, op: int = Op.PING, flags: int = 0, rid: int = 1,
+def raw_header(magic: int = MAGIC, version: int = VERSION, op: int = Op.PING, flags: int = 0, rid: int = 1,
                meta_len: int = 0, reserved: int = 0, data_len: int = 0) -> bytes:
     return struct.pack("<IBBHQIIQ", magic, version, op, flags, rid, meta_len, reserved, data_len)
 
@@ -183,7 +185,7 @@ def build() -> tuple[dict[str, bytes], dict]:
 
     # ---- control
     b.request("hello_req", Op.HELLO, (VERSION, "rpmp-java/0.1"))
-    b.response("hello_resp", Op.HELLO, (VERSION, "10.0.0.1:7070", 256 << 20))
+    b.response("hello_resp", Op.HELLO, (VERSION, "10.0.0.1:7070", DEFAULT_MAX_DATA))
     b.request("ping_req", Op.PING, ())
     b.response("ping_resp", Op.PING, ())
     b.request("stats_req", Op.STATS, ())
@@ -269,7 +271,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.invalid("invalid_reserved", raw_header(reserved=1), ErrorCode.BAD_FRAME, "reserved field = 1")
     b.invalid("invalid_meta_too_large", raw_header(op=Op.PUSH, meta_len=MAX_META + 1), ErrorCode.TOO_LARGE,
               "meta_len = 1 MiB + 1 (header only)", Op.PUSH)
-    b.invalid("invalid_data_too_large", raw_header(op=Op.PUT, meta_len=0, data_len=(256 << 20) + 1),
+    b.invalid("invalid_data_too_large", raw_header(op=Op.PUT, meta_len=0, data_len=DEFAULT_MAX_DATA + 1),
               ErrorCode.TOO_LARGE, "data_len = 256 MiB + 1 with the default max_data (header only)", Op.PUT)
     cut = good_push[:20]
     b.invalid("invalid_push_truncated_meta", raw_header(op=Op.PUSH, meta_len=len(cut)) + cut, ErrorCode.BAD_FRAME,

@@ -26,10 +26,9 @@ from rpmp.client import (
     IncompleteError,
     RpmpError,
 )
-from rpmp.protocol import FLAG_FORWARDED, SEQ_LAST, ErrorCode, Node, Op
+from rpmp.protocol import FLAG_FORWARDED, MAGIC, RECORD_HEADER_SIZE, SEQ_LAST, VERSION, ErrorCode, Node, Op
 
 APP = "app-integrity-1"
-RECORD_HEADER = 32
 
 
 def flip(path: str, offset: int, mask: int = 0x01) -> None:
@@ -59,8 +58,8 @@ def record_offsets(c: Client, partition: int, node=None) -> list[int]:
             pos = 0
             while pos < b.used:
                 out.append(b.file_offset + pos)
-                _, _, _, n, _ = W.unpack_record_header(os.pread(fd, RECORD_HEADER, b.file_offset + pos))
-                pos += RECORD_HEADER + n
+                _, _, _, n, _ = W.unpack_record_header(os.pread(fd, RECORD_HEADER_SIZE, b.file_offset + pos))
+                pos += RECORD_HEADER_SIZE + n
     finally:
         os.close(fd)
     return out
@@ -103,11 +102,11 @@ def test_fetch_of_a_flipped_record_is_corrupt_counted_and_quarantined(node):
         c.register_shuffle(APP, 1, 1)
         push_attempt(c, 0, 0, 7, datas)
         offsets = record_offsets(c, 0)
-        flip(node.pool, offsets[2] + RECORD_HEADER + 100)
+        flip(node.pool, offsets[2] + RECORD_HEADER_SIZE + 100)
         with pytest.raises(CorruptError, match=r"record \(0, 7, 2\) of shuffle 1 .* fails its checksum on node"):
             c.fetch(APP, 1, 0)
         assert integrity(c)["corrupt_records"] == 1
-        flip(node.pool, offsets[2] + RECORD_HEADER + 100)  # repaired bytes: still quarantined, never served
+        flip(node.pool, offsets[2] + RECORD_HEADER_SIZE + 100)  # repaired bytes: still quarantined, never served
         with pytest.raises(CorruptError, match="quarantined"):
             c.fetch(APP, 1, 0, attempts=[7])
         assert integrity(c)["corrupt_records"] == 1  # counted once
@@ -125,7 +124,7 @@ def test_a_large_fetch_is_verified_off_the_loop_and_still_caught(node):
         c.register_shuffle(APP, 1, 1)
         push_attempt(c, 0, 0, 7, datas)
         assert [bytes(s.data) for s in c.fetch(APP, 1, 0, attempts=[7])] == datas
-        flip(node.pool, record_offsets(c, 0)[5] + RECORD_HEADER + 599_999, 0x80)
+        flip(node.pool, record_offsets(c, 0)[5] + RECORD_HEADER_SIZE + 599_999, 0x80)
         with pytest.raises(CorruptError):
             c.fetch(APP, 1, 0)
         c.ping()  # the node and the connection pool are fine
@@ -143,7 +142,7 @@ def test_reader_falls_back_to_the_replica_and_names_the_bad_copy(node_factory):
         push_attempt(c, 0, 0, 7, datas, placement=pl)
         primary = pl.primary(0)
         prim_proc = seed if primary.node_id == seed.addr else other
-        flip(prim_proc.pool, record_offsets(c, 0, node=primary.node_id)[1] + RECORD_HEADER + 5)
+        flip(prim_proc.pool, record_offsets(c, 0, node=primary.node_id)[1] + RECORD_HEADER_SIZE + 5)
         got = c.fetch(APP, 1, 0, attempts=[7], placement=pl)
         assert [bytes(s.data) for s in got] == datas  # the replica's intact copy
         assert integrity(c, node=primary.node_id)["corrupt_records"] == 1
@@ -160,7 +159,7 @@ def test_client_detects_corruption_a_node_does_not_check(node_factory):
         c.register_shuffle(APP, 1, 1)
         datas = segments(2, 4)
         push_attempt(c, 0, 0, 7, datas)
-        flip(node.pool, record_offsets(c, 0)[0] + RECORD_HEADER)
+        flip(node.pool, record_offsets(c, 0)[0] + RECORD_HEADER_SIZE)
         with pytest.raises(CorruptError, match=rf"record \(0, 7, 0\) of partition 0 from node {node.addr}"):
             c.fetch(APP, 1, 0)
 
@@ -172,7 +171,7 @@ def test_stopped_node_finds_a_flipped_payload_at_open(node_factory):
         push_attempt(c, 0, 0, 7, segments(3, 5))
         push_attempt(c, 1, 0, 7, segments(3, 6))
         off = record_offsets(c, 0)[1]
-    node2 = restart_flipped(node_factory, node, off + RECORD_HEADER + 10)
+    node2 = restart_flipped(node_factory, node, off + RECORD_HEADER_SIZE + 10)
     with Client(node2.addr) as c:
         assert integrity(c)["corrupt_records"] == 1
         with pytest.raises(CorruptError):
@@ -347,7 +346,7 @@ def test_staging_memory_is_bounded_across_connections(node_factory):
     hogs = []
     for i in range(16):
         s = socket.create_connection((node.host, node.port))
-        s.sendall(struct.pack("<IBBHQIIQ", 0x504D5052, 2, Op.PUT, 0, i, (1 << 20) - 8, 0, 0) + b"a" * 100_000)
+        s.sendall(struct.pack("<IBBHQIIQ", MAGIC, VERSION, Op.PUT, 0, i, (1 << 20) - 8, 0, 0) + b"a" * 100_000)
         hogs.append(s)
     with Client(node.addr) as c:
         wait_for(lambda: c.stats()["counters"]["staging_waits"] >= 1, what="a connection waiting for staging")

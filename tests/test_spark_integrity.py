@@ -30,12 +30,12 @@ pytest.importorskip("pyspark")
 
 from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
 
+from rpmp.protocol import RECORD_MAGIC, SEQ_INDEX  # noqa: E402
+
 N = 30_000
 KEYS = 101
 PARTITIONS = 6
 RECORD = struct.Struct("<IIQIIQ")  # magic, map_index, attempt, seq, length, checksum (PROTOCOL.md)
-RECORD_MAGIC = 0x31474553
-SEQ_LAST = 1 << 31
 
 
 def session(nodes: list[str], replicas: int, name: str):
@@ -115,7 +115,7 @@ def pick_tail(records: list[tuple]) -> tuple:
     several = [rs for rs in by_attempt.values() if len(rs) >= 2]
     assert several, f"no attempt pushed several segments: {records[:10]}"
     rs = max(several, key=len)
-    return max(rs, key=lambda r: r[3] & (SEQ_LAST - 1))
+    return max(rs, key=lambda r: r[3] & SEQ_INDEX)
 
 
 def flip_magic(pool: str, offset: int) -> None:
