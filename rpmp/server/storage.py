@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from rpmp import _pool
 from rpmp import _wire as W
 from rpmp._pool import DEFAULT_BLOCK_CAPACITY, Pool, PoolBusyError
+from rpmp.protocol import RECORD_MAGIC
 
 log = logging.getLogger("rpmp.storage")
 
 RECORD = struct.Struct("<IIQIIQ")  # magic, map_index, attempt, seq, length, checksum
-RECORD_MAGIC = 0x31474553  # "SEG1"
-RECORD_HEADER = RECORD.size
+RECORD_HEADER = RECORD.size  # PROTOCOL.md "records": 32
 MAGIC = struct.Struct("<I")
 SKEY = struct.Struct("<cIII")  # b"S", shuffle, partition, block seq; then the app name
 MKEY = struct.Struct("<cIB")  # b"M", shuffle, copy (0 or 1); then the app name
