@@ -20,7 +20,7 @@ from rpmp import _pool
 from rpmp import _wire as W
 from rpmp import protocol as P
 from rpmp.protocol import ErrorCode, Op, ProtocolError
-from rpmp.server.network import Busy, FileRange, Reply, Sink
+from rpmp.server.contract import Busy, FileRange, Reply, Sink
 from rpmp.server.storage import Storage, StorageError
 
 log = logging.getLogger("rpmp.controller")
@@ -69,7 +69,8 @@ def _mapped(fn):
 
 
 class Controller:
-    def __init__(self, storage: Storage, membership, peers, config):
+    def __init__(self, storage: Storage, membership, peers, config,
+                 network_counters: Callable[[], dict[str, int]] = dict):
         self.storage = storage
         self.membership = membership
         self.peers = peers  # PeerPool: async requests to other nodes
@@ -78,7 +79,7 @@ class Controller:
         self.counters = {"pushes": 0, "push_bytes": 0, "duplicates": 0, "fetches": 0, "fetch_bytes": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
                          "replica_errors": 0}
-        self.extra_counters: dict[str, int] = {}  # the network layer's, shown by STATS too
+        self.network_counters = network_counters  # the network layer's, shown by STATS too
         handlers = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
             Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
@@ -134,7 +135,7 @@ class Controller:
         st = self.storage.stats()
         st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
-                  counters={**self.counters, **self.extra_counters})
+                  counters={**self.counters, **self.network_counters()})
         return Reply(data=[json.dumps(st).encode()])
 
     def _members(self, flags, meta) -> Reply:

@@ -33,81 +33,19 @@ import os
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from rpmp import _wire as W
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, ProtocolError
+from rpmp.server.contract import Busy, FileRange, Reply, Sink, nbytes
 
 log = logging.getLogger("rpmp.network")
 
 INITIAL_STAGING = 64 << 10
-DISCARD_CHUNK = 256 << 10
 SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport than through a sendfile round
 FRAMES_PER_TURN = 32  # frames one connection may have handled before the loop turns to the others
 MIN_RATE = 8 << 20  # bytes/s a frame's data part must arrive at, at least, on top of frame_timeout
 EVICT_IDLE = 5.0  # seconds without a byte before a connection may make room for a new one
-_scratch = memoryview(bytearray(DISCARD_CHUNK))
-
-
-class Busy(Exception):
-    """Raised by a handler's begin_data: no room for this frame's data yet; the connection waits for room."""
-
-
-@dataclass(frozen=True, slots=True)
-class FileRange:
-    """Bytes of the pool file at `offset`, also mapped as `view` (which pins them while the reply is sent).
-
-    The network layer sends them with sendfile(2) when it has the pool file open, else writes `view`.
-    """
-
-    view: memoryview
-    offset: int
-
-    @property
-    def nbytes(self) -> int:
-        return self.view.nbytes
-
-
-def _nbytes(d) -> int:
-    return d.nbytes if isinstance(d, (memoryview, FileRange)) else len(d)
-
-
-@dataclass
-class Reply:
-    """One response frame (or, with `frames`, a stream of them: all but the last carry MORE)."""
-
-    meta: bytes = b""
-    data: Sequence = ()
-    frames: list[tuple[bytes, Sequence]] | None = None
-
-
-@dataclass
-class Sink:
-    """Where a request's data part goes while it arrives, and what to do once it is all there."""
-
-    view: memoryview  # the destination (len == data_len), or a scratch chunk when discarding
-    length: int
-    on_chunk: Callable[[memoryview], None] | None = None  # sees each received chunk (hashing)
-    on_done: Callable[[], Reply | Awaitable[Reply]] | None = None
-    on_abort: Callable[[], None] | None = None  # the connection died before the data was complete
-    error: ProtocolError | None = None  # discard the data, then answer with this error
-    pos: int = 0
-    discard: bool = field(default=False)
-
-    @classmethod
-    def discarding(cls, length: int, error: ProtocolError) -> Sink:
-        return cls(_scratch, length, error=error, discard=True)
-
-    def target(self) -> memoryview:
-        if self.discard:
-            return _scratch[: min(DISCARD_CHUNK, self.length - self.pos)]
-        return self.view[self.pos:]
-
-    def received(self, n: int) -> None:
-        if not self.discard and self.on_chunk is not None:
-            self.on_chunk(self.view[self.pos:self.pos + n])
-        self.pos += n
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -366,7 +304,7 @@ class Connection(asyncio.BufferedProtocol):
         last = len(frames) - 1
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-            out.append(W.frame(op, flags, rid, meta, sum(_nbytes(d) for d in data)))
+            out.append(W.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)))
             out.extend(d.view if isinstance(d, FileRange) else d for d in data)
         self.transport.writelines(out)
 
@@ -396,7 +334,7 @@ class Connection(asyncio.BufferedProtocol):
             last = len(reply.frames) - 1
             for i, (meta, data) in enumerate(reply.frames):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-                parts = [W.frame(op, flags, rid, meta, sum(_nbytes(d) for d in data)), *data]
+                parts = [W.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
                     if isinstance(part, FileRange):
                         ok = await self._out(fd, part.nbytes, lambda pos, r=part: os.sendfile(
@@ -575,12 +513,11 @@ class NetworkServer:
                     self.connections.discard(conn)
                     conn.transport.close()
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, sock: socket.socket) -> None:
+        """Serve connections on a bound, listening socket."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), host, port, reuse_address=True,
-                                               backlog=1024)
+        self.server = await loop.create_server(lambda: Connection(self), sock=sock)
         self._janitor = asyncio.ensure_future(self._watch())
-        return self.server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
         if self._janitor is not None:

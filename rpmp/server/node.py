@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 from rpmp import _wire as W
@@ -31,28 +32,34 @@ class RpmpNode:
         self._janitor: asyncio.Task | None = None
 
     async def start(self) -> None:
+        """Build the node in one pass: bind (the node id names the port; a port in use fails before the pool
+        is touched), open storage, then membership, the controller and the network over them."""
         cfg = self.config
-        self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open)
-        rec = self.storage.pool.recovery
-        if any(rec.values()):
-            log.info("pool %s recovered: %s", cfg.pool, rec)
-        # The controller needs the membership and the membership needs the port: bind first.
-        self.network = NetworkServer(None, cfg.max_data, cfg.max_connections,
-                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout,
-                                     staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
-                                     idle_timeout=cfg.idle_timeout)
-        self.port = await self.network.start(cfg.host, cfg.port)
+        sock = socket.create_server((cfg.host, cfg.port), backlog=1024)  # SO_REUSEADDR, as a restart needs
+        self.port = sock.getsockname()[1]
         if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
             cfg.node_id = f"{cfg.host}:{self.port}"
         cfg.port = self.port
-        self.storage.name = cfg.node_id
-        self.storage.on_room = self.network.room_freed
+        try:
+            self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
+                                   on_room=lambda: self.network.room_freed())
+        except BaseException:
+            sock.close()
+            raise
+        rec = self.storage.pool.recovery
+        if any(rec.values()):
+            log.info("pool %s recovered: %s", cfg.pool, rec)
         me = Node(cfg.node_id, cfg.host, self.port, ALIVE)
         seeds = [parse_hostport(s) for s in cfg.seeds]
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat,
                                      probe=self._probe)
-        self.network.handler = Controller(self.storage, self.membership, self.peers, cfg)
-        self.network.handler.extra_counters = self.network.counters
+        controller = Controller(self.storage, self.membership, self.peers, cfg,
+                                network_counters=lambda: self.network.counters)
+        self.network = NetworkServer(controller, cfg.max_data, cfg.max_connections,
+                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout,
+                                     staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
+                                     idle_timeout=cfg.idle_timeout)
+        await self.network.start(sock)
         self.membership.start()
         self._janitor = asyncio.ensure_future(self._retry_frees())
         log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s", cfg.node_id, cfg.host, self.port,

@@ -133,10 +133,13 @@ class Reservation:
 class Storage:
     """The node's pool plus the indexes over it."""
 
-    def __init__(self, path: str, size: int, block_capacity: int = DEFAULT_BLOCK_CAPACITY, verify: bool = True):
+    def __init__(self, path: str, size: int, block_capacity: int = DEFAULT_BLOCK_CAPACITY, verify: bool = True,
+                 name: str = "", on_room: Callable[[], None] | None = None):
+        """`name`: the node's id (errors name the node that holds a bad copy); `on_room`: told when room for
+        data still arriving is given back (senders may be waiting for it)."""
         self.pool = Pool.open_or_create(path, size, verify)
         self.path = path
-        self.name = path  # the node's id once it is known: errors name the node that holds the bad copy
+        self.name = name or path
         self.block_capacity = block_capacity
         self.verify_on_open = verify
         self.shuffles: dict[tuple[str, int], Shuffle] = {}
@@ -149,7 +152,7 @@ class Storage:
                          "lost_record_bytes": 0}
         self._kv_version = 0
         self.receiving = 0  # bytes reserved for data parts still arriving
-        self.on_room: Callable[[], None] | None = None  # told when `receiving` goes down (senders may wait)
+        self.on_room = on_room
         capacity = self.pool.stats()["capacity"]
         self.max_receiving = capacity // 2
         # One frame may reserve at most this much: a few stalled senders must not take the whole bound.

@@ -1,0 +1,78 @@
+"""The contract between the network layer and the controller: what a request's handler hands back.
+
+Both sides import this module and nothing of each other: the controller answers with a `Reply` (frames
+of meta and buffers; pool bytes as `FileRange`s the network may send with sendfile(2)), or, for a request
+with a data part, a `Sink` that says where the bytes go while they arrive and what to do once they are
+all there; a handler that has no room for a data part yet raises `Busy`, and the network holds the frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from rpmp.protocol import ProtocolError
+
+DISCARD_CHUNK = 256 << 10
+_scratch = memoryview(bytearray(DISCARD_CHUNK))
+
+
+class Busy(Exception):
+    """Raised by a handler's begin_data: no room for this frame's data yet; the connection waits for room."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """Bytes of the pool file at `offset`, also mapped as `view` (which pins them while the reply is sent).
+
+    The network layer sends them with sendfile(2) when it has the pool file open, else writes `view`.
+    """
+
+    view: memoryview
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.view.nbytes
+
+
+@dataclass
+class Reply:
+    """One response frame (or, with `frames`, a stream of them: all but the last carry MORE)."""
+
+    meta: bytes = b""
+    data: Sequence = ()
+    frames: list[tuple[bytes, Sequence]] | None = None
+
+
+@dataclass
+class Sink:
+    """Where a request's data part goes while it arrives, and what to do once it is all there."""
+
+    view: memoryview  # the destination (len == data_len), or a scratch chunk when discarding
+    length: int
+    on_chunk: Callable[[memoryview], None] | None = None  # sees each received chunk (hashing)
+    on_done: Callable[[], Reply | Awaitable[Reply]] | None = None
+    on_abort: Callable[[], None] | None = None  # the connection died before the data was complete
+    error: ProtocolError | None = None  # discard the data, then answer with this error
+    pos: int = 0
+    discard: bool = field(default=False)
+
+    @classmethod
+    def discarding(cls, length: int, error: ProtocolError) -> Sink:
+        return cls(_scratch, length, error=error, discard=True)
+
+    def target(self) -> memoryview:
+        if self.discard:
+            return _scratch[: min(DISCARD_CHUNK, self.length - self.pos)]
+        return self.view[self.pos:]
+
+    def received(self, n: int) -> None:
+        if not self.discard and self.on_chunk is not None:
+            self.on_chunk(self.view[self.pos:self.pos + n])
+        self.pos += n
+
+
+def nbytes(d) -> int:
+    """Bytes of one part of a reply's data (a bytes-like object, a memoryview or a FileRange)."""
+    return d.nbytes if isinstance(d, (memoryview, FileRange)) else len(d)
