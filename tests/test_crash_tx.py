@@ -68,7 +68,10 @@ def test_tx_writes_are_all_or_nothing_under_sigkill(pool_path):
     Pool.create(pool_path, 64 << 20).close()
     models = [bytearray() for _ in range(TX_BLOCKS)]
     acked = in_flight = rolled_forward = rolled_back = 0
-    for run in range(KILLS):
+    run = -1
+    # KILLS kills at least; more (up to 3x) until a quarter of them landed inside a write: where a kill lands
+    # is up to the scheduler, and a loaded machine lands fewer of them mid-write
+    while (run := run + 1) < KILLS or (in_flight < KILLS // 4 and run < 3 * KILLS):
         seed = rng.randrange(1 << 30)
         lines = run_child_and_kill(pool_path, seed, rng.uniform(0.05, 0.5))
         pending = None  # the write described but not acknowledged
@@ -111,8 +114,8 @@ def test_tx_writes_are_all_or_nothing_under_sigkill(pool_path):
         check = subprocess.run(["pmempool", "check", "-v", pool_path], capture_output=True, text=True)
         assert check.returncode == 0 and "consistent" in check.stdout, check.stdout + check.stderr
     assert acked > KILLS * 5, f"the children wrote too little for the test to mean anything ({acked} writes)"
-    assert in_flight >= KILLS // 4, f"only {in_flight} of {KILLS} kills hit a write in flight"
-    print(f"\n{KILLS} kills, {acked} acknowledged tx writes, {in_flight} kills during a write: "
+    assert in_flight >= KILLS // 4, f"only {in_flight} of {run} kills hit a write in flight"
+    print(f"\n{run} kills, {acked} acknowledged tx writes, {in_flight} kills during a write: "
           f"{rolled_back} rolled back, {rolled_forward} had committed")
 
 
