@@ -7,6 +7,23 @@ import pytest
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
+# Markers by module, in one place: `./dev test -m "not slow"` is the quick subset; CI runs everything.
+MODULE_MARKERS = {
+    "spark": ("test_spark_", "test_session", "test_terasort"),
+    "java": ("test_java_client",),
+    "crash": ("test_crash", "test_soak"),
+    "slow": ("test_spark_", "test_session", "test_terasort", "test_java_client", "test_crash", "test_soak",
+             "test_fuzz", "test_bench_micro", "test_pool_views"),
+}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2]
+        for marker, prefixes in MODULE_MARKERS.items():
+            if module.startswith(prefixes):
+                item.add_marker(marker)
+
 
 @pytest.fixture
 def pool_path(tmp_path):
