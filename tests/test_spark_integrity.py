@@ -32,7 +32,7 @@ from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_exec
 
 from rpmp.protocol import RECORD_MAGIC, SEQ_INDEX  # noqa: E402
 
-N = 30_000
+N = 120_000  # ~5,000 rows per map and partition: several 32 KiB compression blocks, so several segments
 KEYS = 101
 PARTITIONS = 6
 RECORD = struct.Struct("<IIQIIQ")  # magic, map_index, attempt, seq, length, checksum (PROTOCOL.md)
