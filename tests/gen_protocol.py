@@ -114,8 +114,14 @@ def _check_comment(text: str) -> str:
 
 
 def _note(s: Scalar) -> str:
+    """A constant's trailing comment in the generated files: its expression, its comment, and for a magic
+    its bytes as text (both generators use this)."""
     parts = [p for p in (s.expr, s.comment) if p]
-    return _check_comment("; ".join(parts)) if parts else ""
+    note = _check_comment("; ".join(parts)) if parts else ""
+    tag = _ascii_tag(s.value)
+    if tag and (not s.comment or tag not in s.comment):
+        note = f"{tag} little-endian" + (f"; {note}" if note else "")
+    return note
 
 
 def _ascii_tag(value: int) -> str | None:
@@ -161,9 +167,6 @@ def render_java(c: Constants) -> str:
         group = s.group
         jtype, lit = _java_literal(s)
         note = _note(s)
-        tag = _ascii_tag(s.value)
-        if tag and (not s.comment or tag not in s.comment):
-            note = f"{tag} little-endian" + (f"; {note}" if note else "")
         out.append(f"    public static final {jtype} {s.name} = {lit};" + (f"  // {note}" if note else ""))
 
     def block(title: str, items: list[tuple[str, int]], prefix: str, fmt: str) -> None:
@@ -237,9 +240,6 @@ def render_c(c: Constants) -> str:
             out.append("")
         group = s.group
         note = _note(s)
-        tag = _ascii_tag(s.value)
-        if tag and (not s.comment or tag not in s.comment):
-            note = f"{tag} little-endian" + (f"; {note}" if note else "")
         out.append(f"#define RPMP_{s.name} {_c_literal(s)}" + (f" /* {note} */" if note else ""))
 
     def block(title: str, items: list[tuple[str, int]], prefix: str, fmt: str) -> None:
