@@ -39,10 +39,10 @@ HONEST_MAX_LATENCY_S = 5.0
 
 def test_fuzz_node_survives_and_serves(node_factory, monkeypatch):
     monkeypatch.setenv("PYTHONFAULTHANDLER", "1")  # a segfault dumps the node's Python stacks to stderr
-    # 1 GiB: the node admits at most half its pool as reservations for data still arriving, and one attacker
-    # PUT may legitimately claim max_data (256 MiB). The attackers keep at most one such claim (plus < 64 MiB of
-    # smaller lying claims) in flight, so with 1 GiB an honest POOL_FULL means reservations leaked, not that an
-    # attacker used what the node grants anybody. (With 512 MiB, one 256 MiB claim alone fills the half.)
+    # 1 GiB: the node admits at most half its pool as reservations for data still arriving and one frame at most
+    # max(64 MiB, pool/16) of it (a larger claim is refused at once); honest frames that find the half taken
+    # wait for room instead of failing. With 1 GiB an honest POOL_FULL means reservations leaked, not that the
+    # attackers held what the node grants anybody.
     node = node_factory(pool_size="1g")
     watch = StderrWatch(node.proc.stderr)  # drained: a full stderr pipe would block the node's logging
     watch.start()
