@@ -24,15 +24,44 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 
-from rpmp import _wire as W
+from rpmp._wire import (
+    decode_error,
+    decode_fetch_resp,
+    decode_hello_resp,
+    decode_members,
+    decode_partition_info_resp,
+    decode_register_resp,
+    decode_u64,
+    encode_alloc,
+    encode_delete_app,
+    encode_delete_shuffle,
+    encode_fetch,
+    encode_free,
+    encode_hello,
+    encode_key,
+    encode_map_end,
+    encode_partition_info,
+    encode_push,
+    encode_read,
+    encode_register,
+    encode_write,
+    frame,
+    iter_records,
+    unpack_header,
+    xxh3,
+)
 
 try:
     from rpmp._splice import Pipe
+
+    HAVE_SPLICE = True
 except ImportError:  # not Linux, or built without it: every send copies
-    Pipe = None
+    HAVE_SPLICE = False
 from rpmp.protocol import (
     END_MAP_ALL,
     FLAG_ERROR,
@@ -47,6 +76,12 @@ from rpmp.protocol import (
     Op,
     ProtocolError,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
+
+#: A node as the client's methods take it: a Node, a (host, port) pair or "host:port".
+NodeAddr: TypeAlias = Node | tuple[str, int] | str
 
 MAX_REPLY_DATA = 1 << 31
 ZERO_COPY_MIN = 256 << 10  # data parts from this size on are spliced, not copied, into the socket
@@ -88,7 +123,7 @@ class CorruptError(RpmpError):
     """A node's stored copy failed its checksum (the node quarantined it), or a record read back did."""
 
 
-_ERRORS = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
+_ERRORS: dict[int, type[RpmpError]] = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
            ErrorCode.CHECKSUM_MISMATCH: ChecksumMismatchError, ErrorCode.POOL_FULL: PoolFullError,
            ErrorCode.CONFLICT: ConflictError, ErrorCode.UNAVAILABLE: UnavailableError,
            ErrorCode.INCOMPLETE: IncompleteError, ErrorCode.CORRUPT: CorruptError}
@@ -98,7 +133,7 @@ def _error(code: int, message: str) -> RpmpError:
     return _ERRORS.get(code, RpmpError)(code, message)
 
 
-def _addr(node) -> tuple[str, int]:
+def _addr(node: NodeAddr) -> tuple[str, int]:
     if isinstance(node, Node):
         return node.host, node.port
     if isinstance(node, tuple):
@@ -147,26 +182,26 @@ class Connection:
         self._hdr = bytearray(HEADER_SIZE)
         self._hdr_view = memoryview(self._hdr)
         self._rid = 0
-        self._pipe = None
-        self.zero_copy = zero_copy and Pipe is not None
+        self._pipe: Pipe | None = None
+        self.zero_copy = zero_copy and HAVE_SPLICE
         self.broken = False  # a frame went out in part, or replies are left unread: never reuse
         self.reused = False  # taken from the idle pool: the node may have closed it meanwhile
         self.replied = False  # some reply bytes arrived on it
 
-    def send(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> int:
+    def send(self, op: int, meta: bytes = b"", data: ReadableBuffer | None = None, flags: int = 0) -> int:
         self._rid += 1
         self.replied = False
         dlen = 0 if data is None else memoryview(data).nbytes
-        head = W.frame(op, flags, self._rid, meta, dlen)
-        if dlen >= ZERO_COPY_MIN and self.zero_copy:
+        head = frame(op, flags, self._rid, meta, dlen)
+        if data is not None and dlen >= ZERO_COPY_MIN and self.zero_copy:
             self._send_spliced(head, data)
-        elif dlen:
+        elif data is not None and dlen:
             self._sendmsg([head, data])
         else:
             self.sock.sendall(head)
         return self._rid
 
-    def _send_spliced(self, head: bytes, data) -> None:
+    def _send_spliced(self, head: bytes, data: ReadableBuffer) -> None:
         """The header by send, the data part by reference (rpmp._splice): no copy on this side."""
         if self._pipe is None:
             self._pipe = Pipe()
@@ -178,7 +213,7 @@ class Connection:
             self.broken = True
             raise ConnectionError(f"sending to {self.host}:{self.port} failed: {e}") from e
 
-    def _sendmsg(self, bufs: list) -> None:
+    def _sendmsg(self, bufs: list[ReadableBuffer]) -> None:
         views = [memoryview(b).cast("B") for b in bufs]
         while views:
             sent = self.sock.sendmsg(views)
@@ -207,7 +242,7 @@ class Connection:
         """One response frame: (flags, meta, data). Error frames raise."""
         self._recv_into(self._hdr_view)
         try:
-            rop, flags, rrid, meta_len, data_len = W.unpack_header(self._hdr, MAX_REPLY_DATA)
+            rop, flags, rrid, meta_len, data_len = unpack_header(self._hdr, MAX_REPLY_DATA)
         except ProtocolError as e:
             raise RpmpError(e.code, f"bad response frame from {self.host}:{self.port}: {e.message}") from None
         if not flags & FLAG_RESPONSE:
@@ -220,13 +255,14 @@ class Connection:
             data = pa.allocate_buffer(data_len)
             self._recv_into(memoryview(data))
         if flags & FLAG_ERROR:
-            code, message = W.decode_error(bytes(meta))
+            code, message = decode_error(bytes(meta))
             raise _error(code, message)
         if rrid != rid or rop != op:
             raise RpmpError(ErrorCode.BAD_FRAME, f"response for request {rrid} op {rop:#x}, expected {rid} op {op:#x}")
         return flags, bytes(meta), data
 
-    def call(self, op: int, meta: bytes = b"", data=None, flags: int = 0) -> tuple[bytes, pa.Buffer | None]:
+    def call(self, op: int, meta: bytes = b"", data: ReadableBuffer | None = None,
+             flags: int = 0) -> tuple[bytes, pa.Buffer | None]:
         rid = self.send(op, meta, data, flags)
         _, rmeta, rdata = self.recv(op, rid)
         return rmeta, rdata
@@ -240,9 +276,9 @@ class Connection:
 class Client:
     """Talks to one or more RPMP nodes; safe to share between threads."""
 
-    def __init__(self, nodes: str | Iterable = "127.0.0.1:7077", timeout: float = 120.0, max_idle: int = 8,
-                 zero_copy: bool = True):
-        items = nodes.split(",") if isinstance(nodes, str) else list(nodes)
+    def __init__(self, nodes: str | Iterable[NodeAddr] = "127.0.0.1:7077", timeout: float = 120.0,
+                 max_idle: int = 8, zero_copy: bool = True):
+        items: list[NodeAddr] = list(nodes.split(",")) if isinstance(nodes, str) else list(nodes)
         self.nodes = [_addr(n) for n in items if str(n).strip()]
         if not self.nodes:
             raise ValueError("no RPMP node given")
@@ -255,7 +291,8 @@ class Client:
     def __enter__(self) -> Client:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:
@@ -266,7 +303,7 @@ class Client:
             c.close()
 
     @contextmanager
-    def connection(self, node=None) -> Iterator[Connection]:
+    def connection(self, node: NodeAddr | None = None) -> Iterator[Connection]:
         """A pooled connection to `node` (default: the first node); dropped if the caller fails mid-way."""
         key = _addr(node) if node is not None else self.nodes[0]
         with self._lock:
@@ -290,7 +327,7 @@ class Client:
         else:
             self._release(key, conn)
 
-    def _release(self, key, conn: Connection) -> None:
+    def _release(self, key: tuple[str, int], conn: Connection) -> None:
         if conn.broken:
             conn.close()
             return
@@ -301,7 +338,8 @@ class Client:
                 return
         conn.close()
 
-    def _call(self, op: int, meta: bytes = b"", data=None, node=None) -> tuple[bytes, pa.Buffer | None]:
+    def _call(self, op: int, meta: bytes = b"", data: ReadableBuffer | None = None,
+              node: NodeAddr | None = None) -> tuple[bytes, pa.Buffer | None]:
         conn = None
         try:
             with self.connection(node) as conn:
@@ -313,7 +351,7 @@ class Client:
         with self.connection(node) as conn:
             return conn.call(op, meta, data)
 
-    def _drop_idle(self, node) -> None:
+    def _drop_idle(self, node: NodeAddr | None) -> None:
         key = _addr(node) if node is not None else self.nodes[0]
         with self._lock:
             conns = self._idle.pop(key, [])
@@ -321,51 +359,52 @@ class Client:
             c.close()
 
     # ---- control --------------------------------------------------------------------------------
-    def hello(self, node=None) -> dict:
-        meta, _ = self._call(Op.HELLO, W.encode_hello(VERSION, "rpmp-python"), node=node)
-        version, node_id, max_data = W.decode_hello_resp(meta)
+    def hello(self, node: NodeAddr | None = None) -> dict[str, int | str]:
+        meta, _ = self._call(Op.HELLO, encode_hello(VERSION, "rpmp-python"), node=node)
+        version, node_id, max_data = decode_hello_resp(meta)
         return {"version": version, "node_id": node_id, "max_data": max_data}
 
-    def ping(self, node=None) -> None:
+    def ping(self, node: NodeAddr | None = None) -> None:
         self._call(Op.PING, node=node)
 
-    def stats(self, node=None) -> dict:
+    def stats(self, node: NodeAddr | None = None) -> dict[str, Any]:
         import json
 
         _, data = self._call(Op.STATS, node=node)
         return json.loads(data.to_pybytes()) if data is not None else {}
 
-    def members(self, node=None) -> tuple[int, list[Node]]:
+    def members(self, node: NodeAddr | None = None) -> tuple[int, list[Node]]:
         meta, _ = self._call(Op.MEMBERS, node=node)
-        epoch, nodes = W.decode_members(meta)
+        epoch, nodes = decode_members(meta)
         return epoch, list(nodes)
 
     # ---- shuffle --------------------------------------------------------------------------------
     def register_shuffle(self, app: str, shuffle: int, num_partitions: int, replicas: int = 1,
-                         node=None) -> Placement:
-        meta, _ = self._call(Op.REGISTER_SHUFFLE, W.encode_register(app, shuffle, num_partitions, replicas),
+                         node: NodeAddr | None = None) -> Placement:
+        meta, _ = self._call(Op.REGISTER_SHUFFLE, encode_register(app, shuffle, num_partitions, replicas),
                              node=node)
-        epoch, nodes, prefs = W.decode_register_resp(meta)
+        epoch, nodes, prefs = decode_register_resp(meta)
         return Placement(epoch, tuple(nodes), tuple(tuple(p) for p in prefs))
 
-    def _target(self, placement: Placement | None, partition: int, node):
+    def _target(self, placement: Placement | None, partition: int, node: NodeAddr | None) -> NodeAddr | None:
         if node is not None:
             return node
         return placement.primary(partition) if placement is not None else None
 
-    def push(self, app: str, shuffle: int, partition: int, map_index: int, attempt: int, seq: int, data,
-             placement: Placement | None = None, node=None, last: bool = False) -> None:
+    def push(self, app: str, shuffle: int, partition: int, map_index: int, attempt: int, seq: int,
+             data: ReadableBuffer, placement: Placement | None = None, node: NodeAddr | None = None,
+             last: bool = False) -> None:
         """Push one segment (checksummed here) to the partition's primary node; `last` marks the attempt's
         final segment for this partition (readers that pass `attempts` to fetch require it)."""
-        checksum = W.xxh3(data)
-        meta = W.encode_push(app, shuffle, partition, map_index, attempt, seq | (SEQ_LAST if last else 0), checksum)
+        checksum = xxh3(data)
+        meta = encode_push(app, shuffle, partition, map_index, attempt, seq | (SEQ_LAST if last else 0), checksum)
         self._call(Op.PUSH, meta, data, node=self._target(placement, partition, node))
 
-    def push_many(self, app: str, shuffle: int, segments: Iterable[tuple[int, int, int, int, object]],
-                  placement: Placement | None = None, node=None, window: int = 16) -> int:
+    def push_many(self, app: str, shuffle: int, segments: Iterable[tuple[int, int, int, int, ReadableBuffer]],
+                  placement: Placement | None = None, node: NodeAddr | None = None, window: int = 16) -> int:
         """Push (partition, map_index, attempt, seq, data) segments, up to `window` in flight per node
         (`seq | SEQ_LAST` marks an attempt's final segment for a partition)."""
-        by_node: dict[tuple[str, int], list] = {}
+        by_node: dict[tuple[str, int], list[tuple[int, int, int, int, ReadableBuffer]]] = {}
         for seg in segments:
             target = self._target(placement, seg[0], node)
             by_node.setdefault(_addr(target) if target is not None else self.nodes[0], []).append(seg)
@@ -375,7 +414,7 @@ class Client:
                 pending: deque[int] = deque()
                 try:
                     for p, m, a, s, data in segs:
-                        meta = W.encode_push(app, shuffle, p, m, a, s, W.xxh3(data))
+                        meta = encode_push(app, shuffle, p, m, a, s, xxh3(data))
                         pending.append(conn.send(Op.PUSH, meta, data))
                         if len(pending) >= window:
                             conn.recv(Op.PUSH, pending.popleft())
@@ -388,40 +427,41 @@ class Client:
         return count
 
     def map_end(self, app: str, shuffle: int, map_index: int, attempt: int,
-                counts: Iterable[tuple[int, int, int]], node=None) -> None:
+                counts: Iterable[tuple[int, int, int]], node: NodeAddr | None = None) -> None:
         """Tell a node what this map attempt pushed to it: (partition, segments, bytes) per partition."""
-        self._call(Op.MAP_END, W.encode_map_end(app, shuffle, map_index, attempt, list(counts)), node=node)
+        self._call(Op.MAP_END, encode_map_end(app, shuffle, map_index, attempt, list(counts)), node=node)
 
     def iter_fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0,
                        end_map: int = END_MAP_ALL, attempts: Iterable[int] = (),
-                       node=None) -> Iterator[tuple[int, pa.Buffer | None]]:
+                       node: NodeAddr | None = None) -> Iterator[tuple[int, pa.Buffer | None]]:
         """The FETCH reply frame by frame as it arrives: (record count, data buffer) per frame (at most
         16 MiB each), so a large partition can be consumed without holding all of it. Stopping early
         closes the connection (the rest of the reply is not read)."""
-        meta = W.encode_fetch(app, shuffle, partition, start_map, end_map, list(attempts))
+        meta = encode_fetch(app, shuffle, partition, start_map, end_map, list(attempts))
         with self.connection(node) as conn:
             rid = conn.send(Op.FETCH, meta)
             while True:
                 flags, rmeta, data = conn.recv(Op.FETCH, rid)
-                yield W.decode_fetch_resp(rmeta), data
+                yield decode_fetch_resp(rmeta), data
                 if not flags & FLAG_MORE:
                     return
 
     def fetch_raw(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
-                  attempts: Iterable[int] = (), node=None) -> list[tuple[int, pa.Buffer | None]]:
+                  attempts: Iterable[int] = (), node: NodeAddr | None = None) -> list[tuple[int, pa.Buffer | None]]:
         """The whole FETCH reply: (record count, data buffer) per frame."""
         return list(self.iter_fetch_raw(app, shuffle, partition, start_map, end_map, attempts, node))
 
     def fetch(self, app: str, shuffle: int, partition: int, start_map: int = 0, end_map: int = END_MAP_ALL,
-              attempts: Iterable[int] | None = None, placement: Placement | None = None, node=None,
-              verify: bool = True) -> list[Segment]:
+              attempts: Iterable[int] | None = None, placement: Placement | None = None,
+              node: NodeAddr | None = None, verify: bool = True) -> list[Segment]:
         """The segments of one partition: only the given attempts (if any), each (map, attempt, seq) once,
         every checksum verified, and each given attempt that has records whole (indices 0..n-1, the last
         marked SEQ_LAST). A node that cannot give all of that (unreachable, an error, a record that fails its
         checksum, a missing tail) is left for the next one on the placement's preference list; when none
         can, the error names every node tried and what went wrong there."""
         wanted = set(attempts) if attempts else None
-        targets = [node] if node is not None else (placement.nodes_for(partition) if placement else [None])
+        targets: list[NodeAddr | None] = [node] if node is not None else (
+            list(placement.nodes_for(partition)) if placement else [None])
         problems: list[tuple[str, Exception]] = []
         for target in targets:
             host, port = _addr(target) if target is not None else self.nodes[0]
@@ -447,8 +487,8 @@ class Client:
         raise cls(code, f"no node has partition {partition} of shuffle {shuffle} of {app!r} intact: {detail}")
 
     @staticmethod
-    def _records(frames, partition: int, start_map: int, end_map: int, wanted: set | None, verify: bool,
-                 name: str) -> list[Segment]:
+    def _records(frames: Iterable[tuple[int, pa.Buffer | None]], partition: int, start_map: int, end_map: int,
+                 wanted: set[int] | None, verify: bool, name: str) -> list[Segment]:
         out: list[Segment] = []
         seen: set[tuple[int, int, int]] = set()
         for nrec, data in frames:
@@ -458,12 +498,12 @@ class Client:
                 continue
             view = memoryview(data)
             got = 0
-            for m, a, s, start, n, checksum in W.iter_records(view):
+            for m, a, s, start, n, checksum in iter_records(view):
                 got += 1
                 if not (start_map <= m < end_map) or (wanted is not None and a not in wanted) or (m, a, s) in seen:
                     continue
                 payload = view[start:start + n]
-                if verify and W.xxh3(payload) != checksum:
+                if verify and xxh3(payload) != checksum:
                     raise CorruptError(ErrorCode.CORRUPT, f"record ({m}, {a}, {s & SEQ_INDEX}) of partition "
                                        f"{partition} from node {name} fails its checksum")
                 seen.add((m, a, s))
@@ -486,51 +526,52 @@ class Client:
                                       f"{partition} in part: segments {idx[:8]}{'...' if len(idx) > 8 else ''}, "
                                       f"final segment {'marked at ' + str(lasts) if lasts else 'missing'}")
 
-    def partition_info(self, app: str, shuffle: int, partition: int, node=None) -> dict:
-        meta, _ = self._call(Op.PARTITION_INFO, W.encode_partition_info(app, shuffle, partition), node=node)
-        path, records, nbytes, blocks = W.decode_partition_info_resp(meta)
+    def partition_info(self, app: str, shuffle: int, partition: int,
+                       node: NodeAddr | None = None) -> dict[str, Any]:
+        meta, _ = self._call(Op.PARTITION_INFO, encode_partition_info(app, shuffle, partition), node=node)
+        path, records, nbytes, blocks = decode_partition_info_resp(meta)
         return {"pool_path": path, "records": records, "bytes": nbytes, "blocks": list(blocks)}
 
-    def delete_shuffle(self, app: str, shuffle: int, node=None) -> int:
-        meta, _ = self._call(Op.DELETE_SHUFFLE, W.encode_delete_shuffle(app, shuffle), node=node)
-        return W.decode_u64(meta)
+    def delete_shuffle(self, app: str, shuffle: int, node: NodeAddr | None = None) -> int:
+        meta, _ = self._call(Op.DELETE_SHUFFLE, encode_delete_shuffle(app, shuffle), node=node)
+        return decode_u64(meta)
 
-    def delete_app(self, app: str, node=None) -> int:
-        meta, _ = self._call(Op.DELETE_APP, W.encode_delete_app(app), node=node)
-        return W.decode_u64(meta)
+    def delete_app(self, app: str, node: NodeAddr | None = None) -> int:
+        meta, _ = self._call(Op.DELETE_APP, encode_delete_app(app), node=node)
+        return decode_u64(meta)
 
     # ---- key-value ------------------------------------------------------------------------------
-    def put(self, key: str | bytes, value, node=None) -> None:
-        self._call(Op.PUT, W.encode_key(key), value, node=node)
+    def put(self, key: str | bytes, value: ReadableBuffer, node: NodeAddr | None = None) -> None:
+        self._call(Op.PUT, encode_key(key), value, node=node)
 
-    def get(self, key: str | bytes, node=None) -> pa.Buffer:
-        _, data = self._call(Op.GET, W.encode_key(key), node=node)
+    def get(self, key: str | bytes, node: NodeAddr | None = None) -> pa.Buffer:
+        _, data = self._call(Op.GET, encode_key(key), node=node)
         return data if data is not None else pa.py_buffer(b"")
 
-    def delete(self, key: str | bytes, node=None) -> None:
-        self._call(Op.DELETE, W.encode_key(key), node=node)
+    def delete(self, key: str | bytes, node: NodeAddr | None = None) -> None:
+        self._call(Op.DELETE, encode_key(key), node=node)
 
-    def put_table(self, key: str | bytes, table: pa.Table, node=None) -> None:
+    def put_table(self, key: str | bytes, table: pa.Table, node: NodeAddr | None = None) -> None:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         self.put(key, sink.getvalue(), node=node)
 
-    def get_table(self, key: str | bytes, node=None) -> pa.Table:
+    def get_table(self, key: str | bytes, node: NodeAddr | None = None) -> pa.Table:
         return pa.ipc.open_stream(self.get(key, node=node)).read_all()
 
     # ---- pool addresses -------------------------------------------------------------------------
-    def alloc(self, size: int, node=None) -> int:
-        meta, _ = self._call(Op.ALLOC, W.encode_alloc(size), node=node)
-        return W.decode_u64(meta)
+    def alloc(self, size: int, node: NodeAddr | None = None) -> int:
+        meta, _ = self._call(Op.ALLOC, encode_alloc(size), node=node)
+        return decode_u64(meta)
 
-    def write(self, address: int, data, offset: int = 0, node=None) -> None:
-        self._call(Op.WRITE, W.encode_write(address, offset), data, node=node)
+    def write(self, address: int, data: ReadableBuffer, offset: int = 0, node: NodeAddr | None = None) -> None:
+        self._call(Op.WRITE, encode_write(address, offset), data, node=node)
 
-    def read(self, address: int, length: int, offset: int = 0, node=None) -> pa.Buffer:
-        _, data = self._call(Op.READ, W.encode_read(address, offset, length), node=node)
+    def read(self, address: int, length: int, offset: int = 0, node: NodeAddr | None = None) -> pa.Buffer:
+        _, data = self._call(Op.READ, encode_read(address, offset, length), node=node)
         return data if data is not None else pa.py_buffer(b"")
 
-    def free(self, address: int, node=None) -> None:
-        self._call(Op.FREE, W.encode_free(address), node=node)
+    def free(self, address: int, node: NodeAddr | None = None) -> None:
+        self._call(Op.FREE, encode_free(address), node=node)
 

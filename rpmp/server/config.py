@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from rpmp import protocol
 
@@ -57,14 +59,14 @@ class NodeConfig:
             self.node_id = f"{self.host}:{self.port}"
 
     @classmethod
-    def load(cls, path: str | None = None, env: dict | None = None, **overrides) -> NodeConfig:
+    def load(cls, path: str | None = None, env: Mapping[str, str] | None = None, **overrides: object) -> NodeConfig:
         """Build a config from a key = value file, RPMP_<NAME> variables and explicit overrides."""
         values: dict[str, object] = {}
         if path:
             values.update(read_conf_file(path))
-        env = os.environ if env is None else env
+        environ: Mapping[str, str] = os.environ if env is None else env
         for f in fields(cls):
-            v = env.get("RPMP_" + f.name.upper())
+            v = environ.get("RPMP_" + f.name.upper())
             if v is not None:
                 values[f.name] = v
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -91,7 +93,8 @@ def read_conf_file(path: str) -> dict[str, str]:
     return out
 
 
-def _convert(cls, name: str, value: object) -> object:
+def _convert(cls: type[NodeConfig], name: str, value: object) -> Any:
+    """`value` as the field's type (a str from a file or the environment is parsed; anything else is kept)."""
     kinds = {f.name: f.type for f in fields(cls)}
     if name not in kinds:
         raise ValueError(f"unknown setting {name!r} (known: {', '.join(sorted(kinds))})")
