@@ -116,6 +116,8 @@ class ProtocolError(Exception):
 
 
 class NodeState(IntEnum):
+    """A member's state as MEMBERS and HEARTBEAT carry it (a u8); decoders hand back these members."""
+
     ALIVE = 1
     SUSPECT = 2
     DEAD = 3
@@ -128,7 +130,7 @@ class Node:
     node_id: str
     host: str
     port: int
-    state: int = NodeState.ALIVE
+    state: NodeState = NodeState.ALIVE
 
 
 class PartCount(NamedTuple):

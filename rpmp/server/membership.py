@@ -1,9 +1,14 @@
-"""Membership: which nodes are alive, as an epoch-numbered table (DESIGN decision 6).
+"""Membership: which nodes are alive, as an epoch-numbered table.
 
 Every node heartbeats to its seeds; a seed marks a node dead when it has not heard from it for
 `dead_after` seconds. The epoch grows whenever the set of live nodes changes. A node adopts the table
 of the seed that answers with the highest epoch, so all nodes converge on the seeds' view; a node with
-no seeds (a single node, or a seed) is its own authority.
+no seeds (a single node, or a seed) is its own authority. The table only decides where new shuffles
+go: a placement is computed once, at registration, and travels with the shuffle, so a later change of
+the table never moves existing data.
+
+States are the protocol's `NodeState` (what MEMBERS and HEARTBEAT carry); this table only uses ALIVE and
+DEAD (SUSPECT is part of the wire format, for a peer that would report it).
 """
 
 from __future__ import annotations
@@ -14,12 +19,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from rpmp.protocol import ErrorCode, Node, ProtocolError
+from rpmp.protocol import ErrorCode, Node, NodeState, ProtocolError
 from rpmp.ring import HashRing
 
 log = logging.getLogger("rpmp.membership")
 
-ALIVE, SUSPECT, DEAD = 1, 2, 3
+ALIVE = NodeState.ALIVE  # node.py imports it from here: the lead switches it to NodeState.ALIVE, then it goes
 NAME_MAX = 255  # bytes of a node id or host name
 MAX_MEMBERS = 1024  # the table (and so a MEMBERS reply) stays bounded whoever sends heartbeats
 PRUNE_AFTER = 60.0  # seconds (at least; 10 x dead_after) a dead member stays in the table
@@ -69,7 +74,8 @@ class Membership:
 
     # ---- the table ------------------------------------------------------------------------------
     def live(self) -> list[Node]:
-        return sorted((m.node for m in self.members.values() if m.node.state == ALIVE), key=lambda n: n.node_id)
+        return sorted((m.node for m in self.members.values() if m.node.state == NodeState.ALIVE),
+                      key=lambda n: n.node_id)
 
     def nodes(self) -> list[Node]:
         return sorted((m.node for m in self.members.values()), key=lambda n: n.node_id)
@@ -86,7 +92,7 @@ class Membership:
     def _set(self, node: Node, direct: bool) -> bool:
         """Record a node's state; True if the set of live nodes changed."""
         m = self.members.get(node.node_id)
-        was_alive = m is not None and m.node.state == ALIVE
+        was_alive = m is not None and m.node.state == NodeState.ALIVE
         now = time.monotonic()
         if m is None:
             m = self.members[node.node_id] = Member(node, now, direct)
@@ -94,11 +100,11 @@ class Membership:
             m.node, m.direct = node, direct or m.direct
             if direct:
                 m.last_seen = now
-        if node.state == ALIVE:
+        if node.state == NodeState.ALIVE:
             m.dead_since = None
         elif m.dead_since is None:
             m.dead_since = now
-        return was_alive != (node.state == ALIVE)
+        return was_alive != (node.state == NodeState.ALIVE)
 
     def _changed(self, why: str, epoch: int = 0) -> None:
         self.epoch = max(self.epoch + 1, epoch)
@@ -115,11 +121,11 @@ class Membership:
         if node.node_id == self.me.node_id:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: {node.node_id} is this node's own id")
         m = self.members.get(node.node_id)
-        if m is not None and m.node.state == ALIVE and (m.node.host, m.node.port) != (node.host, node.port):
+        if m is not None and m.node.state == NodeState.ALIVE and (m.node.host, m.node.port) != (node.host, node.port):
             raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: node {node.node_id} is alive at "
                                 f"{m.node.host}:{m.node.port}, not {node.host}:{node.port}")
         for other in self.members.values():  # one live node per address: a second id there is an impostor
-            if other.node.node_id != node.node_id and other.node.state == ALIVE \
+            if other.node.node_id != node.node_id and other.node.state == NodeState.ALIVE \
                     and (other.node.host, other.node.port) == (node.host, node.port):
                 raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: {node.host}:{node.port} is the address of "
                                     f"live node {other.node.node_id}, not of {node.node_id}")
@@ -127,13 +133,13 @@ class Membership:
             self.prune(force=True)
             if len(self.members) >= MAX_MEMBERS:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"HEARTBEAT: the member table is full ({MAX_MEMBERS})")
-        if m is not None and m.node.state == ALIVE or self._probe is None:
+        if m is not None and m.node.state == NodeState.ALIVE or self._probe is None:
             self._admit(node)
         else:
             self._check_then_admit(node)
 
     def _admit(self, node: Node) -> None:
-        if self._set(Node(node.node_id, node.host, node.port, ALIVE), direct=True):
+        if self._set(Node(node.node_id, node.host, node.port, NodeState.ALIVE), direct=True):
             self._changed(f"{node.node_id} joined")
 
     def _check_then_admit(self, node: Node) -> None:
@@ -148,9 +154,12 @@ class Membership:
             raise ProtocolError(ErrorCode.UNAVAILABLE, "HEARTBEAT: too many joining nodes are being checked; retry")
         self._probing.add(addr)
 
+        ask = self._probe
+        assert ask is not None  # on_heartbeat admits at once without a probe
+
         async def probe() -> None:
             try:
-                answered = await asyncio.wait_for(self._probe(*addr), PROBE_TIMEOUT)
+                answered = await asyncio.wait_for(ask(*addr), PROBE_TIMEOUT)
             except Exception as e:
                 answered = f"no answer ({type(e).__name__}: {e})"
             finally:
@@ -185,9 +194,9 @@ class Membership:
         now = time.monotonic()
         dead = []
         for m in self.members.values():
-            if m.direct and m.node.node_id != self.me.node_id and m.node.state == ALIVE \
+            if m.direct and m.node.node_id != self.me.node_id and m.node.state == NodeState.ALIVE \
                     and now - m.last_seen > self.dead_after:
-                m.node = Node(m.node.node_id, m.node.host, m.node.port, DEAD)
+                m.node = Node(m.node.node_id, m.node.host, m.node.port, NodeState.DEAD)
                 m.dead_since = now
                 dead.append(m.node.node_id)
         if dead:
@@ -242,7 +251,8 @@ class Membership:
                 log.debug("heartbeat to seed %s:%d failed: %s", host, port, e)
                 continue
             for n in nodes:  # a seed that answers is alive, and we heard it ourselves
-                if (n.host, n.port) == (host, port) and self._set(Node(n.node_id, host, port, ALIVE), True):
+                if (n.host, n.port) == (host, port) \
+                        and self._set(Node(n.node_id, host, port, NodeState.ALIVE), True):
                     self._changed(f"seed {n.node_id} answered")
             if best is None or epoch > best[0]:
                 best = (epoch, nodes)
