@@ -47,7 +47,7 @@ class NodeConfig:
     verify_on_open: bool = True
     verify_push: bool = True
     verify_fetch: bool = True  # FETCH records are checked against their XXH3 before they leave (CORRUPT if not)
-    sendfile: bool = True  # FETCH replies leave the pool file through sendfile(2): no copy on the node
+    sendfile: bool = False  # FETCH replies by sendfile(2) from the pool file (slower on tmpfs: ARCHITECTURE.md)
     send_timeout: float = 120.0  # seconds a client may take nothing of a reply before it is dropped
     frame_timeout: float = 30.0  # seconds a frame may take to arrive (plus 1 s per MiB of data)
     idle_timeout: float = 600.0  # seconds a connection may send nothing before it is closed

@@ -1,7 +1,7 @@
 """The contract between the network layer and the controller: what a request's handler hands back.
 
 Both sides import this module and nothing of each other: the controller answers with a `Reply` (frames
-of meta and buffers; pool bytes as `FileRange`s the network may send with sendfile(2)), or, for a request
+of meta and buffers; pool bytes as `FileRange`s that storage hands out), or, for a request
 with a data part, a `Sink` that says where the bytes go while they arrive and what to do once they are
 all there; a handler that has no room for a data part yet raises `Busy`, and the network holds the frame.
 """
@@ -23,13 +23,16 @@ class Busy(Exception):
 
 @dataclass(frozen=True, slots=True)
 class FileRange:
-    """Bytes of the pool file at `offset`, also mapped as `view` (which pins them while the reply is sent).
+    """Bytes of the pool file: `view` maps them (and pins their block while the reply is sent), `offset` is
+    where they are in the file open as `fd` (None when the pool is not a regular file).
 
-    The network layer sends them with sendfile(2) when it has the pool file open, else writes `view`.
+    Storage hands these out; the network writes `view` (uvloop passes it to writev(2) without a copy in
+    user space), or, when configured to, sends `offset`.. of `fd` with sendfile(2).
     """
 
     view: memoryview
     offset: int
+    fd: int | None = None
 
     @property
     def nbytes(self) -> int:

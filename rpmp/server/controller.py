@@ -20,7 +20,7 @@ from rpmp import _pool
 from rpmp import _wire as W
 from rpmp import protocol as P
 from rpmp.protocol import ErrorCode, Op, ProtocolError
-from rpmp.server.contract import Busy, FileRange, Reply, Sink
+from rpmp.server.contract import Busy, Reply, Sink
 from rpmp.server.storage import Storage, StorageError
 
 log = logging.getLogger("rpmp.controller")
@@ -149,7 +149,7 @@ class Controller:
 
     # ---- shuffles -------------------------------------------------------------------------------
     def _shuffle(self, app: str, sid: int):
-        sh = self.storage.shuffle(app, sid)
+        sh = self.storage.shuffles.get(app, sid)
         if sh is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sid} of app {app!r} is not registered on this node")
         return sh
@@ -190,17 +190,17 @@ class Controller:
         return run()
 
     def _registered(self, app: str, sid: int, nparts: int) -> Reply | None:
-        sh = self.storage.shuffle(app, sid)
+        sh = self.storage.shuffles.get(app, sid)
         if sh is None:
             return None
         if sh.num_partitions != nparts:
             raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {app!r} is registered with "
                                 f"{sh.num_partitions} partitions, not {nparts}")
-        return Reply(self.storage.placement(sh))
+        return Reply(self.storage.shuffles.placement(sh))
 
     def _store_registration(self, app: str, sid: int, nparts: int, replicas: int, placement: bytes,
                             forwarded: bool) -> Reply | Awaitable[Reply]:
-        self.storage.register(app, sid, nparts, replicas, placement)
+        self.storage.shuffles.register(app, sid, nparts, replicas, placement)
         log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
                  " (forwarded)" if forwarded else "")
         if forwarded:
@@ -275,7 +275,7 @@ class Controller:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {P.MAX_SEGMENT}")
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
-        res = self.storage.reserve_record(sh, p, map_index, attempt, seq, data_len, checksum)
+        res = self.storage.shuffles.reserve(sh, p, map_index, attempt, seq, data_len, checksum)
         hasher = xxhash.xxh3_64() if self.config.verify_push else None
 
         def chunk(view: memoryview) -> None:
@@ -285,12 +285,12 @@ class Controller:
         @_mapped
         def done() -> Reply | Awaitable[Reply]:
             if hasher is not None and hasher.intdigest() != checksum:
-                self.storage.abort(res)
+                self.storage.shuffles.abort(res)
                 self.counters["checksum_errors"] += 1
                 raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
                                     f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
                                     f"{hasher.intdigest():#018x} != {checksum:#018x}")
-            stored = self.storage.commit_record(res, checksum)
+            stored = self.storage.shuffles.commit(res, checksum)
             self.counters["pushes"] += 1
             self.counters["push_bytes"] += data_len
             if not stored:
@@ -299,7 +299,7 @@ class Controller:
                 return self._replicate(sh, p, (map_index, attempt, seq), checksum)
             return Reply()
 
-        return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.abort(res))
+        return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.shuffles.abort(res))
 
     def _replicate(self, sh, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
         """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
@@ -308,13 +308,12 @@ class Controller:
         payload is pinned here, before anything can run in between: a delete racing the push must not free
         (and let the allocator reuse) the block the replicas are sent from.
         """
-        view = self.storage.payload(sh, p, ident)
+        view = self.storage.shuffles.payload(sh, p, ident)
         if view is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted "
                                 f"while segment {ident} was pushed")
-        _, nodes, prefs = W.decode_register_resp(self.storage.placement(sh), sh.num_partitions)
         me = self.config.node_id
-        targets = [nodes[i] for i in prefs[p][:sh.replicas] if nodes[i].node_id != me]
+        targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
         meta = W.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
 
         async def run() -> Reply:
@@ -343,7 +342,7 @@ class Controller:
         wrong = []
         for p, segments, nbytes in counts:
             self._partition(sh, p)
-            have = self.storage.map_counts(sh, p, map_index, attempt)
+            have = self.storage.shuffles.map_counts(sh, p, map_index, attempt)
             if have != (segments, nbytes):
                 wrong.append(f"partition {p}: node has {have[0]} segments/{have[1]} bytes, map says "
                              f"{segments}/{nbytes}")
@@ -355,16 +354,16 @@ class Controller:
         app, sid, p, start_map, end_map, attempts = W.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
-        runs = self.storage.select(sh, p, start_map, end_map, attempts)
+        runs = self.storage.shuffles.select(sh, p, start_map, end_map, attempts)
         total = sum(r.view.nbytes for r in runs)
         if not self.config.verify_fetch:
             return self._fetch_reply(runs, total)
         if total <= VERIFY_INLINE_BYTES:
-            return self._checked_fetch(sh, p, runs, total, self.storage.find_corrupt(runs))
+            return self._checked_fetch(sh, p, runs, total, self.storage.shuffles.find_corrupt(runs))
 
         async def verify() -> Reply:  # a large reply is hashed on a worker thread: the loop serves others
             try:
-                bad = await asyncio.get_running_loop().run_in_executor(None, self.storage.find_corrupt, runs)
+                bad = await asyncio.get_running_loop().run_in_executor(None, self.storage.shuffles.find_corrupt, runs)
             except BaseException:
                 for r in runs:
                     r.view.release()
@@ -377,7 +376,7 @@ class Controller:
         if bad:
             for r in runs:
                 r.view.release()
-            raise _storage_error(self.storage.quarantine(sh, p, bad))
+            raise _storage_error(self.storage.shuffles.quarantine(sh, p, bad))
         return self._fetch_reply(runs, total)
 
     def _fetch_reply(self, runs: list, total: int) -> Reply:
@@ -388,7 +387,7 @@ class Controller:
             if cur and cur_bytes + run.view.nbytes > FETCH_FRAME_BYTES:
                 frames.append((W.encode_fetch_resp(cur_records), cur))
                 cur, cur_bytes, cur_records = [], 0, 0
-            cur.append(FileRange(run.view, run.file_offset))
+            cur.append(run.range)
             cur_bytes += run.view.nbytes
             cur_records += len(run.records)
         frames.append((W.encode_fetch_resp(cur_records), cur))
@@ -400,12 +399,12 @@ class Controller:
         app, sid, p = W.decode_partition_info(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
-        blocks, records, nbytes = self.storage.partition_blocks(sh, p)
+        blocks, records, nbytes = self.storage.shuffles.partition_blocks(sh, p)
         return Reply(W.encode_partition_info_resp(self.storage.path, records, nbytes, blocks))
 
     def _delete_shuffle(self, flags, meta) -> Reply | Awaitable[Reply]:
         app, sid = W.decode_delete_shuffle(meta)
-        freed = self.storage.delete_shuffle(app, sid)
+        freed = self.storage.shuffles.delete(app, sid)
         if freed:
             log.info("deleted shuffle %d of %s: %d blocks", sid, app, freed)
         if flags & P.FLAG_FORWARDED:
@@ -414,7 +413,7 @@ class Controller:
 
     def _delete_app(self, flags, meta) -> Reply | Awaitable[Reply]:
         app = W.decode_delete_app(meta)
-        freed = self.storage.delete_app(app)
+        freed = self.storage.shuffles.delete_app(app)
         if freed:
             log.info("deleted app %s: %d blocks", app, freed)
         if flags & P.FLAG_FORWARDED:
@@ -436,26 +435,26 @@ class Controller:
     # ---- key-value and address API --------------------------------------------------------------
     def _put(self, flags, meta, data_len: int) -> Sink:
         key = W.decode_key(meta)
-        res = self.storage.reserve_put(key, data_len)
+        res = self.storage.values.reserve(key, data_len)
 
         @_mapped
         def done() -> Reply:
-            self.storage.commit_put(res)
+            self.storage.values.commit(res)
             self.counters["puts"] += 1
             return Reply()
 
-        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.abort(res))
+        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.values.abort(res))
 
     def _get(self, flags, meta) -> Reply | Awaitable[Reply]:
         key = W.decode_key(meta)
-        block, view, checked = self.storage.get(key, VERIFY_INLINE_BYTES)
+        block, view, checked = self.storage.values.get(key, VERIFY_INLINE_BYTES)
         if checked:
             self.counters["gets"] += 1
             return Reply(data=[view])
 
         async def verify() -> Reply:
             try:
-                ok = await asyncio.get_running_loop().run_in_executor(None, self.storage.block_ok, block)
+                ok = await asyncio.get_running_loop().run_in_executor(None, self.storage.values.block_ok, block)
             except BaseException:
                 view.release()
                 raise
@@ -466,38 +465,38 @@ class Controller:
     def _checked_value(self, key: bytes, block: int, view: memoryview, ok: bool) -> Reply:
         if not ok:
             view.release()
-            raise _storage_error(self.storage.quarantine_value(key, block))
+            raise _storage_error(self.storage.values.quarantine(key, block))
         self.counters["gets"] += 1
         return Reply(data=[view])
 
     def _delete(self, flags, meta) -> Reply:
-        self.storage.delete(W.decode_key(meta))
+        self.storage.values.delete(W.decode_key(meta))
         return Reply()
 
     def _alloc(self, flags, meta) -> Reply:
         size = W.decode_alloc(meta)
-        return Reply(W.encode_u64(self.storage.alloc(size)))
+        return Reply(W.encode_u64(self.storage.addresses.alloc(size)))
 
     def _write(self, flags, meta, data_len: int) -> Sink:
         address, offset = W.decode_write(meta)
-        res = self.storage.reserve_write(address, offset, data_len)
+        res = self.storage.addresses.reserve(address, offset, data_len)
 
         @_mapped
         def done() -> Reply:
-            self.storage.commit_write(res)
+            self.storage.addresses.commit(res)
             return Reply()
 
-        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.abort(res))
+        return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.addresses.abort(res))
 
     def _read(self, flags, meta) -> Reply:
         address, offset, length = W.decode_read(meta)
-        block, view = self.storage.read(address, offset, length)
-        if not self.storage.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
+        block, view = self.storage.addresses.read(address, offset, length)
+        if not self.storage.addresses.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
             view.release()
-            raise _storage_error(self.storage.quarantine_address(block))
+            raise _storage_error(self.storage.addresses.quarantine(block))
         return Reply(data=[view])
 
     def _free(self, flags, meta) -> Reply:
-        self.storage.free(W.decode_free(meta))
+        self.storage.addresses.free(W.decode_free(meta))
         return Reply()
 

@@ -3,9 +3,9 @@
 One `Connection` (an asyncio BufferedProtocol) per client. Headers and meta land in a small per-connection
 staging buffer; a request's data part is received straight into its destination (pool memory for PUSH,
 PUT and WRITE), chunk by chunk, with no Python byte strings in between. Replies are written as lists of
-buffers; with uvloop, views of pool memory go to the socket without a copy. Large replies of pool bytes
-(FETCH) go further: the bytes are named as ranges of the pool file (`FileRange`) and sent with
-sendfile(2), so the node does not even copy them into the socket (the reader's receive is the only copy).
+buffers; with uvloop, views of pool memory (FETCH's `FileRange`s, GET's values) go to writev(2) without a
+copy in user space: the kernel's copy into the socket is the node's only one. With `sendfile` on, large
+FETCH replies leave by sendfile(2) from the ranges' file instead (docs/ARCHITECTURE.md says when that pays).
 
 Bounds, so that one bad client can neither take the node down nor starve the others:
 - memory: a connection's staging buffer starts at 64 KiB and grows (for a large meta part, up to header +
@@ -309,9 +309,10 @@ class Connection(asyncio.BufferedProtocol):
         self.transport.writelines(out)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
-        if self.server.sendfile_fd is None or reply.frames is None:
+        if not self.server.sendfile or reply.frames is None:
             return False
-        return sum(d.nbytes for _, data in reply.frames for d in data if isinstance(d, FileRange)) >= SENDFILE_MIN
+        return sum(d.nbytes for _, data in reply.frames for d in data
+                   if isinstance(d, FileRange) and d.fd is not None) >= SENDFILE_MIN
 
     async def _send_file(self, op: int, rid: int, reply: Reply) -> None:
         """Write a reply past the transport: headers with send, pool bytes with sendfile(2).
@@ -336,15 +337,15 @@ class Connection(asyncio.BufferedProtocol):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
                 parts = [W.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
-                    if isinstance(part, FileRange):
+                    if isinstance(part, FileRange) and part.fd is not None:
                         ok = await self._out(fd, part.nbytes, lambda pos, r=part: os.sendfile(
-                            fd, self.server.sendfile_fd, r.offset + pos, r.nbytes - pos))
+                            fd, r.fd, r.offset + pos, r.nbytes - pos))
                     else:
-                        view = memoryview(part).cast("B")
+                        view = part.view if isinstance(part, FileRange) else memoryview(part).cast("B")
                         ok = await self._out(fd, view.nbytes, lambda pos, v=view: os.write(fd, v[pos:]))
                     if not ok:
                         return
-                    if isinstance(part, FileRange):
+                    if isinstance(part, FileRange) and part.fd is not None:
                         self.server.counters["sendfile_bytes"] += part.nbytes
             self.server.counters["sendfile_replies"] += 1
         finally:
@@ -404,7 +405,7 @@ class Connection(asyncio.BufferedProtocol):
 class NetworkServer:
     """Listens on host:port and hands decoded frames to `handler` (the controller)."""
 
-    def __init__(self, handler, max_data: int, max_connections: int, sendfile_path: str | None = None,
+    def __init__(self, handler, max_data: int, max_connections: int, sendfile: bool = False,
                  send_timeout: float = 120.0, staging_memory: int = 64 << 20, frame_timeout: float = 30.0,
                  idle_timeout: float = 600.0):
         self.handler = handler
@@ -428,10 +429,7 @@ class NetworkServer:
         self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0,
                          "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0,
                          "room_waits": 0}
-        # sendfile(2) needs a regular file (a pool on /dev/shm or an fsdax mount; not a device-DAX).
-        self.sendfile_fd: int | None = None
-        if sendfile_path is not None and os.path.isfile(sendfile_path):
-            self.sendfile_fd = os.open(sendfile_path, os.O_RDONLY | os.O_CLOEXEC)
+        self.sendfile = sendfile  # send FETCH ranges with sendfile(2) (those whose FileRange has a file)
 
     # ---- the node-wide staging budget -----------------------------------------------------------
     def take_staging(self, n: int) -> bool:
@@ -528,6 +526,3 @@ class NetworkServer:
                 if conn.transport is not None:
                     conn.transport.close()
             await self.server.wait_closed()
-        if self.sendfile_fd is not None:
-            os.close(self.sendfile_fd)
-            self.sendfile_fd = None

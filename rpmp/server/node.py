@@ -56,7 +56,7 @@ class RpmpNode:
         controller = Controller(self.storage, self.membership, self.peers, cfg,
                                 network_counters=lambda: self.network.counters)
         self.network = NetworkServer(controller, cfg.max_data, cfg.max_connections,
-                                     sendfile_path=cfg.pool if cfg.sendfile else None, send_timeout=cfg.send_timeout,
+                                     sendfile=cfg.sendfile, send_timeout=cfg.send_timeout,
                                      staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
                                      idle_timeout=cfg.idle_timeout)
         await self.network.start(sock)

@@ -1,0 +1,82 @@
+"""Storage: the node's data in its pool, and the in-memory indexes rebuilt from the pool at open.
+
+One allocator and three stores over it, told apart by the first byte of each block's pool key, so that a
+restart rebuilds everything from the pool alone (the pool's blocks are the only durable state of a node):
+
+- `blocks.Blocks`: allocation, publication and (deferred) freeing of blocks, the index of their sizes, the
+  receive bound, and the pool file ranges FETCH replies are sent from;
+- `shuffles.ShuffleStore`: ``S`` blocks (a partition's records, merged) and ``M`` blocks (registrations);
+- `values.ValueStore`: ``K`` blocks (the key-value API);
+- `addresses.AddressStore`: ``A`` blocks (the address API) and ``W`` scratch blocks.
+
+Everything here runs on the node's event-loop thread, without locks, except the checks documented as
+thread-safe (they only read views the loop made). Pushes to one partition may be in flight on several
+connections at once; each in-flight push holds an open block exclusively (its bytes are published in one
+step when complete), so a half-received push can never be published by another.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from rpmp._pool import DEFAULT_BLOCK_CAPACITY, Pool
+from rpmp.server.storage.addresses import AddressStore
+from rpmp.server.storage.blocks import Blocks, StorageError
+from rpmp.server.storage.shuffles import Record, Run, Shuffle, ShuffleStore
+from rpmp.server.storage.values import ValueStore
+
+__all__ = ["Storage", "StorageError", "Record", "Run", "Shuffle"]
+
+log = logging.getLogger("rpmp.storage")
+
+
+class Storage:
+    """The node's pool, its block allocator, and the shuffle, value and address stores over them."""
+
+    def __init__(self, path: str, size: int, block_capacity: int = DEFAULT_BLOCK_CAPACITY, verify: bool = True,
+                 name: str = "", on_room: Callable[[], None] | None = None):
+        """`verify`: check every sealed block and record at open; `name`: the node's id (errors name the node
+        that holds a bad copy); `on_room`: told when room for data still arriving is given back."""
+        self.pool = Pool.open_or_create(path, size, verify)
+        self.path = path
+        self.name = name or path
+        # Integrity counters (STATS "integrity"), shared by the stores.
+        self.counters = {"corrupt_records": 0, "corrupt_values": 0, "corrupt_registrations": 0,
+                         "lost_record_bytes": 0}
+        self.blocks = Blocks(self.pool, path, on_room)
+        self.shuffles = ShuffleStore(self.blocks, self.name, block_capacity, verify, self.counters)
+        self.values = ValueStore(self.blocks, self.name, self.counters)
+        self.addresses = AddressStore(self.blocks, self.name, self.counters)
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Index every block of the pool and hand it to the store its key's kind names (run once, at open)."""
+        stores = {kind: store for store in (self.shuffles, self.values, self.addresses) for kind in store.KINDS}
+        for info in self.pool:
+            self.blocks.load(info)
+            store = stores.get(info.key[:1])
+            if store is None:
+                log.warning("pool block %#x has an unknown key %r; left alone", info.id, info.key[:16])
+                continue
+            store.load(info)
+        self.shuffles.loaded()
+        corrupt = set(self.pool.corrupt_blocks)  # sealed or checked blocks whose bytes changed while stopped
+        self.values.loaded(corrupt)
+        self.addresses.loaded(corrupt)
+
+    @property
+    def pending_free(self) -> set[int]:
+        return self.blocks.pending_free
+
+    def retry_frees(self) -> int:
+        return self.blocks.retry_frees()
+
+    def stats(self) -> dict:
+        return {"pool": {**self.pool.stats(), "path": self.path}, "apps": self.shuffles.stats(),
+                "values": len(self.values.values), "addresses": len(self.addresses.addresses),
+                "pending_free": len(self.blocks.pending_free), "orphaned_shuffles": len(self.shuffles.orphans),
+                "receiving": self.blocks.receiving, "integrity": dict(self.counters)}
+
+    def close(self) -> None:
+        self.blocks.close()
