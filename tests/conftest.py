@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 
+from rpmp.cluster import LocalNode, StderrMode, new_pool_path
+
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 # Markers by module, in one place: `./dev test -m "not slow"` is the quick subset; CI runs everything.
@@ -35,65 +37,33 @@ def pool_path(tmp_path):
         os.unlink(path)
 
 
-class NodeProcess:
-    """A real `rpmp server` process on loopback, with its pool on /dev/shm."""
+# Nodes of the tests notice a dead peer in 1.5 s (the default is 3 s): tests that kill nodes wait less.
+NODE_ARGS = ["--heartbeat-interval", "0.2", "--dead-after", "1.5"]
 
-    def __init__(self, pool: str, pool_size: str = "256m", seeds: str | None = None, port: int = 0,
-                 extra: list[str] | None = None):
-        import subprocess
-        import sys
 
-        self.pool = pool
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--pool", pool, "--pool-size", pool_size, "--heartbeat-interval", "0.2", "--dead-after", "1.5",
-               *(extra or [])]
-        if seeds:
-            cmd += ["--seeds", seeds]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
-                                     env={**os.environ, "PYTHONPATH": root})
-        line = self.proc.stdout.readline()
-        if not line.startswith("RPMP node listening on"):
-            self.proc.kill()
-            raise RuntimeError(f"node did not start: {line!r} {self.proc.stderr.read()}")
-        self.addr = line.rsplit(" ", 1)[1].strip()
-        self.host, port_s = self.addr.rsplit(":", 1)
-        self.port = int(port_s)
-
-    def stop(self, sig=None) -> int:
-        import signal
-
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig or signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except Exception:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        return self.proc.returncode
+def make_node(pool: str | None = None, *, pool_size: str = "256m", seeds: str | None = None, port: int = 0,
+              extra: list[str] | None = None, stderr: StderrMode = "capture") -> LocalNode:
+    """An `rpmp server` on loopback with the tests' heartbeat settings, not started yet; close() removes its
+    pool, named or not (a test's pools are all scratch)."""
+    return LocalNode(pool or new_pool_path("rpmp-node", SHM), pool_size=pool_size, seeds=seeds, port=port,
+                     args=[*NODE_ARGS, *(extra or [])], stderr=stderr, remove_pool=True)
 
 
 @pytest.fixture
 def node_factory():
-    """Start nodes on demand; all are stopped and their pools removed after the test."""
-    started: list[NodeProcess] = []
-    pools: set[str] = set()
+    """Start nodes on demand (make_node's arguments); all are stopped and their pools removed after the test."""
+    made: list[LocalNode] = []
 
-    def start(pool: str | None = None, **kw) -> NodeProcess:
-        pool = pool or os.path.join(SHM or "/tmp", f"rpmp-node-{uuid.uuid4().hex[:12]}.pool")
-        pools.add(pool)
-        n = NodeProcess(pool, **kw)
-        started.append(n)
-        return n
+    def start(pool: str | None = None, **kw) -> LocalNode:
+        node = make_node(pool, **kw)
+        made.append(node)  # before start(): a node that failed to start still has its pool removed
+        return node.start()
 
     yield start
-    for n in started:
-        n.stop()
-    for p in pools:
-        if os.path.exists(p):
-            os.unlink(p)
+    for node in made:  # all stopped before any pool goes: a restarted node may share its predecessor's pool
+        node.stop()
+    for node in made:
+        node.close()
 
 
 @pytest.fixture

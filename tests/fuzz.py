@@ -39,6 +39,7 @@ import json
 import os
 import random
 import re
+import signal
 import socket
 import struct
 import subprocess
@@ -48,13 +49,9 @@ import threading
 import time
 from collections import Counter
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from rpmp import _wire as W  # noqa: E402
-from rpmp.protocol import (  # noqa: E402
+from rpmp import _wire as W
+from rpmp.cluster import LocalNode, new_pool_path
+from rpmp.protocol import (
     DEFAULT_MAX_DATA,
     FLAG_ERROR,
     FLAG_FORWARDED,
@@ -69,6 +66,7 @@ from rpmp.protocol import (  # noqa: E402
     Op,
 )
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = struct.Struct("<IBBHQIIQ")  # magic, version, opcode, flags, request_id, meta_len, reserved, data_len
 INTERNAL = int(ErrorCode.INTERNAL)
 VECTORS = os.path.join(HERE, "vectors", "vectors.json")
@@ -1282,8 +1280,7 @@ def run_fuzz(node_addr: str, node_pid: int, seconds: float, seed: int, connectio
     os.close(lock_fd)
     honest = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--honest", node_addr,
                                "--seconds", str(seconds), "--seed", str(seed), "--lock", lock_path],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                              env={**os.environ, "PYTHONPATH": ROOT})
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     big_sem = threading.Semaphore(1)
     budget = {"bytes": 512 << 20}
     attackers = [Attacker(i, addr, seed, deadline, stats, templates, stop, big_sem, budget, lock_path)
@@ -1413,37 +1410,24 @@ def main() -> None:
     if args.node:
         print(json.dumps(run_fuzz(args.node, args.pid, args.seconds, args.seed, args.connections), indent=2))
         return
-    sys.path.insert(0, HERE)
-    import uuid
-
-    from conftest import SHM, NodeProcess
-
-    pool = os.path.join(SHM or "/tmp", f"rpmp-fuzz-{uuid.uuid4().hex[:12]}.pool")
-    os.environ["PYTHONFAULTHANDLER"] = "1"  # a segfault dumps the Python stacks to stderr
-    node = NodeProcess(pool, pool_size=args.pool_size)
-    watch = StderrWatch(node.proc.stderr, log_path=args.stderr_log)
-    watch.start()
-    try:
-        res = run_fuzz(node.addr, node.proc.pid, args.seconds, args.seed, args.connections)
-        res["node_returncode"] = node.proc.poll()
-        if node.proc.poll() is None:
-            node.proc.terminate()
-            try:
-                node.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                node.proc.kill()
-                node.proc.wait()
-        watch.join(10)
-        res["node_exit"] = node.proc.returncode
+    # a segfault dumps the node's Python stacks to stderr; the tests' heartbeat settings, as test_fuzz's node
+    node = LocalNode(new_pool_path("rpmp-fuzz"), pool_size=args.pool_size, stderr="pipe", remove_pool=True,
+                     args=["--heartbeat-interval", "0.2", "--dead-after", "1.5"],
+                     env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    with node:
+        assert node.proc is not None and node.proc.stderr is not None
+        watch = StderrWatch(node.proc.stderr, log_path=args.stderr_log)
+        watch.start()
+        res = run_fuzz(node.address, node.proc.pid, args.seconds, args.seed, args.connections)
+        res["node_returncode"] = node.returncode  # None: it survived
+        node.signal(signal.SIGTERM)
+        watch.join(25)  # the node's stderr ends when it exits: read all of it before stop() closes the pipe
+        res["node_exit"] = node.stop()
         res["stderr_lines"] = watch.lines
         res["stderr_warnings"] = dict(watch.warnings.most_common(15))
         res["stderr_tracebacks"] = watch.distinct()
         res["stderr_tail"] = watch.tail[-30:]
         print(json.dumps(res, indent=2))
-    finally:
-        node.stop()
-        if os.path.exists(pool):
-            os.unlink(pool)
 
 
 if __name__ == "__main__":

@@ -1,18 +1,19 @@
 """What the Spark test modules share: RPMP nodes for a module, a SparkSession on the plugin, executor waits.
 
-Imported by the test modules (tests/ is on sys.path, as for conftest) and by the e2e module's baseline child.
+Imported by the test modules (pytest puts tests/, the rootdir conftest's directory, on sys.path) and by the e2e
+module's baseline child (which runs in tests/). The nodes are rpmp.cluster's LocalNode / LocalCluster.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import time
-import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 
-from conftest import SHM, NodeProcess
+from conftest import NODE_ARGS, SHM, make_node
+
+from rpmp.cluster import LocalCluster, LocalNode, new_pool_path
 
 MANAGER = "org.rpmp.shuffle.RpmpShuffleManager"
 
@@ -65,64 +66,16 @@ def wait_for_executors(sc, n: int, timeout: float = 120) -> None:
         time.sleep(0.2)
 
 
-def pool_file(prefix: str) -> str:
-    return os.path.join(SHM or "/tmp", f"{prefix}-{uuid.uuid4().hex[:12]}.pool")
-
-
 @contextmanager
-def node_cluster(n: int = 2, pool_size: str = "256m", prefix: str = "rpmp-spark"):
+def node_cluster(n: int = 2, pool_size: str = "256m", prefix: str = "rpmp-spark") -> Iterator[list[LocalNode]]:
     """n RPMP nodes (the others join the first), yielded once every node sees all n live; stopped and their
     pools removed afterwards."""
-    from rpmp.client import Client
-
-    pools = [pool_file(prefix) for _ in range(n)]
-    nodes: list[NodeProcess] = []
-    try:
-        nodes.append(NodeProcess(pools[0], pool_size=pool_size))
-        for p in pools[1:]:
-            nodes.append(NodeProcess(p, pool_size=pool_size, seeds=nodes[0].addr))
-        for node in nodes:
-            with Client(node.addr) as c:
-                deadline = time.time() + 30
-                while sum(m.state == 1 for m in c.members()[1]) < n:
-                    assert time.time() < deadline, f"{node.addr} does not see all {n} nodes"
-                    time.sleep(0.1)
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
-        for p in pools:
-            if os.path.exists(p):
-                os.unlink(p)
+    with LocalCluster(n, pool_size=pool_size, pool_dir=SHM, name=prefix, node_args=NODE_ARGS) as cluster:
+        yield cluster.nodes
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RestartableNode:
-    """One RPMP node on a fixed port and pool, so it can come back at the same address."""
-
-    def __init__(self, prefix: str = "rpmp-faults", pool_size: str = "256m", extra: list[str] | None = None):
-        self.pool = pool_file(prefix)
-        self.pool_size = pool_size
-        self.extra = extra
-        self.port = free_port()
-        self.node = NodeProcess(self.pool, pool_size=pool_size, port=self.port, extra=extra)
-        self.addr = self.node.addr
-
-    def kill(self) -> None:
-        self.node.stop(signal.SIGKILL)
-
-    def restart(self) -> None:
-        self.node = NodeProcess(self.pool, pool_size=self.pool_size, port=self.port, extra=self.extra)
-        assert self.node.addr == self.addr
-
-    def close(self) -> None:
-        if self.node.proc.poll() is None:
-            self.node.proc.send_signal(signal.SIGCONT)   # in case a test left it stopped
-        self.node.stop()
-        if os.path.exists(self.pool):
-            os.unlink(self.pool)
+def restartable_node(prefix: str = "rpmp-faults", pool_size: str = "256m", extra: list[str] | None = None
+                     ) -> LocalNode:
+    """One running RPMP node; kill() / stop() and restart() bring it back on the same pool and address, close()
+    removes the pool."""
+    return make_node(new_pool_path(prefix, SHM), pool_size=pool_size, extra=extra).start()

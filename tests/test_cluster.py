@@ -12,10 +12,12 @@ import time
 import pytest
 import xxhash
 
+from conftest import NODE_ARGS
+
 from rpmp.client import Client, NotFoundError, UnavailableError
+from rpmp.cluster import LocalCluster
 
 APP = "app-cluster-1"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def wait_for(cond, timeout=15.0, what="condition"):
@@ -46,16 +48,10 @@ def documented_placement(node_ids, app, shuffle, nparts, replicas):
 
 
 @pytest.fixture
-def three(node_factory):
-    seed = node_factory()
-    others = [node_factory(seeds=seed.addr) for _ in range(2)]
-    nodes = [seed, *others]
-    with Client(seed.addr) as c:
-        wait_for(lambda: sum(n.state == 1 for n in c.members()[1]) == 3, what="3 live members on the seed")
-    for n in others:
-        with Client(n.addr) as c:
-            wait_for(lambda c=c: sum(m.state == 1 for m in c.members()[1]) == 3, what=f"3 members on {n.addr}")
-    return nodes
+def three():
+    """Three nodes, the seed first, once each lists all three alive."""
+    with LocalCluster(3, node_args=NODE_ARGS) as cluster:
+        yield cluster.nodes
 
 
 def test_members_and_placement_follow_the_documented_ring(three):
@@ -115,8 +111,7 @@ def test_cluster_command_starts_three_nodes(tmp_path):
     # A directory of its own: a stray node of another run holding /dev/shm/rpmp-node0.pool cannot interfere.
     pool_dir = tempfile.mkdtemp(prefix="rpmp-test-cluster-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "cluster", "--nodes", "3", "--pool-dir", pool_dir,
-                             "--pool-size", "64m"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT})
+                             "--pool-size", "64m"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(4)]
         assert lines[3].startswith("RPMP cluster ready: ")

@@ -43,7 +43,7 @@ def test_fuzz_node_survives_and_serves(node_factory, monkeypatch):
     # max(64 MiB, pool/16) of it (a larger claim is refused at once); honest frames that find the half taken
     # wait for room instead of failing. With 1 GiB an honest POOL_FULL means reservations leaked, not that the
     # attackers held what the node grants anybody.
-    node = node_factory(pool_size="1g")
+    node = node_factory(pool_size="1g", stderr="pipe")
     watch = StderrWatch(node.proc.stderr)  # drained: a full stderr pipe would block the node's logging
     watch.start()
     res = run_fuzz(node.addr, node.proc.pid, SECONDS, SEED, CONNECTIONS)

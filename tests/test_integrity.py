@@ -15,10 +15,10 @@ import threading
 import time
 
 import pytest
-from rpmp._pool import HEADER_SIZE
 from test_cluster import wait_for
 
 from rpmp import _wire as W
+from rpmp._pool import HEADER_SIZE
 from rpmp.client import (
     BadRequestError,
     Client,
@@ -74,10 +74,8 @@ def restart_flipped(node_factory, node, offset: int, mask: int = 0x01):
 
 def stop_and_log(node) -> str:
     """Stop a node and return what it logged."""
-    node.proc.send_signal(signal.SIGTERM)
-    err = node.proc.stderr.read()
     node.stop()
-    return err
+    return node.stderr_text()
 
 
 def integrity(c: Client, node=None) -> dict:

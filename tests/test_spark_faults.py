@@ -15,25 +15,21 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import threading
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 pytest.importorskip("pyspark")
 
-from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
+from sparkutil import plugin_conf, restartable_node, spark_session, wait_for_executors  # noqa: E402
 
 N = 40_000
 
 
 @pytest.fixture(scope="module")
 def rpmp_node():
-    n = RestartableNode()
+    n = restartable_node()
     yield n
     n.close()
 
@@ -110,7 +106,7 @@ def test_map_output_survives_a_node_restart(spark, rpmp_node):
 
 def test_pushes_are_retried_across_a_node_restart_during_the_map_stage(spark, rpmp_node, tmp_path):
     sc = spark.sparkContext
-    pid = rpmp_node.node.proc.pid
+    pid = rpmp_node.proc.pid
     marker = str(tmp_path / "killed")     # kill once, even if a task ran twice
 
     def kill_midway(index, it):
@@ -124,7 +120,7 @@ def test_pushes_are_retried_across_a_node_restart_during_the_map_stage(spark, rp
             yield (x % 101, (x, attempt))
 
     def restart_when_dead():
-        while rpmp_node.node.proc.poll() is None:
+        while rpmp_node.proc.poll() is None:
             time.sleep(0.05)
         rpmp_node.restart()
 

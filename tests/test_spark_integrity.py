@@ -16,20 +16,16 @@ on (the default), so the damaged block is met first by the pool-file reader, the
 from __future__ import annotations
 
 import json
-import os
 import struct
-import sys
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 pytest.importorskip("pyspark")
 
-from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
+from sparkutil import plugin_conf, restartable_node, spark_session, wait_for_executors  # noqa: E402
 
+from rpmp.cluster import LocalNode  # noqa: E402
 from rpmp.protocol import RECORD_MAGIC, SEQ_INDEX  # noqa: E402
 
 N = 120_000  # ~5,000 rows per map and partition: several 32 KiB compression blocks, so several segments
@@ -148,14 +144,14 @@ def wait_alive(addr: str, n: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def damage_a_tail(node: RestartableNode, app: str, sid: int, partitions: list[int]) -> tuple[int, tuple]:
+def damage_a_tail(node: LocalNode, app: str, sid: int, partitions: list[int]) -> tuple[int, tuple]:
     """Stops the node, flips the magic byte of an attempt's last data record in one of the partitions,
     restarts it on the same pool; returns (partition, record). Checks the node really lost records."""
     partition = max(partitions, key=lambda p: len(records_of(node.addr, app, sid, p)[1]))
     pool, recs = records_of(node.addr, app, sid, partition)
     target = pick_tail(recs)
     before = len(recs)
-    node.node.stop()                       # SIGTERM: a stopped primary
+    node.stop()                       # SIGTERM: a stopped primary
     flip_magic(pool, target[0])
     node.restart()                         # same pool, same address
     after = count_records(node.addr, app, sid, partition)
@@ -166,8 +162,8 @@ def damage_a_tail(node: RestartableNode, app: str, sid: int, partitions: list[in
 def test_replicas_serve_what_a_restarted_primary_lost(tmp_path):
     from rpmp.ring import HashRing
 
-    a = RestartableNode(prefix="rpmp-integ")
-    b = RestartableNode(prefix="rpmp-integ", extra=["--seeds", a.addr])
+    a = restartable_node(prefix="rpmp-integ")
+    b = restartable_node(prefix="rpmp-integ", extra=["--seeds", a.addr])
     spark = None
     try:
         wait_alive(a.addr, 2)
@@ -201,7 +197,7 @@ def test_replicas_serve_what_a_restarted_primary_lost(tmp_path):
 
 
 def test_a_single_copy_with_a_lost_tail_is_exact_or_fails_loudly(tmp_path):
-    node = RestartableNode(prefix="rpmp-integ1")
+    node = restartable_node(prefix="rpmp-integ1")
     spark = None
     try:
         spark = session([node.addr], 1, "rpmp-integrity-single")

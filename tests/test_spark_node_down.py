@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import threading
 import time
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 pytest.importorskip("pyspark")
 
-from sparkutil import RestartableNode, plugin_conf, spark_session, wait_for_executors  # noqa: E402
+from sparkutil import plugin_conf, restartable_node, spark_session, wait_for_executors  # noqa: E402
 
 PARTITIONS = 40        # shuffle partitions: 2 records of 600 KB each
 RECORDS = 80
@@ -43,7 +39,7 @@ SEND_TIMEOUT_S = 1
 
 @pytest.fixture(scope="module")
 def rpmp_node():
-    n = RestartableNode(prefix="rpmp-down", extra=["--send-timeout", str(SEND_TIMEOUT_S)])
+    n = restartable_node(prefix="rpmp-down", extra=["--send-timeout", str(SEND_TIMEOUT_S)])
     yield n
     n.close()
 
@@ -141,7 +137,7 @@ def test_a_node_stopped_during_the_reduce_stage_is_a_fetch_failure(spark, rpmp_n
         fetched = c.stats()["counters"]["fetches"] - fetches_before
     # The reduce tasks are in the middle of their input: some partitions fetched, most still to come.
     assert READERS <= fetched < PARTITIONS - READERS * 4, fetched
-    rpmp_node.node.stop()                   # SIGTERM: the node shuts down
+    rpmp_node.stop()                   # SIGTERM: the node shuts down
     open(stopped, "w").close()
 
     runner.join(WAIT_S + 60)

@@ -1,0 +1,400 @@
+"""RPMP node processes on this machine: the one way the tests, the benchmarks, `rpmp cluster` and the
+embedded Spark node start, wait for, restart and stop a node.
+
+    with LocalNode(pool_size="256m") as node:          # `rpmp server` child on loopback, pool on /dev/shm
+        Client(node.address).put("k", b"v")
+    with LocalCluster(3) as cluster:                  # node 0 seeds the others; returns once all see all
+        Client(cluster.addresses).members()
+
+A node is a real `rpmp server` child (`python -m rpmp.cli server`, found through the installed package,
+never through a path into a source tree), so what is tested is what is deployed. Shaped after asyncpg's
+cluster.py: start waits for readiness with a bound, stop escalates to SIGKILL, so no caller can leave a
+node behind; a node that fails to start raises with its stderr in the message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import IO, Literal
+
+READY = "RPMP node listening on "
+StderrMode = Literal["capture", "pipe", "inherit"]
+
+__all__ = ["LocalCluster", "LocalNode", "NodeError", "default_pool_dir", "new_pool_path"]
+
+
+class NodeError(RuntimeError):
+    """A local node did not start in time, or exited instead; the message carries its stderr."""
+
+
+def default_pool_dir() -> str:
+    """/dev/shm when writable (tmpfs is the PMem stand-in: the pool is then shared memory), else the temp dir."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else tempfile.gettempdir()
+
+
+def new_pool_path(prefix: str = "rpmp-node", directory: str | None = None) -> str:
+    """A fresh, unused pool file name (the node creates the file)."""
+    return os.path.join(directory or default_pool_dir(), f"{prefix}-{uuid.uuid4().hex[:12]}.pool")
+
+
+class LocalNode:
+    """One `rpmp server` child process on `host`, its pool a file (on /dev/shm unless named).
+
+    pool: the pool file; None makes a fresh one that `close()` removes (a named pool is the caller's and
+      stays, unless remove_pool=True). stop() never removes the pool: restart() and a later node on the same
+      pool must find the data.
+    port: 0 picks a free one; restart() reuses whatever port the node got, so clients see the same address.
+    args: further `rpmp server` flags, passed through as they are.
+    stderr: "capture" (default) to an anonymous file read by stderr_text() and quoted when the start fails
+      (a file, not a pipe: nobody has to drain it for the node to keep logging); "pipe" hands
+      proc.stderr to the caller, who must drain it; "inherit" passes it through; or an open file / fd.
+    """
+
+    def __init__(self, pool: str | None = None, *, pool_size: str | int = "256m", host: str = "127.0.0.1",
+                 port: int = 0, seeds: str | Sequence[str] | None = None, args: Sequence[str] = (),
+                 stderr: StderrMode | int | IO[bytes] = "capture", remove_pool: bool | None = None,
+                 timeout: float = 60.0, env: Mapping[str, str] | None = None):
+        self.pool = pool or new_pool_path()
+        self.remove_pool = pool is None if remove_pool is None else remove_pool
+        self.pool_size = str(pool_size)
+        self.host = host
+        self.port = port
+        self.seeds = [seeds] if isinstance(seeds, str) else list(seeds or ())
+        self.args = list(args)
+        self.stderr_mode = stderr
+        self.timeout = timeout
+        self.env = dict(env) if env is not None else None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: int | None = None  # fd of the captured stderr (O_APPEND: the node's writes never overwrite)
+        self._log_start = 0  # where this incarnation's stderr begins in it
+
+    # ---- what callers read -----------------------------------------------------------------------------------
+    @property
+    def address(self) -> str:
+        """host:port, the node's default id and what clients connect to."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def addr(self) -> str:
+        """Short for `address` (the tests' spelling)."""
+        return self.address
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll() if self.proc else None
+
+    def command(self) -> list[str]:
+        """The `rpmp server` command line of the next start."""
+        cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", self.host, "--port", str(self.port),
+               "--pool", self.pool, "--pool-size", self.pool_size]
+        if self.seeds:
+            cmd += ["--seeds", ",".join(self.seeds)]
+        return cmd + self.args
+
+    def stderr_text(self) -> str:
+        """Everything the node wrote to stderr since it was created, when captured ("" otherwise)."""
+        if self._log is None:
+            return ""
+        return os.pread(self._log, os.fstat(self._log).st_size, 0).decode(errors="replace")
+
+    # ---- life cycle ------------------------------------------------------------------------------------------
+    def start(self, timeout: float | None = None) -> LocalNode:
+        """Start the node and return once it listens; NodeError (with its stderr) if it exits or takes longer.
+
+        A fixed port still held (a client's ephemeral port, a previous incarnation's socket) is retried
+        until the timeout instead of failing at once: that is what a restart on the same address meets.
+        """
+        if self.running:
+            raise NodeError(f"node {self.address} is already running (pid {self.pid})")
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            proc = self.proc = self._spawn()
+            line = self._first_line(proc, deadline)
+            if line is not None and line.startswith(READY):
+                host, _, port = line[len(READY):].strip().rpartition(":")
+                self.host, self.port = host, int(port)
+                return self
+            err = self._abandon(proc, grace=2.0 if line is not None else 0.0)
+            if "Address already in use" in err and self.port and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            what = (f"exited with status {proc.returncode}" if line is not None
+                    else f"did not listen within {limit:g} s")
+            raise NodeError(f"rpmp node (pool {self.pool}, port {self.port or 'any'}) {what}; "
+                            f"stdout {line or ''!r}; stderr:\n{err[-8000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+        """Signal the node and wait; SIGKILL if it has not exited within `timeout`. Returns its exit status
+        (None if it never started). Safe to call again, and after kill(); the pool stays."""
+        self.signal(sig)
+        return self.reap(timeout)
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` if the node runs (SIGCONT after it: a node a test SIGSTOPped must run to act on it)."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.send_signal(sig)
+                if sig not in (signal.SIGKILL, signal.SIGSTOP):
+                    proc.send_signal(signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
+    def reap(self, timeout: float = 20.0) -> int | None:
+        """Wait for the node to exit, SIGKILL after `timeout`; close our ends of its pipes."""
+        proc = self.proc
+        if proc is None:
+            return None
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        return proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL: a crash, as far as the pool can tell."""
+        return self.stop(signal.SIGKILL)
+
+    def restart(self, timeout: float | None = None) -> LocalNode:
+        """Stop the node if it runs (SIGTERM) and start it again on the same pool and port."""
+        self.stop()
+        return self.start(timeout)
+
+    def close(self) -> None:
+        """Stop the node; remove the pool if this node made it (or was told to)."""
+        self.stop()
+        if self.remove_pool:
+            try:
+                os.unlink(self.pool)
+            except FileNotFoundError:
+                pass
+        if self._log is not None:
+            os.close(self._log)
+            self._log = None
+
+    def __enter__(self) -> LocalNode:
+        return self if self.running else self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else f"exit {self.returncode}" if self.proc else "not started"
+        return f"<LocalNode {self.address} pool={self.pool} {state}>"
+
+    # ---- inside ----------------------------------------------------------------------------------------------
+    def _stderr_target(self) -> int | IO[bytes] | None:
+        mode = self.stderr_mode
+        if mode == "capture":
+            if self._log is None:
+                fd, path = tempfile.mkstemp(prefix="rpmp-node-", suffix=".log")
+                os.unlink(path)
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_APPEND)
+                self._log = fd
+            self._log_start = os.fstat(self._log).st_size
+            return self._log
+        if mode == "pipe":
+            return subprocess.PIPE
+        if mode == "inherit":
+            return None
+        return mode
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_target(), env=self.env)
+
+    @staticmethod
+    def _first_line(proc: subprocess.Popen[bytes], deadline: float) -> str | None:
+        """The node's first stdout line ("" if it closed stdout first), None if none came before the deadline."""
+        assert proc.stdout is not None
+        fd, buf = proc.stdout.fileno(), b""
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:  # exited (or closed stdout) without a word
+                break
+            buf += chunk
+        return buf.decode(errors="replace")
+
+    def _abandon(self, proc: subprocess.Popen[bytes], grace: float) -> str:
+        """Kill a node that failed to start (after `grace` s to exit on its own: its status says why); what it
+        wrote to stderr in this incarnation."""
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if self._log is not None and self.stderr_mode == "capture":
+            size = os.fstat(self._log).st_size
+            return os.pread(self._log, size - self._log_start, self._log_start).decode(errors="replace")
+        if proc.stderr is not None:
+            err = proc.stderr.read().decode(errors="replace")
+            proc.stderr.close()
+            return err
+        return "(not captured: see the stderr it was given)"
+
+
+class LocalCluster:
+    """`n` LocalNodes on one host; node 0 is every other node's seed. start() returns once every node
+    lists every node alive, so a caller's first registration sees the whole cluster.
+
+    pool_prefix: pools are <pool_dir>/<prefix><i>.pool and kept (the caller's, e.g. `rpmp cluster`, which
+      finds its data again); without it they are fresh names starting with `name`, removed by close().
+    base_port: node i listens on base_port + i (0: any free ports). node_args: passed to every node's
+      `rpmp server`.
+    """
+
+    def __init__(self, n: int = 3, *, pool_size: str | int = "256m", pool_dir: str | None = None,
+                 pool_prefix: str | None = None, name: str = "rpmp-cluster", host: str = "127.0.0.1",
+                 base_port: int = 0,
+                 node_args: Sequence[str] = (), stderr: StderrMode | int | IO[bytes] = "capture",
+                 timeout: float = 60.0):
+        if n < 1:
+            raise ValueError(f"a cluster needs at least one node, not {n}")
+        self.n = n
+        self.pool_size = pool_size
+        self.pool_dir = pool_dir or default_pool_dir()
+        self.pool_prefix = pool_prefix
+        self.name = name
+        self.host = host
+        self.base_port = base_port
+        self.node_args = list(node_args)
+        self.stderr = stderr
+        self.timeout = timeout
+        self.nodes: list[LocalNode] = []
+        self._made = 0  # nodes made so far: the next one's index (pool name, port offset)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [node.address for node in self.nodes]
+
+    @property
+    def seed(self) -> LocalNode:
+        return self.nodes[0]
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __iter__(self) -> Iterator[LocalNode]:
+        return iter(self.nodes)
+
+    def __getitem__(self, i: int) -> LocalNode:
+        return self.nodes[i]
+
+    def start(self, timeout: float | None = None) -> LocalCluster:
+        """Start the nodes one by one, then wait until they agree on the membership; on any failure the
+        nodes already started are stopped (and their fresh pools removed) before the error propagates."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        try:
+            for _ in range(self.n - len(self.nodes)):
+                self._start_node(max(deadline - time.monotonic(), 1.0))
+            self.wait_converged(max(deadline - time.monotonic(), 1.0))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def add_node(self, timeout: float | None = None) -> LocalNode:
+        """One more node, seeded by node 0; returns once every node lists it."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        node = self._start_node(timeout)
+        self.wait_converged(max(deadline - time.monotonic(), 1.0))
+        return node
+
+    def remove_node(self, node: LocalNode, sig: int = signal.SIGTERM) -> int | None:
+        """Stop `node` and forget it (its fresh pool removed); the others declare it dead in their own time."""
+        self.nodes.remove(node)
+        rc = node.stop(sig)
+        node.close()
+        return rc
+
+    def wait_converged(self, timeout: float | None = None) -> None:
+        """Until every running node lists exactly the running nodes as alive; NodeError after `timeout`."""
+        from rpmp.client import Client
+        from rpmp.protocol import NodeState
+
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        want = {(node.host, node.port) for node in self.nodes}
+        seen: dict[str, object] = {}
+        for node in self.nodes:
+            with Client(node.address, timeout=max(timeout, 1.0)) as client:
+                while True:
+                    if not node.running:
+                        raise NodeError(f"node {node.address} exited ({node.returncode}) while the cluster "
+                                        f"formed; stderr:\n{node.stderr_text()[-8000:]}")
+                    _, members = client.members()
+                    alive = {(m.host, m.port) for m in members if m.state == NodeState.ALIVE}
+                    if alive == want:
+                        break
+                    seen[node.address] = sorted(f"{h}:{p}" for h, p in alive)
+                    if time.monotonic() > deadline:
+                        raise NodeError(f"the cluster did not converge within {timeout:g} s: want "
+                                        f"{sorted(f'{h}:{p}' for h, p in want)}, alive as seen by each node "
+                                        f"{seen}")
+                    time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop every node (pools kept); safe after nodes were killed."""
+        for node in self.nodes:
+            node.signal(sig)  # all first: they shut down in parallel
+        for node in self.nodes:
+            node.reap()
+
+    def close(self) -> None:
+        """Stop every node and remove the pools this cluster made."""
+        self.stop()
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start() if len(self.nodes) < self.n else self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _start_node(self, timeout: float) -> LocalNode:
+        i = self._made
+        self._made += 1
+        if self.pool_prefix is not None:
+            pool, remove = os.path.join(self.pool_dir, f"{self.pool_prefix}{i}.pool"), False
+        else:
+            pool, remove = new_pool_path(f"{self.name}-node{i}", self.pool_dir), True
+        node = LocalNode(pool, pool_size=self.pool_size, host=self.host,
+                         port=self.base_port + i if self.base_port else 0,
+                         seeds=self.nodes[0].address if self.nodes else None, args=self.node_args,
+                         stderr=self.stderr, remove_pool=remove, timeout=timeout)
+        self.nodes.append(node)  # before start: a failed start is still cleaned up by close()
+        node.start()
+        return node

@@ -1,0 +1,155 @@
+"""rpmp.cluster itself: LocalNode and LocalCluster start real nodes, report failures with the node's own words,
+and leave no process and no pool file behind, whatever state the nodes are in."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from conftest import NODE_ARGS
+
+from rpmp.client import Client
+from rpmp.cluster import LocalCluster, LocalNode, NodeError
+from rpmp.protocol import NodeState
+
+
+def gone(pid: int) -> bool:
+    """The process no longer exists (reaped, not a zombie)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_start_serve_close_leaves_no_process_and_no_pool():
+    with LocalNode(pool_size="64m") as node:
+        pid, pool = node.pid, node.pool
+        assert node.running and node.host == "127.0.0.1" and node.port > 0
+        assert node.address == f"127.0.0.1:{node.port}" and os.path.exists(pool)
+        with Client(node.address) as c:
+            c.put("k", b"v")
+            assert bytes(c.get("k")) == b"v"
+    assert node.returncode == 0, node.stderr_text()   # SIGTERM: a clean shutdown
+    assert gone(pid) and not os.path.exists(pool)
+
+
+def test_a_named_pool_is_kept_and_a_restart_keeps_address_and_data(pool_path):
+    node = LocalNode(pool_path, pool_size="64m").start()
+    try:
+        address = node.address
+        with Client(address) as c:
+            c.put("k", b"survives")
+        assert node.kill() == -signal.SIGKILL
+        first = node.pid
+        node.restart()
+        assert node.address == address and node.pid != first and gone(first)
+        with Client(address) as c:
+            assert bytes(c.get("k")) == b"survives"
+    finally:
+        node.close()
+    assert not node.running and os.path.exists(pool_path)   # the caller's pool stays
+
+
+def test_a_node_that_cannot_start_raises_with_its_stderr_quickly():
+    node = LocalNode(pool_size="huge", timeout=30)
+    t0 = time.monotonic()
+    with pytest.raises(NodeError) as info:
+        node.start()
+    assert time.monotonic() - t0 < 30
+    message = str(info.value)
+    assert "exited with status 2" in message and "not a size" in message, message
+    assert not node.running
+    node.close()
+    assert not os.path.exists(node.pool)
+
+
+def test_a_node_that_never_listens_is_killed_at_the_timeout():
+    # SIGSTOPped before it can print: start() must give up at its bound and leave nothing behind.
+    node = LocalNode(pool_size="64m", timeout=1.5)
+    spawn = node._spawn
+
+    def stopped_spawn():
+        proc = spawn()
+        proc.send_signal(signal.SIGSTOP)
+        return proc
+
+    node._spawn = stopped_spawn
+    t0 = time.monotonic()
+    with pytest.raises(NodeError, match="did not listen within 1.5 s"):
+        node.start()
+    assert time.monotonic() - t0 < 10
+    assert gone(node.pid)
+    node.close()
+
+
+def test_stop_kills_a_node_that_ignores_sigterm_within_the_timeout():
+    with LocalNode(pool_size="64m") as node:
+        node.signal(signal.SIGSTOP)
+        pid = node.pid
+        t0 = time.monotonic()
+        # SIGTERM is followed by SIGCONT, so even a stopped node exits cleanly...
+        assert node.stop() == 0
+        assert time.monotonic() - t0 < 15 and gone(pid)
+        node.restart()
+        node.signal(signal.SIGSTOP)
+        pid = node.pid
+        # ... and a signal it cannot act on while stopped ends in SIGKILL at the timeout
+        assert node.stop(signal.SIGSTOP, timeout=0.5) == -signal.SIGKILL
+        assert gone(pid)
+
+
+def test_stderr_is_captured_across_restarts_or_handed_over_as_a_pipe():
+    with LocalNode(pool_size="64m") as node:
+        node.restart()
+        node.stop()
+        log = node.stderr_text()
+        assert node.proc.stderr is None and log.count(f"listening on {node.address}") == 2, log
+    with LocalNode(pool_size="64m", stderr="pipe") as node:
+        node.signal(signal.SIGTERM)
+        assert f"listening on {node.address}" in node.proc.stderr.read().decode()
+        assert node.stop() == 0 and node.stderr_text() == ""
+
+
+def test_cluster_of_three_converges_and_stops_after_a_kill():
+    with LocalCluster(3, pool_size="64m", node_args=NODE_ARGS) as cluster:
+        assert len(cluster) == 3 and cluster.seed is cluster[0]
+        addresses = sorted(cluster.addresses)
+        assert len(set(addresses)) == 3
+        for node in cluster:
+            with Client(node.address) as c:
+                _, members = c.members()
+                assert sorted(m.node_id for m in members if m.state == NodeState.ALIVE) == addresses
+        pids, pools = [n.pid for n in cluster], [n.pool for n in cluster]
+        assert all(os.path.exists(p) for p in pools)
+        assert cluster[1].kill() == -signal.SIGKILL
+    assert all(gone(pid) for pid in pids)
+    assert not any(os.path.exists(p) for p in pools)
+    assert [n.returncode for n in cluster] == [0, -signal.SIGKILL, 0]
+    cluster.close()   # again: nothing left to do, nothing raised
+
+
+def test_cluster_add_and_remove_a_node():
+    with LocalCluster(2, pool_size="64m", node_args=NODE_ARGS) as cluster:
+        third = cluster.add_node()
+        with Client(cluster.seed.address) as c:
+            assert sum(m.state == NodeState.ALIVE for m in c.members()[1]) == 3
+        pool = third.pool
+        cluster.remove_node(third)
+        assert len(cluster) == 2 and not third.running and not os.path.exists(pool)
+        cluster.wait_converged(15)   # the seed declares it dead after dead_after (1.5 s)
+
+
+def test_cluster_with_fixed_pool_names_keeps_them(tmp_path):
+    with LocalCluster(2, pool_size="64m", pool_dir=str(tmp_path), pool_prefix="n", node_args=NODE_ARGS):
+        pass
+    assert sorted(os.listdir(tmp_path)) == ["n0.pool", "n1.pool"]
+
+
+def test_a_cluster_that_cannot_start_cleans_up(tmp_path):
+    cluster = LocalCluster(2, pool_size="64m", pool_dir=str(tmp_path), node_args=["--max-connections", "many"])
+    with pytest.raises(NodeError, match="max-connections"):
+        cluster.start()
+    assert all(not n.running for n in cluster) and os.listdir(tmp_path) == []
