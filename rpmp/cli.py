@@ -1,7 +1,8 @@
-"""The `rpmp` command: server, cluster, stat, bench.
+"""The `rpmp` command: server, cluster, stat.
 
-Settings come from (lowest to highest) built-in defaults, a config file (`--config`, default
-spark-conf/rpmp-node.conf when present), RPMP_<NAME> environment variables and flags.
+Settings come from (lowest to highest) built-in defaults, a config file (`--config` or RPMP_CONFIG; none
+by default: an installed package has no source tree to find spark-conf/rpmp-node.conf in, and a node
+must not pick up whichever file sits next to its code), RPMP_<NAME> environment variables and flags.
 """
 
 from __future__ import annotations
@@ -9,14 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
 
 from rpmp.server.config import NodeConfig, parse_size
-
-DEFAULT_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "spark-conf",
-                            "rpmp-node.conf")
 
 
 def _size(text: str) -> int:
@@ -27,8 +24,8 @@ def _size(text: str) -> int:
 
 
 def _node_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", metavar="FILE", help="node config file (`name = value` lines); default "
-                   "spark-conf/rpmp-node.conf if it exists")
+    p.add_argument("--config", metavar="FILE", help="node config file (`name = value` lines, e.g. "
+                   "spark-conf/rpmp-node.conf of the source tree); default: env RPMP_CONFIG, else none")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; env RPMP_HOST)")
     p.add_argument("--port", type=int, help="TCP port, 0 picks a free one (default 7077; env RPMP_PORT)")
     p.add_argument("--node-id", help="name of this node in the cluster (default host:port)")
@@ -60,8 +57,8 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
 
-def _config(args: argparse.Namespace, **extra) -> NodeConfig:
-    path = args.config or (DEFAULT_CONF if os.path.exists(DEFAULT_CONF) else None)
+def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
+    path = args.config or os.environ.get("RPMP_CONFIG") or None
     over = {k: getattr(args, k, None) for k in ("host", "port", "node_id", "pool", "pool_size",
                                                "heartbeat_interval", "dead_after", "max_data",
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
@@ -81,42 +78,28 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
-    """Start N nodes on loopback (node 0 is the seed of the others) and wait for Ctrl-C."""
-    procs, addrs = [], []
-    base = args.base_port
-    ports = [base + i for i in range(args.nodes)] if base else [0] * args.nodes
-    seed = None
+    """Start N nodes on loopback (node 0 is the seed of the others) and wait for Ctrl-C or SIGTERM."""
+    from rpmp.cluster import LocalCluster, NodeError
+
+    # Pools named per node index and kept: a later `rpmp cluster` on the same --pool-dir finds its data.
+    cluster = LocalCluster(args.nodes, pool_size=args.pool_size, pool_dir=args.pool_dir, pool_prefix="rpmp-node",
+                           host=args.host, base_port=args.base_port, stderr="inherit")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        for i in range(args.nodes):
-            cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", args.host, "--port", str(ports[i]),
-                   "--pool", f"{args.pool_dir}/rpmp-node{i}.pool", "--pool-size", str(args.pool_size)]
-            if seed:
-                cmd += ["--seeds", seed]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            line = proc.stdout.readline()
-            if not line.startswith("RPMP node listening on"):
-                raise SystemExit(f"node {i} did not start (exit {proc.wait()})")
-            addr = line.rsplit(" ", 1)[1].strip()
-            seed = seed or addr
-            procs.append(proc)
-            addrs.append(addr)
-            print(f"node {i}: {addr}" + (" (seed)" if addr == seed else ""), flush=True)
-        print(f"RPMP cluster ready: {','.join(addrs)}", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
-        while all(p.poll() is None for p in procs):
+        cluster.start()
+        for i, node in enumerate(cluster):
+            print(f"node {i}: {node.address}" + (" (seed)" if i == 0 else ""), flush=True)
+        print(f"RPMP cluster ready: {','.join(cluster.addresses)}", flush=True)
+        while all(node.running for node in cluster):
             time.sleep(0.5)
         return 1
     except KeyboardInterrupt:
         return 0
+    except NodeError as e:
+        print(f"rpmp cluster: {e}", file=sys.stderr)
+        return 1
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:  # never leave a node behind
-                p.kill()
-                p.wait()
+        cluster.close()  # never leaves a node behind (SIGKILL after 20 s); the pools stay
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
@@ -157,21 +140,12 @@ def cmd_stat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(here, "bench", f"{args.which}.py")
-    if not os.path.exists(script):
-        print(f"rpmp bench: {script} is not there (benchmarks run from a source checkout)", file=sys.stderr)
-        return 2
-    return subprocess.call([sys.executable, script, *args.rest])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,11 +171,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
     p.set_defaults(func=cmd_stat)
 
-    p = sub.add_parser("bench", help="run a benchmark from bench/ (micro, pool_bench, terasort)",
-                       description="Run bench/<which>.py with the remaining arguments.")
-    p.add_argument("which", choices=["micro", "pool_bench", "terasort"], help="which benchmark to run")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the benchmark")
-    p.set_defaults(func=cmd_bench)
     return ap
 
 
