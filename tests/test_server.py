@@ -453,7 +453,7 @@ def test_a_client_that_does_not_read_is_paused_not_buffered(node):
 
 @pytest.mark.parametrize("sendfile", [True, False], ids=["sendfile", "transport"])
 def test_large_fetch_is_byte_exact_by_either_path(node_factory, sendfile):
-    n = node_factory(pool_size="512m", extra=[] if sendfile else ["--no-sendfile"])
+    n = node_factory(pool_size="512m", extra=["--sendfile" if sendfile else "--no-sendfile"])
     with Client(n.addr) as c:
         pl = c.register_shuffle(APP, 7, num_partitions=2)
         # 2 big records (own blocks), 300 small ones merged into blocks: > 16 MiB, so several frames
@@ -476,9 +476,10 @@ def test_large_fetch_is_byte_exact_by_either_path(node_factory, sendfile):
             assert counters["sendfile_replies"] == 0 and counters["sendfile_bytes"] == 0
 
 
-def test_replies_stay_in_order_around_a_sendfile_reply(node):
+def test_replies_stay_in_order_around_a_sendfile_reply(node_factory):
     from rpmp import _wire as W
 
+    node = node_factory(extra=["--sendfile"])
     big = payload("order", size=3 << 20)
     with Client(node.addr) as c:
         c.register_shuffle(APP, 8, num_partitions=1)

@@ -17,9 +17,17 @@ from collections.abc import Awaitable, Callable
 import xxhash
 
 from rpmp import _pool
-from rpmp import _wire as W
-from rpmp import protocol as P
-from rpmp.protocol import ErrorCode, Op, ProtocolError
+from rpmp import _wire as wire
+from rpmp.protocol import (
+    FLAG_FORWARDED,
+    MAX_META,
+    MAX_PARTITIONS,
+    MAX_SEGMENT,
+    VERSION,
+    ErrorCode,
+    Op,
+    ProtocolError,
+)
 from rpmp.server.contract import Busy, Reply, Sink
 from rpmp.server.storage import Storage, StorageError
 
@@ -121,17 +129,17 @@ class Controller:
 
     # ---- control --------------------------------------------------------------------------------
     def _hello(self, flags, meta) -> Reply:
-        version, _client = W.decode_hello(meta)
-        if version != P.VERSION:
-            raise ProtocolError(ErrorCode.BAD_VERSION, f"client speaks version {version}, node speaks {P.VERSION}")
-        return Reply(W.encode_hello_resp(P.VERSION, self.config.node_id, self.config.max_data))
+        version, _client = wire.decode_hello(meta)
+        if version != VERSION:
+            raise ProtocolError(ErrorCode.BAD_VERSION, f"client speaks version {version}, node speaks {VERSION}")
+        return Reply(wire.encode_hello_resp(VERSION, self.config.node_id, self.config.max_data))
 
     def _ping(self, flags, meta) -> Reply:
-        W.decode_empty(meta)
+        wire.decode_empty(meta)
         return Reply()
 
     def _stats(self, flags, meta) -> Reply:
-        W.decode_empty(meta)
+        wire.decode_empty(meta)
         st = self.storage.stats()
         st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
@@ -139,13 +147,13 @@ class Controller:
         return Reply(data=[json.dumps(st).encode()])
 
     def _members(self, flags, meta) -> Reply:
-        W.decode_empty(meta)
-        return Reply(W.encode_members(self.membership.epoch, self.membership.nodes()))
+        wire.decode_empty(meta)
+        return Reply(wire.encode_members(self.membership.epoch, self.membership.nodes()))
 
     def _heartbeat(self, flags, meta) -> Reply:
-        node, known_epoch = W.decode_heartbeat(meta)
+        node, known_epoch = wire.decode_heartbeat(meta)
         self.membership.on_heartbeat(node, known_epoch)
-        return Reply(W.encode_members(self.membership.epoch, self.membership.nodes()))
+        return Reply(wire.encode_members(self.membership.epoch, self.membership.nodes()))
 
     # ---- shuffles -------------------------------------------------------------------------------
     def _shuffle(self, app: str, sid: int):
@@ -160,14 +168,14 @@ class Controller:
                                 f"partition {p} is out of range: shuffle {sh.shuffle} has {sh.num_partitions}")
 
     def _register(self, flags, meta) -> Reply | Awaitable[Reply]:
-        forwarded = bool(flags & P.FLAG_FORWARDED)
+        forwarded = bool(flags & FLAG_FORWARDED)
         if forwarded:
-            (app, sid, nparts, replicas), placement = W.decode_register_forwarded(meta)
+            (app, sid, nparts, replicas), placement = wire.decode_register_forwarded(meta)
         else:
-            app, sid, nparts, replicas = W.decode_register(meta)
+            app, sid, nparts, replicas = wire.decode_register(meta)
             placement = None
-        if not 1 <= nparts <= P.MAX_PARTITIONS:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"num_partitions {nparts} is not in 1..{P.MAX_PARTITIONS}")
+        if not 1 <= nparts <= MAX_PARTITIONS:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"num_partitions {nparts} is not in 1..{MAX_PARTITIONS}")
         if not 1 <= replicas <= 8:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"replicas {replicas} is not in 1..8")
         existing = self._registered(app, sid, nparts)
@@ -205,7 +213,7 @@ class Controller:
                  " (forwarded)" if forwarded else "")
         if forwarded:
             return Reply(placement)
-        fwd = W.encode_register_forwarded(app, sid, nparts, replicas, placement)
+        fwd = wire.encode_register_forwarded(app, sid, nparts, replicas, placement)
         return self._forward_all(Op.REGISTER_SHUFFLE, fwd, Reply(placement))
 
     def _placement_job(self, app: str, sid: int, nparts: int, replicas: int) -> Callable[[], bytes]:
@@ -217,22 +225,22 @@ class Controller:
         width = min(len(live), replicas + 1)
         size = 8 + 4 + sum(2 + len(n.node_id.encode()) + 2 + len(n.host.encode()) + 3 for n in live) + 1 \
             + 2 * width * nparts
-        if size > P.MAX_META:
+        if size > MAX_META:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"a placement of {nparts} partitions x {width} nodes "
-                                f"needs {size} bytes of meta, more than {P.MAX_META}: use fewer partitions")
+                                f"needs {size} bytes of meta, more than {MAX_META}: use fewer partitions")
         ring, epoch = self.membership.ring(), self.membership.epoch
         index = {n.node_id: i for i, n in enumerate(live)}
 
         def table() -> bytes:
             prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
-            return W.encode_register_resp(epoch, live, prefs)
+            return wire.encode_register_resp(epoch, live, prefs)
 
         return table
 
     def _check_forwarded_placement(self, app: str, sid: int, nparts: int, placement: bytes) -> None:
         """A forwarded registration may only name nodes this node knows at those addresses, itself included:
         the placement decides where this node pushes replicas, so a stranger must not be able to set it."""
-        _, nodes, prefs = W.decode_register_resp(placement, nparts)
+        _, nodes, prefs = wire.decode_register_resp(placement, nparts)
         me = self.config.node_id
         if not any(n.node_id == me for n in nodes):
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"forwarded placement of shuffle {sid} of {app!r} does not "
@@ -250,7 +258,7 @@ class Controller:
         """Send a FORWARDED request to every other live node: (their replies, ids of those that failed)."""
         me = self.config.node_id
         peers = [n for n in self.membership.live() if n.node_id != me]
-        results = await asyncio.gather(*(self.peers.request(n.host, n.port, op, meta, P.FLAG_FORWARDED)
+        results = await asyncio.gather(*(self.peers.request(n.host, n.port, op, meta, FLAG_FORWARDED)
                                          for n in peers), return_exceptions=True)
         failed = []
         for n, r in zip(peers, results, strict=True):
@@ -269,10 +277,10 @@ class Controller:
         return run()
 
     def _push(self, flags, meta, data_len: int) -> Sink:
-        app, sid, p, map_index, attempt, seq, checksum = W.decode_push(meta)
-        forwarded = bool(flags & P.FLAG_FORWARDED)
-        if data_len > P.MAX_SEGMENT:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {P.MAX_SEGMENT}")
+        app, sid, p, map_index, attempt, seq, checksum = wire.decode_push(meta)
+        forwarded = bool(flags & FLAG_FORWARDED)
+        if data_len > MAX_SEGMENT:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {MAX_SEGMENT}")
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         res = self.storage.shuffles.reserve(sh, p, map_index, attempt, seq, data_len, checksum)
@@ -314,7 +322,7 @@ class Controller:
                                 f"while segment {ident} was pushed")
         me = self.config.node_id
         targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
-        meta = W.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
+        meta = wire.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
 
         async def run() -> Reply:
             try:
@@ -322,7 +330,7 @@ class Controller:
                 if strangers:
                     raise ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
                                         f"{', '.join(n.node_id for n in strangers)} are not members of this cluster")
-                results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, P.FLAG_FORWARDED,
+                results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, FLAG_FORWARDED,
                                                                     view) for n in targets), return_exceptions=True)
             finally:
                 view.release()
@@ -337,7 +345,7 @@ class Controller:
         return run()
 
     def _map_end(self, flags, meta) -> Reply:
-        app, sid, map_index, attempt, counts = W.decode_map_end(meta)
+        app, sid, map_index, attempt, counts = wire.decode_map_end(meta)
         sh = self._shuffle(app, sid)
         wrong = []
         for p, segments, nbytes in counts:
@@ -351,7 +359,7 @@ class Controller:
         return Reply()
 
     def _fetch(self, flags, meta) -> Reply | Awaitable[Reply]:
-        app, sid, p, start_map, end_map, attempts = W.decode_fetch(meta)
+        app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         runs = self.storage.shuffles.select(sh, p, start_map, end_map, attempts)
@@ -385,39 +393,39 @@ class Controller:
         cur_bytes = cur_records = 0
         for run in runs:
             if cur and cur_bytes + run.view.nbytes > FETCH_FRAME_BYTES:
-                frames.append((W.encode_fetch_resp(cur_records), cur))
+                frames.append((wire.encode_fetch_resp(cur_records), cur))
                 cur, cur_bytes, cur_records = [], 0, 0
             cur.append(run.range)
             cur_bytes += run.view.nbytes
             cur_records += len(run.records)
-        frames.append((W.encode_fetch_resp(cur_records), cur))
+        frames.append((wire.encode_fetch_resp(cur_records), cur))
         self.counters["fetches"] += 1
         self.counters["fetch_bytes"] += total
         return Reply(frames=frames)
 
     def _partition_info(self, flags, meta) -> Reply:
-        app, sid, p = W.decode_partition_info(meta)
+        app, sid, p = wire.decode_partition_info(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         blocks, records, nbytes = self.storage.shuffles.partition_blocks(sh, p)
-        return Reply(W.encode_partition_info_resp(self.storage.path, records, nbytes, blocks))
+        return Reply(wire.encode_partition_info_resp(self.storage.path, records, nbytes, blocks))
 
     def _delete_shuffle(self, flags, meta) -> Reply | Awaitable[Reply]:
-        app, sid = W.decode_delete_shuffle(meta)
+        app, sid = wire.decode_delete_shuffle(meta)
         freed = self.storage.shuffles.delete(app, sid)
         if freed:
             log.info("deleted shuffle %d of %s: %d blocks", sid, app, freed)
-        if flags & P.FLAG_FORWARDED:
-            return Reply(W.encode_u64(freed))
+        if flags & FLAG_FORWARDED:
+            return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_SHUFFLE, bytes(meta), freed)
 
     def _delete_app(self, flags, meta) -> Reply | Awaitable[Reply]:
-        app = W.decode_delete_app(meta)
+        app = wire.decode_delete_app(meta)
         freed = self.storage.shuffles.delete_app(app)
         if freed:
             log.info("deleted app %s: %d blocks", app, freed)
-        if flags & P.FLAG_FORWARDED:
-            return Reply(W.encode_u64(freed))
+        if flags & FLAG_FORWARDED:
+            return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_APP, bytes(meta), freed)
 
     def _forward_sum(self, op: int, meta: bytes, local: int) -> Awaitable[Reply]:
@@ -426,15 +434,15 @@ class Controller:
             total = local
             for m, _ in results:
                 try:
-                    total += W.decode_u64(m)
+                    total += wire.decode_u64(m)
                 except ProtocolError as e:
                     log.warning("a peer's %s reply is malformed: %s", Op(op).name, e)
-            return Reply(W.encode_u64(min(total, U64_MAX)))  # a peer's absurd count must not overflow the reply
+            return Reply(wire.encode_u64(min(total, U64_MAX)))  # a peer's absurd count must not overflow the reply
         return run()
 
     # ---- key-value and address API --------------------------------------------------------------
     def _put(self, flags, meta, data_len: int) -> Sink:
-        key = W.decode_key(meta)
+        key = wire.decode_key(meta)
         res = self.storage.values.reserve(key, data_len)
 
         @_mapped
@@ -446,7 +454,7 @@ class Controller:
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.values.abort(res))
 
     def _get(self, flags, meta) -> Reply | Awaitable[Reply]:
-        key = W.decode_key(meta)
+        key = wire.decode_key(meta)
         block, view, checked = self.storage.values.get(key, VERIFY_INLINE_BYTES)
         if checked:
             self.counters["gets"] += 1
@@ -470,15 +478,15 @@ class Controller:
         return Reply(data=[view])
 
     def _delete(self, flags, meta) -> Reply:
-        self.storage.values.delete(W.decode_key(meta))
+        self.storage.values.delete(wire.decode_key(meta))
         return Reply()
 
     def _alloc(self, flags, meta) -> Reply:
-        size = W.decode_alloc(meta)
-        return Reply(W.encode_u64(self.storage.addresses.alloc(size)))
+        size = wire.decode_alloc(meta)
+        return Reply(wire.encode_u64(self.storage.addresses.alloc(size)))
 
     def _write(self, flags, meta, data_len: int) -> Sink:
-        address, offset = W.decode_write(meta)
+        address, offset = wire.decode_write(meta)
         res = self.storage.addresses.reserve(address, offset, data_len)
 
         @_mapped
@@ -489,7 +497,7 @@ class Controller:
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.addresses.abort(res))
 
     def _read(self, flags, meta) -> Reply:
-        address, offset, length = W.decode_read(meta)
+        address, offset, length = wire.decode_read(meta)
         block, view = self.storage.addresses.read(address, offset, length)
         if not self.storage.addresses.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
             view.release()
@@ -497,6 +505,6 @@ class Controller:
         return Reply(data=[view])
 
     def _free(self, flags, meta) -> Reply:
-        self.storage.addresses.free(W.decode_free(meta))
+        self.storage.addresses.free(wire.decode_free(meta))
         return Reply()
 

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from rpmp import _wire as W
+from rpmp import _wire as wire
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, ProtocolError
 from rpmp.server.contract import Busy, FileRange, Reply, Sink, nbytes
 
@@ -79,7 +79,7 @@ class Connection(asyncio.BufferedProtocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.peer = str(transport.get_extra_info("peername"))
         if len(self.server.connections) >= self.server.max_connections and not self.server.evict_idle():
-            transport.write(W.error_frame(0, 0, ErrorCode.UNAVAILABLE,
+            transport.write(wire.error_frame(0, 0, ErrorCode.UNAVAILABLE,
                                           f"node has {self.server.max_connections} connections already"))
             transport.close()
             self.closed = True
@@ -170,7 +170,7 @@ class Connection(asyncio.BufferedProtocol):
                     asyncio.get_running_loop().call_soon(self._next_turn)
                 return
             try:
-                op, flags, rid, meta_len, data_len = W.unpack_header(self.view, self.server.max_data, self.start)
+                op, flags, rid, meta_len, data_len = wire.unpack_header(self.view, self.server.max_data, self.start)
             except ProtocolError as e:  # broken framing: answer, echoing what op and id the bytes hold
                 op, rid = self.buf[self.start + 5], int.from_bytes(self.buf[self.start + 8:self.start + 16], "little")
                 return self._fatal(op, rid, e.code, e.message)
@@ -304,7 +304,7 @@ class Connection(asyncio.BufferedProtocol):
         last = len(frames) - 1
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-            out.append(W.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)))
+            out.append(wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)))
             out.extend(d.view if isinstance(d, FileRange) else d for d in data)
         self.transport.writelines(out)
 
@@ -335,7 +335,7 @@ class Connection(asyncio.BufferedProtocol):
             last = len(reply.frames) - 1
             for i, (meta, data) in enumerate(reply.frames):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-                parts = [W.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
+                parts = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
                     if isinstance(part, FileRange) and part.fd is not None:
                         ok = await self._out(fd, part.nbytes, lambda pos, r=part: os.sendfile(
@@ -392,11 +392,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
-            self.transport.write(W.error_frame(op, rid, int(err.code), str(err.message)))
+            self.transport.write(wire.error_frame(op, rid, int(err.code), str(err.message)))
 
     def _fatal(self, op: int, rid: int, code: int, message: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, message)
-        self.transport.write(W.error_frame(op, rid, code, message))
+        self.transport.write(wire.error_frame(op, rid, code, message))
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)

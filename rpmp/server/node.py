@@ -8,11 +8,11 @@ import signal
 import socket
 import sys
 
-from rpmp import _wire as W
-from rpmp.protocol import VERSION, Node, Op
+from rpmp import _wire as wire
+from rpmp.protocol import VERSION, Node, NodeState, Op
 from rpmp.server.config import NodeConfig, parse_hostport
 from rpmp.server.controller import Controller
-from rpmp.server.membership import ALIVE, Membership
+from rpmp.server.membership import Membership
 from rpmp.server.network import NetworkServer
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Storage
@@ -49,7 +49,7 @@ class RpmpNode:
         rec = self.storage.pool.recovery
         if any(rec.values()):
             log.info("pool %s recovered: %s", cfg.pool, rec)
-        me = Node(cfg.node_id, cfg.host, self.port, ALIVE)
+        me = Node(cfg.node_id, cfg.host, self.port, NodeState.ALIVE)
         seeds = [parse_hostport(s) for s in cfg.seeds]
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat,
                                      probe=self._probe)
@@ -66,13 +66,13 @@ class RpmpNode:
                  cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none")
 
     async def _heartbeat(self, host: str, port: int, me: Node, epoch: int) -> tuple[int, list[Node]]:
-        meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, W.encode_heartbeat(me, epoch))
-        return W.decode_members(meta)
+        meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, wire.encode_heartbeat(me, epoch))
+        return wire.decode_members(meta)
 
     async def _probe(self, host: str, port: int) -> str:
         """The node id whoever listens at host:port gives in its HELLO."""
-        meta, _ = await self.peers.request(host, port, Op.HELLO, W.encode_hello(VERSION, "rpmp-node"))
-        return W.decode_hello_resp(meta)[1]
+        meta, _ = await self.peers.request(host, port, Op.HELLO, wire.encode_hello(VERSION, "rpmp-node"))
+        return wire.decode_hello_resp(meta)[1]
 
     async def _retry_frees(self) -> None:
         while True:
