@@ -70,6 +70,8 @@ class Connection(asyncio.BufferedProtocol):
         self.peer = ""
         self.last_active = server.now
         self.frame_deadline: float | None = None  # a frame has begun and must be complete by then
+        self.out_size = 0  # bytes of replies the transport held at the janitor's last look
+        self.out_progress = server.now  # when they last went down (the client took some)
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport) -> None:
@@ -101,6 +103,15 @@ class Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self.write_paused = False
         self._resume()
+
+    def send_stalled(self, now: float) -> bool:
+        """Whether replies have waited in the transport for `send_timeout` seconds with none of them taken: a
+        client that stops reading must not pin pool blocks (a reply's views) for ever."""
+        size = self.transport.get_write_buffer_size() if self.transport is not None and not self.closed else 0
+        if size == 0 or self.out_size == 0 or size < self.out_size:  # none waiting, just began, or some taken
+            self.out_progress = now
+        self.out_size = size
+        return size > 0 and now - self.out_progress > self.server.send_timeout
 
     def _resume(self) -> None:
         """Read and handle frames again, unless something still holds this connection back."""
@@ -498,7 +509,9 @@ class NetworkServer:
             await asyncio.sleep(1.0)
             now = self.now = time.monotonic()
             for conn in list(self.connections):
-                if conn.waiting_room:
+                if conn.send_stalled(now):
+                    conn._abort(f"client took nothing of its replies for {self.send_timeout:g} s")
+                elif conn.waiting_room:
                     if now - conn.frame_began >= self.room_wait:  # waited long enough: POOL_FULL
                         conn.room_available()
                 elif conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
