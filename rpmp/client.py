@@ -1,12 +1,16 @@
 """The Python client of RPMP nodes.
 
+    import pyarrow as pa
+    import rpmp
+
     with rpmp.Client("127.0.0.1:7077") as c:
-        c.put("k", b"value"); buf = c.get("k")            # pyarrow.Buffer, no copy after the socket
-        c.put_table("t", table); c.get_table("t")          # Arrow tables (IPC stream)
+        c.put("k", b"value"); buf = c.get("k")                  # pyarrow.Buffer, no copy after the socket
+        c.put_table("t", pa.table({"x": [1, 2]})); c.get_table("t")   # Arrow tables (IPC stream)
         addr = c.alloc(4096); c.write(addr, b"x"); c.read(addr, 1); c.free(addr)
         placement = c.register_shuffle("app-1", 0, num_partitions=8)
-        c.push("app-1", 0, partition=3, map_index=0, attempt=17, seq=0, data=b"...", placement=placement)
-        for seg in c.fetch("app-1", 0, 3, placement=placement): ...
+        c.push("app-1", 0, partition=3, map_index=0, attempt=17, seq=0, data=b"...", placement=placement,
+               last=True)                                        # the attempt's final segment for partition 3
+        for seg in c.fetch("app-1", 0, 3, attempts=[17], placement=placement): print(seg)
 
 Blocking sockets (sendmsg/recv_into), a small pool of connections per node (thread-safe), pipelined
 pushes, and every error frame raised as an RpmpError subclass carrying the node's message. Data parts of

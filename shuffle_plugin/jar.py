@@ -135,7 +135,7 @@ def _needs_build(jar: Path, srcs: list[Path]) -> bool:
     return any(src.stat().st_mtime > built for src in srcs + [Path(__file__)])
 
 
-def build_jar(out_dir: str | os.PathLike | None = None, quiet: bool = False) -> Path:
+def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False) -> Path:
     """Compile the plugin into out_dir/rpmp-shuffle-<version>.jar; a no-op when the jar is newer than every source."""
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
     jar = out / jar_name()

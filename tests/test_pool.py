@@ -10,12 +10,26 @@ import textwrap
 import pyarrow as pa
 import pytest
 import xxhash
-from rpmp._pool import Pool
 
-from rpmp import _pool as P
+from rpmp._pool import (
+    DEFAULT_BLOCK_CAPACITY,
+    HEADER_SIZE,
+    MAX_BLOCK_CAPACITY,
+    BlockCorruptError,
+    BlockKeyError,
+    BlockNotFoundError,
+    BlockSealedError,
+    Pool,
+    PoolBusyError,
+    PoolClosedError,
+    PoolExistsError,
+    PoolFullError,
+    PoolLayoutError,
+    PoolNotFoundError,
+    PoolSizeError,
+)
 
 MiB = 1 << 20
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def pattern(n: int, seed: int = 0) -> bytes:
@@ -28,11 +42,11 @@ def pattern(n: int, seed: int = 0) -> bytes:
     return bytes(out[:n])
 
 
-@pytest.mark.parametrize("size", [0, 1, 7, 4096, 65537, P.DEFAULT_BLOCK_CAPACITY, 9 * MiB + 3])
+@pytest.mark.parametrize("size", [0, 1, 7, 4096, 65537, DEFAULT_BLOCK_CAPACITY, 9 * MiB + 3])
 def test_round_trip_sizes(pool_path, size):
     data = pattern(size, size)
     with Pool.create(pool_path, 64 * MiB) as pool:
-        block = pool.alloc(max(size, 1) if size > P.DEFAULT_BLOCK_CAPACITY else P.DEFAULT_BLOCK_CAPACITY,
+        block = pool.alloc(max(size, 1) if size > DEFAULT_BLOCK_CAPACITY else DEFAULT_BLOCK_CAPACITY,
                            key=b"k")
         assert pool.append(block, data) == 0
         assert pool.read(block) == data
@@ -76,12 +90,12 @@ def test_write_past_capacity_is_refused_and_keeps_data(pool_path):
     with Pool.create(pool_path, 16 * MiB) as pool:
         block = pool.alloc(100)
         pool.append(block, b"a" * 60)
-        with pytest.raises(P.PoolSizeError, match="exceeds the block's capacity of 100"):
+        with pytest.raises(PoolSizeError, match="exceeds the block's capacity of 100"):
             pool.append(block, b"b" * 41)
-        with pytest.raises(P.PoolSizeError):
+        with pytest.raises(PoolSizeError):
             pool.write(block, 101, b"")
         assert pool.read(block) == b"a" * 60
-        with pytest.raises(P.PoolSizeError, match="published bytes"):
+        with pytest.raises(PoolSizeError, match="published bytes"):
             pool.read(block, 50, 11)
 
 
@@ -94,7 +108,7 @@ def test_seal_checksum_and_immutability(pool_path):
         pool.seal(block)  # idempotent
         info = pool.info(block)
         assert info.sealed and info.checksum == xxhash.xxh64_intdigest(data)
-        with pytest.raises(P.BlockSealedError, match="sealed"):
+        with pytest.raises(BlockSealedError, match="sealed"):
             pool.append(block, b"x")
         pool.verify(block)
         assert pool.read(block) == data
@@ -104,7 +118,7 @@ def test_reopen_after_clean_close(pool_path):
     blocks = {}
     with Pool.create(pool_path, 64 * MiB) as pool:
         for i in range(20):
-            block = pool.alloc(P.DEFAULT_BLOCK_CAPACITY if i % 2 else 5000, key=f"key-{i}".encode())
+            block = pool.alloc(DEFAULT_BLOCK_CAPACITY if i % 2 else 5000, key=f"key-{i}".encode())
             pool.append(block, pattern(1000 + i * 97, i))
             if i % 3 == 0:
                 pool.seal(block)
@@ -134,13 +148,13 @@ def test_free_and_stats(pool_path):
         pool.append(a, b"x" * 500)
         st = pool.stats()
         assert st["blocks"] == 2 and st["used"] == 500
-        assert st["allocated"] == 2 * P.HEADER_SIZE + P.DEFAULT_BLOCK_CAPACITY + 1000
+        assert st["allocated"] == 2 * HEADER_SIZE + DEFAULT_BLOCK_CAPACITY + 1000
         assert st["free"] == st["capacity"] - st["allocated"]
         pool.free(a)
         assert pool.blocks() == [b] and len(pool) == 1 and a not in pool
-        with pytest.raises(P.BlockNotFoundError):
+        with pytest.raises(BlockNotFoundError):
             pool.read(a)
-        with pytest.raises(P.BlockNotFoundError):
+        with pytest.raises(BlockNotFoundError):
             pool.free(a)
         assert pool.stats()["used"] == 0
 
@@ -149,7 +163,7 @@ def test_default_block_fills_chunks_exactly(pool_path):
     """4 MiB blocks must not spill into a 17th 256 KiB chunk: 32 fit where 32 x 4 MiB of heap exists."""
     with Pool.create(pool_path, 160 * MiB) as pool:
         n = 0
-        with pytest.raises(P.PoolFullError):
+        with pytest.raises(PoolFullError):
             while True:
                 pool.alloc()
                 n += 1
@@ -162,44 +176,44 @@ def test_bad_block_addresses(pool_path, bad):
     with Pool.create(pool_path, 16 * MiB) as pool:
         pool.alloc()
         for op in (pool.read, pool.info, pool.seal, pool.free, pool.view, pool.payload_offset):
-            with pytest.raises(P.BlockNotFoundError):
+            with pytest.raises(BlockNotFoundError):
                 op(bad)
 
 
 def test_errors_are_named(pool_path, tmp_path):
-    with pytest.raises(P.PoolNotFoundError, match="does not exist"):
+    with pytest.raises(PoolNotFoundError, match="does not exist"):
         Pool.open(pool_path)
-    with pytest.raises(P.PoolSizeError, match="minimum"):
+    with pytest.raises(PoolSizeError, match="minimum"):
         Pool.create(pool_path, 1 * MiB)
     pool = Pool.create(pool_path, 16 * MiB)
-    with pytest.raises(P.PoolExistsError):
+    with pytest.raises(PoolExistsError):
         Pool.create(pool_path, 16 * MiB)
-    with pytest.raises(P.BlockKeyError, match="longer than 192"):
+    with pytest.raises(BlockKeyError, match="longer than 192"):
         pool.alloc(10, key=b"k" * 193)
-    with pytest.raises(P.PoolSizeError):
-        pool.alloc(P.MAX_BLOCK_CAPACITY + 1)
-    with pytest.raises(P.PoolSizeError, match="larger than the pool allows"):
+    with pytest.raises(PoolSizeError):
+        pool.alloc(MAX_BLOCK_CAPACITY + 1)
+    with pytest.raises(PoolSizeError, match="larger than the pool allows"):
         pool.alloc(32 * MiB)
-    with pytest.raises(P.PoolFullError, match="is full"):
+    with pytest.raises(PoolFullError, match="is full"):
         pool.alloc(15 * MiB)
     pool.close()
-    with pytest.raises(P.PoolClosedError):
+    with pytest.raises(PoolClosedError):
         pool.alloc()
     other = str(tmp_path / "other.pool")
     subprocess.run(["pmempool", "create", "--layout=not-rpmp", "obj", "--size=16M", other], check=True)
-    with pytest.raises(P.PoolLayoutError, match="not an RPMP pool"):
+    with pytest.raises(PoolLayoutError, match="not an RPMP pool"):
         Pool.open(other)
     junk = str(tmp_path / "junk.pool")
     with open(junk, "wb") as f:
         f.write(os.urandom(16 * MiB))
-    with pytest.raises(P.PoolLayoutError):
+    with pytest.raises(PoolLayoutError):
         Pool.open(junk)
 
 
 def test_pool_full_keeps_earlier_data(pool_path):
     with Pool.create(pool_path, 32 * MiB) as pool:
         written = {}
-        with pytest.raises(P.PoolFullError, match="is full"):
+        with pytest.raises(PoolFullError, match="is full"):
             for i in range(100):
                 block = pool.alloc(1 * MiB)
                 pool.append(block, pattern(1 * MiB, i))
@@ -224,8 +238,7 @@ def test_second_process_gets_locked_error(pool_path):
             except PoolLockedError as e:
                 print("LOCKED", e)
             """)
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                             env={**os.environ, "PYTHONPATH": ROOT})
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.stdout.startswith("LOCKED") and "another process" in out.stdout, out.stderr
 
 
@@ -236,7 +249,7 @@ def test_second_process_reads_sealed_block_through_read_only_mapping(pool_path):
         pool.append(block, data)
         pool.seal(block)
         offset = pool.payload_offset(block)
-        assert offset == block + P.HEADER_SIZE
+        assert offset == block + HEADER_SIZE
         code = textwrap.dedent(f"""
             import mmap, sys, xxhash
             with open({pool_path!r}, "rb") as f:
@@ -264,9 +277,9 @@ def test_views_are_zero_copy_and_pin_the_pool(pool_path):
             view[0] = 1
         pool.write(block, 3, b"X")  # an overwrite inside the block shows through both views
         assert bytes(view) == b"012X456789" and bytes(buf) == b"2X45"
-        with pytest.raises(P.PoolBusyError):
+        with pytest.raises(PoolBusyError):
             pool.free(block)
-        with pytest.raises(P.PoolBusyError):
+        with pytest.raises(PoolBusyError):
             pool.close()
         del view, buf
         pool.free(block)
@@ -297,7 +310,7 @@ def test_damaged_header_is_freed_and_corrupt_payload_is_reported_on_open(pool_pa
     with open(pool_path, "r+b") as f:
         f.seek(damage + 40)  # inside the key: the header no longer matches its hdr_check
         f.write(b"Z")
-        f.seek(corrupt + P.HEADER_SIZE + 500)  # a payload byte of a sealed block
+        f.seek(corrupt + HEADER_SIZE + 500)  # a payload byte of a sealed block
         f.write(flipped[500:501])
     with Pool.open(pool_path) as pool:
         # the damaged header cannot say what it is: freed; the corrupt value is kept and named, so a
@@ -310,7 +323,7 @@ def test_damaged_header_is_freed_and_corrupt_payload_is_reported_on_open(pool_pa
         assert info.key == b"corrupt" and info.sealed
         assert info.checksum == xxhash.xxh64_intdigest(pattern(1000, corrupt))
         assert pool.read(corrupt) == bytes(flipped)
-        with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
+        with pytest.raises(BlockCorruptError, match="does not match its checksum"):
             pool.verify(corrupt)
         pool.verify(keep)
         pool.free(corrupt)  # the owner decides; once freed its address leaves the set
@@ -326,12 +339,12 @@ def test_open_without_verify_keeps_corrupt_block_but_verify_catches_it(pool_path
         pool.append(block, b"a" * 1000)
         pool.seal(block)
     with open(pool_path, "r+b") as f:
-        f.seek(block + P.HEADER_SIZE)
+        f.seek(block + HEADER_SIZE)
         f.write(b"b")
     with Pool.open(pool_path, verify=False) as pool:
         assert pool.blocks() == [block]
         assert pool.recovery["corrupt"] == 0 and pool.corrupt_blocks == frozenset()  # not looked at
-        with pytest.raises(P.BlockCorruptError, match="does not match its checksum"):
+        with pytest.raises(BlockCorruptError, match="does not match its checksum"):
             pool.verify(block)
 
 
@@ -348,13 +361,13 @@ def test_reserve_flush_publish_receives_in_place(pool_path):
         assert pool.read(block) == b"head"  # nothing visible before publish
         pool.publish(block, 4, len(data))
         assert pool.used(block) == 4 + len(data) and pool.read(block, 4) == data
-        with pytest.raises(P.PoolBusyError):
+        with pytest.raises(PoolBusyError):
             pool.free(block)
         del target
-        with pytest.raises(P.PoolSizeError, match="capacity"):
-            pool.reserve(block, P.DEFAULT_BLOCK_CAPACITY - 10, 11)
+        with pytest.raises(PoolSizeError, match="capacity"):
+            pool.reserve(block, DEFAULT_BLOCK_CAPACITY - 10, 11)
         pool.seal(block)
-        with pytest.raises(P.BlockSealedError):
+        with pytest.raises(BlockSealedError):
             pool.reserve(block, 0, 1)
 
 
@@ -376,12 +389,12 @@ def test_read_and_view_lengths_out_of_range_are_size_errors(pool_path):
         block = pool.alloc(100)
         pool.append(block, b"0123456789")
         for offset, length in ((0, 1 << 62), (0, (1 << 64) - 1), (0, -1), (5, 6), (10, 1), (3, -3)):
-            with pytest.raises(P.PoolSizeError, match=f"read of {length} bytes at {offset} exceeds the block's 10 "
+            with pytest.raises(PoolSizeError, match=f"read of {length} bytes at {offset} exceeds the block's 10 "
                                                       "published bytes"):
                 pool.read(block, offset, length)
-            with pytest.raises(P.PoolSizeError, match=f"view of {length} bytes at {offset} exceeds the block's 10"):
+            with pytest.raises(PoolSizeError, match=f"view of {length} bytes at {offset} exceeds the block's 10"):
                 pool.view(block, offset, length)
-        with pytest.raises(P.PoolSizeError, match="offset 11 is past the block's 10 published bytes"):
+        with pytest.raises(PoolSizeError, match="offset 11 is past the block's 10 published bytes"):
             pool.read(block, 11)
         assert pool.read(block, 10) == b"" and pool.read(block, 4, 3) == b"456" and bytes(pool.view(block, 7)) == b"789"
         assert bytes(pool.view(block, 10, 0)) == b""
@@ -393,14 +406,14 @@ def test_offset_plus_length_that_wraps_is_refused_everywhere(pool_path):
         block = pool.alloc(100)
         pool.append(block, b"a" * 10)
         huge = (1 << 64) - 8
-        with pytest.raises(P.PoolSizeError, match="write of 16 bytes at 18446744073709551608 exceeds"):
+        with pytest.raises(PoolSizeError, match="write of 16 bytes at 18446744073709551608 exceeds"):
             pool.write(block, huge, b"b" * 16)
         for op in (pool.reserve, pool.flush, pool.publish):
-            with pytest.raises(P.PoolSizeError, match="16 bytes at 18446744073709551608 exceed the block's capacity"):
+            with pytest.raises(PoolSizeError, match="16 bytes at 18446744073709551608 exceed the block's capacity"):
                 op(block, huge, 16)
-            with pytest.raises(P.PoolSizeError, match=f"{huge} bytes at 16 exceed the block's capacity"):
+            with pytest.raises(PoolSizeError, match=f"{huge} bytes at 16 exceed the block's capacity"):
                 op(block, 16, huge)
-        with pytest.raises(P.PoolSizeError, match="read of 16 bytes at 18446744073709551608 exceeds"):
+        with pytest.raises(PoolSizeError, match="read of 16 bytes at 18446744073709551608 exceeds"):
             pool.read_into(block, bytearray(16), huge)
         assert pool.read(block) == b"a" * 10 and pool.used(block) == 10 and pool.stats()["used"] == 10
 
@@ -412,13 +425,13 @@ def test_a_forged_header_inside_a_payload_is_not_a_block(pool_path):
         block = pool.alloc(4096)
         head = struct.pack("<QIIQII", 0x314B4C42504D5052, 1, 0, 1000, 0, 0) + bytes(192)
         header = head + struct.pack("<QQQII", xxhash.xxh64_intdigest(head), 0, 0, 1, 0)
-        assert len(header) == P.HEADER_SIZE
+        assert len(header) == HEADER_SIZE
         pool.write(block, 1024, header)
-        forged = block + P.HEADER_SIZE + 1024
+        forged = block + HEADER_SIZE + 1024
         for op in (pool.read, pool.info, pool.seal, pool.free, pool.view, pool.verify, pool.used):
-            with pytest.raises(P.BlockNotFoundError, match=f"no live block at {forged:#x}"):
+            with pytest.raises(BlockNotFoundError, match=f"no live block at {forged:#x}"):
                 op(forged)
-        with pytest.raises(P.BlockNotFoundError):
+        with pytest.raises(BlockNotFoundError):
             pool.tx_write(forged, 0, b"x")
         assert pool.blocks() == [block]
 

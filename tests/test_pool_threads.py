@@ -8,10 +8,10 @@ import sys
 import textwrap
 import uuid
 
-from rpmp import _pool as P
+from rpmp import _pool
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(P.__file__)))
+RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(_pool.__file__)))
 
 CHILD = textwrap.dedent("""
     import sys, threading, time

@@ -3,9 +3,16 @@ zeroing, refusals, and corrupt checked blocks reported at open. The crash side i
 
 import pytest
 import xxhash
-from rpmp._pool import Pool
 
-from rpmp import _pool as P
+from rpmp._pool import (
+    HEADER_SIZE,
+    BlockCorruptError,
+    BlockNotFoundError,
+    BlockSealedError,
+    Pool,
+    PoolFullError,
+    PoolSizeError,
+)
 
 MiB = 1 << 20
 EMPTY_XXH64 = xxhash.xxh64_intdigest(b"")
@@ -56,7 +63,7 @@ def test_tx_writes_append_overwrite_and_gap_keep_content_and_checksum(pool_path)
         assert pool.stats()["used"] == 4096
         pool.seal(block)
         assert pool.info(block).checksum == xxhash.xxh64_intdigest(bytes(model))
-        with pytest.raises(P.BlockSealedError, match="is sealed"):
+        with pytest.raises(BlockSealedError, match="is sealed"):
             pool.tx_write(block, 0, b"x")
     with Pool.open(pool_path) as pool:
         assert pool.read(block) == model and pool.corrupt_blocks == frozenset()
@@ -80,7 +87,7 @@ def test_zero_copy_writes_are_refused_on_a_checked_block(pool_path):
         pool.tx_write(block, 0, b"abc")
         for op in (lambda: pool.reserve(block, 3, 10), lambda: pool.flush(block, 0, 3),
                    lambda: pool.publish(block, 3, 10)):
-            with pytest.raises(P.BlockSealedError, match="is checked: zero-copy writes cannot keep its checksum"):
+            with pytest.raises(BlockSealedError, match="is checked: zero-copy writes cannot keep its checksum"):
                 op()
         assert pool.read(block) == b"abc"
         pool.verify(block)
@@ -92,16 +99,16 @@ def test_tx_write_range_errors(pool_path):
         pool.tx_write(block, 0, b"a" * 60)
         for offset, n in ((60, 41), (101, 0), (100, 1), ((1 << 64) - 1, 2), ((1 << 64) - 8, 16)):
             # (1 << 64) - 1 + 2 wraps to 1: a check of offset + len <= capacity would pass it
-            with pytest.raises(P.PoolSizeError, match=f"write of {n} bytes at {offset} exceeds the block's "
+            with pytest.raises(PoolSizeError, match=f"write of {n} bytes at {offset} exceeds the block's "
                                                       "capacity of 100"):
                 pool.tx_write(block, offset, b"b" * n)
-            with pytest.raises(P.PoolSizeError, match="exceeds the block's capacity of 100"):
+            with pytest.raises(PoolSizeError, match="exceeds the block's capacity of 100"):
                 pool.write(block, offset, b"b" * n)
         pool.tx_write(block, 100, b"")
         pool.tx_write(block, 99, b"c")
         assert pool.read(block) == b"a" * 60 + bytes(39) + b"c"
         pool.verify(block)
-        with pytest.raises(P.BlockNotFoundError):
+        with pytest.raises(BlockNotFoundError):
             pool.tx_write(block + 8, 0, b"x")
         both = pool.alloc(100, seal_required=True, checked=True)
         assert pool.info(both).checked and pool.info(both).seal_required
@@ -114,7 +121,7 @@ def test_gap_is_zeroed_over_an_earlier_tenants_bytes(pool_path, checked):
     cap = 1 * MiB
     with Pool.create(pool_path, 16 * MiB) as pool:
         tenants = []
-        with pytest.raises(P.PoolFullError):  # the whole heap gets a tenant's bytes
+        with pytest.raises(PoolFullError):  # the whole heap gets a tenant's bytes
             while True:
                 tenants.append(pool.alloc(cap, key=b"old"))
                 pool.append(tenants[-1], b"\xab" * cap)
@@ -122,7 +129,7 @@ def test_gap_is_zeroed_over_an_earlier_tenants_bytes(pool_path, checked):
             pool.free(b)
         block = pool.alloc(cap, key=b"new", checked=checked)
         with open(pool_path, "rb") as f:  # the earlier tenant's bytes are still there, past `used`
-            f.seek(block + P.HEADER_SIZE)
+            f.seek(block + HEADER_SIZE)
             assert f.read(cap - 1) == b"\xab" * (cap - 1), "no stale bytes under the new block: proves nothing"
         pool.tx_write(block, cap - 1, b"\x01")
         data = pool.read(block)
@@ -141,11 +148,11 @@ def test_open_checked_block_with_a_flipped_byte_is_reported(pool_path):
             pool.tx_write(b, 0, b"x" * 500)
     with open(pool_path, "r+b") as f:
         for b in (bad, plain):
-            f.seek(b + P.HEADER_SIZE + 499)
+            f.seek(b + HEADER_SIZE + 499)
             f.write(b"y")
     with Pool.open(pool_path, verify=False) as pool:
         assert pool.recovery["corrupt"] == 0 and pool.corrupt_blocks == frozenset()
-        with pytest.raises(P.BlockCorruptError, match=f"block {bad:#x} payload does not match its checksum"):
+        with pytest.raises(BlockCorruptError, match=f"block {bad:#x} payload does not match its checksum"):
             pool.verify(bad)
         pool.verify(good)
         pool.verify(plain)
@@ -171,11 +178,11 @@ def test_tx_write_that_cannot_log_its_overwrite_fails_cleanly(pool_path):
             while True:
                 try:
                     filler.append(pool.alloc(size))
-                except P.PoolFullError:
+                except PoolFullError:
                     break
         try:
             pool.tx_write(block, 0, b"\xee" * (4 * MiB))
-        except P.PoolFullError as e:
+        except PoolFullError as e:
             assert "no room to log a write of 4194304 bytes" in str(e)
             assert pool.read(block) == old
             assert pool.info(block).checksum == xxhash.xxh64_intdigest(old)

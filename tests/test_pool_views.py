@@ -13,11 +13,12 @@ import uuid
 
 import pytest
 
-from rpmp import _pool as P
+from rpmp import _pool
+from rpmp._pool import Pool
 
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 # the child imports the very rpmp the tests import (an installed build or another checkout alike)
-RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(P.__file__)))
+RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(_pool.__file__)))
 
 PRELUDE = textwrap.dedent("""
     import gc, os, sys
@@ -84,7 +85,7 @@ def first_block() -> int:
     """The address of the first block of a fresh 16 MiB pool (the children's `b`), from a pool of our own."""
     path = os.path.join(SHM, f"rpmp-test-views-{uuid.uuid4().hex[:12]}.pool")
     try:
-        with P.Pool.create(path, 16 << 20) as pool:
+        with Pool.create(path, 16 << 20) as pool:
             return pool.alloc(1000, key=b"v")
     finally:
         os.unlink(path)

@@ -24,7 +24,6 @@ from rpmp.ring import HashRing
 
 log = logging.getLogger("rpmp.membership")
 
-ALIVE = NodeState.ALIVE  # node.py imports it from here: the lead switches it to NodeState.ALIVE, then it goes
 NAME_MAX = 255  # bytes of a node id or host name
 MAX_MEMBERS = 1024  # the table (and so a MEMBERS reply) stays bounded whoever sends heartbeats
 PRUNE_AFTER = 60.0  # seconds (at least; 10 x dead_after) a dead member stays in the table
@@ -66,7 +65,7 @@ class Membership:
         self.members: dict[str, Member] = {me.node_id: Member(me, time.monotonic(), True)}
         self.epoch = 1
         self._ring: HashRing | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._probe = probe
         self._probing: set[tuple[str, int]] = set()
