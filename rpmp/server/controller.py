@@ -25,11 +25,15 @@ from rpmp.protocol import (
     MAX_SEGMENT,
     VERSION,
     ErrorCode,
+    Node,
     Op,
     ProtocolError,
 )
+from rpmp.server.config import NodeConfig
 from rpmp.server.contract import Busy, Reply, Sink
-from rpmp.server.storage import Storage, StorageError
+from rpmp.server.membership import Membership
+from rpmp.server.peers import PeerPool
+from rpmp.server.storage import Record, Run, Shuffle, Storage, StorageError
 
 log = logging.getLogger("rpmp.controller")
 
@@ -61,12 +65,12 @@ async def _guarded(pending: Awaitable[Reply]) -> Reply:
         raise _storage_error(e) from None
 
 
-def _mapped(fn):
+def _mapped(fn: Callable[..., Reply | Awaitable[Reply]]) -> Callable[..., Reply | Awaitable[Reply]]:
     """Callbacks the network calls later (a sink's on_done, a coroutine) answer storage and pool errors
     with their protocol codes too, not with INTERNAL (handle() does the same for the handlers)."""
 
     @functools.wraps(fn)
-    def call(*args):
+    def call(*args: object) -> Reply | Awaitable[Reply]:
         try:
             out = fn(*args)
         except (StorageError, _pool.PoolError) as e:
@@ -77,7 +81,7 @@ def _mapped(fn):
 
 
 class Controller:
-    def __init__(self, storage: Storage, membership, peers, config,
+    def __init__(self, storage: Storage, membership: Membership, peers: PeerPool, config: NodeConfig,
                  network_counters: Callable[[], dict[str, int]] = dict):
         self.storage = storage
         self.membership = membership
@@ -128,17 +132,17 @@ class Controller:
             raise _storage_error(e) from None
 
     # ---- control --------------------------------------------------------------------------------
-    def _hello(self, flags, meta) -> Reply:
+    def _hello(self, flags: int, meta: memoryview) -> Reply:
         version, _client = wire.decode_hello(meta)
         if version != VERSION:
             raise ProtocolError(ErrorCode.BAD_VERSION, f"client speaks version {version}, node speaks {VERSION}")
         return Reply(wire.encode_hello_resp(VERSION, self.config.node_id, self.config.max_data))
 
-    def _ping(self, flags, meta) -> Reply:
+    def _ping(self, flags: int, meta: memoryview) -> Reply:
         wire.decode_empty(meta)
         return Reply()
 
-    def _stats(self, flags, meta) -> Reply:
+    def _stats(self, flags: int, meta: memoryview) -> Reply:
         wire.decode_empty(meta)
         st = self.storage.stats()
         st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
@@ -146,28 +150,28 @@ class Controller:
                   counters={**self.counters, **self.network_counters()})
         return Reply(data=[json.dumps(st).encode()])
 
-    def _members(self, flags, meta) -> Reply:
+    def _members(self, flags: int, meta: memoryview) -> Reply:
         wire.decode_empty(meta)
         return Reply(wire.encode_members(self.membership.epoch, self.membership.nodes()))
 
-    def _heartbeat(self, flags, meta) -> Reply:
+    def _heartbeat(self, flags: int, meta: memoryview) -> Reply:
         node, known_epoch = wire.decode_heartbeat(meta)
         self.membership.on_heartbeat(node, known_epoch)
         return Reply(wire.encode_members(self.membership.epoch, self.membership.nodes()))
 
     # ---- shuffles -------------------------------------------------------------------------------
-    def _shuffle(self, app: str, sid: int):
+    def _shuffle(self, app: str, sid: int) -> Shuffle:
         sh = self.storage.shuffles.get(app, sid)
         if sh is None:
             raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sid} of app {app!r} is not registered on this node")
         return sh
 
-    def _partition(self, sh, p: int) -> None:
+    def _partition(self, sh: Shuffle, p: int) -> None:
         if p >= sh.num_partitions:
             raise ProtocolError(ErrorCode.BAD_REQUEST,
                                 f"partition {p} is out of range: shuffle {sh.shuffle} has {sh.num_partitions}")
 
-    def _register(self, flags, meta) -> Reply | Awaitable[Reply]:
+    def _register(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         forwarded = bool(flags & FLAG_FORWARDED)
         if forwarded:
             (app, sid, nparts, replicas), placement = wire.decode_register_forwarded(meta)
@@ -250,7 +254,7 @@ class Controller:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"forwarded placement of shuffle {sid} of {app!r} names "
                                     f"{n.node_id} at {n.host}:{n.port}, which this node does not know; retry")
 
-    def _is_member(self, n) -> bool:
+    def _is_member(self, n: Node) -> bool:
         known = self.membership.node(n.node_id)
         return known is not None and (known.host, known.port) == (n.host, n.port)
 
@@ -276,7 +280,7 @@ class Controller:
             return reply
         return run()
 
-    def _push(self, flags, meta, data_len: int) -> Sink:
+    def _push(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         app, sid, p, map_index, attempt, seq, checksum = wire.decode_push(meta)
         forwarded = bool(flags & FLAG_FORWARDED)
         if data_len > MAX_SEGMENT:
@@ -309,7 +313,7 @@ class Controller:
 
         return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.shuffles.abort(res))
 
-    def _replicate(self, sh, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
+    def _replicate(self, sh: Shuffle, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
         """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
 
         Also for a duplicate: a writer retrying after a failed replication must get its copies made. The
@@ -344,7 +348,7 @@ class Controller:
 
         return run()
 
-    def _map_end(self, flags, meta) -> Reply:
+    def _map_end(self, flags: int, meta: memoryview) -> Reply:
         app, sid, map_index, attempt, counts = wire.decode_map_end(meta)
         sh = self._shuffle(app, sid)
         wrong = []
@@ -358,7 +362,7 @@ class Controller:
             raise ProtocolError(ErrorCode.INCOMPLETE, f"map {map_index} attempt {attempt}: " + "; ".join(wrong[:5]))
         return Reply()
 
-    def _fetch(self, flags, meta) -> Reply | Awaitable[Reply]:
+    def _fetch(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
@@ -380,14 +384,14 @@ class Controller:
 
         return verify()
 
-    def _checked_fetch(self, sh, p: int, runs: list, total: int, bad: list) -> Reply:
+    def _checked_fetch(self, sh: Shuffle, p: int, runs: list[Run], total: int, bad: list[Record]) -> Reply:
         if bad:
             for r in runs:
                 r.view.release()
             raise _storage_error(self.storage.shuffles.quarantine(sh, p, bad))
         return self._fetch_reply(runs, total)
 
-    def _fetch_reply(self, runs: list, total: int) -> Reply:
+    def _fetch_reply(self, runs: list[Run], total: int) -> Reply:
         frames: list[tuple[bytes, list]] = []
         cur: list = []
         cur_bytes = cur_records = 0
@@ -403,14 +407,14 @@ class Controller:
         self.counters["fetch_bytes"] += total
         return Reply(frames=frames)
 
-    def _partition_info(self, flags, meta) -> Reply:
+    def _partition_info(self, flags: int, meta: memoryview) -> Reply:
         app, sid, p = wire.decode_partition_info(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
         blocks, records, nbytes = self.storage.shuffles.partition_blocks(sh, p)
         return Reply(wire.encode_partition_info_resp(self.storage.path, records, nbytes, blocks))
 
-    def _delete_shuffle(self, flags, meta) -> Reply | Awaitable[Reply]:
+    def _delete_shuffle(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app, sid = wire.decode_delete_shuffle(meta)
         freed = self.storage.shuffles.delete(app, sid)
         if freed:
@@ -419,7 +423,7 @@ class Controller:
             return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_SHUFFLE, bytes(meta), freed)
 
-    def _delete_app(self, flags, meta) -> Reply | Awaitable[Reply]:
+    def _delete_app(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app = wire.decode_delete_app(meta)
         freed = self.storage.shuffles.delete_app(app)
         if freed:
@@ -441,7 +445,7 @@ class Controller:
         return run()
 
     # ---- key-value and address API --------------------------------------------------------------
-    def _put(self, flags, meta, data_len: int) -> Sink:
+    def _put(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         key = wire.decode_key(meta)
         res = self.storage.values.reserve(key, data_len)
 
@@ -453,7 +457,7 @@ class Controller:
 
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.values.abort(res))
 
-    def _get(self, flags, meta) -> Reply | Awaitable[Reply]:
+    def _get(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         key = wire.decode_key(meta)
         block, view, checked = self.storage.values.get(key, VERIFY_INLINE_BYTES)
         if checked:
@@ -477,15 +481,15 @@ class Controller:
         self.counters["gets"] += 1
         return Reply(data=[view])
 
-    def _delete(self, flags, meta) -> Reply:
+    def _delete(self, flags: int, meta: memoryview) -> Reply:
         self.storage.values.delete(wire.decode_key(meta))
         return Reply()
 
-    def _alloc(self, flags, meta) -> Reply:
+    def _alloc(self, flags: int, meta: memoryview) -> Reply:
         size = wire.decode_alloc(meta)
         return Reply(wire.encode_u64(self.storage.addresses.alloc(size)))
 
-    def _write(self, flags, meta, data_len: int) -> Sink:
+    def _write(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         address, offset = wire.decode_write(meta)
         res = self.storage.addresses.reserve(address, offset, data_len)
 
@@ -496,7 +500,7 @@ class Controller:
 
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.addresses.abort(res))
 
-    def _read(self, flags, meta) -> Reply:
+    def _read(self, flags: int, meta: memoryview) -> Reply:
         address, offset, length = wire.decode_read(meta)
         block, view = self.storage.addresses.read(address, offset, length)
         if not self.storage.addresses.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
@@ -504,7 +508,7 @@ class Controller:
             raise _storage_error(self.storage.addresses.quarantine(block))
         return Reply(data=[view])
 
-    def _free(self, flags, meta) -> Reply:
+    def _free(self, flags: int, meta: memoryview) -> Reply:
         self.storage.addresses.free(wire.decode_free(meta))
         return Reply()
 
