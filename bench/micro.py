@@ -31,14 +31,12 @@ import sys
 import tempfile
 import textwrap
 import time
-import uuid
+
+from rpmp.client import Client
+from rpmp.cluster import LocalNode, NodeError
+from rpmp.protocol import VERSION
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, ROOT)
-
-from rpmp.client import Client  # noqa: E402
-from rpmp.protocol import VERSION  # noqa: E402
 
 SEG = 4 << 20
 APP = "bench-micro"
@@ -66,20 +64,6 @@ RECEIVER = textwrap.dedent("""
             got += n
         conn.sendall(b"k"); conn.close()
 """)
-
-
-def env() -> dict:
-    return {**os.environ, "PYTHONPATH": ROOT}
-
-
-def start_node(pool: str, size_mib: int, extra: list[str] = ()) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "server", "--port", "0", "--pool", pool,
-                             "--pool-size", f"{size_mib}m", "--log-level", "WARNING", *extra],
-                            stdout=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
-    line = proc.stdout.readline()
-    if not line.startswith("RPMP node listening on"):
-        raise SystemExit(f"node did not start: {line!r}")
-    return proc, line.rsplit(" ", 1)[1].strip()
 
 
 class CpuMeter:
@@ -222,9 +206,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     total = args.mib << 20
 
-    pool = f"/dev/shm/rpmp-micro-{uuid.uuid4().hex[:8]}.pool"
-    node, addr = start_node(pool, args.mib * 2 + 256, args.node_args.split())
-    port = int(addr.rsplit(":", 1)[1])
+    # The node's pool is a fresh file on /dev/shm, removed by close(); its warnings go to our stderr.
+    node = LocalNode(pool_size=f"{args.mib * 2 + 256}m", args=["--log-level", "WARNING", *args.node_args.split()],
+                     stderr="inherit")
+    try:
+        node.start()
+    except NodeError as e:
+        raise SystemExit(f"node did not start: {e}") from None
+    addr, port = node.address, node.port
     receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
     rport = int(receiver.stdout.readline())
     runs: dict[str, list[float]] = {"raw": [], "raw_distinct": [], "push": [], "fetch": []}
@@ -253,10 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         s.sendall((0).to_bytes(8, "little"))
         s.close()
         receiver.wait(10)
-        node.terminate()
-        node.wait(20)
-        if os.path.exists(pool):
-            os.unlink(pool)
+        node.close()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     mine = {k: statistics.median(x[0] for x in v) for k, v in cpu.items()}

@@ -49,10 +49,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the checkout: `git` names what was measured
 
 if TYPE_CHECKING:
     from pyspark import SparkContext
@@ -1040,7 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if result["valid"] else 1
     finally:
         if node is not None:
-            node.stop()
+            node.close()  # stops the embedded node and removes its pool
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 READY = "RPMP node listening on "
 StderrMode = Literal["capture", "pipe", "inherit"]
@@ -58,12 +58,12 @@ class LocalNode:
     args: further `rpmp server` flags, passed through as they are.
     stderr: "capture" (default) to an anonymous file read by stderr_text() and quoted when the start fails
       (a file, not a pipe: nobody has to drain it for the node to keep logging); "pipe" hands
-      proc.stderr to the caller, who must drain it; "inherit" passes it through; or an open file / fd.
+      proc.stderr (text) to the caller, who must drain it; "inherit" passes it through; or an open file / fd.
     """
 
     def __init__(self, pool: str | None = None, *, pool_size: str | int = "256m", host: str = "127.0.0.1",
                  port: int = 0, seeds: str | Sequence[str] | None = None, args: Sequence[str] = (),
-                 stderr: StderrMode | int | IO[bytes] = "capture", remove_pool: bool | None = None,
+                 stderr: StderrMode | int | IO[Any] = "capture", remove_pool: bool | None = None,
                  timeout: float = 60.0, env: Mapping[str, str] | None = None):
         self.pool = pool or new_pool_path()
         self.remove_pool = pool is None if remove_pool is None else remove_pool
@@ -75,7 +75,7 @@ class LocalNode:
         self.stderr_mode = stderr
         self.timeout = timeout
         self.env = dict(env) if env is not None else None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[str] | None = None
         self._log: int | None = None  # fd of the captured stderr (O_APPEND: the node's writes never overwrite)
         self._log_start = 0  # where this incarnation's stderr begins in it
 
@@ -208,7 +208,7 @@ class LocalNode:
         return f"<LocalNode {self.address} pool={self.pool} {state}>"
 
     # ---- inside ----------------------------------------------------------------------------------------------
-    def _stderr_target(self) -> int | IO[bytes] | None:
+    def _stderr_target(self) -> int | IO[Any] | None:
         mode = self.stderr_mode
         if mode == "capture":
             if self._log is None:
@@ -224,11 +224,13 @@ class LocalNode:
             return None
         return mode
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_target(), env=self.env)
+    def _spawn(self) -> subprocess.Popen[str]:
+        # text: a "pipe" stderr reads as lines of str; stdout is read below through its descriptor
+        return subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_target(), env=self.env,
+                                text=True, errors="replace")
 
     @staticmethod
-    def _first_line(proc: subprocess.Popen[bytes], deadline: float) -> str | None:
+    def _first_line(proc: subprocess.Popen[str], deadline: float) -> str | None:
         """The node's first stdout line ("" if it closed stdout first), None if none came before the deadline."""
         assert proc.stdout is not None
         fd, buf = proc.stdout.fileno(), b""
@@ -242,7 +244,7 @@ class LocalNode:
             buf += chunk
         return buf.decode(errors="replace")
 
-    def _abandon(self, proc: subprocess.Popen[bytes], grace: float) -> str:
+    def _abandon(self, proc: subprocess.Popen[str], grace: float) -> str:
         """Kill a node that failed to start (after `grace` s to exit on its own: its status says why); what it
         wrote to stderr in this incarnation."""
         try:
@@ -256,7 +258,7 @@ class LocalNode:
             size = os.fstat(self._log).st_size
             return os.pread(self._log, size - self._log_start, self._log_start).decode(errors="replace")
         if proc.stderr is not None:
-            err = proc.stderr.read().decode(errors="replace")
+            err = proc.stderr.read()
             proc.stderr.close()
             return err
         return "(not captured: see the stderr it was given)"
@@ -275,7 +277,7 @@ class LocalCluster:
     def __init__(self, n: int = 3, *, pool_size: str | int = "256m", pool_dir: str | None = None,
                  pool_prefix: str | None = None, name: str = "rpmp-cluster", host: str = "127.0.0.1",
                  base_port: int = 0,
-                 node_args: Sequence[str] = (), stderr: StderrMode | int | IO[bytes] = "capture",
+                 node_args: Sequence[str] = (), stderr: StderrMode | int | IO[Any] = "capture",
                  timeout: float = 60.0):
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, not {n}")

@@ -5,7 +5,7 @@
     spark = rpmp_session("my-job", nodes="10.0.0.5:7077,10.0.0.6:7077")  # an existing RPMP cluster
     ...
     metrics(spark)      # bytes pushed / fetched per shuffle, push and fetch times (from the driver JVM)
-    spark.stop()        # also stops the embedded node and removes its pool
+    spark.stop()        # also stops the embedded node and removes its pool (EmbeddedNode.close())
 
 The executors' JVMs talk to the RPMP nodes directly (org.rpmp.shuffle.RpmpShuffleManager); Python
 only configures the session, runs the embedded node, and reads metrics from the driver through py4j.
@@ -16,48 +16,26 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import subprocess
-import sys
-import uuid
 from typing import Any
 
+from rpmp.cluster import LocalNode, new_pool_path
 from shuffle_plugin import jar as plugin_jar
 
 MANAGER = "org.rpmp.shuffle.RpmpShuffleManager"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class EmbeddedNode:
-    """A single RPMP node in a child process, its pool on /dev/shm, removed when stopped."""
+class EmbeddedNode(LocalNode):
+    """The session's own RPMP node: a LocalNode, started at once, that logs warnings and errors to this
+    process's stderr. close() (what the session's stop() calls, and atexit if nobody did) stops it and
+    removes the pool it made: the session's shuffle data dies with the session."""
 
     def __init__(self, pool_size: str = "1g", pool: str | None = None, host: str = "127.0.0.1",
                  extra_args: list[str] | None = None):
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
-        self.pool = pool or os.path.join(shm, f"rpmp-embedded-{os.getpid()}-{uuid.uuid4().hex[:8]}.pool")
-        self._owns_pool = pool is None
-        cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", host, "--port", "0", "--pool", self.pool,
-               "--pool-size", str(pool_size), "--log-level", "WARNING", *(extra_args or [])]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
-        line = self.proc.stdout.readline()
-        if not line.startswith("RPMP node listening on"):
-            self.proc.kill()
-            raise RuntimeError(f"the embedded RPMP node did not start (exit {self.proc.wait()}): {line!r}")
-        self.address = line.rsplit(" ", 1)[1].strip()
-        atexit.register(self.stop)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        if self._owns_pool and os.path.exists(self.pool):
-            os.unlink(self.pool)
+        super().__init__(pool or new_pool_path(f"rpmp-embedded-{os.getpid()}"), pool_size=pool_size, host=host,
+                         args=["--log-level", "WARNING", *(extra_args or [])], stderr="inherit",
+                         remove_pool=pool is None)
+        self.start()
+        atexit.register(self.close)
 
 
 def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, push_memory: str | None = None,
@@ -78,7 +56,7 @@ def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, pu
     return conf
 
 
-def configure(builder, nodes: str | None = None, *, pool_size: str = "1g", replicas: int = 1,
+def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", replicas: int = 1,
               **options: str) -> tuple[Any, EmbeddedNode | None]:
     """Put a SparkSession.Builder on RPMP; with no `nodes`, start an embedded node (returned, to stop later).
 
@@ -99,7 +77,7 @@ def configure(builder, nodes: str | None = None, *, pool_size: str = "1g", repli
 
 
 def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str | None = None, *,
-                 pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None, **options: str):
+                 pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None, **options: str) -> Any:
     """A SparkSession whose shuffles go through RPMP.
 
     nodes: RPMP nodes as "host:port,..."; None starts an embedded single node (pool on /dev/shm of
@@ -117,7 +95,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
         spark = builder.getOrCreate()
     except Exception:
         if node is not None:
-            node.stop()
+            node.close()
         raise
     if node is not None:
         original_stop = spark.stop
@@ -126,14 +104,14 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
             try:
                 original_stop()
             finally:
-                node.stop()
+                node.close()
 
         spark.stop = stop
         spark._rpmp_node = node
     return spark
 
 
-def metrics(spark) -> dict:
+def metrics(spark: Any) -> dict[str, Any]:
     """The plugin's counters from the driver JVM: per shuffle and totals (bytes pushed and fetched,
     segments, records, push and fetch time in ns)."""
     raw = spark.sparkContext._jvm.org.rpmp.shuffle.RpmpMetrics.snapshotJson()

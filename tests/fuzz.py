@@ -1422,7 +1422,7 @@ def main() -> None:
         res["node_returncode"] = node.returncode  # None: it survived
         node.signal(signal.SIGTERM)
         watch.join(25)  # the node's stderr ends when it exits: read all of it before stop() closes the pipe
-        res["node_exit"] = node.stop()
+        res["node_exit"] = node.reap()  # SIGKILL if it did not exit within 20 s
         res["stderr_lines"] = watch.lines
         res["stderr_warnings"] = dict(watch.warnings.most_common(15))
         res["stderr_tracebacks"] = watch.distinct()

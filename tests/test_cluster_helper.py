@@ -109,7 +109,7 @@ def test_stderr_is_captured_across_restarts_or_handed_over_as_a_pipe():
         assert node.proc.stderr is None and log.count(f"listening on {node.address}") == 2, log
     with LocalNode(pool_size="64m", stderr="pipe") as node:
         node.signal(signal.SIGTERM)
-        assert f"listening on {node.address}" in node.proc.stderr.read().decode()
+        assert f"listening on {node.address}" in node.proc.stderr.read()
         assert node.stop() == 0 and node.stderr_text() == ""
 
 
