@@ -60,7 +60,8 @@ public final class FrameHeader {
             throw new RpmpException(Protocol.BAD_FRAME, String.format("bad magic 0x%08x", magic), node);
         }
         if (version != Protocol.VERSION) {
-            throw new RpmpException(Protocol.BAD_VERSION, "frame version " + version + ", expected 1", node);
+            throw new RpmpException(Protocol.BAD_VERSION,
+                    "frame version " + version + ", expected " + Protocol.VERSION, node);
         }
         if (reserved != 0) throw new RpmpException(Protocol.BAD_FRAME, "reserved field is not 0", node);
         if (metaLen > Protocol.MAX_META) {
