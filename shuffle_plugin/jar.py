@@ -47,11 +47,20 @@ class ToolMissingError(JarBuildError):
 
 
 def version() -> str:
-    """The package version, read from rpmp/__init__.py without importing rpmp (no native build needed)."""
-    text = (ROOT / "rpmp" / "__init__.py").read_text(encoding="utf-8")
-    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', text, re.M)
+    """The package version, without importing rpmp (no native build needed): from rpmp/__init__.py beside this
+    package (a source tree, setup.py's build, or the installed pair), else from the installed distribution."""
+    init = ROOT / "rpmp" / "__init__.py"
+    if not init.exists():
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            return dist_version("rpmp")
+        except PackageNotFoundError:
+            raise JarBuildError(f"neither {init} nor an installed rpmp distribution says the version") from None
+    match = re.search(r'^__version__\s*=\s*["\']([^"\']+)["\']', init.read_text(encoding="utf-8"), re.M)
     if not match:
-        raise JarBuildError("no __version__ in rpmp/__init__.py")
+        raise JarBuildError(f"no __version__ in {init}")
     return match.group(1)
 
 
