@@ -15,20 +15,19 @@ import threading
 import time
 
 import xxhash
+from crash_child import MAGIC, REC, payload, put_value
+
 from rpmp._pool import Pool
 
-sys.path.insert(0, os.path.dirname(__file__))
-from crash_child import MAGIC, REC, payload, put_value  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_child.py")
 KILLS = 20
 
 
 def run_child_and_kill(path: str, rng: random.Random, mid_put: bool) -> tuple[list[int], list[int]]:
-    env = {**os.environ, "PYTHONPATH": ROOT}
+    env = dict(os.environ)
     if mid_put:
         env["RPMP_CRASH_MID_PUT"] = str(rng.randrange(3))
-    child = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "crash_child.py"), path],
+    child = subprocess.Popen([sys.executable, CHILD, path],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     appended, puts, ready = [], [], threading.Event()
 

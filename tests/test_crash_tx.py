@@ -17,12 +17,11 @@ import threading
 import time
 
 import xxhash
+from crash_child import TX_BLOCKS, TX_CAPACITY, tx_data
+
 from rpmp._pool import Pool
 
-sys.path.insert(0, os.path.dirname(__file__))
-from crash_child import TX_BLOCKS, TX_CAPACITY, tx_data  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_child.py")
 RPMP_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules[Pool.__module__].__file__)))
 KILLS = 24
 
@@ -35,7 +34,7 @@ def apply(model: bytearray, offset: int, data: bytes) -> None:
 
 def run_child_and_kill(path: str, seed: int, delay: float) -> list[tuple]:
     """Returns the child's lines as ("W", n, block, offset, length) and ("D", n)."""
-    child = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "crash_child.py"), "tx", path, str(seed)],
+    child = subprocess.Popen([sys.executable, CHILD, "tx", path, str(seed)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "PYTHONPATH": RPMP_ROOT})
     lines, ready = [], threading.Event()

@@ -17,11 +17,10 @@ import time
 
 import pytest
 
+from shuffle_plugin import jar as plugin_jar
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(ROOT, "tests", "vectors")
-
-sys.path.insert(0, ROOT)
-from shuffle_plugin import jar as plugin_jar  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
 

@@ -16,9 +16,6 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
 pyspark = pytest.importorskip("pyspark")
 
 from sparkutil import node_cluster, plugin_conf, spark_session, wait_for_executors  # noqa: E402
@@ -145,10 +142,11 @@ def baseline_main(out_path: str) -> None:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     out = tmp_path_factory.mktemp("baseline") / "results.pickle"
-    code = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_spark_e2e as m; " \
-           f"m.baseline_main({str(out)!r})"
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ROOT})
+    # `python -c` in tests/ imports this module (and sparkutil, conftest) from there: no sys.path edits.
+    code = f"import test_spark_e2e as m; m.baseline_main({str(out)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.abspath(__file__)),
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     with open(out, "rb") as f:
         return pickle.load(f)

@@ -6,14 +6,9 @@ partition's preference list) and no map task runs again.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import sys
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 pytest.importorskip("pyspark")
 

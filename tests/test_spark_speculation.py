@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 pytest.importorskip("pyspark")
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 DEFAULTS = ROOT / "spark-conf" / "spark-defaults.conf"
 RPMP_CONF_JAVA = ROOT / "shuffle_plugin" / "jvm" / "src" / "org" / "rpmp" / "shuffle" / "RpmpConf.java"

@@ -56,7 +56,7 @@ def test_small_terasort_both_shuffles_validates(tmp_path):
     cmd = [sys.executable, SCRIPT, "--rows", str(ROWS), "--shuffle", "both", "--repeat", "1", "--master", "local[2]",
            "--partitions", "16", "--validate", "all", "--json", str(out), "--plot", str(png)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=400,
-                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONPATH": ROOT})
+                          env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     res = json.loads(out.read_text())
 
