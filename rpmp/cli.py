@@ -43,9 +43,9 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-verify-fetch", dest="verify_fetch", action="store_const", const=False,
                    help="do not check FETCH records against their XXH3 on the node before they leave (readers "
                    "still verify; the node then cannot quarantine a corrupt copy)")
-    p.add_argument("--no-sendfile", dest="sendfile", action="store_const", const=False,
-                   help="send FETCH replies through the event loop's writes instead of sendfile(2) from the "
-                   "pool file (for pools sendfile cannot read, such as device DAX)")
+    p.add_argument("--sendfile", action=argparse.BooleanOptionalAction, default=None,
+                   help="send large FETCH replies with sendfile(2) from the pool file instead of writev(2) from "
+                   "its mapping (off: on tmpfs it costs the node more CPU; see docs/ARCHITECTURE.md)")
     p.add_argument("--send-timeout", type=float, help="seconds a client may read nothing of a reply before "
                    "its connection is dropped (120)")
     p.add_argument("--frame-timeout", type=float, help="seconds a request frame may take to arrive, plus 1 s per "
@@ -107,6 +107,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from rpmp.client import Client
+    from rpmp.protocol import NodeState
 
     with Client(args.nodes) as client:
         epoch, nodes = client.members()
@@ -116,8 +117,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
             nt.add_column(col, justify="right" if col not in ("node", "state", "pool") else "left")
         apps: dict[str, dict] = {}
         for n in nodes:
-            state = {1: "alive", 2: "suspect", 3: "dead"}.get(n.state, str(n.state))
-            if n.state != 1:
+            state = n.state.name.lower() if isinstance(n.state, NodeState) else str(n.state)
+            if n.state != NodeState.ALIVE:
                 nt.add_row(n.node_id, state, *[""] * 8)
                 continue
             st = client.stats(node=f"{n.host}:{n.port}")

@@ -11,7 +11,6 @@ import time
 
 import pytest
 import xxhash
-
 from conftest import NODE_ARGS
 
 from rpmp.client import Client, NotFoundError, UnavailableError
