@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
 
 from rpmp.protocol import ProtocolError
 
@@ -39,13 +40,17 @@ class FileRange:
         return self.view.nbytes
 
 
+Part: TypeAlias = bytes | bytearray | memoryview | FileRange
+"""One part of a reply's data part: bytes, a view of memory (pool memory included), or a range of the pool file."""
+
+
 @dataclass
 class Reply:
     """One response frame (or, with `frames`, a stream of them: all but the last carry MORE)."""
 
     meta: bytes = b""
-    data: Sequence = ()
-    frames: list[tuple[bytes, Sequence]] | None = None
+    data: Sequence[Part] = ()
+    frames: Sequence[tuple[bytes, Sequence[Part]]] | None = None
 
 
 @dataclass
@@ -76,6 +81,23 @@ class Sink:
         self.pos += n
 
 
-def nbytes(d) -> int:
+class Handler(Protocol):
+    """What the network layer calls for each well-framed request (the controller is one)."""
+
+    def handle(self, op: int, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
+        """Answer a request that has no data part: a reply now, or one to wait for."""
+        ...
+
+    def takes_data(self, op: int) -> bool:
+        """Whether `op` is a request with a data part (begin_data is called even when it is empty)."""
+        ...
+
+    def begin_data(self, op: int, flags: int, meta: memoryview, data_len: int) -> Sink:
+        """Where the data part of a request goes, and what answers it once it is all there; raises `Busy`
+        when there is no room for it yet."""
+        ...
+
+
+def nbytes(d: Part) -> int:
     """Bytes of one part of a reply's data (a bytes-like object, a memoryview or a FileRange)."""
     return d.nbytes if isinstance(d, (memoryview, FileRange)) else len(d)

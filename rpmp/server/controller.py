@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeAlias
 
 import xxhash
 
@@ -30,7 +31,7 @@ from rpmp.protocol import (
     ProtocolError,
 )
 from rpmp.server.config import NodeConfig
-from rpmp.server.contract import Busy, Reply, Sink
+from rpmp.server.contract import Busy, FileRange, Reply, Sink
 from rpmp.server.membership import Membership
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Record, Run, Shuffle, Storage, StorageError
@@ -50,6 +51,10 @@ POOL_ERRORS = ((_pool.PoolFullError, ErrorCode.POOL_FULL), (_pool.PoolSizeError,
                (_pool.PoolError, ErrorCode.UNAVAILABLE))
 U64_MAX = (1 << 64) - 1
 
+OpHandler: TypeAlias = Callable[[int, memoryview], Reply | Awaitable[Reply]]  # (flags, meta): no data part
+DataHandler: TypeAlias = Callable[[int, memoryview, int], Sink]  # (flags, meta, data_len): a data part
+OnDone: TypeAlias = Callable[[], Reply | Awaitable[Reply]]  # a sink's on_done
+
 
 def _storage_error(e: Exception) -> ProtocolError:
     if isinstance(e, StorageError):
@@ -65,17 +70,17 @@ async def _guarded(pending: Awaitable[Reply]) -> Reply:
         raise _storage_error(e) from None
 
 
-def _mapped(fn: Callable[..., Reply | Awaitable[Reply]]) -> Callable[..., Reply | Awaitable[Reply]]:
+def _mapped(fn: OnDone) -> OnDone:
     """Callbacks the network calls later (a sink's on_done, a coroutine) answer storage and pool errors
     with their protocol codes too, not with INTERNAL (handle() does the same for the handlers)."""
 
     @functools.wraps(fn)
-    def call(*args: object) -> Reply | Awaitable[Reply]:
+    def call() -> Reply | Awaitable[Reply]:
         try:
-            out = fn(*args)
+            out = fn()
         except (StorageError, _pool.PoolError) as e:
             raise _storage_error(e) from None
-        return out if out.__class__ is Reply else _guarded(out)
+        return out if isinstance(out, Reply) else _guarded(out)
 
     return call
 
@@ -92,15 +97,14 @@ class Controller:
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
                          "replica_errors": 0}
         self.network_counters = network_counters  # the network layer's, shown by STATS too
-        handlers = {
+        self._handlers: dict[int, OpHandler] = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
             Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
             Op.FETCH: self._fetch, Op.PARTITION_INFO: self._partition_info, Op.DELETE_SHUFFLE: self._delete_shuffle,
             Op.DELETE_APP: self._delete_app, Op.GET: self._get, Op.DELETE: self._delete, Op.ALLOC: self._alloc,
             Op.READ: self._read, Op.FREE: self._free,
         }
-        self._handlers = handlers
-        self._data_handlers = {Op.PUSH: self._push, Op.PUT: self._put, Op.WRITE: self._write}
+        self._data_handlers: dict[int, DataHandler] = {Op.PUSH: self._push, Op.PUT: self._put, Op.WRITE: self._write}
 
     # ---- entry points called by the network layer ------------------------------------------------
     def handle(self, op: int, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
@@ -111,7 +115,7 @@ class Controller:
             out = h(flags, meta)
         except (StorageError, _pool.PoolError) as e:
             raise _storage_error(e) from None
-        return out if out.__class__ is Reply else _guarded(out)
+        return out if isinstance(out, Reply) else _guarded(out)
 
     def takes_data(self, op: int) -> bool:
         return op in self._data_handlers
@@ -194,10 +198,11 @@ class Controller:
 
         async def run() -> Reply:  # a large table is computed on a worker thread: the loop serves others
             computed = await asyncio.get_running_loop().run_in_executor(None, table)
-            reply = self._registered(app, sid, nparts)  # registered meanwhile by a concurrent request
-            if reply is None:
-                reply = self._store_registration(app, sid, nparts, replicas, computed, forwarded)
-            return reply if isinstance(reply, Reply) else await reply
+            existing = self._registered(app, sid, nparts)  # registered meanwhile by a concurrent request
+            if existing is not None:
+                return existing
+            stored = self._store_registration(app, sid, nparts, replicas, computed, forwarded)
+            return stored if isinstance(stored, Reply) else await stored
 
         return run()
 
@@ -258,7 +263,7 @@ class Controller:
         known = self.membership.node(n.node_id)
         return known is not None and (known.host, known.port) == (n.host, n.port)
 
-    async def _forward(self, op: int, meta: bytes) -> tuple[list, list[str]]:
+    async def _forward(self, op: int, meta: bytes) -> tuple[list[tuple[bytes, bytes]], list[str]]:
         """Send a FORWARDED request to every other live node: (their replies, ids of those that failed)."""
         me = self.config.node_id
         peers = [n for n in self.membership.live() if n.node_id != me]
@@ -266,10 +271,10 @@ class Controller:
                                          for n in peers), return_exceptions=True)
         failed = []
         for n, r in zip(peers, results, strict=True):
-            if isinstance(r, Exception):
+            if isinstance(r, BaseException):
                 log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
                 failed.append(n.node_id)
-        return [r for r in results if not isinstance(r, Exception)], failed
+        return [r for r in results if not isinstance(r, BaseException)], failed
 
     def _forward_all(self, op: int, meta: bytes, reply: Reply) -> Awaitable[Reply]:
         async def run() -> Reply:
@@ -338,7 +343,8 @@ class Controller:
                                                                     view) for n in targets), return_exceptions=True)
             finally:
                 view.release()
-            failed = [f"{n.node_id} ({r})" for n, r in zip(targets, results, strict=True) if isinstance(r, Exception)]
+            failed = [f"{n.node_id} ({r})" for n, r in zip(targets, results, strict=True)
+                      if isinstance(r, BaseException)]
             if failed:
                 self.counters["replica_errors"] += 1
                 raise ProtocolError(ErrorCode.UNAVAILABLE,
@@ -392,8 +398,8 @@ class Controller:
         return self._fetch_reply(runs, total)
 
     def _fetch_reply(self, runs: list[Run], total: int) -> Reply:
-        frames: list[tuple[bytes, list]] = []
-        cur: list = []
+        frames: list[tuple[bytes, list[FileRange]]] = []
+        cur: list[FileRange] = []
         cur_bytes = cur_records = 0
         for run in runs:
             if cur and cur_bytes + run.view.nbytes > FETCH_FRAME_BYTES:

@@ -28,16 +28,18 @@ request gets an error frame and the connection stays open.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from rpmp import _wire as wire
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, ProtocolError
-from rpmp.server.contract import Busy, FileRange, Reply, Sink, nbytes
+from rpmp.server.contract import Busy, FileRange, Handler, Part, Reply, Sink, nbytes
 
 log = logging.getLogger("rpmp.network")
 
@@ -66,7 +68,9 @@ class Connection(asyncio.BufferedProtocol):
         self.waiting_room = False  # paused until the handler has room for this frame's data
         self.frame_began = 0.0
         self.closed = False
-        self.transport: asyncio.Transport | None = None
+        # Set by connection_made, which the loop calls before any other callback; a connection joins
+        # server.connections there too, so whatever reaches it finds its transport.
+        self.transport: asyncio.Transport
         self.peer = ""
         self.last_active = server.now
         self.frame_deadline: float | None = None  # a frame has begun and must be complete by then
@@ -74,8 +78,9 @@ class Connection(asyncio.BufferedProtocol):
         self.out_progress = server.now  # when they last went down (the client took some)
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
-    def connection_made(self, transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a server's connections are streams: the loop hands every one a (read-write) Transport
+        self.transport = transport = cast(asyncio.Transport, transport)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -88,7 +93,7 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.server.connections.add(self)
 
-    def connection_lost(self, exc) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
         self._release_staging()
@@ -107,7 +112,7 @@ class Connection(asyncio.BufferedProtocol):
     def send_stalled(self, now: float) -> bool:
         """Whether replies have waited in the transport for `send_timeout` seconds with none of them taken: a
         client that stops reading must not pin pool blocks (a reply's views) for ever."""
-        size = self.transport.get_write_buffer_size() if self.transport is not None and not self.closed else 0
+        size = 0 if self.closed else self.transport.get_write_buffer_size()
         if size == 0 or self.out_size == 0 or size < self.out_size:  # none waiting, just began, or some taken
             self.out_progress = now
         self.out_size = size
@@ -132,7 +137,7 @@ class Connection(asyncio.BufferedProtocol):
         if self.sink is not None:
             self.sink.received(nbytes)
             if self.sink.pos == self.sink.length:
-                self._complete_sink()
+                self._complete_sink(self.sink)
         else:
             self.end += nbytes
         self._process()
@@ -257,19 +262,21 @@ class Connection(asyncio.BufferedProtocol):
             self.start += take
         self.sink, self.sink_op, self.sink_rid = sink, op, rid
         if sink.pos == sink.length:
-            self._complete_sink()
+            self._complete_sink(sink)
         return True
 
-    def _complete_sink(self) -> None:
-        sink, op, rid = self.sink, self.sink_op, self.sink_rid
+    def _complete_sink(self, sink: Sink) -> None:
+        """All of `sink`'s data (this connection's current sink) is here: answer the frame."""
+        op, rid = self.sink_op, self.sink_rid
         self.sink = None
         self.frame_deadline = None
         if sink.error is not None:
             self._send_error(op, rid, sink.error)
             return
+        assert sink.on_done is not None, "a handler's sink answers with its error or its on_done"
         self._dispatch(op, rid, sink.on_done)
 
-    def _dispatch(self, op: int, rid: int, call: Callable[..., Reply | Awaitable[Reply]], *args) -> None:
+    def _dispatch(self, op: int, rid: int, call: Callable[..., Reply | Awaitable[Reply]], *args: object) -> None:
         try:
             reply = call(*args)
         except ProtocolError as e:
@@ -287,31 +294,31 @@ class Connection(asyncio.BufferedProtocol):
             asyncio.ensure_future(self._await(op, rid, reply))
 
     async def _await(self, op: int, rid: int, pending: Awaitable[Reply] | Reply) -> None:
+        result: Reply | ProtocolError  # what the request came to: its reply or the error to answer with
         try:
-            reply = pending if isinstance(pending, Reply) else await pending
+            result = pending if isinstance(pending, Reply) else await pending
         except ProtocolError as e:
-            reply = e
+            result = e
         except Exception as e:
             log.exception("request op=%#x failed", op)
-            reply = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            result = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
         if self.closed:
             return
-        if isinstance(reply, ProtocolError):
-            self._send_error(op, rid, reply)
-        elif self._wants_sendfile(reply):
-            await self._send_file(op, rid, reply)
+        if isinstance(result, ProtocolError):
+            self._send_error(op, rid, result)
+        elif self._wants_sendfile(result):
+            await self._send_file(op, rid, result)
         else:
-            self._send(op, rid, reply)
-        if self.closed:
-            return
-        self.blocked = False
-        self._resume()
+            self._send(op, rid, result)
+        if not self.closed:  # sending may have dropped the connection
+            self.blocked = False
+            self._resume()
 
     def _send(self, op: int, rid: int, reply: Reply) -> None:
         if self.closed:
             return
         frames = reply.frames if reply.frames is not None else [(reply.meta, reply.data)]
-        out: list = []
+        out: list[bytes | bytearray | memoryview] = []
         last = len(frames) - 1
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
@@ -341,19 +348,21 @@ class Connection(asyncio.BufferedProtocol):
         sock = self.transport.get_extra_info("socket")
         if self.closed or sock is None:
             return
+        frames = reply.frames
+        assert frames is not None, "only a reply of frames is sent with sendfile (_wants_sendfile)"
         fd = os.dup(sock.fileno())
         try:
-            last = len(reply.frames) - 1
-            for i, (meta, data) in enumerate(reply.frames):
+            last = len(frames) - 1
+            for i, (meta, data) in enumerate(frames):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-                parts = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
+                parts: list[Part] = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
                     if isinstance(part, FileRange) and part.fd is not None:
-                        ok = await self._out(fd, part.nbytes, lambda pos, r=part: os.sendfile(
-                            fd, r.fd, r.offset + pos, r.nbytes - pos))
+                        ok = await self._out(fd, part.nbytes, functools.partial(
+                            _sendfile_from, fd, part.fd, part.offset, part.nbytes))
                     else:
                         view = part.view if isinstance(part, FileRange) else memoryview(part).cast("B")
-                        ok = await self._out(fd, view.nbytes, lambda pos, v=view: os.write(fd, v[pos:]))
+                        ok = await self._out(fd, view.nbytes, functools.partial(_write_from, fd, view))
                     if not ok:
                         return
                     if isinstance(part, FileRange) and part.fd is not None:
@@ -382,8 +391,8 @@ class Connection(asyncio.BufferedProtocol):
             if n > 0:
                 pos += n
                 continue
-            ready = loop.create_future()
-            loop.add_writer(fd, lambda f=ready: f.done() or f.set_result(None))
+            ready: asyncio.Future[None] = loop.create_future()
+            loop.add_writer(fd, _wake, ready)
             try:
                 await asyncio.wait_for(ready, self.server.send_timeout)
             except asyncio.TimeoutError:
@@ -398,8 +407,7 @@ class Connection(asyncio.BufferedProtocol):
         self.server.counters["dropped_connections"] += 1
         self.closed = True
         self.server.connections.discard(self)
-        if self.transport is not None:
-            self.transport.abort()
+        self.transport.abort()
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
@@ -413,10 +421,25 @@ class Connection(asyncio.BufferedProtocol):
         self.server.connections.discard(self)
 
 
+def _sendfile_from(out: int, src: int, offset: int, count: int, pos: int) -> int:
+    """Send bytes pos..count of the `count` bytes at `offset` of file `src` to socket `out` (one sendfile)."""
+    return os.sendfile(out, src, offset + pos, count - pos)
+
+
+def _write_from(out: int, view: memoryview, pos: int) -> int:
+    """Write bytes pos.. of `view` to socket `out` (one write)."""
+    return os.write(out, view[pos:])
+
+
+def _wake(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
 class NetworkServer:
     """Listens on host:port and hands decoded frames to `handler` (the controller)."""
 
-    def __init__(self, handler, max_data: int, max_connections: int, sendfile: bool = False,
+    def __init__(self, handler: Handler, max_data: int, max_connections: int, sendfile: bool = False,
                  send_timeout: float = 120.0, staging_memory: int = 64 << 20, frame_timeout: float = 30.0,
                  idle_timeout: float = 600.0):
         self.handler = handler
@@ -435,7 +458,7 @@ class NetworkServer:
         self._room_wake_scheduled = False
         self.connections: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
-        self._janitor: asyncio.Task | None = None
+        self._janitor: asyncio.Task[None] | None = None
         self.now = time.monotonic()  # a clock the janitor moves once a second: cheap for per-read stamps
         self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0,
                          "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0,
@@ -536,6 +559,5 @@ class NetworkServer:
         if self.server is not None:
             self.server.close()
             for conn in list(self.connections):
-                if conn.transport is not None:
-                    conn.transport.close()
+                conn.transport.close()
             await self.server.wait_closed()

@@ -29,7 +29,7 @@ class RpmpNode:
         self.peers = PeerPool()
         self.port = config.port
         self._stopped = asyncio.Event()
-        self._janitor: asyncio.Task | None = None
+        self._janitor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Build the node in one pass: bind (the node id names the port; a port in use fails before the pool
@@ -42,7 +42,7 @@ class RpmpNode:
         cfg.port = self.port
         try:
             self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
-                                   on_room=lambda: self.network.room_freed())
+                                   on_room=self._room_freed)
         except BaseException:
             sock.close()
             raise
@@ -54,16 +54,26 @@ class RpmpNode:
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat,
                                      probe=self._probe)
         controller = Controller(self.storage, self.membership, self.peers, cfg,
-                                network_counters=lambda: self.network.counters)
+                                network_counters=self._network_counters)
         self.network = NetworkServer(controller, cfg.max_data, cfg.max_connections,
                                      sendfile=cfg.sendfile, send_timeout=cfg.send_timeout,
                                      staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
                                      idle_timeout=cfg.idle_timeout)
         await self.network.start(sock)
         self.membership.start()
-        self._janitor = asyncio.ensure_future(self._retry_frees())
+        self._janitor = asyncio.ensure_future(self._retry_frees(self.storage))
         log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s", cfg.node_id, cfg.host, self.port,
                  cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none")
+
+    # Storage and the controller are built before the network (it serves them), so they reach it through
+    # these; both are called only once requests arrive, that is, once start() has built the network.
+    def _room_freed(self) -> None:
+        assert self.network is not None, "room is given back only by requests, which the network brought"
+        self.network.room_freed()
+
+    def _network_counters(self) -> dict[str, int]:
+        assert self.network is not None, "STATS is asked for by a request, which the network brought"
+        return self.network.counters
 
     async def _heartbeat(self, host: str, port: int, me: Node, epoch: int) -> tuple[int, list[Node]]:
         meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, wire.encode_heartbeat(me, epoch))
@@ -74,11 +84,11 @@ class RpmpNode:
         meta, _ = await self.peers.request(host, port, Op.HELLO, wire.encode_hello(VERSION, "rpmp-node"))
         return wire.decode_hello_resp(meta)[1]
 
-    async def _retry_frees(self) -> None:
+    async def _retry_frees(self, storage: Storage) -> None:
         while True:
             await asyncio.sleep(0.5)
-            if self.storage.pending_free:
-                self.storage.retry_frees()
+            if storage.pending_free:
+                storage.retry_frees()
 
     async def stop(self) -> None:
         if self._janitor is not None:

@@ -72,7 +72,7 @@ class Storage:
     def retry_frees(self) -> int:
         return self.blocks.retry_frees()
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, object]:
         return {"pool": {**self.pool.stats(), "path": self.path}, "apps": self.shuffles.stats(),
                 "values": len(self.values.values), "addresses": len(self.addresses.addresses),
                 "pending_free": len(self.blocks.pending_free), "orphaned_shuffles": len(self.shuffles.orphans),

@@ -34,7 +34,7 @@ class WriteReservation:
 class AddressStore:
     KINDS = (b"A", b"W")
 
-    def __init__(self, blocks: Blocks, name: str, counters: dict):
+    def __init__(self, blocks: Blocks, name: str, counters: dict[str, int]):
         self.blocks = blocks
         self.name = name
         self.counters = counters

@@ -40,7 +40,7 @@ PLACEMENT_CACHE = 16 << 10  # placements up to this size are kept in memory (enc
 MAX_SHUFFLES = 100_000  # registered shuffles per node: each costs memory for its index
 
 Ident = tuple[int, int, int]  # (map_index, attempt, seq) of a segment
-Placement = tuple[list[Node], list[list[int]]]  # nodes, and per partition the indexes of its nodes
+Placement = tuple[list[Node], list[tuple[int, ...]]]  # nodes, and per partition the indexes of its nodes
 
 
 @dataclass(slots=True)
@@ -53,6 +53,11 @@ class Record:
     length: int
     checksum: int
     corrupt: bool = False  # failed its checksum on this node: quarantined, never served again
+
+    @property
+    def end(self) -> int:
+        """Where the record ends in its block."""
+        return self.offset + RECORD_HEADER_SIZE + self.length
 
 
 @dataclass(slots=True)
@@ -125,7 +130,7 @@ class PushReservation:
 class ShuffleStore:
     KINDS = (b"S", b"M")
 
-    def __init__(self, blocks: Blocks, name: str, block_capacity: int, verify_on_open: bool, counters: dict):
+    def __init__(self, blocks: Blocks, name: str, block_capacity: int, verify_on_open: bool, counters: dict[str, int]):
         self.blocks = blocks
         self.name = name  # the node's id: errors name the node that holds a bad copy
         self.block_capacity = block_capacity
@@ -369,20 +374,19 @@ class ShuffleStore:
         if part is None or not part.records:
             return []
         wanted = set(attempts) if attempts else None
-        spans: list[list] = []  # [block, start, end, records]
+        spans: list[tuple[int, int, list[Record]]] = []  # (block, start, records): records back to back
+        end = 0  # where the last span ends in its block
         for r in part.records:
             if not (start_map <= r.map_index < end_map) or (wanted is not None and r.attempt not in wanted):
                 continue
             if r.corrupt:
                 raise self._corrupt_error(sh, p, r)
-            end = r.offset + RECORD_HEADER_SIZE + r.length
-            last = spans[-1] if spans else None
-            if last is not None and last[0] == r.block and last[2] == r.offset:
-                last[2] = end
-                last[3].append(r)
+            if spans and spans[-1][0] == r.block and end == r.offset:
+                spans[-1][2].append(r)
             else:
-                spans.append([r.block, r.offset, end, [r]])
-        return [Run(self.blocks.range(b, s, e - s), s, recs) for b, s, e, recs in spans]
+                spans.append((r.block, r.offset, [r]))
+            end = r.offset + RECORD_HEADER_SIZE + r.length
+        return [Run(self.blocks.range(b, s, recs[-1].end - s), s, recs) for b, s, recs in spans]
 
     @staticmethod
     def find_corrupt(runs: list[Run]) -> list[Record]:
@@ -449,8 +453,8 @@ class ShuffleStore:
         ids = {k for k in (*self.shuffles, *self.orphans) if k[0] == app}
         return sum(self.delete(a, s) for a, s in ids)
 
-    def stats(self) -> dict[str, dict]:
-        apps: dict[str, dict] = {}
+    def stats(self) -> dict[str, dict[str, int]]:
+        apps: dict[str, dict[str, int]] = {}
         for (app, _sid), sh in self.shuffles.items():
             a = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0})
             a["shuffles"] += 1

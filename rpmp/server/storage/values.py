@@ -33,7 +33,7 @@ class PutReservation:
 class ValueStore:
     KINDS = (b"K",)
 
-    def __init__(self, blocks: Blocks, name: str, counters: dict):
+    def __init__(self, blocks: Blocks, name: str, counters: dict[str, int]):
         self.blocks = blocks
         self.name = name
         self.counters = counters
