@@ -110,11 +110,13 @@ class LocalNode:
             cmd += ["--seeds", ",".join(self.seeds)]
         return cmd + self.args
 
-    def stderr_text(self) -> str:
-        """Everything the node wrote to stderr since it was created, when captured ("" otherwise)."""
+    def stderr_text(self, incarnation: bool = False) -> str:
+        """What the node wrote to stderr since it was created (with `incarnation`: since its last start), when
+        captured ("" otherwise)."""
         if self._log is None:
             return ""
-        return os.pread(self._log, os.fstat(self._log).st_size, 0).decode(errors="replace")
+        start = self._log_start if incarnation else 0
+        return os.pread(self._log, os.fstat(self._log).st_size - start, start).decode(errors="replace")
 
     # ---- life cycle ------------------------------------------------------------------------------------------
     def start(self, timeout: float | None = None) -> LocalNode:

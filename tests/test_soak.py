@@ -29,12 +29,8 @@ import ast
 import os
 import random
 import re
-import select
-import signal
 import socket
 import struct
-import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -42,12 +38,13 @@ import uuid
 
 import pytest
 import xxhash
+from conftest import NODE_ARGS
 
 from rpmp import _wire as W
 from rpmp.client import Client, NotFoundError, RpmpError
+from rpmp.cluster import LocalNode
 from rpmp.protocol import SEQ_LAST
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
 
 CYCLES = int(os.environ.get("RPMP_SOAK_CYCLES", "25"))
@@ -124,78 +121,26 @@ def free_port() -> int:
     raise RuntimeError("no free port in 20000..32000")
 
 
-class SoakNode:
-    """One `rpmp server` on a fixed pool and port, restarted as often as needed; stderr kept per incarnation."""
+class SoakNode(LocalNode):
+    """The soak's node: a fixed pool and port (clients keep their address), restarted as often as needed."""
 
-    def __init__(self, pool: str, port: int, logdir: str):
-        self.pool, self.port, self.logdir = pool, port, logdir
-        self.addr = f"127.0.0.1:{port}"
-        self.proc: subprocess.Popen | None = None
+    def __init__(self, pool: str, port: int):
+        super().__init__(pool, pool_size=POOL_SIZE, port=port, args=NODE_ARGS, timeout=START_TIMEOUT)
         self.incarnation = -1
-        self.log_path = ""
 
-    def start(self) -> float:
+    def start(self, timeout: float | None = None) -> SoakNode:
+        self.incarnation += 1
+        super().start(timeout)
+        return self
+
+    def timed_start(self) -> float:
         t0 = time.monotonic()
-        deadline = t0 + START_TIMEOUT
-        while True:
-            self.incarnation += 1
-            self.log_path = os.path.join(self.logdir, f"node-{self.incarnation}.log")
-            cmd = [sys.executable, "-m", "rpmp.cli", "server", "--host", "127.0.0.1", "--port", str(self.port),
-                   "--pool", self.pool, "--pool-size", POOL_SIZE, "--heartbeat-interval", "0.2",
-                   "--dead-after", "1.5"]
-            with open(self.log_path, "wb") as err:
-                self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT,
-                                             env={**os.environ, "PYTHONPATH": ROOT})
-            line = self._first_line(deadline)
-            if line.startswith(b"RPMP node listening on"):
-                assert line.decode().rsplit(" ", 1)[1].strip() == self.addr, line
-                return time.monotonic() - t0
-            self.proc.kill()
-            self.proc.wait()
-            self.proc.stdout.close()
-            stderr = self.stderr()
-            if "Address already in use" in stderr and time.monotonic() < deadline:
-                time.sleep(0.2)
-                continue
-            pytest.fail(f"node did not come back within {START_TIMEOUT:.0f} s (incarnation {self.incarnation}, "
-                        f"stdout {line!r}); its stderr:\n{stderr[-20000:]}")
-
-    def _first_line(self, deadline: float) -> bytes:
-        fd, buf = self.proc.stdout.fileno(), b""
-        while b"\n" not in buf:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-        return buf
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self._reap(signal.SIGKILL)
-
-    def terminate(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self._reap(None)
-
-    def _reap(self, sig) -> int:
-        try:
-            rc = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-            pytest.fail(f"node did not exit within 30 s of {sig or 'SIGTERM'}:\n{self.stderr()[-20000:]}")
-        self.proc.stdout.close()
-        return rc
+        self.start()
+        return time.monotonic() - t0
 
     def stderr(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
+        """This incarnation's stderr."""
+        return self.stderr_text(incarnation=True)
 
 
 class Park(Exception):
@@ -586,16 +531,16 @@ def check_log(node: SoakNode, recovery: dict) -> None:
                 recovery[k] = recovery.get(k, 0) + v
     bad = [ln for ln in text.splitlines() if "Traceback" in ln or " ERROR " in ln or " CRITICAL " in ln]
     if bad:
-        pytest.fail(f"node incarnation {node.incarnation} logged errors ({node.log_path}):\n{text[-20000:]}")
+        pytest.fail(f"node incarnation {node.incarnation} logged errors:\n{text[-20000:]}")
 
 
 # ---- the test ----------------------------------------------------------------------------------------------
 @pytest.mark.timeout(int(BUDGET) + 300)
-def test_restart_soak(tmp_path):
+def test_restart_soak():
     t_start = time.monotonic()
     rng = random.Random(SEED)
     pool = os.path.join(SHM, f"rpmp-soak-{uuid.uuid4().hex[:12]}.pool")
-    node = SoakNode(pool, free_port(), str(tmp_path))
+    node = SoakNode(pool, free_port())
     ctl = Control(node.addr)
     fig = Figures()
     recovery: dict[str, int] = {}
@@ -607,7 +552,7 @@ def test_restart_soak(tmp_path):
     deleted: list[int] = []
     retired = 0
     try:
-        restarts.append(node.start())
+        restarts.append(node.timed_start())
         with Client(node.addr, timeout=20.0) as c:
             for _ in range(ACTIVE_SHUFFLES):
                 nparts = rng.choice((1, 3, 8, 16, 32))
@@ -633,7 +578,7 @@ def test_restart_soak(tmp_path):
             t_wait = time.monotonic() + (2.0 if cycles % 4 == 3 else 1.0)
             while not any(t.in_call in want for t in pushers) and time.monotonic() < t_wait:
                 time.sleep(0.0005)
-            assert node.alive(), f"node died on its own:\n{node.stderr()[-20000:]}"
+            assert node.running, f"node died on its own:\n{node.stderr()[-20000:]}"
             with ctl.cond:
                 ctl.gen += 1
                 in_flight = [t.in_call for t in pushers if t.in_call]
@@ -645,7 +590,7 @@ def test_restart_soak(tmp_path):
                 pytest.fail(f"pushers did not park within {PARK_TIMEOUT:.0f} s of kill {cycles}")
             assert not ctl.failures, "\n".join(ctl.failures)
             check_log(node, recovery)
-            restarts.append(node.start())
+            restarts.append(node.timed_start())
             with Client(node.addr, timeout=20.0) as c:
                 verify(c, ctl, deleted, fig, f"after kill {cycles}")
                 # retire full shuffles: delete them (pushers are parked) and register fresh ones
@@ -672,20 +617,20 @@ def test_restart_soak(tmp_path):
             t.join(30)
             assert not t.is_alive(), f"{t.name} did not stop"
         assert not ctl.failures, "\n".join(ctl.failures)
-        rc = node.terminate()
+        rc = node.stop(timeout=30)
         assert rc == 0, f"node exited with {rc} on SIGTERM:\n{node.stderr()[-20000:]}"
         check_log(node, recovery)
-        restarts.append(node.start())
+        restarts.append(node.timed_start())
         with Client(node.addr, timeout=20.0) as c:
             verify(c, ctl, deleted, fig, "after a clean restart")
-        rc = node.terminate()
+        rc = node.stop(timeout=30)
         assert rc == 0, f"node exited with {rc} on SIGTERM:\n{node.stderr()[-20000:]}"
         check_log(node, recovery)
     finally:
         with ctl.cond:
             ctl.stop = True
             ctl.cond.notify_all()
-        if node.alive():
+        if node.running:
             node.kill()
         for t in pushers:
             t.join(10)
