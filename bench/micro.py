@@ -214,13 +214,15 @@ def main(argv: list[str] | None = None) -> dict:
     except NodeError as e:
         raise SystemExit(f"node did not start: {e}") from None
     addr, port = node.address, node.port
-    receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
-    rport = int(receiver.stdout.readline())
     runs: dict[str, list[float]] = {"raw": [], "raw_distinct": [], "push": [], "fetch": []}
     cpu: dict[str, list[tuple[float, float]]] = {"raw": [], "push": [], "fetch": []}
-    to_receiver, to_node = CpuMeter(receiver.pid), CpuMeter(node.pid)
-    distinct = os.urandom(SEG) * (total // SEG)  # distinct pages with the same bytes as `data` would have
-    try:
+    receiver: subprocess.Popen | None = None
+    rport = 0
+    try:  # from here on, whatever fails, neither the node nor the receiver is left behind
+        receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
+        rport = int(receiver.stdout.readline())
+        to_receiver, to_node = CpuMeter(receiver.pid), CpuMeter(node.pid)
+        distinct = os.urandom(SEG) * (total // SEG)  # distinct pages with the same bytes as `data` would have
         with Client(addr) as c:
             for r in range(args.rounds):
                 runs["raw"].append(raw_round(rport, total, meter=to_receiver))
@@ -238,10 +240,15 @@ def main(argv: list[str] | None = None) -> dict:
         get16 = loadgen("rpmp", port, 16, args.seconds, "bench-4k")
         redis16 = redis_get(args.seconds, 16)
     finally:
-        s = socket.create_connection(("127.0.0.1", rport))
-        s.sendall((0).to_bytes(8, "little"))
-        s.close()
-        receiver.wait(10)
+        if receiver is not None:
+            try:
+                if rport:
+                    with socket.create_connection(("127.0.0.1", rport), timeout=5) as s:
+                        s.sendall((0).to_bytes(8, "little"))
+                receiver.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                receiver.kill()
+                receiver.wait()
         node.close()
 
     med = {k: statistics.median(v) for k, v in runs.items()}
