@@ -38,6 +38,19 @@ def test_client_docstring_example_runs_as_written(node):
     assert "Segment(map_index=0, attempt=17, seq=0" in out.getvalue()
 
 
+def test_readme_client_example_runs_as_written(node):
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    start = readme.index("import rpmp, pyarrow as pa")
+    code = readme[start:readme.index("```", start)]
+    namespace: dict = {}
+    exec(compile(code.replace('"127.0.0.1:7077"', repr(node.addr)), "README.md", "exec"), namespace)
+    assert len(namespace["pl"].prefs) == 8
+    with rpmp.Client(node.addr) as c:  # what the example stored is there
+        assert c.get("k").to_pybytes() == b"value"
+        assert c.get_table("t").column("x").to_pylist() == [1, 2]
+        assert [bytes(s.data) for s in c.fetch("app-1", 0, 3)] == [b"..."]
+
+
 def test_rpmp_exports_the_client_and_its_errors():
     for name in rpmp.__all__:
         assert getattr(rpmp, name) is not None, name
