@@ -5,6 +5,7 @@ shuffle_plugin/jvm by shuffle_plugin.jar (javac against the installed pyspark's 
 or here when a JDK and pyspark are present.
 """
 
+import glob
 import os
 import subprocess
 import sys
@@ -17,13 +18,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CFLAGS = ["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-unreachable-code"]
 
 
-def native_ext(name: str, sources: list[str], libs: list[str]) -> Extension:
+def native_ext(name: str, sources: list[str], libs: list[str], depends: list[str] | None = None) -> Extension:
     return Extension(
         name,
         sources=sources,
         include_dirs=[os.path.join(HERE, "native")],
         libraries=libs,
         extra_compile_args=CFLAGS,
+        depends=depends or [],
     )
 
 
@@ -31,7 +33,9 @@ extensions = [
     native_ext("rpmp._pool", ["rpmp/_pool.pyx", "native/rpmp_pool.c"], ["pmemobj", "pmem"]),
 ]
 if os.path.exists(os.path.join(HERE, "rpmp", "_wire.pyx")):
-    extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], ["xxhash"]))
+    # one extension from rpmp/_wire.pyx and the files it includes: any of them changed rebuilds it
+    wire_parts = sorted(glob.glob("rpmp/wire/*.pxi", root_dir=HERE)) + ["native/rpmp_wire.h"]
+    extensions.append(native_ext("rpmp._wire", ["rpmp/_wire.pyx"], ["xxhash"], wire_parts))
 if os.path.exists(os.path.join(HERE, "rpmp", "_splice.pyx")) and sys.platform.startswith("linux"):
     extensions.append(native_ext("rpmp._splice", ["rpmp/_splice.pyx"], []))
 

@@ -162,7 +162,7 @@ def test_c_header_values_are_the_python_ones(tmp_path):
 
 
 def test_no_hand_written_copies_left():
-    """Java and C take the constants from the generated files only."""
+    """Java, C and the Cython codec take the constants from the generated files only."""
     literals = re.compile(r"0x504D5052|0x31474553|static final int OP_|#define RPMP_(MAGIC|VERSION|OP_)", re.I)
     for name in sorted(os.listdir(JAVA_DIR)):
         if name.endswith(".java") and name != "Protocol.java":
@@ -173,3 +173,12 @@ def test_no_hand_written_copies_left():
     assert '#include "rpmp_protocol.h"' in text and not literals.search(text)
     for needle in ("RPMP_MAGIC", "RPMP_VERSION", "RPMP_OP_GET", "RPMP_HEADER_SIZE", "RPMP_FLAG_ERROR"):
         assert needle in text, needle
+    # the wire codec: rpmp/_wire.pyx includes the generated constants, and no other source of it has its own
+    wire = os.path.join(ROOT, "rpmp", "wire")
+    with open(os.path.join(ROOT, "rpmp", "_wire.pyx"), encoding="utf-8") as f:
+        assert 'include "wire/protocol.pxi"' in f.read()
+    own = re.compile(r"0x504D5052|0x31474553|^\s+C_\w+ = |^cdef \w+ C_\w+ = ", re.I | re.M)
+    for name in ["../_wire.pyx"] + sorted(os.listdir(wire)):
+        if name.endswith((".pyx", ".pxi")) and name != "protocol.pxi":
+            with open(os.path.join(wire, name), encoding="utf-8") as f:
+                assert not own.search(f.read()), name

@@ -44,8 +44,7 @@ def raises(code: ErrorCode, fn, *args, match: str | None = None, **kw) -> Protoc
 # ---- constants ------------------------------------------------------------------------------------
 
 def test_constants_agree_with_protocol_module():
-    for name, value in W._C_CONSTANTS.items():
-        assert getattr(P, name) == value, name
+    # the codec's C copies are generated from rpmp/protocol.py (rpmp/wire/protocol.pxi; test_gen_protocol.py)
     assert struct.pack("<I", P.MAGIC) == b"RPMP"
     assert struct.pack("<I", P.RECORD_MAGIC) == b"SEG1"
     assert P.MAX_META == 1 << 20 and P.DEFAULT_MAX_DATA == 256 << 20 and P.MAX_SEGMENT == 64 << 20
