@@ -15,22 +15,14 @@ def encode_u64(uint64_t value) -> bytes:
     return out
 
 
-cdef object _decode_u64(object meta, const char* what, const char* field):
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, what)
-    try:
-        v = r_u64(&c, field)
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return v
+cdef object _value_fields(Cur* c, Py_ssize_t arg):
+    return r_u64(c, "value")
 
 
 def decode_u64(meta, what: str = "meta") -> int:
     """A meta of exactly one u64 (see encode_u64)."""
     cdef bytes w = what.encode("ascii", "replace")
-    return _decode_u64(meta, w, "value")
+    return _decode(meta, w, _value_fields)
 
 
 def encode_hello(uint16_t version, client_name) -> bytes:
@@ -43,18 +35,15 @@ def encode_hello(uint16_t version, client_name) -> bytes:
     return out
 
 
+cdef object _hello_fields(Cur* c, Py_ssize_t arg):
+    version = r_u16(c, "version")
+    name = r_str(c, "client_name")
+    return (version, name)
+
+
 def decode_hello(meta) -> tuple:
     """-> (version, client_name)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "HELLO")
-    try:
-        version = r_u16(&c, "version")
-        name = r_str(&c, "client_name")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (version, name)
+    return _decode(meta, "HELLO", _hello_fields)
 
 
 def encode_hello_resp(uint16_t version, node_id, uint64_t max_data) -> bytes:
@@ -68,19 +57,16 @@ def encode_hello_resp(uint16_t version, node_id, uint64_t max_data) -> bytes:
     return out
 
 
+cdef object _hello_resp_fields(Cur* c, Py_ssize_t arg):
+    version = r_u16(c, "version")
+    node_id = r_str(c, "node_id")
+    max_data = r_u64(c, "max_data")
+    return (version, node_id, max_data)
+
+
 def decode_hello_resp(meta) -> tuple:
     """-> (version, node_id, max_data)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "HELLO response")
-    try:
-        version = r_u16(&c, "version")
-        node_id = r_str(&c, "node_id")
-        max_data = r_u64(&c, "max_data")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (version, node_id, max_data)
+    return _decode(meta, "HELLO response", _hello_resp_fields)
 
 
 def encode_members(uint64_t epoch, nodes) -> bytes:
@@ -95,18 +81,15 @@ def encode_members(uint64_t epoch, nodes) -> bytes:
     return out
 
 
+cdef object _members_fields(Cur* c, Py_ssize_t arg):
+    epoch = r_u64(c, "epoch")
+    nodes = r_nodes(c, "nodes")
+    return (epoch, nodes)
+
+
 def decode_members(meta) -> tuple:
     """-> (epoch, [Node, ...])"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "MEMBERS response")
-    try:
-        epoch = r_u64(&c, "epoch")
-        nodes = r_nodes(&c, "nodes")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (epoch, nodes)
+    return _decode(meta, "MEMBERS response", _members_fields)
 
 
 def encode_heartbeat(node, uint64_t known_epoch) -> bytes:
@@ -117,15 +100,12 @@ def encode_heartbeat(node, uint64_t known_epoch) -> bytes:
     return out
 
 
+cdef object _heartbeat_fields(Cur* c, Py_ssize_t arg):
+    node = r_node(c)
+    epoch = r_u64(c, "known_epoch")
+    return (node, epoch)
+
+
 def decode_heartbeat(meta) -> tuple:
     """-> (Node, known_epoch)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "HEARTBEAT")
-    try:
-        node = r_node(&c)
-        epoch = r_u64(&c, "known_epoch")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (node, epoch)
+    return _decode(meta, "HEARTBEAT", _heartbeat_fields)

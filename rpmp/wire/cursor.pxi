@@ -1,4 +1,6 @@
-# Reading: Cur, a bounds-checked cursor over a meta's bytes, and the r_* field readers every decoder uses.
+# Reading: Cur, a bounds-checked cursor over a meta's bytes, the r_* field readers every decoder uses, and
+# _decode, the one frame around them (borrow the buffer, read the fields, insist the meta is consumed
+# exactly, release), so that a decode_* is just its field reads.
 
 cdef struct Cur:
     const unsigned char* p
@@ -7,16 +9,21 @@ cdef struct Cur:
     const char* what  # message prefix: the opcode name, e.g. "PUSH" or "FETCH response"
 
 
-cdef inline int _open(Cur* c, object buf, Py_buffer* view, const char* what) except -1:
-    """Point `c` at buf's bytes; `view` must be released by the caller (a no-op for bytes)."""
+cdef inline Py_ssize_t _borrow(object buf, Py_buffer* view, const unsigned char** p) except -1:
+    """Point *p at buf's bytes and return their length; `view` must be released by the caller (for bytes,
+    which are read in place without an export, releasing it is a no-op)."""
     rp_clear_view(view)
     if type(buf) is bytes:
-        c.p = <const unsigned char*>PyBytes_AS_STRING(buf)
-        c.n = len(<bytes>buf)
-    else:
-        PyObject_GetBuffer(buf, view, PyBUF_SIMPLE)
-        c.p = <const unsigned char*>view.buf
-        c.n = view.len
+        p[0] = <const unsigned char*>PyBytes_AS_STRING(buf)
+        return len(<bytes>buf)
+    PyObject_GetBuffer(buf, view, PyBUF_SIMPLE)
+    p[0] = <const unsigned char*>view.buf
+    return view.len
+
+
+cdef inline int _open(Cur* c, object buf, Py_buffer* view, const char* what) except -1:
+    """Point `c` at buf's bytes; `view` must be released by the caller (a no-op for bytes)."""
+    c.n = _borrow(buf, view, &c.p)
     c.pos = 0
     c.what = what
     return 0
@@ -42,6 +49,26 @@ cdef int _finish(Cur* c) except -1:
         raise ProtocolError(BAD_FRAME, f"trailing bytes: {_s(c.what)} meta has {c.n - c.pos} bytes after its "
                                        f"last field (meta is {c.n} bytes)")
     return 0
+
+
+# A decoder's field reads: the fields of one meta from `c`, as the tuple (or value) the decoder returns.
+# `arg` is the decoder's own parameter where it has one (REGISTER_SHUFFLE response: the expected number of
+# partitions), else unused. A reader may call _finish itself to order its own checks after it.
+ctypedef object (*Fields)(Cur* c, Py_ssize_t arg)
+
+
+cdef inline object _decode(object meta, const char* what, Fields fields, Py_ssize_t arg=0):
+    """Decode one meta: `fields` reads it, every byte must be read (BAD_FRAME otherwise), `what` names the
+    meta in error messages. Holds a buffer export on `meta` only while reading."""
+    cdef Py_buffer view
+    cdef Cur c
+    _open(&c, meta, &view, what)
+    try:
+        out = fields(&c, arg)
+        _finish(&c)
+    finally:
+        PyBuffer_Release(&view)
+    return out
 
 
 cdef inline uint8_t r_u8(Cur* c, const char* field) except? 0xFF:

@@ -24,25 +24,23 @@ def encode_error(code, message) -> bytes:
     return out
 
 
-def decode_error(meta) -> tuple:
-    """-> (code, message); code is an ErrorCode when known, else the int (a newer peer's code).
-
-    Bad UTF-8 in the message is replaced rather than rejected: an error must always be reportable.
-    """
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "ERROR")
-    try:
-        code = r_u16(&c, "code")
-        message = r_str(&c, "message", False)
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
+cdef object _error_fields(Cur* c, Py_ssize_t arg):
+    code = r_u16(c, "code")
+    message = r_str(c, "message", False)
+    _finish(c)
     try:
         code = ErrorCode(code)
     except ValueError:
         pass
     return (code, message)
+
+
+def decode_error(meta) -> tuple:
+    """-> (code, message); code is an ErrorCode when known, else the int (a newer peer's code).
+
+    Bad UTF-8 in the message is replaced rather than rejected: an error must always be reportable.
+    """
+    return _decode(meta, "ERROR", _error_fields)
 
 
 def error_frame(uint8_t opcode, uint64_t request_id, code, message) -> bytes:

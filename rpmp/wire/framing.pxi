@@ -31,7 +31,8 @@ def pack_header_into(buf, Py_ssize_t offset, uint8_t opcode, uint16_t flags, uin
     PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
     try:
         if offset < 0 or view.len - offset < C_HEADER_SIZE:
-            raise ValueError(f"no room for a {C_HEADER_SIZE}-byte header at offset {offset} of a {view.len}-byte buffer")
+            raise ValueError(f"no room for a {C_HEADER_SIZE}-byte header at offset {offset} "
+                             f"of a {view.len}-byte buffer")
         _fill_header(<unsigned char*>view.buf + offset, opcode, flags, request_id, meta_len, data_len)
     finally:
         PyBuffer_Release(&view)
@@ -46,16 +47,8 @@ def unpack_header(buf, max_data=DEFAULT_MAX_DATA, Py_ssize_t offset=0) -> tuple:
     """
     cdef Py_buffer view
     cdef const unsigned char* p
-    cdef Py_ssize_t n
     cdef uint64_t limit = max_data
-    rp_clear_view(&view)
-    if type(buf) is bytes:
-        p = <const unsigned char*>PyBytes_AS_STRING(buf)
-        n = len(<bytes>buf)
-    else:
-        PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
-        p = <const unsigned char*>view.buf
-        n = view.len
+    cdef Py_ssize_t n = _borrow(buf, &view, &p)
     cdef uint32_t magic, reserved, meta_len
     cdef uint64_t request_id, data_len
     cdef uint8_t version, opcode
@@ -91,15 +84,7 @@ def frame(uint8_t opcode, uint16_t flags, uint64_t request_id, meta=b"", uint64_
     """Header + meta in one bytes object (the data part, if any, is sent after it by the caller)."""
     cdef Py_buffer view
     cdef const unsigned char* m
-    cdef Py_ssize_t n
-    rp_clear_view(&view)
-    if type(meta) is bytes:
-        m = <const unsigned char*>PyBytes_AS_STRING(meta)
-        n = len(<bytes>meta)
-    else:
-        PyObject_GetBuffer(meta, &view, PyBUF_SIMPLE)
-        m = <const unsigned char*>view.buf
-        n = view.len
+    cdef Py_ssize_t n = _borrow(meta, &view, &m)
     try:
         if n > C_MAX_META:
             raise ProtocolError(TOO_LARGE, f"meta of {n} bytes exceeds the limit of {C_MAX_META}")

@@ -22,17 +22,13 @@ def encode_key(key) -> bytes:
 encode_put = encode_get = encode_delete = encode_key
 
 
+cdef object _key_fields(Cur* c, Py_ssize_t arg):
+    return r_key(c, "key")
+
+
 def decode_key(meta) -> bytes:
     """PUT/GET/DELETE request meta -> key (bytes)."""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "key request")
-    try:
-        key = r_key(&c, "key")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return key
+    return _decode(meta, "key request", _key_fields)
 
 
 def encode_alloc(uint64_t size) -> bytes:
@@ -41,21 +37,30 @@ def encode_alloc(uint64_t size) -> bytes:
     return encode_u64(size)
 
 
+cdef object _alloc_fields(Cur* c, Py_ssize_t arg):
+    cdef uint64_t size = r_u64(c, "size")
+    _finish(c)  # trailing bytes (BAD_FRAME) before a zero size (BAD_REQUEST)
+    if size == 0:
+        raise ProtocolError(BAD_REQUEST, "ALLOC.size is 0, must be at least 1")
+    return size
+
+
 def decode_alloc(meta) -> int:
     """-> size (at least 1)"""
-    v = _decode_u64(meta, "ALLOC", "size")
-    if v == 0:
-        raise ProtocolError(BAD_REQUEST, "ALLOC.size is 0, must be at least 1")
-    return v
+    return _decode(meta, "ALLOC", _alloc_fields)
 
 
 def encode_alloc_resp(uint64_t address) -> bytes:
     return encode_u64(address)
 
 
+cdef object _address_fields(Cur* c, Py_ssize_t arg):
+    return r_u64(c, "address")
+
+
 def decode_alloc_resp(meta) -> int:
     """-> address"""
-    return _decode_u64(meta, "ALLOC response", "address")
+    return _decode(meta, "ALLOC response", _address_fields)
 
 
 def encode_write(uint64_t address, uint64_t offset) -> bytes:
@@ -65,18 +70,15 @@ def encode_write(uint64_t address, uint64_t offset) -> bytes:
     return out
 
 
+cdef object _write_fields(Cur* c, Py_ssize_t arg):
+    address = r_u64(c, "address")
+    offset = r_u64(c, "offset")
+    return (address, offset)
+
+
 def decode_write(meta) -> tuple:
     """-> (address, offset)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "WRITE")
-    try:
-        address = r_u64(&c, "address")
-        offset = r_u64(&c, "offset")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (address, offset)
+    return _decode(meta, "WRITE", _write_fields)
 
 
 def encode_read(uint64_t address, uint64_t offset, uint64_t length) -> bytes:
@@ -87,19 +89,16 @@ def encode_read(uint64_t address, uint64_t offset, uint64_t length) -> bytes:
     return out
 
 
+cdef object _read_fields(Cur* c, Py_ssize_t arg):
+    address = r_u64(c, "address")
+    offset = r_u64(c, "offset")
+    length = r_u64(c, "length")
+    return (address, offset, length)
+
+
 def decode_read(meta) -> tuple:
     """-> (address, offset, length)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "READ")
-    try:
-        address = r_u64(&c, "address")
-        offset = r_u64(&c, "offset")
-        length = r_u64(&c, "length")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (address, offset, length)
+    return _decode(meta, "READ", _read_fields)
 
 
 def encode_free(uint64_t address) -> bytes:
@@ -108,4 +107,4 @@ def encode_free(uint64_t address) -> bytes:
 
 def decode_free(meta) -> int:
     """-> address"""
-    return _decode_u64(meta, "FREE", "address")
+    return _decode(meta, "FREE", _address_fields)

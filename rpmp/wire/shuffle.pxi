@@ -21,7 +21,7 @@ def encode_register(app, uint32_t shuffle, uint32_t num_partitions, uint8_t repl
     return out
 
 
-cdef tuple _r_register(Cur* c):
+cdef object _register_fields(Cur* c, Py_ssize_t arg):
     app = r_app(c, "app")
     shuffle = r_u32(c, "shuffle")
     cdef uint32_t num_partitions = r_u32(c, "num_partitions")
@@ -32,15 +32,7 @@ cdef tuple _r_register(Cur* c):
 
 def decode_register(meta) -> tuple:
     """-> (app, shuffle, num_partitions, replicas); num_partitions in 1..2**24, replicas >= 1."""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "REGISTER_SHUFFLE")
-    try:
-        t = _r_register(&c)
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return t
+    return _decode(meta, "REGISTER_SHUFFLE", _register_fields)
 
 
 def encode_register_resp(uint64_t epoch, nodes, prefs) -> bytes:
@@ -88,7 +80,7 @@ def encode_register_resp(uint64_t epoch, nodes, prefs) -> bytes:
 
 
 cdef object _r_register_resp(Cur* c, Py_ssize_t expect_parts, bint build):
-    """Parse the REGISTER_SHUFFLE response meta; with build=False only validate (returns None)."""
+    """Parse the REGISTER_SHUFFLE response meta to its end; with build=False only validate (returns None)."""
     epoch = r_u64(c, "epoch")
     nodes = r_nodes(c, "nodes")
     cdef Py_ssize_t nnodes = len(nodes)
@@ -128,17 +120,14 @@ cdef object _r_register_resp(Cur* c, Py_ssize_t expect_parts, bint build):
     return None
 
 
+cdef object _register_resp_fields(Cur* c, Py_ssize_t expect_parts):
+    return _r_register_resp(c, expect_parts, True)
+
+
 def decode_register_resp(meta, num_partitions=None) -> tuple:
     """-> (epoch, [Node, ...], [(index, ...) per partition]); pass num_partitions to check the table's size."""
-    cdef Py_buffer view
-    cdef Cur c
     cdef Py_ssize_t expect = -1 if num_partitions is None else num_partitions
-    _open(&c, meta, &view, "REGISTER_SHUFFLE response")
-    try:
-        t = _r_register_resp(&c, expect, True)
-    finally:
-        PyBuffer_Release(&view)
-    return t
+    return _decode(meta, "REGISTER_SHUFFLE response", _register_resp_fields, expect)
 
 
 def encode_register_forwarded(app, uint32_t shuffle, uint32_t num_partitions, uint8_t replicas,
@@ -151,20 +140,16 @@ def encode_register_forwarded(app, uint32_t shuffle, uint32_t num_partitions, ui
     return encode_register(app, shuffle, num_partitions, replicas) + bytes(placement)
 
 
+cdef object _register_forwarded_fields(Cur* c, Py_ssize_t arg):
+    t = _register_fields(c, 0)
+    cdef Py_ssize_t start = c.pos
+    _r_register_resp(c, t[2], False)
+    return (t, PyBytes_FromStringAndSize(<char*>(c.p + start), c.n - start))
+
+
 def decode_register_forwarded(meta) -> tuple:
     """-> ((app, shuffle, num_partitions, replicas), placement) where placement is the validated response meta."""
-    cdef Py_buffer view
-    cdef Cur c
-    cdef Py_ssize_t start
-    _open(&c, meta, &view, "REGISTER_SHUFFLE forwarded")
-    try:
-        t = _r_register(&c)
-        start = c.pos
-        _r_register_resp(&c, t[2], False)
-        placement = PyBytes_FromStringAndSize(<char*>(c.p + start), c.n - start)
-    finally:
-        PyBuffer_Release(&view)
-    return (t, placement)
+    return _decode(meta, "REGISTER_SHUFFLE forwarded", _register_forwarded_fields)
 
 
 cdef bytes _push_meta(app, uint32_t shuffle, uint32_t partition, uint32_t map_index, uint64_t attempt, uint32_t seq,
@@ -199,23 +184,20 @@ def push_frame(uint64_t request_id, app, uint32_t shuffle, uint32_t partition, u
     return out
 
 
+cdef object _push_fields(Cur* c, Py_ssize_t arg):
+    app = r_app(c, "app")
+    shuffle = r_u32(c, "shuffle")
+    partition = r_partition(c, "partition")
+    map_index = r_u32(c, "map_index")
+    attempt = r_u64(c, "attempt")
+    seq = r_u32(c, "seq")
+    checksum = r_u64(c, "checksum")
+    return (app, shuffle, partition, map_index, attempt, seq, checksum)
+
+
 def decode_push(meta) -> tuple:
     """-> (app, shuffle, partition, map_index, attempt, seq, checksum)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "PUSH")
-    try:
-        app = r_app(&c, "app")
-        shuffle = r_u32(&c, "shuffle")
-        partition = r_partition(&c, "partition")
-        map_index = r_u32(&c, "map_index")
-        attempt = r_u64(&c, "attempt")
-        seq = r_u32(&c, "seq")
-        checksum = r_u64(&c, "checksum")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (app, shuffle, partition, map_index, attempt, seq, checksum)
+    return _decode(meta, "PUSH", _push_fields)
 
 
 def encode_map_end(app, uint32_t shuffle, uint32_t map_index, uint64_t attempt, counts) -> bytes:
@@ -244,27 +226,24 @@ def encode_map_end(app, uint32_t shuffle, uint32_t map_index, uint64_t attempt, 
     return out
 
 
-def decode_map_end(meta) -> tuple:
-    """-> (app, shuffle, map_index, attempt, [PartCount(partition, segments, bytes), ...])"""
-    cdef Py_buffer view
-    cdef Cur c
+cdef object _map_end_fields(Cur* c, Py_ssize_t arg):
     cdef uint32_t count, i, part
     cdef list counts = []
-    _open(&c, meta, &view, "MAP_END")
-    try:
-        app = r_app(&c, "app")
-        shuffle = r_u32(&c, "shuffle")
-        map_index = r_u32(&c, "map_index")
-        attempt = r_u64(&c, "attempt")
-        count = r_u32(&c, "counts")
-        _need(&c, <Py_ssize_t>count * 16, "counts")
-        for i in range(count):
-            part = r_partition(&c, "counts.partition")
-            counts.append(PartCount(part, r_u32(&c, "counts.segments"), r_u64(&c, "counts.bytes")))
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
+    app = r_app(c, "app")
+    shuffle = r_u32(c, "shuffle")
+    map_index = r_u32(c, "map_index")
+    attempt = r_u64(c, "attempt")
+    count = r_u32(c, "counts")
+    _need(c, <Py_ssize_t>count * 16, "counts")
+    for i in range(count):
+        part = r_partition(c, "counts.partition")
+        counts.append(PartCount(part, r_u32(c, "counts.segments"), r_u64(c, "counts.bytes")))
     return (app, shuffle, map_index, attempt, counts)
+
+
+def decode_map_end(meta) -> tuple:
+    """-> (app, shuffle, map_index, attempt, [PartCount(partition, segments, bytes), ...])"""
+    return _decode(meta, "MAP_END", _map_end_fields)
 
 
 def encode_fetch(app, uint32_t shuffle, uint32_t partition, uint32_t start_map=0, uint32_t end_map=END_MAP_ALL,
@@ -294,25 +273,23 @@ def encode_fetch(app, uint32_t shuffle, uint32_t partition, uint32_t start_map=0
     return out
 
 
-def decode_fetch(meta) -> tuple:
-    """-> (app, shuffle, partition, start_map, end_map, [attempt, ...]); start_map > end_map is BAD_REQUEST."""
-    cdef Py_buffer view
-    cdef Cur c
+cdef object _fetch_fields(Cur* c, Py_ssize_t arg):
     cdef uint32_t start_map, end_map
-    _open(&c, meta, &view, "FETCH")
-    try:
-        app = r_app(&c, "app")
-        shuffle = r_u32(&c, "shuffle")
-        partition = r_partition(&c, "partition")
-        start_map = r_u32(&c, "start_map")
-        end_map = r_u32(&c, "end_map")
-        attempts = r_u64_list(&c, "attempts")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
+    app = r_app(c, "app")
+    shuffle = r_u32(c, "shuffle")
+    partition = r_partition(c, "partition")
+    start_map = r_u32(c, "start_map")
+    end_map = r_u32(c, "end_map")
+    attempts = r_u64_list(c, "attempts")
+    _finish(c)  # trailing bytes (BAD_FRAME) before a bad range (BAD_REQUEST)
     if start_map > end_map:
         raise ProtocolError(BAD_REQUEST, f"FETCH.start_map {start_map} is above end_map {end_map}")
     return (app, shuffle, partition, start_map, end_map, attempts)
+
+
+def decode_fetch(meta) -> tuple:
+    """-> (app, shuffle, partition, start_map, end_map, [attempt, ...]); start_map > end_map is BAD_REQUEST."""
+    return _decode(meta, "FETCH", _fetch_fields)
 
 
 def encode_fetch_resp(uint32_t records) -> bytes:
@@ -322,17 +299,13 @@ def encode_fetch_resp(uint32_t records) -> bytes:
     return out
 
 
+cdef object _fetch_resp_fields(Cur* c, Py_ssize_t arg):
+    return r_u32(c, "records")
+
+
 def decode_fetch_resp(meta) -> int:
     """-> records"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "FETCH response")
-    try:
-        records = r_u32(&c, "records")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return records
+    return _decode(meta, "FETCH response", _fetch_resp_fields)
 
 
 cdef bytes _app_shuffle_partition(app, uint32_t shuffle, uint32_t partition, str what, bint with_partition):
@@ -352,19 +325,16 @@ def encode_partition_info(app, uint32_t shuffle, uint32_t partition) -> bytes:
     return _app_shuffle_partition(app, shuffle, partition, "PARTITION_INFO", True)
 
 
+cdef object _partition_info_fields(Cur* c, Py_ssize_t arg):
+    app = r_app(c, "app")
+    shuffle = r_u32(c, "shuffle")
+    partition = r_partition(c, "partition")
+    return (app, shuffle, partition)
+
+
 def decode_partition_info(meta) -> tuple:
     """-> (app, shuffle, partition)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "PARTITION_INFO")
-    try:
-        app = r_app(&c, "app")
-        shuffle = r_u32(&c, "shuffle")
-        partition = r_partition(&c, "partition")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (app, shuffle, partition)
+    return _decode(meta, "PARTITION_INFO", _partition_info_fields)
 
 
 def encode_partition_info_resp(pool_path, uint32_t records, uint64_t nbytes, blocks) -> bytes:
@@ -392,50 +362,44 @@ def encode_partition_info_resp(pool_path, uint32_t records, uint64_t nbytes, blo
     return out
 
 
-def decode_partition_info_resp(meta) -> tuple:
-    """-> (pool_path, records, bytes, [Block(address, file_offset, used, sealed), ...])"""
-    cdef Py_buffer view
-    cdef Cur c
+cdef object _partition_info_resp_fields(Cur* c, Py_ssize_t arg):
     cdef uint32_t count, i
     cdef uint8_t sealed
     cdef list blocks = []
-    _open(&c, meta, &view, "PARTITION_INFO response")
-    try:
-        path = r_str(&c, "pool_path")
-        records = r_u32(&c, "records")
-        nbytes = r_u64(&c, "bytes")
-        count = r_u32(&c, "blocks")
-        _need(&c, <Py_ssize_t>count * 25, "blocks")
-        for i in range(count):
-            address = r_u64(&c, "blocks.address")
-            file_offset = r_u64(&c, "blocks.file_offset")
-            used = r_u64(&c, "blocks.used")
-            sealed = r_u8(&c, "blocks.sealed")
-            if sealed > 1:
-                raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}].sealed is {sealed}, not 0 or 1")
-            blocks.append(Block(address, file_offset, used, sealed == 1))
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
+    path = r_str(c, "pool_path")
+    records = r_u32(c, "records")
+    nbytes = r_u64(c, "bytes")
+    count = r_u32(c, "blocks")
+    _need(c, <Py_ssize_t>count * 25, "blocks")
+    for i in range(count):
+        address = r_u64(c, "blocks.address")
+        file_offset = r_u64(c, "blocks.file_offset")
+        used = r_u64(c, "blocks.used")
+        sealed = r_u8(c, "blocks.sealed")
+        if sealed > 1:
+            raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}].sealed is {sealed}, not 0 or 1")
+        blocks.append(Block(address, file_offset, used, sealed == 1))
     return (path, records, nbytes, blocks)
+
+
+def decode_partition_info_resp(meta) -> tuple:
+    """-> (pool_path, records, bytes, [Block(address, file_offset, used, sealed), ...])"""
+    return _decode(meta, "PARTITION_INFO response", _partition_info_resp_fields)
 
 
 def encode_delete_shuffle(app, uint32_t shuffle) -> bytes:
     return _app_shuffle_partition(app, shuffle, 0, "DELETE_SHUFFLE", False)
 
 
+cdef object _delete_shuffle_fields(Cur* c, Py_ssize_t arg):
+    app = r_app(c, "app")
+    shuffle = r_u32(c, "shuffle")
+    return (app, shuffle)
+
+
 def decode_delete_shuffle(meta) -> tuple:
     """-> (app, shuffle)"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "DELETE_SHUFFLE")
-    try:
-        app = r_app(&c, "app")
-        shuffle = r_u32(&c, "shuffle")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return (app, shuffle)
+    return _decode(meta, "DELETE_SHUFFLE", _delete_shuffle_fields)
 
 
 def encode_delete_app(app) -> bytes:
@@ -446,20 +410,10 @@ def encode_delete_app(app) -> bytes:
     return out
 
 
+cdef object _delete_app_fields(Cur* c, Py_ssize_t arg):
+    return r_app(c, "app")
+
+
 def decode_delete_app(meta) -> str:
     """-> app"""
-    cdef Py_buffer view
-    cdef Cur c
-    _open(&c, meta, &view, "DELETE_APP")
-    try:
-        app = r_app(&c, "app")
-        _finish(&c)
-    finally:
-        PyBuffer_Release(&view)
-    return app
-
-
-def decode_u64(meta, what: str = "meta") -> int:
-    """A meta of exactly one u64 (see encode_u64)."""
-    cdef bytes w = what.encode("ascii", "replace")
-    return _decode_u64(meta, w, "value")
+    return _decode(meta, "DELETE_APP", _delete_app_fields)
