@@ -23,7 +23,7 @@ fi
 PY=${PYTHON:-python3}
 # Reinstall (which rebuilds the C/Cython extensions and the jar) only when a build input changed.
 stamp=.setup-stamp
-sum=$(cat setup.py pyproject.toml native/*.[ch] rpmp/*.pyx rpmp/*.pxd 2>/dev/null | sha256sum | cut -c1-16)
+sum=$(cat setup.py pyproject.toml native/*.[ch] rpmp/*.pyx rpmp/*.pxd rpmp/wire/*.pxi 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! "$PY" -c "import rpmp._pool" 2>/dev/null; then
   echo "setup: building and installing rpmp (pip install -e '.[spark,test]')"
   "$PY" -m pip install -q --root-user-action=ignore --disable-pip-version-check -e ".[spark,test]"

@@ -53,6 +53,18 @@ def test_constants_agree_with_protocol_module():
     assert [int(c) for c in ErrorCode] == list(range(1, 14))
 
 
+def test_type_stub_covers_the_module():
+    """rpmp/_wire.pyi names every public def and class of the extension, and nothing else."""
+    import ast
+
+    with open(os.path.join(os.path.dirname(W.__file__), "_wire.pyi"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    stub = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    stub |= {t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)}
+    public = {n for n in dir(W) if not n.startswith("_") and getattr(P, n, None) is not getattr(W, n)}
+    assert {n for n in stub if not n.startswith("_")} == public
+
+
 def test_protocol_error_shape():
     e = ProtocolError(6, "gone")
     assert e.code is ErrorCode.NOT_FOUND and e.message == "gone" and str(e) == "NOT_FOUND: gone"
