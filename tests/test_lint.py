@@ -42,7 +42,7 @@ def test_extension_stubs_match_the_built_modules(tmp_path):
     # import are test_mypy_clean's business
     config = tmp_path / "mypy.ini"
     config.write_text("[mypy]\nfollow_imports = silent\nignore_missing_imports = True\n")
-    out = subprocess.run([sys.executable, "-m", "mypy.stubtest", "rpmp._pool", "rpmp._splice",
+    out = subprocess.run([sys.executable, "-m", "mypy.stubtest", "rpmp._pool", "rpmp._splice", "rpmp._wire",
                           "--mypy-config-file", str(config), "--allowlist", str(allowlist)],
                          cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
