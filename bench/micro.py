@@ -15,6 +15,7 @@ via /proc): on two cores a throughput figure moves with whatever else runs, the 
 and it says which end is the limit (`cpu_s_per_gb` in the JSON).
 
     python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json] [--node-args '...']
+                          [--segment-kib 4096]
 """
 
 from __future__ import annotations
@@ -120,10 +121,11 @@ def raw_round(port: int, total: int, distinct: bytes | None = None, meter: CpuMe
     return total / dt / 1e9
 
 
-def push_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuMeter | None = None) -> float:
-    data = memoryview(os.urandom(SEG))
+def push_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuMeter | None = None,
+               seg: int = SEG) -> float:
+    data = memoryview(os.urandom(seg))
     pl = c.register_shuffle(APP, shuffle, parts)
-    n = total // SEG
+    n = total // seg
     segs = [(i % parts, i, i, 0, data) for i in range(n)]
     c0 = meter.now() if meter else None
     t = time.perf_counter()
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--mib", type=int, default=1024, help="MiB moved per round by raw, push and fetch")
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of each GET load")
     ap.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    ap.add_argument("--segment-kib", type=int, default=SEG >> 10,
+                    help="PUSH segment size (4096; small segments show the node's per-push cost)")
     ap.add_argument("--node-args", default="", help="extra `rpmp server` flags, e.g. '--no-verify-fetch'")
     args = ap.parse_args(argv)
     total = args.mib << 20
@@ -228,7 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
                 runs["raw"].append(raw_round(rport, total, meter=to_receiver))
                 cpu["raw"].append(to_receiver.last)
                 runs["raw_distinct"].append(raw_round(rport, total, distinct))
-                runs["push"].append(push_round(c, r, total, meter=to_node))
+                runs["push"].append(push_round(c, r, total, meter=to_node, seg=args.segment_kib << 10))
                 cpu["push"].append(to_node.last)
                 runs["fetch"].append(fetch_round(c, r, total, meter=to_node))
                 cpu["fetch"].append(to_node.last)
@@ -271,14 +275,18 @@ def main(argv: list[str] | None = None) -> dict:
         "redis_get4k_ops_16": round(redis16) if redis16 else None,
         "redis_ratio": round(get16 / redis16, 3) if redis16 else None,
         "cpu_s_per_gb": cpu_per_gb,
+        "segment_bytes": args.segment_kib << 10,
+        "node_us_per_push": round(peer["push"] * (args.segment_kib << 10) / 1e3, 1),
         "mib_per_round": args.mib,
         "node_args": args.node_args,
         "rounds": args.rounds,
     }
     print(f"raw socket   {result['raw_gbps']:6.2f} GB/s  (distinct memory: {result['raw_distinct_gbps']:.2f} GB/s; "
           f"push {result['push_ratio_distinct']:.2f}, fetch {result['fetch_ratio_distinct']:.2f} of it)")
-    print(f"push 4 MiB   {result['push_gbps']:6.2f} GB/s  ratio {result['push_ratio']:.2f} (target >= 0.85)")
+    print(f"push {result['segment_bytes'] >> 10:>4} KiB {result['push_gbps']:6.2f} GB/s  "
+          f"ratio {result['push_ratio']:.2f} (target >= 0.85)")
     print(f"fetch        {result['fetch_gbps']:6.2f} GB/s  ratio {result['fetch_ratio']:.2f} (target >= 0.90)")
+    print(f"node CPU per push {result['node_us_per_push']:.1f} us ({result['segment_bytes']} B segments)")
     print("CPU s per GB  " + "  ".join(f"{k}: " + ", ".join(f"{side} {v:.3f}" for side, v in sides.items())
                                        for k, sides in cpu_per_gb.items()))
     print(f"GET 4 KiB    {get1:8.0f} ops/s (1 conn)  {get16:8.0f} ops/s (16 conns)")
