@@ -21,7 +21,6 @@ from typing import Any
 import xxhash
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 from rpmp import _wire as W  # noqa: E402
 from rpmp.protocol import (  # noqa: E402
