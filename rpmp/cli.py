@@ -73,7 +73,7 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
 def cmd_server(args: argparse.Namespace) -> int:
     from rpmp.server.node import run
 
-    run(_config(args))
+    run(_config(args), parent_fd=args.parent_fd, remove_pool_with_parent=args.remove_pool_with_parent)
     return 0
 
 
@@ -155,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("server", help="run one RPMP node", description="Run one RPMP node until SIGINT/SIGTERM.")
     _node_args(p)
+    p.add_argument("--parent-fd", type=int, metavar="FD", help="read end of a pipe inherited from the parent, "
+                   "which holds the write end: stop when it reads EOF, i.e. when the parent is gone, however it "
+                   "ended (rpmp.cluster.LocalNode(exit_with_parent=True) passes it)")
+    p.add_argument("--remove-pool-with-parent", action="store_true", help="with --parent-fd: remove the pool "
+                   "file after a stop caused by the parent's exit (for a pool only the parent knew of)")
     p.set_defaults(func=cmd_server)
 
     p = sub.add_parser("cluster", help="run a local node set on loopback (development, tests)",

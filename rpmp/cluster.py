@@ -59,12 +59,17 @@ class LocalNode:
     stderr: "capture" (default) to an anonymous file read by stderr_text() and quoted when the start fails
       (a file, not a pipe: nobody has to drain it for the node to keep logging); "pipe" hands
       proc.stderr (text) to the caller, who must drain it; "inherit" passes it through; or an open file / fd.
+    exit_with_parent: the node stops by itself when this process ends, however it ends (SIGKILL included), and
+      then removes its pool if close() would have (remove_pool). It watches a pipe whose only write end this
+      process holds (`rpmp server --parent-fd`): the kernel closes it when the process is gone, whichever
+      thread started the node. The node then also runs in its own session, so a Ctrl-C (SIGINT to the
+      terminal's or a notebook kernel's process group) reaches this process and not the node behind it.
     """
 
     def __init__(self, pool: str | None = None, *, pool_size: str | int = "256m", host: str = "127.0.0.1",
                  port: int = 0, seeds: str | Sequence[str] | None = None, args: Sequence[str] = (),
                  stderr: StderrMode | int | IO[Any] = "capture", remove_pool: bool | None = None,
-                 timeout: float = 60.0, env: Mapping[str, str] | None = None):
+                 timeout: float = 60.0, env: Mapping[str, str] | None = None, exit_with_parent: bool = False):
         self.pool = pool or new_pool_path()
         self.remove_pool = pool is None if remove_pool is None else remove_pool
         self.pool_size = str(pool_size)
@@ -78,6 +83,8 @@ class LocalNode:
         self.proc: subprocess.Popen[str] | None = None
         self._log: int | None = None  # fd of the captured stderr (O_APPEND: the node's writes never overwrite)
         self._log_start = 0  # where this incarnation's stderr begins in it
+        self.exit_with_parent = exit_with_parent
+        self._parent_pipe: int | None = None  # write end of the running incarnation's --parent-fd pipe
 
     # ---- what callers read -----------------------------------------------------------------------------------
     @property
@@ -175,6 +182,7 @@ class LocalNode:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+        self._close_parent_pipe()
         return proc.returncode
 
     def kill(self) -> int | None:
@@ -228,8 +236,33 @@ class LocalNode:
 
     def _spawn(self) -> subprocess.Popen[str]:
         # text: a "pipe" stderr reads as lines of str; stdout is read below through its descriptor
-        return subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_target(), env=self.env,
-                                text=True, errors="replace")
+        if not self.exit_with_parent:
+            return subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=self._stderr_target(),
+                                    env=self.env, text=True, errors="replace")
+        self._close_parent_pipe()
+        # os.pipe() is close-on-exec: no other child (a Spark JVM, another node) inherits the write end and
+        # keeps the pipe open after this process is gone; only the node gets the read end (pass_fds).
+        r, w = os.pipe()
+        cmd = [*self.command(), "--parent-fd", str(r)]
+        if self.remove_pool:
+            cmd.append("--remove-pool-with-parent")
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._stderr_target(), env=self.env,
+                                    text=True, errors="replace", pass_fds=(r,), start_new_session=True)
+        except BaseException:
+            os.close(w)
+            raise
+        finally:
+            os.close(r)
+        self._parent_pipe = w
+        return proc
+
+    def _close_parent_pipe(self) -> None:
+        """Close our end of the parent pipe (after the node exited: closing it earlier tells a running node
+        that its parent is gone, and it would remove its pool)."""
+        if self._parent_pipe is not None:
+            os.close(self._parent_pipe)
+            self._parent_pipe = None
 
     @staticmethod
     def _first_line(proc: subprocess.Popen[str], deadline: float) -> str | None:
@@ -254,6 +287,7 @@ class LocalNode:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        self._close_parent_pipe()
         if proc.stdout is not None:
             proc.stdout.close()
         if self._log is not None and self.stderr_mode == "capture":

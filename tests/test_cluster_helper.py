@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -22,6 +25,48 @@ def gone(pid: int) -> bool:
     except ProcessLookupError:
         return True
     return False
+
+
+def dead(pid: int) -> bool:
+    """The process is gone or a zombie (an orphan's reaper, PID 1 here, may be slow to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def start_driver(code: str) -> tuple[subprocess.Popen[str], int, str]:
+    """A Python child (a stand-in for a PySpark driver) running `code`, which starts a node and prints its pid and
+    pool, then sleeps; returns the child, the node's pid and its pool."""
+    driver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code) + "\nimport time; time.sleep(600)\n"],
+                              stdout=subprocess.PIPE, text=True)
+    assert driver.stdout is not None
+    line = driver.stdout.readline()
+    if not line:
+        driver.kill()
+        raise AssertionError(f"the driver exited ({driver.wait()}) before starting its node")
+    pid, pool = line.split()
+    return driver, int(pid), pool
+
+
+def kill_driver_and_wait(driver: subprocess.Popen[str], node_pid: int, pool: str, *, pool_goes: bool,
+                         within: float = 15.0) -> None:
+    """SIGKILL the driver; the node must be gone within `within` s, its pool removed or kept as `pool_goes`."""
+    assert not dead(node_pid) and os.path.exists(pool)
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + within
+    while not (dead(node_pid) and os.path.exists(pool) != pool_goes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert dead(node_pid), f"node {node_pid} outlived its parent by {within:g} s"
+        assert os.path.exists(pool) != pool_goes, f"pool {pool} {'left behind' if pool_goes else 'removed'}"
+    finally:
+        if not dead(node_pid):
+            os.kill(node_pid, signal.SIGKILL)
+        if pool_goes and os.path.exists(pool):
+            os.unlink(pool)
 
 
 def test_start_serve_close_leaves_no_process_and_no_pool():
@@ -153,3 +198,35 @@ def test_a_cluster_that_cannot_start_cleans_up(tmp_path):
     with pytest.raises(NodeError, match="max-connections"):
         cluster.start()
     assert all(not n.running for n in cluster) and os.listdir(tmp_path) == []
+
+
+# The node is started from a thread that has exited by the kill: a parent-death signal (PR_SET_PDEATHSIG) would
+# have stopped it with that thread; the pipe outlives it.
+DRIVER = """
+import threading
+from rpmp.cluster import LocalNode
+node = LocalNode({pool!r}, pool_size="64m", exit_with_parent=True)
+t = threading.Thread(target=node.start)
+t.start(); t.join()
+print(node.pid, node.pool, flush=True)
+"""
+
+
+def test_a_node_that_exits_with_its_parent_dies_on_kill_9_and_removes_only_a_pool_it_made(pool_path):
+    driver, pid, pool = start_driver(DRIVER.format(pool=None))
+    time.sleep(0.5)   # the starting thread is long gone: the node must still run
+    kill_driver_and_wait(driver, pid, pool, pool_goes=True)
+    driver, pid, pool = start_driver(DRIVER.format(pool=pool_path))
+    kill_driver_and_wait(driver, pid, pool, pool_goes=False)   # a named pool is the caller's: it stays
+
+
+def test_a_node_that_exits_with_its_parent_keeps_its_data_across_restart_and_stop():
+    with LocalNode(pool_size="64m", exit_with_parent=True) as node:
+        with Client(node.address) as c:
+            c.put("k", b"v")
+        node.restart()
+        with Client(node.address) as c:
+            assert bytes(c.get("k")) == b"v"
+        assert node.stop() == 0 and os.path.exists(node.pool), node.stderr_text()
+        assert "parent process gone" not in node.stderr_text()
+    assert not os.path.exists(node.pool)

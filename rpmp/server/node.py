@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
@@ -30,6 +31,7 @@ class RpmpNode:
         self.port = config.port
         self._stopped = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
+        self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
 
     async def start(self) -> None:
         """Build the node in one pass: bind (the node id names the port; a port in use fails before the pool
@@ -107,25 +109,49 @@ class RpmpNode:
                 log.warning("pool not closed cleanly: %s", e)
         self._stopped.set()
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self, parent_fd: int | None = None) -> None:
+        """Serve until SIGINT/SIGTERM or, with `parent_fd` (the read end of a pipe whose only writer is the
+        parent), until that pipe reads EOF: the parent is gone, however it ended (SIGKILL included)."""
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stopped.set)
+        if parent_fd is not None:
+            loop.add_reader(parent_fd, self._parent_readable, parent_fd)
         print(f"RPMP node listening on {self.config.host}:{self.port}", flush=True)
         await self._stopped.wait()
         self._stopped.clear()
         await self.stop()
 
 
-def run(config: NodeConfig) -> None:
-    """Run a node until SIGINT/SIGTERM."""
+    def _parent_readable(self, fd: int) -> None:
+        try:
+            if os.read(fd, 4096):
+                return  # the parent wrote something: it lives (it is not meant to write)
+        except OSError:
+            pass
+        asyncio.get_running_loop().remove_reader(fd)
+        log.warning("parent process gone (pipe fd %d closed): stopping", fd)
+        self.orphaned = True
+        self._stopped.set()
+
+
+def run(config: NodeConfig, parent_fd: int | None = None, remove_pool_with_parent: bool = False) -> None:
+    """Run a node until SIGINT/SIGTERM, or until the parent's pipe `parent_fd` closes; then, with
+    `remove_pool_with_parent`, remove the pool file once it is closed (a pool only the parent knew of)."""
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         import uvloop
     except ImportError:
         log.warning("uvloop is not installed: falling back to asyncio's loop (slower, copies large replies)")
-        asyncio.run(RpmpNode(config).serve_forever())
+        node = RpmpNode(config)
+        asyncio.run(node.serve_forever(parent_fd))
     else:
-        uvloop.run(RpmpNode(config).serve_forever())
+        node = RpmpNode(config)
+        uvloop.run(node.serve_forever(parent_fd))
+    if node.orphaned and remove_pool_with_parent:
+        try:
+            os.unlink(config.pool)
+        except FileNotFoundError:
+            pass
