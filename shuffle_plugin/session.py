@@ -9,13 +9,24 @@
 
 The executors' JVMs talk to the RPMP nodes directly (org.rpmp.shuffle.RpmpShuffleManager); Python
 only configures the session, runs the embedded node, and reads metrics from the driver through py4j.
+
+What a notebook user can rely on:
+- the embedded node dies with this Python process, however it ends (kill -9 included), and takes its pool
+  with it (LocalNode's exit_with_parent);
+- the session's RPMP settings stay with that session: a later plain SparkSession in the same process does
+  not shuffle through RPMP (nor through a node that is gone);
+- Spark fixes the shuffle manager when its SparkContext starts, so rpmp_session() cannot put a running
+  session on RPMP: with one running it raises, unless asked to stop it (stop_existing=True);
+- a misspelt option, an empty `nodes`, or more replicas than nodes is a ValueError before Spark starts.
 """
 
 from __future__ import annotations
 
 import atexit
+import difflib
 import json
 import os
+import warnings
 from typing import Any
 
 from rpmp.cluster import LocalNode, new_pool_path
@@ -23,24 +34,121 @@ from shuffle_plugin import jar as plugin_jar
 
 MANAGER = "org.rpmp.shuffle.RpmpShuffleManager"
 
+# The spark.rpmp.* settings (RpmpConf.java) as keyword options of rpmp_session() and configure(); nodes and
+# replicas are arguments of their own. The Spark name with its dots as underscores is accepted too
+# (push_offHeap), as it always was.
+OPTIONS: dict[str, str] = {
+    "push_size": "spark.rpmp.push.size",
+    "push_memory": "spark.rpmp.push.memory",
+    "push_off_heap": "spark.rpmp.push.offHeap",
+    "push_inflight": "spark.rpmp.push.inflight",
+    "push_retries": "spark.rpmp.push.retries",
+    "push_retry_wait": "spark.rpmp.push.retryWait",
+    "fetch_timeout": "spark.rpmp.fetch.timeout",
+    "fetch_buffer": "spark.rpmp.fetch.buffer",
+    "fetch_local": "spark.rpmp.fetch.local",
+    "connect_timeout": "spark.rpmp.connect.timeout",
+    "register_timeout": "spark.rpmp.register.timeout",
+}
+_SPARK_SPELLING = {key.removeprefix("spark.rpmp.").replace(".", "_"): key for key in OPTIONS.values()}
+
 
 class EmbeddedNode(LocalNode):
     """The session's own RPMP node: a LocalNode, started at once, that logs warnings and errors to this
     process's stderr. close() (what the session's stop() calls, and atexit if nobody did) stops it and
-    removes the pool it made: the session's shuffle data dies with the session."""
+    removes the pool it made: the session's shuffle data dies with the session. If this process ends without
+    either (kill -9, a crash, a notebook kernel killed), the node notices (exit_with_parent), stops by itself
+    and removes the pool it made."""
 
     def __init__(self, pool_size: str = "1g", pool: str | None = None, host: str = "127.0.0.1",
                  extra_args: list[str] | None = None):
         super().__init__(pool or new_pool_path(f"rpmp-embedded-{os.getpid()}"), pool_size=pool_size, host=host,
                          args=["--log-level", "WARNING", *(extra_args or [])], stderr="inherit",
-                         remove_pool=pool is None)
+                         remove_pool=pool is None, exit_with_parent=True)
         self.start()
         atexit.register(self.close)
+
+
+def _option_key(name: str, accepted: tuple[str, ...] = ()) -> str:
+    """The Spark setting of keyword option `name`; ValueError naming the options if there is none."""
+    key = OPTIONS.get(name) or _SPARK_SPELLING.get(name)
+    if key is None:
+        known = sorted({*OPTIONS, *accepted})
+        close = difflib.get_close_matches(name, [*known, *_SPARK_SPELLING], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"unknown RPMP option {name!r}{hint}; the options are: {', '.join(known)}")
+    return key
+
+
+def _option_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _check_nodes(nodes: str) -> list[str]:
+    """The addresses of `nodes` ("host:port,..."); ValueError if it names none or a malformed one."""
+    from rpmp.server.config import parse_hostport
+
+    parts = [p.strip() for p in str(nodes).split(",")]
+    if not any(parts):
+        raise ValueError(f"nodes={nodes!r} names no RPMP node: give them as 'host:port[,host:port...]', or leave "
+                         f"nodes out (None) for an embedded node")
+    for part in parts:
+        try:
+            parse_hostport(part)
+        except ValueError:
+            raise ValueError(f"nodes={nodes!r}: {part!r} is not host:port (give the RPMP nodes as "
+                             f"'host:port[,host:port...]')") from None
+    return parts
+
+
+def _check_replicas(replicas: Any) -> int:
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 255:
+        raise ValueError(f"replicas={replicas!r}: copies of each shuffle segment, an int from 1 to 255")
+    return replicas
+
+
+def _alive_nodes(nodes: str, timeout: float = 5.0) -> int | None:
+    """How many nodes the RPMP cluster reached through `nodes` (seeds) lists alive; None (with a warning) if
+    none of them answers: the nodes may come up later, the plugin then reports what it meets."""
+    from rpmp.client import Client
+    from rpmp.protocol import NodeState, ProtocolError
+
+    try:
+        with Client(nodes, timeout=timeout) as client:
+            _, members = client.members()
+    except (OSError, ProtocolError) as e:
+        warnings.warn(f"RPMP nodes {nodes} did not answer ({e}); the session is configured for them anyway",
+                      stacklevel=3)
+        return None
+    return sum(1 for m in members if m.state == NodeState.ALIVE)
+
+
+def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
+                   accepted: tuple[str, ...] = ()) -> dict[str, str]:
+    """Validate a session's RPMP settings before anything starts: the spark.rpmp.* settings of `options`, or
+    ValueError for an unknown option, `nodes` that name no node, or more `replicas` than nodes (the embedded
+    node is one; for named nodes, the cluster's alive members when it answers). nodes=None: embedded node."""
+    settings = {_option_key(name, accepted): _option_value(v) for name, v in options.items()}
+    _check_replicas(replicas)
+    if nodes is None:
+        if replicas > 1:
+            raise ValueError(f"replicas={replicas} but the embedded RPMP node is a single node: keep replicas=1, or "
+                             f"pass nodes='host:port,...' of a cluster with at least {replicas} nodes")
+    else:
+        _check_nodes(nodes)
+        if replicas > 1:
+            alive = _alive_nodes(nodes)
+            if alive is not None and replicas > alive:
+                raise ValueError(f"replicas={replicas} but the RPMP cluster at {nodes} has {alive} alive "
+                                 f"node{'s' if alive != 1 else ''}: replicas can be at most the node count")
+    return settings
 
 
 def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, push_memory: str | None = None,
               existing_jars: str | None = None) -> dict[str, str]:
     """The Spark settings that put a session on RPMP (what spark-conf/spark-defaults.conf shows)."""
+    _check_nodes(nodes)
+    _check_replicas(replicas)
     jar = str(plugin_jar.locate_jar())
     jars = ",".join(j for j in (existing_jars, jar) if j)
     conf = {
@@ -57,46 +165,86 @@ def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, pu
 
 
 def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", replicas: int = 1,
-              **options: str) -> tuple[Any, EmbeddedNode | None]:
-    """Put a SparkSession.Builder on RPMP; with no `nodes`, start an embedded node (returned, to stop later).
+              **options: Any) -> tuple[Any, EmbeddedNode | None]:
+    """Put a SparkSession.Builder on RPMP; with no `nodes` (None), start an embedded node (returned, to stop
+    later).
 
-    Extra `options` are spark.rpmp.* settings without the prefix, with dots as underscores
-    (push_size="4m" -> spark.rpmp.push.size).
+    `options` are spark.rpmp.* settings (OPTIONS: push_size="4m" -> spark.rpmp.push.size); an unknown one, an
+    empty `nodes` or more `replicas` than nodes is a ValueError, raised before the node starts.
     """
+    return _configure(builder, nodes, pool_size, replicas, options, ("nodes", "pool_size", "replicas"))
+
+
+def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int, options: dict[str, Any],
+               accepted: tuple[str, ...]) -> tuple[Any, EmbeddedNode | None]:
+    settings = check_settings(nodes, replicas, options, accepted)
     node = None
-    if not nodes:
+    if nodes is None:
         node = EmbeddedNode(pool_size)
         nodes = node.address
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # everything of this session is on this host
-    existing = builder._options.get("spark.jars") if hasattr(builder, "_options") else None
-    for k, v in rpmp_conf(nodes, replicas=replicas, existing_jars=existing).items():
-        builder = builder.config(k, v)
-    for k, v in options.items():
-        builder = builder.config("spark.rpmp." + k.replace("_", "."), str(v))
+    try:
+        existing = builder._options.get("spark.jars") if hasattr(builder, "_options") else None
+        for k, v in {**rpmp_conf(nodes, replicas=replicas, existing_jars=existing), **settings}.items():
+            builder = builder.config(k, v)
+    except BaseException:
+        if node is not None:
+            node.close()
+        raise
     return builder, node
 
 
 def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str | None = None, *,
-                 pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None, **options: str) -> Any:
-    """A SparkSession whose shuffles go through RPMP.
+                 pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None,
+                 stop_existing: bool = False, **options: Any) -> Any:
+    """A new SparkSession whose shuffles go through RPMP.
 
     nodes: RPMP nodes as "host:port,..."; None starts an embedded single node (pool on /dev/shm of
-    `pool_size`) that stops with the session. conf: any other Spark settings.
+    `pool_size`) that stops with the session, or with this process. conf: any other Spark settings.
+    options: spark.rpmp.* settings (see OPTIONS), e.g. push_size="8m".
+    stop_existing: a SparkSession (or SparkContext) already running in this process, e.g. a pyspark shell's
+    or a notebook's, cannot be put on RPMP (Spark picks the shuffle manager when its context starts), so by
+    default that is a RuntimeError; True stops it and builds the RPMP session in its place.
+
+    The RPMP settings are this session's only: a SparkSession built after its stop() does not inherit them.
     """
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
+
+    accepted = ("app_name", "master", "nodes", "pool_size", "replicas", "conf", "stop_existing")
+    check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
+    running = SparkContext._active_spark_context
+    if running is not None:
+        if not stop_existing:
+            raise RuntimeError(
+                f"a SparkSession is already running in this process (app {running.appName!r}, master "
+                f"{running.master!r}), and Spark fixes the shuffle manager when a session's SparkContext starts: "
+                f"rpmp_session() cannot put it on RPMP. Stop it first (spark.stop()), or call "
+                f"rpmp_session(..., stop_existing=True) to stop it and start an RPMP session in its place.")
+        session = SparkSession.getActiveSession() or SparkSession._instantiatedSession
+        if session is not None:
+            session.stop()  # an earlier rpmp_session's stop() also stops its embedded node
+        if SparkContext._active_spark_context is not None:
+            SparkContext._active_spark_context.stop()
 
     builder = SparkSession.builder.appName(app_name)
     if master:
         builder = builder.master(master)
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
-    builder, node = configure(builder, nodes, pool_size=pool_size, replicas=replicas, **options)
+    jvm_launched_here = not _jvm_running()
+    builder, node = _configure(builder, nodes, pool_size, replicas, options, accepted)
+    ours = {k: str(v) for k, v in builder._options.items()
+            if k.startswith("spark.rpmp.") or k in ("spark.shuffle.manager", "spark.jars")}
     try:
         spark = builder.getOrCreate()
     except Exception:
         if node is not None:
             node.close()
         raise
+    finally:
+        if jvm_launched_here:
+            _forget_in_jvm(ours)
     if node is not None:
         original_stop = spark.stop
 
@@ -111,8 +259,50 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     return spark
 
 
+def _jvm_running() -> bool:
+    from pyspark import SparkContext
+
+    return SparkContext._jvm is not None
+
+
+def _forget_in_jvm(ours: dict[str, str]) -> None:
+    """Take this session's RPMP settings out of the driver JVM's system properties.
+
+    The JVM that pyspark launches for a process's first session gets that session's settings as `--conf` of
+    spark-submit, which makes them JVM system properties, and every later SparkConf() of the process loads
+    them: a plain session built after this one's stop() would shuffle through RPMP, to a node that is gone.
+    Called only when this session launched the JVM (a JVM already running got them through SparkConf only);
+    the SparkContext has its own copy of them by now.
+    """
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is None:
+        return
+    props = jvm.System.getProperties()
+    our_jar = os.path.basename(ours["spark.jars"].split(",")[-1])  # rpmp_conf appends the plugin's jar
+    for key in (*ours, "spark.repl.local.jars"):
+        current = props.getProperty(key)
+        if current is None:
+            continue
+        if key in ("spark.jars", "spark.repl.local.jars"):  # the user's jars stay (maybe as file: URIs)
+            rest = ",".join(j for j in str(current).split(",") if j and os.path.basename(j) != our_jar)
+            if rest:
+                props.setProperty(key, rest)
+                continue
+        elif str(current) != ours[key]:
+            continue
+        props.remove(key)
+
+
 def metrics(spark: Any) -> dict[str, Any]:
     """The plugin's counters from the driver JVM: per shuffle and totals (bytes pushed and fetched,
-    segments, records, push and fetch time in ns)."""
-    raw = spark.sparkContext._jvm.org.rpmp.shuffle.RpmpMetrics.snapshotJson()
+    segments, records, push and fetch time in ns). ValueError if `spark` does not shuffle through RPMP."""
+    sc = spark.sparkContext
+    manager = sc.getConf().get("spark.shuffle.manager")
+    if manager != MANAGER:
+        raise ValueError(f"this SparkSession does not shuffle through RPMP (spark.shuffle.manager is "
+                         f"{manager or 'Spark default (sort)'}), so it has no RPMP metrics: start it with "
+                         f"rpmp_session() (or configure() on its builder)")
+    raw = sc._jvm.org.rpmp.shuffle.RpmpMetrics.snapshotJson()
     return json.loads(raw)
