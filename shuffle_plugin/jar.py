@@ -1,49 +1,54 @@
-"""Build and locate the RPMP Spark plugin jar.
+"""Build and locate the RPMP Spark plugin jar (Maven: shuffle_plugin/jvm/pom.xml).
 
-The Java sources under shuffle_plugin/jvm/src are compiled with plain javac against the jars of the
-installed pyspark (no Maven): compiling against exactly the Spark the user runs catches API drift at build
-time. The one library Spark lacks, OpenHFT's zero-allocation-hashing (XXH3, the segment checksum), is
-downloaded once from Maven Central (pinned by SHA-256, cached under ~/.cache/rpmp) and its classes are
-bundled into the plugin jar, so `spark.jars` stays a single jar.
+The plugin is a Maven project, one shaded jar per Spark line, named for the line and its Scala version
+(rpmp-spark-4.3_2.13-<version>.jar). Spark and Scala are `provided`; the one library Spark lacks, OpenHFT's
+zero-allocation-hashing (XXH3, the segment checksum), is shaded into the jar and relocated to
+org.rpmp.shaded.hashing, so `spark.jars` stays a single jar. Maven's local repository is the download
+cache: a build runs offline (`-o`) first and goes online only when something is missing from it.
+
+Spark 4.3.0 is not on Maven Central, so before Maven runs, the installed pyspark's jars/ are laid into the
+local repository as org.rpmp.pyspark:<jar>:<pyspark version> (symbolic links) with one aggregating pom,
+org.rpmp.pyspark:pyspark-jars, that the pom's spark-4.3 profile depends on (`provided`).
 
     python shuffle_plugin/jar.py [--out-dir DIR] [--quiet]
 
-setup.py runs this at install time; there it must never fail the install, so a missing javac or pyspark
-only prints a warning and exits 0 (a compile error exits 1, which setup.py ignores too). Called from
-Python (build_jar / locate_jar), the same problems raise a JarBuildError that says what to install.
+setup.py runs this at install time; there it must never fail the install, so a missing JDK, Maven or pyspark
+only prints a warning and exits 0 (a build error exits 1, which setup.py ignores too). Called from Python
+(build_jar / locate_jar), the same problems raise a JarBuildError that says what to install.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import contextlib
+import fcntl
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
-import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SRC_DIR = HERE / "jvm" / "src"
+JVM_DIR = HERE / "jvm"
+POM = JVM_DIR / "pom.xml"
+SRC_DIR = JVM_DIR / "src" / "main"
 DEFAULT_OUT_DIR = HERE / "jars"
-# Classes bundled into the plugin jar: (group, artifact, version, SHA-256 of the jar, licence).
-BUNDLED = [("net.openhft", "zero-allocation-hashing", "2026.0",
-            "22b4328b4cd751790ba3222320c7aae3f7927e6cdd064cd8a60d2a179be4ada3", "Apache-2.0")]
-MAVEN_REPO = os.environ.get("RPMP_MAVEN_REPO", "https://repo1.maven.org/maven2")
-CACHE_DIR = Path(os.environ.get("RPMP_JAR_CACHE", Path.home() / ".cache" / "rpmp" / "jars"))
+# The Spark lines the pom has a profile for: line -> Scala binary version.
+SPARK_LINES = {"4.3": "2.13"}
+DEFAULT_LINE = "4.3"
+SEED_GROUP = "org.rpmp.pyspark"
 
 
 class JarBuildError(RuntimeError):
-    """The plugin jar cannot be built (no JDK, no pyspark, or a compile error)."""
+    """The plugin jar cannot be built (no JDK, no Maven, no pyspark, or a build error)."""
 
 
 class ToolMissingError(JarBuildError):
-    """javac or pyspark is not installed: building the jar is impossible here, not broken."""
+    """java, mvn or pyspark is not installed: building the jar is impossible here, not broken."""
 
 
 def version() -> str:
@@ -64,28 +69,52 @@ def version() -> str:
     return match.group(1)
 
 
-def jar_name() -> str:
-    return f"rpmp-shuffle-{version()}.jar"
+def jar_name(line: str = DEFAULT_LINE) -> str:
+    return f"rpmp-spark-{line}_{SPARK_LINES[line]}-{version()}.jar"
 
 
 def sources() -> list[Path]:
-    return sorted(SRC_DIR.rglob("*.java"))
+    """What the shipped jar is built from: the main sources and resources, and the pom."""
+    return sorted(p for p in SRC_DIR.rglob("*") if p.is_file()) + ([POM] if POM.exists() else [])
 
 
-def spark_jars_dir() -> Path:
-    """The jars/ folder of the installed pyspark (found without importing pyspark, which is slow)."""
+def _pyspark_dir() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec("pyspark")
     if spec is None or not spec.submodule_search_locations:
         raise ToolMissingError("pyspark is not installed: `pip install pyspark` (the plugin compiles against its jars)")
-    jars = Path(next(iter(spec.submodule_search_locations))) / "jars"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def spark_jars_dir() -> Path:
+    """The jars/ folder of the installed pyspark (found without importing pyspark, which is slow)."""
+    jars = _pyspark_dir() / "jars"
     if not jars.is_dir() or not any(jars.glob("spark-core_*.jar")):
         raise ToolMissingError(f"pyspark at {jars.parent} has no jars/ with spark-core; reinstall pyspark")
     return jars
 
 
+def pyspark_version() -> str:
+    text = (_pyspark_dir() / "version.py").read_text(encoding="utf-8")
+    match = re.search(r'__version__(?::\s*str)?\s*=\s*["\']([^"\']+)["\']', text)
+    if not match:
+        raise ToolMissingError(f"cannot read the pyspark version from {_pyspark_dir() / 'version.py'}")
+    return match.group(1)
+
+
+def spark_line() -> str:
+    """The Spark line of the installed pyspark, if the pom builds for it."""
+    ver = pyspark_version()
+    line = ".".join(ver.split(".")[:2])
+    if line not in SPARK_LINES:
+        raise JarBuildError(f"pyspark {ver} is Spark {line}; the plugin builds for Spark "
+                            f"{', '.join(sorted(SPARK_LINES))} only")
+    return line
+
+
 def find_javac() -> str:
+    """The JDK's javac (Maven needs a JDK; tests compile small jobs with it too)."""
     javac = shutil.which("javac")
     if javac is None and os.environ.get("JAVA_HOME"):
         candidate = Path(os.environ["JAVA_HOME"]) / "bin" / "javac"
@@ -93,48 +122,115 @@ def find_javac() -> str:
             javac = str(candidate)
     if javac is None:
         raise ToolMissingError("javac not found: install a JDK 17+ (e.g. `apt-get install openjdk-17-jdk-headless`) "
-                            "or set JAVA_HOME")
+                               "or set JAVA_HOME")
     return javac
 
 
-def bundled_jars() -> list[Path]:
-    """The jars in BUNDLED, downloaded into CACHE_DIR when missing; each checked against its SHA-256."""
-    paths = []
-    for group, artifact, ver, sha256, _ in BUNDLED:
-        path = CACHE_DIR / f"{artifact}-{ver}.jar"
-        if not path.exists() or _sha256(path) != sha256:
-            url = f"{MAVEN_REPO}/{group.replace('.', '/')}/{artifact}/{ver}/{artifact}-{ver}.jar"
-            try:
-                with urllib.request.urlopen(url, timeout=60) as resp:
-                    body = resp.read()
-            except OSError as exc:
-                raise JarBuildError(f"cannot download {url} ({exc}); put {path.name} into {CACHE_DIR} by hand or "
-                                    "set RPMP_MAVEN_REPO to a reachable mirror") from exc
-            got = hashlib.sha256(body).hexdigest()
-            if got != sha256:
-                raise JarBuildError(f"{url} has SHA-256 {got}, expected {sha256}")
-            CACHE_DIR.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.tmp")
-            partial.write_bytes(body)
-            os.replace(partial, path)
-        paths.append(path)
-    return paths
+def find_mvn() -> str:
+    find_javac()
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise ToolMissingError("mvn not found: install Maven 3.8+ (e.g. `apt-get install maven`; "
+                               "scripts/setup-machine.sh does)")
+    return mvn
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def maven_repo() -> Path:
+    """Maven's local repository (RPMP_MAVEN_REPO_LOCAL, else settings.xml's localRepository, else ~/.m2/repository)."""
+    if os.environ.get("RPMP_MAVEN_REPO_LOCAL"):
+        return Path(os.environ["RPMP_MAVEN_REPO_LOCAL"])
+    settings = Path.home() / ".m2" / "settings.xml"
+    if settings.exists():
+        match = re.search(r"<localRepository>\s*([^<]+?)\s*</localRepository>", settings.read_text(encoding="utf-8"))
+        if match:
+            return Path(match.group(1).replace("${user.home}", str(Path.home())))
+    return Path.home() / ".m2" / "repository"
 
 
-def _bundle(zf: zipfile.ZipFile, jar: Path) -> None:
-    """Copy a library's classes and resources into the plugin jar (not its manifest or signatures)."""
-    with zipfile.ZipFile(jar) as lib:
-        for info in lib.infolist():
-            name = info.filename
-            upper = name.upper()
-            if info.is_dir() or upper == "META-INF/MANIFEST.MF" or name.endswith("module-info.class") \
-                    or (upper.startswith("META-INF/") and upper.endswith((".SF", ".RSA", ".DSA"))):
-                continue
-            zf.writestr(info, lib.read(name))
+def _artifact_id(jar: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", jar.name[:-len(".jar")])
+
+
+def seed_pyspark(repo: Path | None = None) -> str:
+    """Lay the installed pyspark's jars into the local repository as org.rpmp.pyspark artifacts (links, no copies)
+    with an aggregating pom, pyspark-jars; a no-op when the same jars are already there. Returns the version."""
+    repo = repo or maven_repo()
+    jars = sorted(spark_jars_dir().glob("*.jar"))
+    ver = pyspark_version()
+    group = repo.joinpath(*SEED_GROUP.split("."))
+    agg_dir = group / "pyspark-jars" / ver
+    stamp = "\n".join(f"{j.resolve()} {j.stat().st_size}" for j in jars)
+    stamp_file = agg_dir / "seed.stamp"
+    if stamp_file.exists() and stamp_file.read_text(encoding="utf-8") == stamp:
+        return ver
+    deps = []
+    for jar in jars:
+        aid = _artifact_id(jar)
+        d = group / aid / ver
+        d.mkdir(parents=True, exist_ok=True)
+        link = d / f"{aid}-{ver}.jar"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(jar.resolve())
+        (d / f"{aid}-{ver}.pom").write_text(_pom(aid, ver, "jar", ""), encoding="utf-8")
+        deps.append(f"    <dependency><groupId>{SEED_GROUP}</groupId><artifactId>{aid}</artifactId>"
+                    f"<version>{ver}</version></dependency>\n")
+    agg_dir.mkdir(parents=True, exist_ok=True)
+    (agg_dir / f"pyspark-jars-{ver}.pom").write_text(
+        _pom("pyspark-jars", ver, "pom", "  <dependencies>\n" + "".join(deps) + "  </dependencies>\n"),
+        encoding="utf-8")
+    stamp_file.write_text(stamp, encoding="utf-8")
+    return ver
+
+
+def _pom(aid: str, ver: str, packaging: str, body: str) -> str:
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n<project xmlns="http://maven.apache.org/POM/4.0.0">\n'
+            f"  <modelVersion>4.0.0</modelVersion>\n  <groupId>{SEED_GROUP}</groupId>\n"
+            f"  <artifactId>{aid}</artifactId>\n  <version>{ver}</version>\n  <packaging>{packaging}</packaging>\n"
+            "  <description>from the installed pyspark's jars (shuffle_plugin/jar.py)</description>\n"
+            f"{body}</project>\n")
+
+
+def maven_args(line: str, spark_version: str) -> list[str]:
+    """The -P/-D arguments that pick the Spark line and this package's version."""
+    args = ["-B", "-ntp", "-f", str(POM), f"-Pspark-{line}", f"-Dspark.version={spark_version}",
+            f"-Drevision={version()}"]
+    if os.environ.get("RPMP_MAVEN_REPO_LOCAL"):
+        args.append(f"-Dmaven.repo.local={os.environ['RPMP_MAVEN_REPO_LOCAL']}")
+    return args
+
+
+_OFFLINE_MISS = re.compile(r"offline|has not been downloaded|Cannot access|Could not resolve|could not be resolved"
+                           r"|Plugin .* or one of its dependencies could not", re.I)
+
+
+def run_maven(goals: list[str], extra: list[str] | None = None, quiet: bool = True,
+              timeout: float | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Maven on the plugin's pom (output captured, stderr into stdout): offline first, since the local
+    repository is the download cache, and online only when it lacks something. Seeds pyspark's jars first.
+    quiet adds -q (errors only). Hold build_lock() around it."""
+    mvn = find_mvn()
+    line = spark_line()
+    spark_version = seed_pyspark()
+    args = [*maven_args(line, spark_version), *(["-q"] if quiet else []), *(extra or []), *goals]
+
+    def run(offline: bool) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([mvn, *(["-o"] if offline else []), *args], cwd=str(ROOT), text=True, timeout=timeout,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    if maven_repo().is_dir():
+        proc = run(offline=True)
+        if proc.returncode == 0 or not _OFFLINE_MISS.search(proc.stdout or ""):
+            return proc
+    return run(offline=False)
+
+
+@contextlib.contextmanager
+def build_lock() -> Iterator[None]:
+    """One Maven run at a time on this tree (its target/ is shared): hold this around run_maven."""
+    with open(Path(tempfile.gettempdir()) / f"rpmp-jar-{os.getuid()}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _needs_build(jar: Path, srcs: list[Path]) -> bool:
@@ -145,52 +241,33 @@ def _needs_build(jar: Path, srcs: list[Path]) -> bool:
 
 
 def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False) -> Path:
-    """Compile the plugin into out_dir/rpmp-shuffle-<version>.jar; a no-op when the jar is newer than every source."""
+    """Build the plugin with Maven into out_dir/rpmp-spark-<line>_<scala>-<version>.jar; a no-op when the jar is
+    newer than every source."""
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
-    jar = out / jar_name()
     srcs = sources()
-    if not srcs:
-        raise JarBuildError(f"no Java sources under {SRC_DIR}")
+    if not POM.exists() or not any(p.suffix == ".java" for p in srcs):
+        raise JarBuildError(f"no pom.xml or Java sources under {JVM_DIR}")
+    line = spark_line()
+    jar = out / jar_name(line)
     if not _needs_build(jar, srcs):
         return jar
-    javac = find_javac()
-    libs = bundled_jars()
-    classpath = os.pathsep.join(str(p) for p in [*sorted(spark_jars_dir().glob("*.jar")), *libs])
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rpmp-javac-") as tmp:
-        classes = Path(tmp) / "classes"
-        classes.mkdir()
-        # An argument file keeps the command line short whatever the number of sources and jars.
-        argfile = Path(tmp) / "javac.args"
-        args = ["--release", "17", "-encoding", "UTF-8", "-Xlint:-options", "-nowarn",
-                "-cp", classpath, "-d", str(classes)] + [str(s) for s in srcs]
-        argfile.write_text("\n".join(_quote(a) for a in args), encoding="utf-8")
+    with build_lock():
+        if not _needs_build(jar, srcs):
+            return jar
         if not quiet:
-            print(f"javac: {len(srcs)} sources -> {jar}", file=sys.stderr)
-        proc = subprocess.run([javac, f"@{argfile}"], capture_output=True, text=True)
+            print(f"mvn package -P spark-{line} -> {jar}", file=sys.stderr)
+        proc = run_maven(["package"], ["-Dmaven.test.skip=true"], quiet=True)
         if proc.returncode != 0:
-            raise JarBuildError(f"javac failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
-        if proc.stderr.strip() and not quiet:
-            print(proc.stderr, file=sys.stderr, end="")
-        # Write to a temporary name and rename, so a concurrent reader never sees half a jar.
-        partial = jar.with_suffix(".jar.tmp")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("META-INF/MANIFEST.MF",
-                        f"Manifest-Version: 1.0\nImplementation-Title: rpmp-shuffle\n"
-                        f"Implementation-Version: {version()}\nCreated-By: shuffle_plugin/jar.py\n\n")
-            zf.writestr("META-INF/THIRD-PARTY.txt", "".join(
-                f"{g}:{a}:{v} ({lic}), classes bundled unmodified\n" for g, a, v, _, lic in BUNDLED))
-            for path in sorted(classes.rglob("*.class")):
-                zf.write(path, path.relative_to(classes).as_posix())
-            for lib in libs:
-                _bundle(zf, lib)
+            raise JarBuildError(f"mvn package failed (exit {proc.returncode}):\n{proc.stdout}")
+        built = JVM_DIR / "target" / jar.name
+        if not built.exists():
+            raise JarBuildError(f"mvn package made no {built}")
+        # Copy to a temporary name and rename, so a concurrent reader never sees half a jar.
+        partial = jar.with_suffix(f".jar.{os.getpid()}.tmp")
+        shutil.copyfile(built, partial)
         os.replace(partial, jar)
     return jar
-
-
-def _quote(arg: str) -> str:
-    """Quote one javac @argfile argument (paths may hold spaces or backslashes)."""
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def locate_jar() -> Path:
@@ -202,14 +279,14 @@ def locate_jar() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Build the RPMP Spark shuffle plugin jar.")
+    parser = argparse.ArgumentParser(description="Build the RPMP Spark shuffle plugin jar (with Maven).")
     parser.add_argument("--out-dir", default=None, help=f"where to put the jar (default {DEFAULT_OUT_DIR})")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
     args = parser.parse_args(argv)
     try:
         jar = build_jar(args.out_dir, quiet=args.quiet)
     except ToolMissingError as exc:
-        # Installing RPMP without a JDK or pyspark is legitimate (the node and Python client need neither).
+        # Installing RPMP without a JDK, Maven or pyspark is legitimate (the node and Python client need none).
         print(f"warning: RPMP Spark plugin jar not built: {exc}", file=sys.stderr)
         return 0
     except JarBuildError as exc:

@@ -21,7 +21,7 @@ from rpmp import protocol as P
 
 ROOT = G.ROOT
 SCRIPT = os.path.join(ROOT, "tests", "gen_protocol.py")
-JAVA_DIR = os.path.join(ROOT, "shuffle_plugin", "jvm", "src", "org", "rpmp", "shuffle")
+JAVA_DIR = os.path.join(ROOT, "shuffle_plugin", "jvm", "src", "main", "java", "org", "rpmp", "shuffle")
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:

@@ -21,8 +21,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULTS = ROOT / "spark-conf" / "spark-defaults.conf"
-RPMP_CONF_JAVA = ROOT / "shuffle_plugin" / "jvm" / "src" / "org" / "rpmp" / "shuffle" / "RpmpConf.java"
-MANAGER_JAVA = ROOT / "shuffle_plugin" / "jvm" / "src" / "org" / "rpmp" / "shuffle" / "RpmpShuffleManager.java"
+JAVA_SRC = ROOT / "shuffle_plugin" / "jvm" / "src" / "main" / "java" / "org" / "rpmp" / "shuffle"
+RPMP_CONF_JAVA = JAVA_SRC / "RpmpConf.java"
+MANAGER_JAVA = JAVA_SRC / "RpmpShuffleManager.java"
 
 
 def parse_properties(text: str) -> list[tuple[int, str, str]]:

@@ -5,7 +5,7 @@ import java.util.List;
 
 /**
  * Encoders of the request metas the JVM side sends (PROTOCOL.md "Opcodes"), and of whole frames
- * (header + meta; a data part follows on the wire). Pure functions, so VectorCheck can compare bytes.
+ * (header + meta; a data part follows on the wire). Pure functions, so ProtocolVectorsTest can compare bytes.
  */
 public final class Requests {
     private Requests() {}
