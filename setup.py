@@ -1,8 +1,8 @@
 """One build for RPMP's native pieces: the libpmemobj pool (C) and its Cython wrappers.
 
 `pip install .` and `pip install -e .` both run this. The Spark plugin jar is built from
-shuffle_plugin/jvm by shuffle_plugin.jar (javac against the installed pyspark's jars), on demand
-or here when a JDK and pyspark are present.
+shuffle_plugin/jvm (a Maven project) by shuffle_plugin/jar.py, on demand or here when a JDK, Maven
+and pyspark are present.
 """
 
 import glob
@@ -41,12 +41,12 @@ if os.path.exists(os.path.join(HERE, "rpmp", "_splice.pyx")) and sys.platform.st
 
 
 class BuildPyWithJar(build_py):
-    """Build the Spark plugin jar too when javac and pyspark are available (never fails the install)."""
+    """Build the Spark plugin jar too when a JDK, Maven and pyspark are available (never fails the install)."""
 
     def run(self) -> None:
         super().run()
         builder = os.path.join(HERE, "shuffle_plugin", "jar.py")
-        if os.path.exists(builder) and os.path.isdir(os.path.join(HERE, "shuffle_plugin", "jvm", "src")):
+        if os.path.exists(builder) and os.path.isfile(os.path.join(HERE, "shuffle_plugin", "jvm", "pom.xml")):
             subprocess.call([sys.executable, builder, "--quiet", "--out-dir",
                              os.path.join(self.build_lib, "shuffle_plugin", "jars")])
 

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what pip cannot (Debian's libpmemobj, pmdk-tools, xxhash headers, a JDK when javac is
-# missing), then the rpmp package itself (editable, with its Spark and test extras).
+# missing, Maven when mvn is: it builds the Spark plugin), then the rpmp package itself (editable, with
+# its Spark and test extras).
 # Idempotent and fast when everything is in place: each step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PKGS=(libpmemobj-dev pmdk-tools libxxhash-dev build-essential)
 command -v javac >/dev/null 2>&1 || APT_PKGS+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null 2>&1 || APT_PKGS+=(maven)   # builds shuffle_plugin/jvm (shuffle_plugin/jar.py)
 command -v redis-server >/dev/null 2>&1 || APT_PKGS+=(redis-server)   # baseline for bench/micro.py
 
 missing=()
