@@ -26,7 +26,14 @@ PY=${PYTHON:-python3}
 # Reinstall (which rebuilds the C/Cython extensions and the jar) only when a build input changed.
 stamp=.setup-stamp
 sum=$(cat setup.py pyproject.toml native/*.[ch] rpmp/*.pyx rpmp/*.pxd rpmp/wire/*.pxi 2>/dev/null | sha256sum | cut -c1-16)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! "$PY" -c "import rpmp._pool" 2>/dev/null; then
+# The installed package must be this checkout's, importable from anywhere (from the root of the checkout the
+# source tree itself would be found, even when the install points at a checkout that no longer exists).
+installed() {
+  local pkg="$PWD/rpmp"
+  (cd / && "$PY" -c 'import os, sys, rpmp._pool, rpmp
+sys.exit(os.path.realpath(os.path.dirname(rpmp.__file__)) != os.path.realpath(sys.argv[1]))' "$pkg") 2>/dev/null
+}
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! installed; then
   echo "setup: building and installing rpmp (pip install -e '.[spark,test]')"
   "$PY" -m pip install -q --root-user-action=ignore --disable-pip-version-check -e ".[spark,test]"
   echo "$sum" > "$stamp"
