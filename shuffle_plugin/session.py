@@ -33,6 +33,10 @@ from rpmp.cluster import LocalNode, new_pool_path
 from shuffle_plugin import jar as plugin_jar
 
 MANAGER = "org.rpmp.shuffle.RpmpShuffleManager"
+# Spark's shuffle data IO plugin: claims reliable storage (map output is on the RPMP nodes), so dynamic allocation
+# works without the external shuffle service or shuffle tracking.
+DATA_IO_KEY = "spark.shuffle.sort.io.plugin.class"
+DATA_IO = "org.rpmp.shuffle.RpmpShuffleDataIO"
 
 # The spark.rpmp.* settings (RpmpConf.java) as keyword options of rpmp_session() and configure(); nodes and
 # replicas are arguments of their own. The Spark name with its dots as underscores is accepted too
@@ -153,6 +157,7 @@ def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, pu
     jars = ",".join(j for j in (existing_jars, jar) if j)
     conf = {
         "spark.shuffle.manager": MANAGER,
+        DATA_IO_KEY: DATA_IO,
         "spark.jars": jars,
         "spark.rpmp.nodes": nodes,
         "spark.rpmp.replicas": str(replicas),
@@ -235,7 +240,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     jvm_launched_here = not _jvm_running()
     builder, node = _configure(builder, nodes, pool_size, replicas, options, accepted)
     ours = {k: str(v) for k, v in builder._options.items()
-            if k.startswith("spark.rpmp.") or k in ("spark.shuffle.manager", "spark.jars")}
+            if k.startswith("spark.rpmp.") or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars")}
     try:
         spark = builder.getOrCreate()
     except Exception:
