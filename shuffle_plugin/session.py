@@ -53,6 +53,7 @@ OPTIONS: dict[str, str] = {
     "fetch_local": "spark.rpmp.fetch.local",
     "connect_timeout": "spark.rpmp.connect.timeout",
     "register_timeout": "spark.rpmp.register.timeout",
+    "fallback": "spark.rpmp.fallback",
 }
 _SPARK_SPELLING = {key.removeprefix("spark.rpmp.").replace(".", "_"): key for key in OPTIONS.values()}
 

@@ -24,6 +24,7 @@ public final class RpmpConf implements Serializable {
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
     public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
     public static final String REGISTER_TIMEOUT = "spark.rpmp.register.timeout";
+    public static final String FALLBACK = "spark.rpmp.fallback";
 
     /** A seed node: host and port. */
     public static final class Address implements Serializable {
@@ -53,6 +54,7 @@ public final class RpmpConf implements Serializable {
     public final long fetchBuffer;
     public final boolean fetchLocal;
     public final long registerTimeoutMs;
+    public final FallbackPolicy fallback;
 
     public RpmpConf(SparkConf conf) {
         this.nodes = parseNodes(conf.get(NODES, ""));
@@ -70,6 +72,7 @@ public final class RpmpConf implements Serializable {
         this.fetchBuffer = Math.max(0, conf.getSizeAsBytes(FETCH_BUFFER, "48m"));
         this.fetchLocal = conf.getBoolean(FETCH_LOCAL, true);
         this.registerTimeoutMs = Math.max(0, conf.getTimeAsMs(REGISTER_TIMEOUT, "30s"));
+        this.fallback = FallbackPolicy.parse(conf.get(FALLBACK, "auto"));
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException(REPLICAS + " must be 1..255, got " + replicas);
     }
 

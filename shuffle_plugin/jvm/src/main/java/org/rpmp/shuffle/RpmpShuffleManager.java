@@ -40,6 +40,11 @@ import scala.Option;
  * executor that wrote them: the data lives on the RPMP nodes, so losing an executor must not make Spark
  * recompute its map outputs; and a reader's FetchFailedException names that pseudo location, so Spark
  * then recomputes exactly this shuffle's map outputs (its data is what is missing), nothing else.
+ *
+ * <p>Fallback (spark.rpmp.fallback, see FallbackPolicy): a shuffle no RPMP node registers within
+ * spark.rpmp.register.timeout (or every shuffle, with {@code always}) gets SortShuffleManager's handle and is
+ * written and read by Spark's sort shuffle: its writers report the executor's own BlockManagerId, nothing of
+ * it is on RPMP (no counters, no delete). getWriter / getReader / unregisterShuffle dispatch on the handle.
  */
 public class RpmpShuffleManager extends SortShuffleManager {
     private static final Logger LOG = LogManager.getLogger(RpmpShuffleManager.class);
@@ -58,6 +63,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     /** Driver: shuffles registered and not yet removed -> RPMP application name. */
     private final Map<Integer, String> registered = new ConcurrentHashMap<>();
     private volatile String app;
+    /** Driver: the last registration fell back because no node took it; the next one tries one round only. */
+    private volatile boolean nodesDown;
 
     public RpmpShuffleManager(SparkConf sparkConf, boolean isDriver) {
         super(sparkConf);
@@ -74,13 +81,13 @@ public class RpmpShuffleManager extends SortShuffleManager {
             return t;
         });
         if (isDriver) {
-            if (conf.nodes.isEmpty()) {
+            if (conf.nodes.isEmpty() && conf.fallback.triesRpmp()) {
                 throw new IllegalArgumentException(RpmpConf.NODES + " is not set: name at least one RPMP node "
                     + "(host:port) for " + getClass().getName());
             }
             RpmpMetrics.reset();
-            LOG.info("RPMP shuffle manager on the driver: nodes {}, replicas {}, push size {}, push memory {}",
-                conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory);
+            LOG.info("RPMP shuffle manager on the driver: nodes {}, replicas {}, push size {}, push memory {}, "
+                + "fallback {}", conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory, conf.fallback);
         }
     }
 
@@ -106,13 +113,35 @@ public class RpmpShuffleManager extends SortShuffleManager {
 
     @Override
     public <K, V, C> ShuffleHandle registerShuffle(int shuffleId, ShuffleDependency<K, V, C> dependency) {
+        if (!conf.fallback.triesRpmp()) return super.registerShuffle(shuffleId, dependency);
         SparkContext sc = dependency.rdd().sparkContext();
         String appName = appName(sc.applicationId());
         int numPartitions = dependency.partitioner().numPartitions();
         // A shuffle without partitions (an empty RDD) has nothing to place; RPMP refuses 0 partitions.
-        Placement placement = numPartitions == 0
-            ? new Placement(0, java.util.List.of(), 0, new short[0])
-            : registerWithAnyNode(appName, shuffleId, numPartitions);
+        Placement placement;
+        if (numPartitions == 0) {
+            placement = new Placement(0, java.util.List.of(), 0, new short[0]);
+        } else {
+            RuntimeException failure;
+            try {
+                placement = registerWithAnyNode(appName, shuffleId, numPartitions, !nodesDown);
+                failure = null;
+            } catch (RuntimeException e) {
+                placement = null;
+                failure = e;
+            }
+            switch (conf.fallback.route(placement != null)) {
+                case FAIL:
+                    throw failure;
+                case SORT:
+                    nodesDown = true;
+                    LOG.warn("RPMP: no node of {} took shuffle {} ({}); it is written by Spark's sort shuffle "
+                        + "({}=auto)", conf.nodes, shuffleId, failure.getMessage(), RpmpConf.FALLBACK);
+                    return super.registerShuffle(shuffleId, dependency);
+                default:
+                    nodesDown = false;
+            }
+        }
         ShuffleCounters counters = new ShuffleCounters(shuffleId);
         counters.register(sc);
         RpmpMetrics.register(counters);
@@ -126,9 +155,10 @@ public class RpmpShuffleManager extends SortShuffleManager {
     /**
      * REGISTER_SHUFFLE through the first seed that takes it. A node that just died is only dropped from the
      * live set after missed heartbeats, and until then registration fails (UNAVAILABLE: not every live
-     * node took it), so failed rounds are retried for up to spark.rpmp.register.timeout.
+     * node took it), so failed rounds are retried for up to spark.rpmp.register.timeout (only one round when
+     * {@code retry} is false: the previous registration already waited that long for nodes that were down).
      */
-    private Placement registerWithAnyNode(String appName, int shuffleId, int numPartitions) {
+    private Placement registerWithAnyNode(String appName, int shuffleId, int numPartitions, boolean retry) {
         long deadline = System.nanoTime() + conf.registerTimeoutMs * 1_000_000L;
         IOException last = null;
         for (int round = 1; ; round++) {
@@ -149,8 +179,10 @@ public class RpmpShuffleManager extends SortShuffleManager {
                     pool.discard(c);
                     last = e;
                 }
-                LOG.warn("RPMP node {} could not register shuffle {}: {}", seed, shuffleId, last.toString());
+                // INFO, not WARN: the outcome (a fallback or an error) is reported once, by the caller.
+                LOG.info("RPMP node {} could not register shuffle {}: {}", seed, shuffleId, last.toString());
             }
+            if (!retry) break;
             long waitMs = Math.min(1000, 200L * round);
             if (System.nanoTime() + waitMs * 1_000_000L > deadline) break;
             try {
@@ -161,7 +193,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
             }
         }
         throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId
-            + " within " + conf.registerTimeoutMs + " ms", last);
+            + (retry ? " within " + conf.registerTimeoutMs + " ms" : " (nodes were down for an earlier shuffle)")
+            + ": " + last, last);
     }
 
     /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/' or NUL. */
