@@ -106,6 +106,7 @@ def test_idle_executors_go_and_the_reduce_stage_reads_every_map_output(spark):
     jsc = sc._jsc.sc()
     # Spark started with dynamic allocation on, no shuffle service, no shuffle tracking: the plugin's claim.
     assert jsc.executorAllocationManager().isDefined(), "dynamic allocation is not active"
+    assert jsc.shuffleDriverComponents().supportsReliableStorage()
     assert sc.getConf().get("spark.shuffle.service.enabled") == "false"
     wait_for_executors(sc, 2)
     started = executor_count(sc)
@@ -151,3 +152,22 @@ def test_without_the_plugin_spark_refuses_dynamic_allocation(spark, rpmp_node):
     conf = {k: v for k, v in session_conf(rpmp_node).items() if k != DATA_IO_KEY}
     with pytest.raises(Exception, match="Dynamic allocation of executors requires"):
         spark_session("local-cluster[2,1,1024]", conf, "rpmp-dynamic-allocation-control").stop()
+
+
+def test_sort_shuffle_writers_go_through_the_plugins_executor_components(rpmp_node):
+    """With spark.rpmp.fallback=always every shuffle is Spark's sort shuffle, whose writers get their map output
+    writers from the plugin's executor components (Spark's local-disk ones, delegated); the driver then claims
+    no reliable storage, map output being on the executors."""
+    conf = {k: v for k, v in session_conf(rpmp_node).items() if not k.startswith("spark.dynamicAllocation.")}
+    conf["spark.rpmp.fallback"] = "always"
+    session = spark_session("local-cluster[2,1,1024]", conf, "rpmp-dynamic-allocation-sort")
+    try:
+        sc = session.sparkContext
+        sc.setLogLevel("ERROR")
+        assert not sc._jsc.sc().shuffleDriverComponents().supportsReliableStorage()
+        data = sc.parallelize(range(N), 4).map(lambda i: (i % KEYS, i))
+        assert dict(data.reduceByKey(lambda a, b: a + b, 5).collect()) == EXPECTED
+        assert metrics(session)["totals"]["bytesPushed"] == 0, "the shuffle went through RPMP"
+    finally:
+        session.stop()
+        forget_settings(conf)
