@@ -65,7 +65,9 @@ def test_spark_defaults_conf_matches_what_the_plugin_reads():
     shown = {k for k in conf if k.startswith("spark.rpmp.")}
     assert shown - plugin_keys == set(), "spark-defaults.conf sets keys the plugin never reads"
     assert plugin_keys - shown == set(), "keys the plugin reads are missing from spark-defaults.conf"
-    assert set(conf) - shown == {"spark.jars", "spark.shuffle.manager"}, "other settings crept in"
+    assert set(conf) - shown == {"spark.jars", "spark.shuffle.manager", "spark.shuffle.sort.io.plugin.class"}, \
+        "other settings crept in"
+    assert conf["spark.shuffle.sort.io.plugin.class"] == "org.rpmp.shuffle.RpmpShuffleDataIO"
     # Every value shown (except the example node list) is the plugin's default.
     assert defaults.keys() == plugin_keys
     differ = {k: (conf[k], defaults[k]) for k in shown - {"spark.rpmp.nodes"} if conf[k] != defaults[k]}
