@@ -271,8 +271,10 @@ def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False
 
 
 def locate_jar() -> Path:
-    """The plugin jar: the one installed next to this file, rebuilt from the sources when they are newer."""
-    jar = DEFAULT_OUT_DIR / jar_name()
+    """The plugin jar for the installed pyspark's Spark line: the one next to this file, rebuilt from the sources
+    when they are newer. A Spark line the pom has no profile for is a JarBuildError naming the supported ones
+    (before anything starts), not a jar of another line failing inside Spark."""
+    jar = DEFAULT_OUT_DIR / jar_name(spark_line())
     if jar.exists() and (not SRC_DIR.is_dir() or not _needs_build(jar, sources())):
         return jar
     return build_jar(quiet=True)

@@ -132,7 +132,9 @@ def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
                    accepted: tuple[str, ...] = ()) -> dict[str, str]:
     """Validate a session's RPMP settings before anything starts: the spark.rpmp.* settings of `options`, or
     ValueError for an unknown option, `nodes` that name no node, or more `replicas` than nodes (the embedded
-    node is one; for named nodes, the cluster's alive members when it answers). nodes=None: embedded node."""
+    node is one; for named nodes, the cluster's alive members when it answers). nodes=None: embedded node.
+    A pyspark of a Spark line the plugin is not built for is a JarBuildError naming the supported lines."""
+    plugin_jar.spark_line()
     settings = {_option_key(name, accepted): _option_value(v) for name, v in options.items()}
     _check_replicas(replicas)
     if nodes is None:
