@@ -25,6 +25,7 @@ import io
 import os
 import sys
 import tokenize
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from types import ModuleType
@@ -153,6 +154,16 @@ def _java_literal(s: Scalar) -> tuple[str, str]:
     return "int", str(v)
 
 
+def _grouped(scalars: list[Scalar], line: Callable[[Scalar], str]) -> list[str]:
+    """One line per scalar, a blank line between groups (as rpmp/protocol.py groups them)."""
+    out: list[str] = []
+    for i, s in enumerate(scalars):
+        if i and s.group != scalars[i - 1].group:
+            out.append("")
+        out.append(line(s))
+    return out
+
+
 def render_java(c: Constants) -> str:
     out = [f"// {GENERATED_BY}.",
            "// Change rpmp/protocol.py, then run `python tests/gen_protocol.py` (a test runs it with --check).",
@@ -162,14 +173,12 @@ def render_java(c: Constants) -> str:
            "public final class Protocol {",
            "    private Protocol() {}",
            ""]
-    group = None
-    for s in c.scalars:
-        if group is not None and s.group != group:
-            out.append("")
-        group = s.group
+    def java(s: Scalar) -> str:
         jtype, lit = _java_literal(s)
         note = _note(s)
-        out.append(f"    public static final {jtype} {s.name} = {lit};" + (f"  // {note}" if note else ""))
+        return f"    public static final {jtype} {s.name} = {lit};" + (f"  // {note}" if note else "")
+
+    out.extend(_grouped(c.scalars, java))
 
     def block(title: str, items: list[tuple[str, int]], prefix: str, fmt: str) -> None:
         out.extend(["", f"    // {title}"])
@@ -236,13 +245,8 @@ def render_c(c: Constants) -> str:
            "#ifndef RPMP_PROTOCOL_H",
            "#define RPMP_PROTOCOL_H",
            ""]
-    group = None
-    for s in c.scalars:
-        if group is not None and s.group != group:
-            out.append("")
-        group = s.group
-        note = _note(s)
-        out.append(f"#define RPMP_{s.name} {_c_literal(s)}" + (f" /* {note} */" if note else ""))
+    out.extend(_grouped(c.scalars, lambda s: f"#define RPMP_{s.name} {_c_literal(s)}"
+                        + (f" /* {_note(s)} */" if _note(s) else "")))
 
     def block(title: str, items: list[tuple[str, int]], prefix: str, fmt: str) -> None:
         out.extend(["", f"/* {title} */"])
@@ -303,17 +307,9 @@ def render_pyx(c: Constants) -> str:
            "from libc.stdint cimport uint32_t, uint64_t",
            "",
            "cdef enum:"]
-    group = None
-    wide = []
-    for s in c.scalars:
-        if s.value > PXI_ENUM_MAX:
-            wide.append(s)
-            continue
-        if group is not None and s.group != group:
-            out.append("")
-        group = s.group
-        note = _note(s)
-        out.append(f"    C_{s.name} = {_pyx_literal(s)}" + (f"  # {note}" if note else ""))
+    wide = [s for s in c.scalars if s.value > PXI_ENUM_MAX]
+    out.extend(_grouped([s for s in c.scalars if s.value <= PXI_ENUM_MAX],
+                        lambda s: f"    C_{s.name} = {_pyx_literal(s)}" + (f"  # {_note(s)}" if _note(s) else "")))
     if wide:
         out.extend(["", "# Above INT_MAX: typed, set at module init."])
     for s in wide:
