@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from conftest import NODE_ARGS, SHM, make_node
@@ -40,8 +40,17 @@ def forget_lingering_rpmp_settings(conf: dict[str, str]) -> None:
     jvm = SparkContext._jvm
     if jvm is None:
         return
-    for key in list(jvm.System.getProperties().stringPropertyNames()):
-        if (key.startswith("spark.rpmp.") or key == "spark.shuffle.manager") and key not in conf:
+    forget_jvm_settings(key for key in list(jvm.System.getProperties().stringPropertyNames())
+                        if (key.startswith("spark.rpmp.") or key == "spark.shuffle.manager") and key not in conf)
+
+
+def forget_jvm_settings(keys: Iterable[str]) -> None:
+    """Drop these keys from the driver JVM's system properties (where the first session's settings live on)."""
+    from pyspark import SparkContext
+
+    jvm = SparkContext._jvm
+    if jvm is not None:
+        for key in keys:
             jvm.System.clearProperty(key)
 
 

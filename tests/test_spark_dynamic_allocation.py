@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("pyspark")
 
-from sparkutil import plugin_conf, restartable_node, spark_session, wait_for_executors  # noqa: E402
+from sparkutil import forget_jvm_settings, plugin_conf, restartable_node, spark_session, wait_for_executors  # noqa: E402
 
 from shuffle_plugin import metrics, rpmp_conf  # noqa: E402
 from shuffle_plugin.session import DATA_IO, DATA_IO_KEY  # noqa: E402
@@ -53,18 +53,6 @@ def session_conf(rpmp_node) -> dict[str, str]:
             "spark.task.maxFailures": "2"}
 
 
-def forget_settings(conf: dict[str, str]) -> None:
-    """The settings of the session that launched the driver JVM are its Java system properties, which every later
-    SparkConf of this process reads: a later module (or test_session's plain session) must not start with
-    dynamic allocation or on RPMP because this module ran first."""
-    from pyspark import SparkContext
-
-    jvm = SparkContext._jvm
-    if jvm is not None:
-        for key in conf:
-            jvm.System.clearProperty(key)
-
-
 @pytest.fixture(scope="module")
 def spark(rpmp_node):
     conf = session_conf(rpmp_node)
@@ -74,7 +62,7 @@ def spark(rpmp_node):
         yield session
     finally:
         session.stop()
-        forget_settings(conf)
+        forget_jvm_settings(conf)  # a later module must not start with dynamic allocation or on RPMP
 
 
 def executor_count(sc) -> int:
@@ -148,7 +136,7 @@ def test_without_the_plugin_spark_refuses_dynamic_allocation(spark, rpmp_node):
     """The control: the same settings without spark.shuffle.sort.io.plugin.class do not start (runs last: it
     stops the module's session)."""
     spark.stop()
-    forget_settings(session_conf(rpmp_node))
+    forget_jvm_settings(session_conf(rpmp_node))
     conf = {k: v for k, v in session_conf(rpmp_node).items() if k != DATA_IO_KEY}
     with pytest.raises(Exception, match="Dynamic allocation of executors requires"):
         spark_session("local-cluster[2,1,1024]", conf, "rpmp-dynamic-allocation-control").stop()
@@ -170,4 +158,4 @@ def test_sort_shuffle_writers_go_through_the_plugins_executor_components(rpmp_no
         assert metrics(session)["totals"]["bytesPushed"] == 0, "the shuffle went through RPMP"
     finally:
         session.stop()
-        forget_settings(conf)
+        forget_jvm_settings(conf)
