@@ -385,7 +385,7 @@ class ShuffleStore:
                 spans[-1][2].append(r)
             else:
                 spans.append((r.block, r.offset, [r]))
-            end = r.offset + RECORD_HEADER_SIZE + r.length
+            end = r.end
         return [Run(self.blocks.range(b, s, recs[-1].end - s), s, recs) for b, s, recs in spans]
 
     @staticmethod
@@ -417,7 +417,7 @@ class ShuffleStore:
         self.counters["corrupt_records"] += 1
         log.error("CORRUPT record (%d, %d, %d) of shuffle %d of %s partition %d: block %#x bytes %d..%d (pool "
                   "file offset %d) fail their checksum %s; quarantined", r.map_index, r.attempt, r.seq, sh.shuffle,
-                  sh.app, p, r.block, r.offset, r.offset + RECORD_HEADER_SIZE + r.length,
+                  sh.app, p, r.block, r.offset, r.end,
                   self.blocks.file_offset(r.block) + r.offset, when)
 
     def _corrupt_error(self, sh: Shuffle, p: int, r: Record) -> StorageError:
