@@ -180,12 +180,13 @@ def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", 
     `options` are spark.rpmp.* settings (OPTIONS: push_size="4m" -> spark.rpmp.push.size); an unknown one, an
     empty `nodes` or more `replicas` than nodes is a ValueError, raised before the node starts.
     """
-    return _configure(builder, nodes, pool_size, replicas, options, ("nodes", "pool_size", "replicas"))
+    settings = check_settings(nodes, replicas, options, ("nodes", "pool_size", "replicas"))
+    return _configure(builder, nodes, pool_size, replicas, settings)
 
 
-def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int, options: dict[str, Any],
-               accepted: tuple[str, ...]) -> tuple[Any, EmbeddedNode | None]:
-    settings = check_settings(nodes, replicas, options, accepted)
+def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int,
+               settings: dict[str, str]) -> tuple[Any, EmbeddedNode | None]:
+    """Start the embedded node if need be and put the builder on RPMP with the checked `settings`."""
     node = None
     if nodes is None:
         node = EmbeddedNode(pool_size)
@@ -220,7 +221,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     from pyspark.sql import SparkSession
 
     accepted = ("app_name", "master", "nodes", "pool_size", "replicas", "conf", "stop_existing")
-    check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
+    settings = check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
     running = SparkContext._active_spark_context
     if running is not None:
         if not stop_existing:
@@ -241,7 +242,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
     jvm_launched_here = not _jvm_running()
-    builder, node = _configure(builder, nodes, pool_size, replicas, options, accepted)
+    builder, node = _configure(builder, nodes, pool_size, replicas, settings)
     ours = {k: str(v) for k, v in builder._options.items()
             if k.startswith("spark.rpmp.") or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars")}
     try:
