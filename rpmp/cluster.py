@@ -290,9 +290,8 @@ class LocalNode:
         self._close_parent_pipe()
         if proc.stdout is not None:
             proc.stdout.close()
-        if self._log is not None and self.stderr_mode == "capture":
-            size = os.fstat(self._log).st_size
-            return os.pread(self._log, size - self._log_start, self._log_start).decode(errors="replace")
+        if self._log is not None:  # captured
+            return self.stderr_text(incarnation=True)
         if proc.stderr is not None:
             err = proc.stderr.read()
             proc.stderr.close()
