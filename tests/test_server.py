@@ -22,7 +22,7 @@ from rpmp.client import (
     NotFoundError,
     RpmpError,
 )
-from rpmp.protocol import MAGIC, VERSION, ErrorCode, Op, ProtocolError
+from rpmp.protocol import FLAG_RESPONSE, MAGIC, VERSION, ErrorCode, Op, ProtocolError
 
 HDR = struct.Struct("<IBBHQIIQ")
 APP = "app-20261121-0001"
@@ -532,6 +532,33 @@ def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_facto
         assert got < 96 << 20
         s.close()
         assert len(c.fetch(APP, 9, 0)) == 24  # the data is all still there
+
+
+def test_a_client_that_reads_a_fetch_slowly_is_not_dropped(node_factory):
+    """Dropping is for a client that takes none of its replies, not for one slower than send_timeout."""
+    from rpmp import _wire as W
+
+    n = node_factory(pool_size="256m", extra=["--send-timeout", "1"])
+    with Client(n.addr) as c:
+        c.register_shuffle(APP, 11, num_partitions=1)
+        for m in range(8):
+            c.push(APP, 11, 0, m, 1, 0, payload("trickle", m, size=4 << 20))
+        s = raw_conn(n)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        s.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, 11, 0, 0, 2**32 - 1, [])))
+        s.settimeout(10)
+        got = bytearray()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.5:  # 3.5 send timeouts at about 1 MiB/s: far from all of the 32 MiB
+            chunk = s.recv(256 << 10)
+            assert chunk, f"the node closed a connection that was reading (after {len(got)} bytes)"
+            got += chunk
+            time.sleep(0.2)
+        assert c.stats()["counters"]["dropped_connections"] == 0
+        assert 0 < len(got) < 32 << 20
+        _, _, op, flags, rid, _, _, dlen = HDR.unpack(got[:32])
+        assert (op, rid) == (Op.FETCH, 1) and flags & FLAG_RESPONSE and dlen > 0  # the reply it was reading
+        s.close()
 
 
 def test_streamed_fetch_stopped_early_does_not_poison_the_connection_pool(node):

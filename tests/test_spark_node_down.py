@@ -37,6 +37,16 @@ WAIT_S = 60            # bound on every wait of the test and of its tasks
 SEND_TIMEOUT_S = 1
 
 
+def socket_buffers_max() -> int:
+    """What the kernel may buffer on one loopback connection: the reader's receive buffer autotunes up to
+    tcp_rmem's maximum (32 MiB on recent kernels), the node's send buffer up to tcp_wmem's."""
+    total = 0
+    for name in ("tcp_rmem", "tcp_wmem"):
+        with open(f"/proc/sys/net/ipv4/{name}") as f:
+            total += int(f.read().split()[2])
+    return total
+
+
 @pytest.fixture(scope="module")
 def rpmp_node():
     n = restartable_node(prefix="rpmp-down", extra=["--send-timeout", str(SEND_TIMEOUT_S)])
@@ -75,8 +85,10 @@ def test_a_reader_slower_than_the_node_send_timeout_reads_on(spark, rpmp_node):
 
     sc = spark.sparkContext
     maps = sc.accumulator(0)
-    big = 64                                # records of 600 KB in one partition: 38 MB, more than the
-                                            # fetch buffer and the sockets hold, so the node has to wait
+    # Records of 600 KB in one partition: twice what the sockets and the fetch buffer can hold, so the node
+    # holds replies that the reader does not take while it sleeps. (A fixed 38 MB was too little on a
+    # kernel whose tcp_rmem lets a loopback reader buffer 32 MiB: the node then had almost nothing waiting.)
+    big = max(64, 2 * (socket_buffers_max() + (256 << 10)) // RECORD_BYTES)
 
     def tag(i):
         maps.add(1)

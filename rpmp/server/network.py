@@ -28,10 +28,13 @@ request gets an error frame and the connection stays open.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
 import logging
 import os
 import socket
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -71,11 +74,16 @@ class Connection(asyncio.BufferedProtocol):
         # Set by connection_made, which the loop calls before any other callback; a connection joins
         # server.connections there too, so whatever reaches it finds its transport.
         self.transport: asyncio.Transport
+        self.fd = -1  # the socket's, for asking the kernel what the client has not acknowledged
         self.peer = ""
         self.last_active = server.now
         self.frame_deadline: float | None = None  # a frame has begun and must be complete by then
-        self.out_size = 0  # bytes of replies the transport held at the janitor's last look
-        self.out_progress = server.now  # when they last went down (the client took some)
+        # Progress of replies, for dropping a client that takes none: bytes handed to the transport, bytes the
+        # client had taken at the janitor's last look (a count that only grows, so a later reply cannot hide
+        # that the client took nothing; -1: nothing was waiting), and when that count last grew.
+        self.out_written = 0
+        self.out_taken = -1
+        self.out_progress = server.now
 
     # ---- asyncio callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -84,10 +92,11 @@ class Connection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.fd = sock.fileno()
         self.peer = str(transport.get_extra_info("peername"))
         if len(self.server.connections) >= self.server.max_connections and not self.server.evict_idle():
-            transport.write(wire.error_frame(0, 0, ErrorCode.UNAVAILABLE,
-                                          f"node has {self.server.max_connections} connections already"))
+            self._write([wire.error_frame(0, 0, ErrorCode.UNAVAILABLE,
+                                          f"node has {self.server.max_connections} connections already")])
             transport.close()
             self.closed = True
             return
@@ -111,12 +120,27 @@ class Connection(asyncio.BufferedProtocol):
 
     def send_stalled(self, now: float) -> bool:
         """Whether replies have waited in the transport for `send_timeout` seconds with none of them taken: a
-        client that stops reading must not pin pool blocks (a reply's views) for ever."""
+        client that stops reading must not pin pool blocks (a reply's views) for ever.
+
+        Taken means acknowledged by the client's kernel, which it does only as the client reads once its
+        receive window is full. The transport's own buffer is not enough to tell: the socket's send buffer
+        (megabytes) between them takes more only when a third of it is free, so a slow reader looks stalled
+        to the transport for seconds at a time."""
         size = 0 if self.closed else self.transport.get_write_buffer_size()
-        if size == 0 or self.out_size == 0 or size < self.out_size:  # none waiting, just began, or some taken
+        if size == 0:  # nothing pinned: nothing to time
+            self.out_taken = -1
             self.out_progress = now
-        self.out_size = size
-        return size > 0 and now - self.out_progress > self.server.send_timeout
+            return False
+        taken = self.out_written - size - _unacknowledged(self.fd)
+        if taken > self.out_taken:
+            self.out_progress = now
+        self.out_taken = taken
+        return now - self.out_progress >= self.server.send_timeout
+
+    def _write(self, parts: list[bytes | bytearray | memoryview]) -> None:
+        """Every byte to the client goes through here, so that send_stalled can tell whether it takes any."""
+        self.out_written += sum(nbytes(p) for p in parts)
+        self.transport.writelines(parts)
 
     def _resume(self) -> None:
         """Read and handle frames again, unless something still holds this connection back."""
@@ -324,7 +348,7 @@ class Connection(asyncio.BufferedProtocol):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
             out.append(wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)))
             out.extend(d.view if isinstance(d, FileRange) else d for d in data)
-        self.transport.writelines(out)
+        self._write(out)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
         if not self.server.sendfile or reply.frames is None:
@@ -411,11 +435,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
-            self.transport.write(wire.error_frame(op, rid, int(err.code), str(err.message)))
+            self._write([wire.error_frame(op, rid, int(err.code), str(err.message))])
 
     def _fatal(self, op: int, rid: int, code: int, message: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, message)
-        self.transport.write(wire.error_frame(op, rid, code, message))
+        self._write([wire.error_frame(op, rid, code, message)])
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)
@@ -429,6 +453,20 @@ def _sendfile_from(out: int, src: int, offset: int, count: int, pos: int) -> int
 def _write_from(out: int, view: memoryview, pos: int) -> int:
     """Write bytes pos.. of `view` to socket `out` (one write)."""
     return os.write(out, view[pos:])
+
+
+_OUTQ = struct.Struct("i")
+
+
+def _unacknowledged(fd: int) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged (SIOCOUTQ, which Linux numbers as
+    TIOCOUTQ); 0 when the socket cannot say."""
+    if fd < 0:
+        return 0
+    try:
+        return _OUTQ.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, bytes(_OUTQ.size)))[0]
+    except OSError:
+        return 0
 
 
 def _wake(ready: asyncio.Future[None]) -> None:
@@ -527,9 +565,12 @@ class NetworkServer:
         return True
 
     async def _watch(self) -> None:
-        """Once a second: drop connections whose frame is overdue, close those idle for idle_timeout."""
+        """Once a second (more often when send_timeout is shorter than 4 s, so that a stalled client is dropped
+        within a quarter of it): drop connections whose frame is overdue or whose client takes none of its
+        replies, close those idle for idle_timeout."""
+        tick = min(1.0, self.send_timeout / 4)
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(tick)
             now = self.now = time.monotonic()
             for conn in list(self.connections):
                 if conn.send_stalled(now):
