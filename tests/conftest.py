@@ -13,6 +13,7 @@ SHM = "/dev/shm" if os.path.isdir("/dev/shm") else None
 MODULE_MARKERS = {
     "spark": ("test_spark_", "test_session", "test_terasort"),
     "java": ("test_java_client",),
+    "smoke": ("test_spark_smoke",),   # what scripts/spark_lines.py runs on the Spark lines that get no full run
     "crash": ("test_crash", "test_soak"),
     "slow": ("test_spark_", "test_session", "test_terasort", "test_java_client", "test_crash", "test_soak",
              "test_fuzz", "test_bench_micro", "test_pool_views"),
