@@ -51,6 +51,7 @@ class Result:
     pyspark: str = "?"
     exit_code: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    report: str = ""    # pytest's own counts ("2 failed, 40 passed, 3 deselected")
     setup_s: float = 0.0
     run_s: float = 0.0
     error: str = ""
@@ -67,7 +68,7 @@ class Result:
         return "" if self.exit_code in (0, None) else f"pytest exit {self.exit_code}"
 
     def summary(self) -> str:
-        counts = ", ".join(f"{n} {what}" for what, n in self.counts.items()) or "no counts"
+        counts = self.report or "no counts"
         status = "ok" if self.ok else "FAILED" + (f" ({self.why})" if self.why else "")
         return (f"Spark {self.line} (pyspark {self.pyspark}): {status}: {counts}; "
                 f"set-up {self.setup_s:.0f} s, run {self.run_s:.0f} s")
@@ -155,16 +156,19 @@ def interpreter(line: str, system_version: str | None) -> tuple[Path, str]:
 _COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)\b")
 
 
-def parse_counts(tail: list[str]) -> dict[str, int]:
-    """The counts of pytest's last summary line ("2 failed, 40 passed, 3 deselected in 250.1s")."""
+def parse_counts(tail: list[str]) -> tuple[str, dict[str, int]]:
+    """pytest's last summary line ("2 failed, 40 passed, 3 deselected in 250.1s") without its time, and its
+    counts by singular name (passed, failed, error, skipped, ...)."""
     for text in reversed(tail):
-        if re.search(r"\bin [\d.]+s\b", text) and _COUNT.search(text):
-            return {what.rstrip("s") if what in ("errors", "warnings") else what: int(n)
-                    for n, what in _COUNT.findall(text)}
-    return {}
+        found = re.search(r"(\d+ \w+(?:, \d+ \w+)*) in [\d.]+s\b", text)
+        if found and _COUNT.search(found.group(1)):
+            counts = {what.rstrip("s") if what in ("errors", "warnings") else what: int(n)
+                      for n, what in _COUNT.findall(found.group(1))}
+            return found.group(1), counts
+    return "", {}
 
 
-def run_line(python: Path, args: list[str]) -> tuple[int, dict[str, int]]:
+def run_line(python: Path, args: list[str]) -> tuple[int, str, dict[str, int]]:
     """pytest on the checkout with `python`, its output streamed as it comes. The venv's bin/ goes first on
     PATH and PYSPARK_PYTHON names it, so Spark's Python workers and any `python3` a test starts are the
     line's too, not the system's (whose pyspark is another version)."""
@@ -183,7 +187,7 @@ def run_line(python: Path, args: list[str]) -> tuple[int, dict[str, int]]:
             sys.stdout.flush()
             tail = [*tail[-19:], text]
         code = proc.wait()
-    return code, parse_counts(tail)
+    return (code, *parse_counts(tail))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result.setup_s = time.monotonic() - t0
         t0 = time.monotonic()
-        result.exit_code, result.counts = run_line(python, PLAN[line] if pytest_args is None else pytest_args)
+        selection = PLAN[line] if pytest_args is None else pytest_args
+        result.exit_code, result.report, result.counts = run_line(python, selection)
         result.run_s = time.monotonic() - t0
         if result.exit_code == 5:
             result.error = "pytest collected no tests (exit 5)"
