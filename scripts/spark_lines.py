@@ -22,6 +22,7 @@ import argparse
 import fcntl
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,8 +38,9 @@ FULL = ["-m", "spark or java"]    # every Spark end-to-end module (tests/conftes
 SMOKE = ["-m", "smoke"]           # tests/test_spark_smoke.py: one DataFrame query and one RDD job
 PLAN = {"3.5": FULL, "4.0": SMOKE, "4.1": SMOKE, "4.2": SMOKE, "4.3": SMOKE}
 DEFAULT_LINES = ["3.5", "4.0", "4.1", "4.2"]   # 4.3: the machine's own pyspark, which the main run covers
-# Printed by the venv's Python from outside the checkout, so that `rpmp` is the installed one, not ./rpmp.
-PROBE = "import os, pyspark, rpmp; print(pyspark.__version__); print(os.path.dirname(os.path.realpath(rpmp.__file__)))"
+# Run by a line's Python from outside the checkout, so that `rpmp` is the installed one, not ./rpmp.
+PYSPARK_VERSION = "import pyspark; print(pyspark.__version__)"
+RPMP_DIR = "import os, rpmp; print(os.path.dirname(os.path.realpath(rpmp.__file__)))"
 
 
 class LineError(RuntimeError):
@@ -86,19 +88,19 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def probe(python: Path) -> tuple[str, str] | None:
-    """(pyspark version, rpmp package dir) as `python` imports them, or None when either import fails."""
+def probe(python: Path, code: str) -> str | None:
+    """What `python -c code` prints, or None when it fails (an import error: the code imports and prints)."""
     try:
-        out = subprocess.run([str(python), "-c", PROBE], cwd="/", capture_output=True, text=True, timeout=120)
+        out = subprocess.run([str(python), "-c", code], cwd="/", capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    lines = out.stdout.split()
-    return (lines[0], lines[1]) if out.returncode == 0 and len(lines) == 2 else None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    return out.stdout.strip()
 
 
 def system_pyspark() -> str | None:
-    found = probe(Path(sys.executable))
-    return found[0] if found else None
+    return probe(Path(sys.executable), PYSPARK_VERSION)
 
 
 def line_of(version: str) -> str:
@@ -114,10 +116,10 @@ def venv_python(line: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / f".pyspark-{version}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        found = probe(python) if python.exists() else None
-        if found is None or found[0] != version:
+        found = probe(python, PYSPARK_VERSION) if python.exists() else None
+        if found != version:
             if venv.exists():
-                print(f"spark-lines: {venv} has {'pyspark ' + found[0] if found else 'no working pyspark'}: "
+                print(f"spark-lines: {venv} has {'pyspark ' + found if found else 'no working pyspark'}: "
                       "making it again", flush=True)
                 shutil.rmtree(venv)
             print(f"spark-lines: making {venv} (pyspark {version}; pip's cache makes this fast after the first time)",
@@ -129,10 +131,10 @@ def venv_python(line: str) -> Path:
             if proc.returncode != 0:
                 shutil.rmtree(venv, ignore_errors=True)   # a half-made venv is not left for the next run to trust
                 raise LineError(f"pip install pyspark=={version} failed (exit {proc.returncode})")
-            found = probe(python)
-            if found is None or found[0] != version:
+            found = probe(python, PYSPARK_VERSION)
+            if found != version:
                 raise LineError(f"{venv}: pyspark {version} installed but it imports "
-                                f"{'pyspark ' + found[0] if found else 'nothing (see the error above)'}")
+                                f"{'pyspark ' + found if found else 'none'}")
     return python
 
 
@@ -145,11 +147,13 @@ def interpreter(line: str, system_version: str | None) -> tuple[Path, str]:
         python, version = venv_python(line), PYSPARK[line]
     else:
         raise LineError(f"no pyspark version known for Spark {line} (known: {', '.join(sorted(PYSPARK))})")
-    found = probe(python)
-    if found is None or found[0] != version:
-        raise LineError(f"{python} does not import pyspark {version}")
-    if Path(found[1]) != (ROOT / "rpmp").resolve():
-        raise LineError(f"{python} imports rpmp from {found[1]}, not this checkout's: run ./dev setup")
+    found = probe(python, PYSPARK_VERSION)
+    if found != version:
+        raise LineError(f"{python} imports {'pyspark ' + found if found else 'no pyspark'}, not pyspark {version}")
+    rpmp_dir = probe(python, RPMP_DIR)
+    if rpmp_dir is None or Path(rpmp_dir) != (ROOT / "rpmp").resolve():
+        raise LineError(f"{python} imports {'rpmp from ' + rpmp_dir if rpmp_dir else 'no rpmp'}, not this "
+                        f"checkout's: run ./dev setup")
     return python, version
 
 
@@ -177,17 +181,17 @@ def run_line(python: Path, args: list[str]) -> tuple[int, str, dict[str, int]]:
     for key in ("SPARK_HOME", "PYTHONPATH"):   # either would point Spark or Python at another pyspark
         env.pop(key, None)
     cmd = [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
-    print(f"spark-lines: {' '.join(cmd)}", flush=True)
-    tail: list[str] = []
-    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          bufsize=1) as proc:
+    print(f"spark-lines: {shlex.join(cmd)}", flush=True)
+    tail = b""
+    # Chunks, not lines: pytest -q's progress dots come without a newline until a row is full.
+    with subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
-        for text in proc.stdout:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            tail = [*tail[-19:], text]
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+            tail = (tail + chunk)[-16384:]
         code = proc.wait()
-    return (code, *parse_counts(tail))
+    return (code, *parse_counts(tail.decode(errors="replace").splitlines()))
 
 
 def main(argv: list[str] | None = None) -> int:
