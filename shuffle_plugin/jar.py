@@ -6,11 +6,13 @@ zero-allocation-hashing (XXH3, the segment checksum), is shaded into the jar and
 org.rpmp.shaded.hashing, so `spark.jars` stays a single jar. Maven's local repository is the download
 cache: a build runs offline (`-o`) first and goes online only when something is missing from it.
 
-Spark 4.3.0 is not on Maven Central, so before Maven runs, the installed pyspark's jars/ are laid into the
-local repository as org.rpmp.pyspark:<jar>:<pyspark version> (symbolic links) with one aggregating pom,
-org.rpmp.pyspark:pyspark-jars, that the pom's spark-4.3 profile depends on (`provided`).
+Each line has a profile in the pom (-P spark-3.5 ... spark-4.3) that compiles the common sources and that
+line's shims against its Spark from Maven Central. Spark 4.3.0 is not on Maven Central, so for that line the
+installed pyspark's jars/ are first laid into the local repository as org.rpmp.pyspark:<jar>:<pyspark
+version> (symbolic links) with one aggregating pom, org.rpmp.pyspark:pyspark-jars, that the spark-4.3
+profile depends on (`provided`).
 
-    python shuffle_plugin/jar.py [--out-dir DIR] [--quiet]
+    python shuffle_plugin/jar.py [--line 3.5] [--out-dir DIR] [--quiet]
 
 setup.py runs this at install time; there it must never fail the install, so a missing JDK, Maven or pyspark
 only prints a warning and exits 0 (a build error exits 1, which setup.py ignores too). Called from Python
@@ -36,10 +38,13 @@ ROOT = HERE.parent
 JVM_DIR = HERE / "jvm"
 POM = JVM_DIR / "pom.xml"
 SRC_DIR = JVM_DIR / "src" / "main"
+SHIMS_DIR = JVM_DIR / "src" / "shims"
 DEFAULT_OUT_DIR = HERE / "jars"
 # The Spark lines the pom has a profile for: line -> Scala binary version.
-SPARK_LINES = {"4.3": "2.13"}
+SPARK_LINES = {"3.5": "2.12", "4.0": "2.13", "4.1": "2.13", "4.2": "2.13", "4.3": "2.13"}
 DEFAULT_LINE = "4.3"
+# Lines whose Spark is not on Maven Central: the profile compiles against the installed pyspark's jars.
+SEEDED_LINES = {"4.3"}
 SEED_GROUP = "org.rpmp.pyspark"
 
 
@@ -74,8 +79,9 @@ def jar_name(line: str = DEFAULT_LINE) -> str:
 
 
 def sources() -> list[Path]:
-    """What the shipped jar is built from: the main sources and resources, and the pom."""
-    return sorted(p for p in SRC_DIR.rglob("*") if p.is_file()) + ([POM] if POM.exists() else [])
+    """What the shipped jars are built from: the main sources and resources, the shims, and the pom."""
+    return (sorted(p for d in (SRC_DIR, SHIMS_DIR) if d.is_dir() for p in d.rglob("*") if p.is_file())
+            + ([POM] if POM.exists() else []))
 
 
 def _pyspark_dir() -> Path:
@@ -191,10 +197,12 @@ def _pom(aid: str, ver: str, packaging: str, body: str) -> str:
             f"{body}</project>\n")
 
 
-def maven_args(line: str, spark_version: str) -> list[str]:
-    """The -P/-D arguments that pick the Spark line and this package's version."""
-    args = ["-B", "-ntp", "-f", str(POM), f"-Pspark-{line}", f"-Dspark.version={spark_version}",
-            f"-Drevision={version()}"]
+def maven_args(line: str, spark_version: str | None = None) -> list[str]:
+    """The -P/-D arguments that pick the Spark line (and, for a seeded line, the pyspark version whose jars
+    were laid out) and this package's version."""
+    args = ["-B", "-ntp", "-f", str(POM), f"-Pspark-{line}", f"-Drevision={version()}"]
+    if spark_version is not None:
+        args.append(f"-Dspark.version={spark_version}")
     if os.environ.get("RPMP_MAVEN_REPO_LOCAL"):
         args.append(f"-Dmaven.repo.local={os.environ['RPMP_MAVEN_REPO_LOCAL']}")
     return args
@@ -205,13 +213,15 @@ _OFFLINE_MISS = re.compile(r"offline|has not been downloaded|Cannot access|Could
 
 
 def run_maven(goals: list[str], extra: list[str] | None = None, quiet: bool = True,
-              timeout: float | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run Maven on the plugin's pom (output captured, stderr into stdout): offline first, since the local
-    repository is the download cache, and online only when it lacks something. Seeds pyspark's jars first.
-    quiet adds -q (errors only). Hold build_lock() around it."""
+              timeout: float | None = None, env: dict[str, str] | None = None,
+              line: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Maven on the plugin's pom for `line` (default: the installed pyspark's), output captured with stderr
+    into stdout: offline first, since the local repository is the download cache, and online only when it
+    lacks something. Seeds pyspark's jars first where the line needs them. quiet adds -q (errors only).
+    Hold build_lock() around it."""
     mvn = find_mvn()
-    line = spark_line()
-    spark_version = seed_pyspark()
+    line = line or spark_line()
+    spark_version = seed_pyspark() if line in SEEDED_LINES else None
     args = [*maven_args(line, spark_version), *(["-q"] if quiet else []), *(extra or []), *goals]
 
     def run(offline: bool) -> subprocess.CompletedProcess[str]:
@@ -240,14 +250,21 @@ def _needs_build(jar: Path, srcs: list[Path]) -> bool:
     return any(src.stat().st_mtime > built for src in srcs + [Path(__file__)])
 
 
-def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False) -> Path:
-    """Build the plugin with Maven into out_dir/rpmp-spark-<line>_<scala>-<version>.jar; a no-op when the jar is
-    newer than every source."""
+def target_dir(line: str) -> Path:
+    """Where Maven builds `line` (the pom's build directory: one per line)."""
+    return JVM_DIR / "target" / f"spark-{line}"
+
+
+def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False, line: str | None = None) -> Path:
+    """Build the plugin for `line` (default: the installed pyspark's) with Maven into
+    out_dir/rpmp-spark-<line>_<scala>-<version>.jar; a no-op when the jar is newer than every source."""
     out = Path(out_dir) if out_dir is not None else DEFAULT_OUT_DIR
     srcs = sources()
     if not POM.exists() or not any(p.suffix == ".java" for p in srcs):
         raise JarBuildError(f"no pom.xml or Java sources under {JVM_DIR}")
-    line = spark_line()
+    if line is not None and line not in SPARK_LINES:
+        raise JarBuildError(f"no Spark line {line}: the plugin builds for Spark {', '.join(SPARK_LINES)}")
+    line = line or spark_line()
     jar = out / jar_name(line)
     if not _needs_build(jar, srcs):
         return jar
@@ -257,10 +274,10 @@ def build_jar(out_dir: str | os.PathLike[str] | None = None, quiet: bool = False
             return jar
         if not quiet:
             print(f"mvn package -P spark-{line} -> {jar}", file=sys.stderr)
-        proc = run_maven(["package"], ["-Dmaven.test.skip=true"], quiet=True)
+        proc = run_maven(["package"], ["-Dmaven.test.skip=true"], quiet=True, line=line)
         if proc.returncode != 0:
             raise JarBuildError(f"mvn package failed (exit {proc.returncode}):\n{proc.stdout}")
-        built = JVM_DIR / "target" / jar.name
+        built = target_dir(line) / jar.name
         if not built.exists():
             raise JarBuildError(f"mvn package made no {built}")
         # Copy to a temporary name and rename, so a concurrent reader never sees half a jar.
@@ -284,9 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the RPMP Spark shuffle plugin jar (with Maven).")
     parser.add_argument("--out-dir", default=None, help=f"where to put the jar (default {DEFAULT_OUT_DIR})")
     parser.add_argument("--quiet", action="store_true", help="print only warnings and errors")
+    parser.add_argument("--line", choices=sorted(SPARK_LINES), default=None,
+                        help="the Spark line to build for (default: the installed pyspark's)")
     args = parser.parse_args(argv)
     try:
-        jar = build_jar(args.out_dir, quiet=args.quiet)
+        jar = build_jar(args.out_dir, quiet=args.quiet, line=args.line)
     except ToolMissingError as exc:
         # Installing RPMP without a JDK, Maven or pyspark is legitimate (the node and Python client need none).
         print(f"warning: RPMP Spark plugin jar not built: {exc}", file=sys.stderr)

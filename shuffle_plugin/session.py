@@ -151,17 +151,29 @@ def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
     return settings
 
 
+EXECUTOR_CLASSPATH = "spark.executor.extraClassPath"
+
+
+def jar_conf(jar: str, existing_jars: str | None = None, existing_classpath: str | None = None) -> dict[str, str]:
+    """The settings that put the plugin jar on the driver and the executors. spark.jars does on Spark 4; Spark
+    3.5's executors create their shuffle manager before they fetch spark.jars (SPARK-45762 changed that in
+    4.0), so there the jar must also be on their classpath from the start (same path on every host)."""
+    conf = {"spark.jars": ",".join(j for j in (existing_jars, jar) if j)}
+    if plugin_jar.spark_line() < "4.0":
+        conf[EXECUTOR_CLASSPATH] = os.pathsep.join(p for p in (existing_classpath, jar) if p)
+    return conf
+
+
 def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, push_memory: str | None = None,
-              existing_jars: str | None = None) -> dict[str, str]:
+              existing_jars: str | None = None, existing_classpath: str | None = None) -> dict[str, str]:
     """The Spark settings that put a session on RPMP (what spark-conf/spark-defaults.conf shows)."""
     _check_nodes(nodes)
     _check_replicas(replicas)
     jar = str(plugin_jar.locate_jar())
-    jars = ",".join(j for j in (existing_jars, jar) if j)
     conf = {
         "spark.shuffle.manager": MANAGER,
         DATA_IO_KEY: DATA_IO,
-        "spark.jars": jars,
+        **jar_conf(jar, existing_jars, existing_classpath),
         "spark.rpmp.nodes": nodes,
         "spark.rpmp.replicas": str(replicas),
     }
@@ -193,8 +205,10 @@ def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int,
         nodes = node.address
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # everything of this session is on this host
     try:
-        existing = builder._options.get("spark.jars") if hasattr(builder, "_options") else None
-        for k, v in {**rpmp_conf(nodes, replicas=replicas, existing_jars=existing), **settings}.items():
+        options = builder._options if hasattr(builder, "_options") else {}
+        conf = rpmp_conf(nodes, replicas=replicas, existing_jars=options.get("spark.jars"),
+                         existing_classpath=options.get(EXECUTOR_CLASSPATH))
+        for k, v in {**conf, **settings}.items():
             builder = builder.config(k, v)
     except BaseException:
         if node is not None:
@@ -244,7 +258,8 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     jvm_launched_here = not _jvm_running()
     builder, node = _configure(builder, nodes, pool_size, replicas, settings)
     ours = {k: str(v) for k, v in builder._options.items()
-            if k.startswith("spark.rpmp.") or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars")}
+            if k.startswith("spark.rpmp.")
+            or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars", EXECUTOR_CLASSPATH)}
     try:
         spark = builder.getOrCreate()
     except Exception:
@@ -294,8 +309,9 @@ def _forget_in_jvm(ours: dict[str, str]) -> None:
         current = props.getProperty(key)
         if current is None:
             continue
-        if key in ("spark.jars", "spark.repl.local.jars"):  # the user's jars stay (maybe as file: URIs)
-            rest = ",".join(j for j in str(current).split(",") if j and os.path.basename(j) != our_jar)
+        if key in ("spark.jars", "spark.repl.local.jars", EXECUTOR_CLASSPATH):  # the user's jars stay
+            sep = os.pathsep if key == EXECUTOR_CLASSPATH else ","  # (spark.jars' maybe as file: URIs)
+            rest = sep.join(j for j in str(current).split(sep) if j and os.path.basename(j) != our_jar)
             if rest:
                 props.setProperty(key, rest)
                 continue

@@ -27,7 +27,9 @@ def plugin_jar() -> str:
 
 def plugin_conf(nodes: list[str]) -> dict[str, str]:
     """The settings that put a session on RPMP: the jar, the manager and the nodes (host:port)."""
-    return {"spark.jars": plugin_jar(), "spark.shuffle.manager": MANAGER, "spark.rpmp.nodes": ",".join(nodes)}
+    from shuffle_plugin.session import jar_conf
+
+    return {**jar_conf(plugin_jar()), "spark.shuffle.manager": MANAGER, "spark.rpmp.nodes": ",".join(nodes)}
 
 
 def forget_lingering_rpmp_settings(conf: dict[str, str]) -> None:

@@ -33,3 +33,27 @@ def test_an_unsupported_spark_is_one_clear_error(monkeypatch, version):
     with pytest.raises(plugin_jar.JarBuildError, match=message.replace(".", r"\.")):
         session.rpmp_session("unsupported", master="local[1]")  # refused before a node or Spark starts
     assert set(os.listdir(default_pool_dir())) == pools and SparkContext._active_spark_context is context
+
+
+@pytest.mark.parametrize("line", sorted(plugin_jar.SPARK_LINES))
+def test_every_line_has_its_own_jar(line):
+    """One jar per Spark line, named for it, compiled for Java 17, with that line's shims and the hashing
+    library relocated (a second copy of net.openhft on a cluster's classpath must not clash)."""
+    import zipfile
+
+    if line in plugin_jar.SEEDED_LINES and plugin_jar.spark_line() != line:
+        pytest.skip(f"Spark {line} is not on Maven Central: its jar builds where pyspark {line} is installed")
+    jar = plugin_jar.build_jar(line=line, quiet=True)
+    assert jar.name == f"rpmp-spark-{line}_{plugin_jar.SPARK_LINES[line]}-{plugin_jar.version()}.jar"
+    with zipfile.ZipFile(jar) as z:
+        names = set(z.namelist())
+        manifest = z.read("META-INF/MANIFEST.MF").decode()
+        shim = z.read("org/rpmp/shuffle/MapOutputShim.class")
+    assert f"Implementation-Title: rpmp-spark-{line}_{plugin_jar.SPARK_LINES[line]}" in manifest
+    assert f"Spark-Version: {line}." in manifest
+    assert int.from_bytes(shim[6:8], "big") == 61  # class file major version 61: Java 17
+    assert "org/rpmp/shuffle/RpmpShuffleManager.class" in names and "org/rpmp/shuffle/SparkEnvShim.class" in names
+    assert any(n.startswith("org/rpmp/shaded/hashing/") for n in names)
+    assert not any(n.startswith("net/openhft/") for n in names)
+    # the row-checksum API exists from Spark 4.1 on: only those lines' shim refers to it
+    assert (b"org/apache/spark/shuffle/checksum/RowBasedChecksum" in shim) == (line >= "4.1")

@@ -75,7 +75,8 @@ def test_spark_defaults_conf_matches_what_the_plugin_reads():
 
 
 def edited_defaults(jar: str, nodes: str) -> str:
-    """spark-defaults.conf with the values of spark.jars and spark.rpmp.nodes replaced, nothing else."""
+    """spark-defaults.conf with the values of spark.jars and spark.rpmp.nodes replaced (on Spark 3.5 also its
+    commented spark.executor.extraClassPath line taken in), nothing else."""
     lines = DEFAULTS.read_text(encoding="utf-8").splitlines()
     edited = 0
     for i, key, _ in parse_properties("\n".join(lines)):
@@ -83,6 +84,12 @@ def edited_defaults(jar: str, nodes: str) -> str:
             lines[i] = f"{key:<30} {jar if key == 'spark.jars' else nodes}"
             edited += 1
     assert edited == 2
+    from shuffle_plugin.session import EXECUTOR_CLASSPATH, jar_conf
+
+    if EXECUTOR_CLASSPATH in jar_conf(jar):  # Spark 3.5: the commented line the file shows for it, taken in
+        at = [i for i, line in enumerate(lines) if line.startswith(f"# {EXECUTOR_CLASSPATH} ")]
+        assert len(at) == 1, f"spark-defaults.conf shows no {EXECUTOR_CLASSPATH} line for Spark 3.5"
+        lines[at[0]] = f"{EXECUTOR_CLASSPATH}  {jar}"
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,21 @@ public final class Checksums {
     private Checksums() {}
 
     private static final LongHashFunction HASH = LongHashFunction.xx3();
+    /** Reads java.nio.Buffer's address field: a direct buffer's memory, without Spark's Platform (whose
+     * getDirectBufferAddress only 4.x has) and without exporting sun.nio.ch. */
+    private static final sun.misc.Unsafe UNSAFE;
+    private static final long ADDRESS;
+
+    static {
+        try {
+            java.lang.reflect.Field theUnsafe = sun.misc.Unsafe.class.getDeclaredField("theUnsafe");
+            theUnsafe.setAccessible(true);
+            UNSAFE = (sun.misc.Unsafe) theUnsafe.get(null);
+            ADDRESS = UNSAFE.objectFieldOffset(java.nio.Buffer.class.getDeclaredField("address"));
+        } catch (ReflectiveOperationException e) {
+            throw new ExceptionInInitializerError(e);
+        }
+    }
 
     public static long xxh3(byte[] buf, int off, int len) {
         return HASH.hashBytes(buf, off, len);
@@ -25,7 +40,7 @@ public final class Checksums {
             throw new IndexOutOfBoundsException("[" + off + ", " + off + "+" + len + ") of a buffer limited at " + buf.limit());
         }
         if (buf.isDirect()) {
-            long sum = HASH.hashMemory(org.apache.spark.unsafe.Platform.getDirectBufferAddress(buf) + off, len);
+            long sum = HASH.hashMemory(UNSAFE.getLong(buf, ADDRESS) + off, len);
             java.lang.ref.Reference.reachabilityFence(buf);   // its memory must outlive the hash
             return sum;
         }

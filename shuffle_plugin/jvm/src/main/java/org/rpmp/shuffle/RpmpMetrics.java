@@ -90,7 +90,7 @@ public final class RpmpMetrics {
     /** The class of the shuffle manager this JVM runs (py4j cannot reflect on SparkEnv itself in 4.3). */
     public static String activeShuffleManager() {
         SparkEnv env = SparkEnv.get();
-        return env == null ? null : env.blockingShuffleManager().getClass().getName();
+        return env == null ? null : SparkEnvShim.configuredShuffleManager(env).getClass().getName();
     }
 
     /**

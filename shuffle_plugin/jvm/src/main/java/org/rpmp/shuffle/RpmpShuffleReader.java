@@ -29,7 +29,6 @@ import scala.Product2;
 import scala.Tuple2;
 import scala.Tuple3;
 import scala.collection.Iterator;
-import scala.jdk.javaapi.CollectionConverters;
 import scala.math.Ordering;
 import scala.runtime.BoxedUnit;
 
@@ -76,8 +75,7 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
             records.reportMetrics();
         });
 
-        Iterator<Product2<K, C>> raw = (Iterator) CollectionConverters.asScala(records);
-        Iterator<Product2<K, C>> completion = CompletionIterator$.MODULE$.apply(raw, () -> {
+        Iterator<Product2<K, C>> completion = CompletionIterator$.MODULE$.apply((Iterator) records, () -> {
             records.reportMetrics();
             context.taskMetrics().mergeShuffleReadMetrics();
             return BoxedUnit.UNIT;
@@ -97,8 +95,8 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
                 sortAgg = (Option) agg;
             }
             Option<Ordering<K>> ordering = (Option) dep.keyOrdering();
-            ExternalSorter<K, Object, C> sorter = new ExternalSorter<>(context, sortAgg, Option.empty(), ordering,
-                dep.serializer(), ExternalSorter.$lessinit$greater$default$6());
+            ExternalSorter<K, Object, C> sorter = MapOutputShim.sorter(context, sortAgg, Option.empty(), ordering,
+                dep.serializer(), null);
             result = sorter.insertAllAndUpdateMetrics((Iterator) interruptible);
         } else if (agg.isDefined()) {
             Aggregator<K, Object, C> a = (Aggregator) agg.get();
@@ -145,7 +143,7 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
      * Key-value pairs of every partition of the range, decoded segment by segment as a SegmentPrefetcher
      * delivers them. Runs on the task thread: Spark's read metrics and FetchFailedException are made here.
      */
-    private final class RecordIterator implements java.util.Iterator<Product2<Object, Object>> {
+    private final class RecordIterator extends scala.collection.AbstractIterator<Product2<Object, Object>> {
         private final SerializerInstance serializer = dep.serializer().newInstance();
         private final SerializerManager serializerManager = SparkEnv.get().serializerManager();
         private final SegmentPrefetcher prefetcher;

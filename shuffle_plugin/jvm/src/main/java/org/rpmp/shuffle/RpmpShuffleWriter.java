@@ -9,10 +9,8 @@ import org.apache.spark.ShuffleDependency;
 import org.apache.spark.SparkEnv;
 import org.apache.spark.TaskContext;
 import org.apache.spark.scheduler.MapStatus;
-import org.apache.spark.scheduler.MapStatus$;
 import org.apache.spark.shuffle.ShuffleWriteMetricsReporter;
 import org.apache.spark.shuffle.ShuffleWriter;
-import org.apache.spark.shuffle.checksum.RowBasedChecksum;
 import org.apache.spark.util.collection.ExternalSorter;
 import scala.Option;
 import scala.Product2;
@@ -63,16 +61,15 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
             SparkEnv.get().serializerManager(), pusher, manager.segmentMemory(), handle.shuffleId(), mapId,
             manager.conf().pushSize, manager.conf().pushMemory);
         long recordsWritten = 0;
+        RowChecksums checksums = MapOutputShim.rowChecksums(dep);
         if (dep.mapSideCombine()) {
-            recordsWritten = writeCombined(records);
+            recordsWritten = writeCombined(records, checksums);
         } else {
             Partitioner partitioner = dep.partitioner();
-            RowBasedChecksum[] checksums = dep.rowBasedChecksums();
-            boolean checksum = checksums != null && checksums.length > 0;
             while (records.hasNext()) {
                 Product2<K, V> r = records.next();
                 int p = partitioner.getPartition(r._1());
-                if (checksum) checksums[p].update(r._1(), r._2());
+                if (checksums != null) checksums.update(p, r._1(), r._2());
                 buffers.write(p, r._1(), r._2());
                 recordsWritten++;
             }
@@ -91,10 +88,8 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
             counters.recordsWritten.add(recordsWritten);
             counters.pushTimeNs.add(pusher.pushNanos());
         }
-        RowBasedChecksum[] rowChecksums = dep.rowBasedChecksums();
-        long checksumValue = rowChecksums == null ? 0 : RowBasedChecksum.getAggregatedChecksumValue(rowChecksums);
-        mapStatus = MapStatus$.MODULE$.apply(manager.mapStatusLocation(handle.shuffleId()), partitionLengths, mapId,
-            checksumValue);
+        mapStatus = MapOutputShim.mapStatus(manager.mapStatusLocation(handle.shuffleId()), partitionLengths, mapId,
+            checksums);
         if (LOG.isDebugEnabled()) {
             LOG.debug("map {} attempt {} of shuffle {}: {} records, {} bytes in {} segments", context.partitionId(), mapId,
                 handle.shuffleId(), recordsWritten, pusher.bytesPushed(), pusher.segments());
@@ -102,10 +97,10 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
     }
 
     /** Map-side combine through Spark's ExternalSorter (it spills), then one partition after the other. */
-    private long writeCombined(Iterator<Product2<K, V>> records) throws IOException {
+    private long writeCombined(Iterator<Product2<K, V>> records, RowChecksums checksums) throws IOException {
         if (!dep.aggregator().isDefined()) throw new IllegalStateException("map-side combine without an aggregator");
-        ExternalSorter<K, V, C> sorter = new ExternalSorter<>(context, dep.aggregator(), Option.apply(dep.partitioner()),
-            Option.empty(), dep.serializer(), dep.rowBasedChecksums());
+        ExternalSorter<K, V, C> sorter = MapOutputShim.sorter(context, dep.aggregator(), Option.apply(dep.partitioner()),
+            Option.empty(), dep.serializer(), checksums);
         long n = 0;
         try {
             sorter.insertAll(records);

@@ -1,0 +1,17 @@
+package org.rpmp.shuffle;
+
+import org.apache.spark.SparkEnv;
+import org.apache.spark.shuffle.ShuffleManager;
+
+/**
+ * SparkEnv on Spark 3.5 to 4.2: one shuffle manager, the configured one. Each src/shims/env-* folder has
+ * this class with these methods; a Spark line's profile in the pom compiles one of them.
+ */
+final class SparkEnvShim {
+    private SparkEnvShim() {}
+
+    /** The shuffle manager spark.shuffle.manager named. */
+    static ShuffleManager configuredShuffleManager(SparkEnv env) {
+        return env.shuffleManager();
+    }
+}
