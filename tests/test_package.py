@@ -118,3 +118,14 @@ def test_declared_dependencies_are_used():
             assert tools[dist] in config + lint, f"{req} is declared but nothing runs it"
         else:
             assert dist in test_imports, f"{req} is declared for the tests but neither tests/ nor bench/ import it"
+
+
+def test_every_package_is_installed():
+    """pyproject lists the packages a wheel holds: one left out installs a node that cannot import (an
+    editable install, which maps the folders, never shows it)."""
+    listed = set(_pyproject()["tool"]["setuptools"]["packages"])
+    found = {os.path.relpath(d, ROOT).replace(os.sep, ".")
+             for top in ("rpmp", "shuffle_plugin")
+             for d, _, files in os.walk(os.path.join(ROOT, top)) if "__init__.py" in files}
+    assert found - listed == set(), f"packages missing from pyproject's [tool.setuptools] packages: {found - listed}"
+    assert listed - found == set(), f"pyproject lists packages that do not exist: {listed - found}"
