@@ -5,7 +5,7 @@
 
 Generated (each file whole, with a "do not edit" header):
 
-- shuffle_plugin/jvm/src/main/java/org/rpmp/shuffle/Protocol.java: the Java client's constants and their names
+- shuffle_plugin/jvm/src/main/java/org/rpmp/client/Protocol.java: the Java client's constants and their names
   (``errorName``, ``opName``, ``isFatal``) plus the small seq helpers;
 - bench/rpmp_protocol.h: the same as C macros (``RPMP_`` prefix) for bench/loadgen.c;
 - rpmp/wire/protocol.pxi: the same as Cython constants (``C_`` prefix) for the wire codec (rpmp/_wire.pyx).
@@ -33,7 +33,7 @@ from types import ModuleType
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-JAVA_PATH = "shuffle_plugin/jvm/src/main/java/org/rpmp/shuffle/Protocol.java"
+JAVA_PATH = "shuffle_plugin/jvm/src/main/java/org/rpmp/client/Protocol.java"
 C_PATH = "bench/rpmp_protocol.h"
 PXI_PATH = "rpmp/wire/protocol.pxi"
 SOURCE = "rpmp/protocol.py"
@@ -167,7 +167,7 @@ def _grouped(scalars: list[Scalar], line: Callable[[Scalar], str]) -> list[str]:
 def render_java(c: Constants) -> str:
     out = [f"// {GENERATED_BY}.",
            "// Change rpmp/protocol.py, then run `python tests/gen_protocol.py` (a test runs it with --check).",
-           "package org.rpmp.shuffle;",
+           "package org.rpmp.client;",
            "",
            "/** Constants of the RPMP wire protocol: docs/PROTOCOL.md is the contract, rpmp/protocol.py the source. */",
            "public final class Protocol {",

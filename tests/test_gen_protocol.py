@@ -21,7 +21,8 @@ from rpmp import protocol as P
 
 ROOT = G.ROOT
 SCRIPT = os.path.join(ROOT, "tests", "gen_protocol.py")
-JAVA_DIR = os.path.join(ROOT, "shuffle_plugin", "jvm", "src", "main", "java", "org", "rpmp", "shuffle")
+JAVA_DIRS = [os.path.join(ROOT, "shuffle_plugin", "jvm", "src", "main", "java", "org", "rpmp", pkg)
+             for pkg in ("client", "shuffle")]
 
 
 def run_script(*args: str) -> subprocess.CompletedProcess:
@@ -164,10 +165,11 @@ def test_c_header_values_are_the_python_ones(tmp_path):
 def test_no_hand_written_copies_left():
     """Java, C and the Cython codec take the constants from the generated files only."""
     literals = re.compile(r"0x504D5052|0x31474553|static final int OP_|#define RPMP_(MAGIC|VERSION|OP_)", re.I)
-    for name in sorted(os.listdir(JAVA_DIR)):
-        if name.endswith(".java") and name != "Protocol.java":
-            with open(os.path.join(JAVA_DIR, name), encoding="utf-8") as f:
-                assert not literals.search(f.read()), name
+    for java_dir in JAVA_DIRS:
+        for name in sorted(os.listdir(java_dir)):
+            if name.endswith(".java") and name != "Protocol.java":
+                with open(os.path.join(java_dir, name), encoding="utf-8") as f:
+                    assert not literals.search(f.read()), name
     with open(os.path.join(ROOT, "bench", "loadgen.c"), encoding="utf-8") as f:
         text = f.read()
     assert '#include "rpmp_protocol.h"' in text and not literals.search(text)

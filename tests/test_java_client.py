@@ -25,7 +25,7 @@ from shuffle_plugin import jar as plugin_jar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VECTORS = os.path.join(ROOT, "tests", "vectors")
-TEST_DIR = plugin_jar.JVM_DIR / "src" / "test" / "java" / "org" / "rpmp" / "shuffle"
+TEST_DIR = plugin_jar.JVM_DIR / "src" / "test" / "java" / "org" / "rpmp"  # client/ and shuffle/
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None or shutil.which("mvn") is None,
                                 reason="no java or mvn on PATH")
@@ -60,7 +60,7 @@ def test_jar_builder_never_fails_an_install_without_javac(tmp_path):
 def test_jar_is_shaded_relocated_and_free_of_test_code(built):
     with zipfile.ZipFile(built) as zf:
         names = zf.namelist()
-        checksums = zf.read("org/rpmp/shuffle/Checksums.class")
+        checksums = zf.read("org/rpmp/client/Checksums.class")
         manifest = zf.read("META-INF/MANIFEST.MF").decode()
     assert "org/rpmp/shuffle/RpmpShuffleManager.class" in names
     assert any(n.startswith("org/rpmp/shaded/hashing/") and n.endswith(".class") for n in names)
@@ -75,7 +75,7 @@ def test_jar_is_shaded_relocated_and_free_of_test_code(built):
 def expected_test_count() -> int:
     """What the JUnit sources declare: each @Test, each boolean-parameterized test twice, one per vector."""
     n = 0
-    for src in TEST_DIR.glob("*Test.java"):
+    for src in TEST_DIR.rglob("*Test.java"):
         text = src.read_text(encoding="utf-8")
         n += len(re.findall(r"^\s*@Test\s*$", text, re.M))
         n += 2 * text.count("@ValueSource(booleans = {true, false})")
@@ -114,6 +114,6 @@ def test_junit_suite_passes_against_live_nodes(built, node_factory, capsys):
     assert (int(failures), int(errors), int(skipped)) == (0, 0, 0), log[-20000:]
     assert int(run) == expected_test_count(), (run, expected_test_count())
     per_class = {m.group(2): int(m.group(1))
-                 for m in re.finditer(r"Tests run: (\d+), .* -- in org\.rpmp\.shuffle\.(\w+)", log)}
+                 for m in re.finditer(r"Tests run: (\d+), .* -- in org\.rpmp\.(?:client|shuffle)\.(\w+)", log)}
     for cls in ("LiveNodeTest", "IntegrityTest", "NodePairTest", "ProtocolVectorsTest", "MisbehavingNodeTest"):
         assert per_class.get(cls, 0) > 0, (cls, per_class)

@@ -4,6 +4,8 @@ import java.io.IOException;
 import java.io.OutputStream;
 import java.nio.ByteBuffer;
 
+import org.rpmp.client.Protocol;
+
 /**
  * One segment being written: a growable buffer from SegmentMemory that is handed over whole when the
  * segment is complete, so pushing it copies nothing and the pusher keeps it until the node acknowledged

@@ -6,6 +6,8 @@ import java.util.Collections;
 import java.util.List;
 
 import org.apache.spark.SparkConf;
+import org.rpmp.client.Protocol;
+import org.rpmp.client.RpmpClient;
 
 /** The spark.rpmp.* settings, read once per ShuffleManager (driver and each executor). */
 public final class RpmpConf implements Serializable {
@@ -27,16 +29,7 @@ public final class RpmpConf implements Serializable {
     public static final String FALLBACK = "spark.rpmp.fallback";
 
     /** A seed node: host and port. */
-    public static final class Address implements Serializable {
-        private static final long serialVersionUID = 1L;
-        public final String host;
-        public final int port;
-
-        public Address(String host, int port) {
-            this.host = host;
-            this.port = port;
-        }
-
+    public record Address(String host, int port) implements Serializable {
         @Override
         public String toString() { return host + ":" + port; }
     }

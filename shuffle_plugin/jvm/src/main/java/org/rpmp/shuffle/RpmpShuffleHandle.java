@@ -2,6 +2,8 @@ package org.rpmp.shuffle;
 
 import org.apache.spark.ShuffleDependency;
 import org.apache.spark.shuffle.BaseShuffleHandle;
+import org.rpmp.client.Placement;
+import org.rpmp.client.ShuffleRef;
 
 /**
  * What the driver hands every task of a shuffle: the dependency (serializer, partitioner, aggregator),
@@ -33,6 +35,9 @@ public final class RpmpShuffleHandle<K, V, C> extends BaseShuffleHandle<K, V, C>
     public int numPartitions() { return dependency().partitioner().numPartitions(); }
 
     public ShuffleCounters counters() { return counters; }
+
+    /** The shuffle as the client's pusher and fetchers see it. */
+    public ShuffleRef ref() { return new ShuffleRef(app, shuffleId(), numPartitions(), replicas, placement); }
 
     @Override
     public String toString() {

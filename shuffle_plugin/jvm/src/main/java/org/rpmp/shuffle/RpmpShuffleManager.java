@@ -22,6 +22,12 @@ import org.apache.spark.shuffle.ShuffleWriter;
 import org.apache.spark.shuffle.sort.SortShuffleManager;
 import org.apache.spark.storage.BlockManagerId;
 import org.apache.spark.storage.BlockManagerId$;
+import org.rpmp.client.ConnectionPool;
+import org.rpmp.client.LocalPools;
+import org.rpmp.client.Placement;
+import org.rpmp.client.Protocol;
+import org.rpmp.client.RpmpClient;
+import org.rpmp.client.RpmpException;
 import scala.Option;
 
 /**
@@ -165,7 +171,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
             for (RpmpConf.Address seed : conf.nodes) {
                 RpmpClient c = null;
                 try {
-                    c = pool.borrow(seed.host, seed.port);
+                    c = pool.borrow(seed.host(), seed.port());
                     Placement p = c.registerShuffle(appName, shuffleId, numPartitions, conf.replicas);
                     pool.release(c);
                     return p;
@@ -241,7 +247,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
         for (RpmpConf.Address seed : conf.nodes) {
             RpmpClient c = null;
             try {
-                c = pool.borrow(seed.host, seed.port);
+                c = pool.borrow(seed.host(), seed.port());
                 long freed = shuffleId >= 0 ? c.deleteShuffle(appName, shuffleId) : c.deleteApp(appName);
                 pool.release(c);
                 return freed;

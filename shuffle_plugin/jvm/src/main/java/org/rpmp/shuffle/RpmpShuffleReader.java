@@ -23,6 +23,9 @@ import org.apache.spark.storage.ShuffleBlockBatchId;
 import org.apache.spark.storage.ShuffleBlockId;
 import org.apache.spark.util.CompletionIterator$;
 import org.apache.spark.util.collection.ExternalSorter;
+import org.rpmp.client.MissingDataException;
+import org.rpmp.client.Protocol;
+import org.rpmp.client.SegmentPrefetcher;
 import scala.Function1;
 import scala.Option;
 import scala.Product2;
@@ -159,7 +162,7 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
 
         RecordIterator(Map<Integer, Map<Long, Integer>> committed) {
             int endMapWire = endMapIndex == Integer.MAX_VALUE ? Protocol.END_MAP_ALL : endMapIndex;
-            prefetcher = new SegmentPrefetcher(handle, manager.pool(), manager.localPools(), committed, startPartition,
+            prefetcher = new SegmentPrefetcher(handle.ref(), manager.pool(), manager.localPools(), committed, startPartition,
                 endPartition, startMapIndex, endMapWire, manager.conf().fetchBuffer);
             prefetcher.start(manager.fetchThreads());
         }
@@ -198,33 +201,33 @@ final class RpmpShuffleReader<K, C> implements ShuffleReader<K, C> {
                 metrics.incFetchWaitTime(waitMs - reportedWaitMs);
                 reportedWaitMs = waitMs;
             }
-            if (item.failure != null) throw fetchFailed(item.partition, item.failure);
+            if (item.failure() != null) throw fetchFailed(item.partition(), item.failure());
             if (item.isEnd()) {
                 done = true;
                 return null;
             }
-            bytes += item.segment.payload.length;
+            bytes += item.segment().payload().length;
             segments++;
-            if (item.local) {
-                metrics.incLocalBytesRead(item.segment.payload.length);
+            if (item.local()) {
+                metrics.incLocalBytesRead(item.segment().payload().length);
                 metrics.incLocalBlocksFetched(1);
             } else {
-                metrics.incRemoteBytesRead(item.segment.payload.length);
+                metrics.incRemoteBytesRead(item.segment().payload().length);
                 metrics.incRemoteBlocksFetched(1);
             }
             return item;
         }
 
         private Iterator<Tuple2<Object, Object>> decode(SegmentPrefetcher.Item item) {
-            BlockId id = new ShuffleBlockId(handle.shuffleId(), item.segment.attempt, item.partition);
-            InputStream in = serializerManager.wrapStream(id, new ByteArrayInputStream(item.segment.payload));
+            BlockId id = new ShuffleBlockId(handle.shuffleId(), item.segment().attempt(), item.partition());
+            InputStream in = serializerManager.wrapStream(id, new ByteArrayInputStream(item.segment().payload()));
             return serializer.deserializeStream(in).asKeyValueIterator();
         }
 
-        private RuntimeException fetchFailed(int partition, PartitionFetcher.MissingDataException e) {
+        private RuntimeException fetchFailed(int partition, MissingDataException e) {
             close();
             FetchFailedException ffe = new FetchFailedException(manager.mapStatusLocation(handle.shuffleId()),
-                handle.shuffleId(), e.attempt, e.mapIndex, partition, e.getMessage(), e.getCause() != null ? e.getCause() : e);
+                handle.shuffleId(), e.attempt(), e.mapIndex(), partition, e.getMessage(), e.getCause() != null ? e.getCause() : e);
             return Sneaky.rethrow(ffe);
         }
 

@@ -12,6 +12,7 @@ import org.apache.spark.scheduler.MapStatus;
 import org.apache.spark.shuffle.ShuffleWriteMetricsReporter;
 import org.apache.spark.shuffle.ShuffleWriter;
 import org.apache.spark.util.collection.ExternalSorter;
+import org.rpmp.client.SegmentPusher;
 import scala.Option;
 import scala.Product2;
 import scala.Tuple2;
@@ -48,7 +49,7 @@ final class RpmpShuffleWriter<K, V, C> extends ShuffleWriter<K, V> {
         this.metrics = metrics;
         this.manager = manager;
         // The map index is the task's partition; mapId is Spark's task attempt id (unique per attempt).
-        this.pusher = new SegmentPusher(ShuffleRef.of(handle), manager.pool(), context.partitionId(), mapId, manager.conf().pushRetries,
+        this.pusher = new SegmentPusher(handle.ref(), manager.pool(), context.partitionId(), mapId, manager.conf().pushRetries,
             manager.conf().pushRetryWaitMs);
         // Whatever path the task takes out (failure before stop, kill), its connections are not reused:
         // acks may still be on the way. After a normal finish the pusher holds none and this is a no-op.

@@ -10,6 +10,7 @@ import org.apache.spark.serializer.SerializationStream;
 import org.apache.spark.serializer.SerializerInstance;
 import org.apache.spark.serializer.SerializerManager;
 import org.apache.spark.storage.ShuffleBlockId;
+import org.rpmp.client.SegmentOutput;
 import scala.reflect.ClassTag;
 import scala.reflect.ClassTag$;
 

@@ -4,6 +4,7 @@ import java.nio.ByteBuffer;
 import java.util.ArrayDeque;
 
 import org.apache.spark.storage.StorageUtils;
+import org.rpmp.client.Protocol;
 
 /**
  * The buffers map tasks build segments in: direct (off-heap) ByteBuffers in power-of-two sizes from 32 KiB

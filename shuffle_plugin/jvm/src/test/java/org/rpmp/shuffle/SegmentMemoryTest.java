@@ -27,6 +27,7 @@ import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
+import org.rpmp.client.Protocol;
 
 /** SegmentMemory's buffer classes and reuse, and ByteSink's growth (no node, no Spark). */
 @SuppressWarnings({"unused", "resource"})

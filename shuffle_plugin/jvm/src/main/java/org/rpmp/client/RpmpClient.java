@@ -1,0 +1,585 @@
+package org.rpmp.client;
+
+import java.io.Closeable;
+import java.io.EOFException;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.net.SocketTimeoutException;
+import java.net.StandardSocketOptions;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.nio.channels.SelectionKey;
+import java.nio.channels.Selector;
+import java.nio.channels.SocketChannel;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayDeque;
+import java.util.List;
+
+/**
+ * A blocking client of one RPMP node over one TCP connection (not thread-safe: one user at a time).
+ *
+ * <p>The channel is non-blocking underneath and every wait goes through a Selector with the read
+ * timeout, because a blocking SocketChannel ignores SO_TIMEOUT: a silent node must not hang a task.
+ * All bytes pass through two fixed direct buffers (no per-call direct allocations, no JDK temporary
+ * direct-buffer cache growing to the largest payload). Every frame received is validated (magic,
+ * version, reserved, meta and data lengths, response flag, opcode, request id) before anything is
+ * allocated for it.
+ *
+ * <p>PUSH is pipelined: up to {@code maxInflight} pushes are sent before the oldest ack is read; the node
+ * answers a connection's requests in order, so acks are matched by request id in FIFO order.
+ */
+public final class RpmpClient implements Closeable {
+    private static final int BUFFER_SIZE = 256 << 10;
+    /** Consecutive empty non-final FETCH frames tolerated before the stream is declared bogus. */
+    private static final int MAX_EMPTY_FRAMES = 64;
+    /** PartCounts per MAP_END: 16 bytes each keeps the meta well under 1 MiB. */
+    private static final int MAP_END_CHUNK = 60_000;
+    /** Attempt ids a FETCH lists at most (8 bytes each); beyond, the node does not filter and the reader does. */
+    public static final int MAX_FETCH_ATTEMPTS = 100_000;
+
+    /** Connection settings. */
+    public static final class Options {
+        public int connectTimeoutMs = 10_000;
+        public int readTimeoutMs = 120_000;
+        public int maxInflight = 4;
+        public String clientName = "rpmp-java";
+        /** The largest data part accepted from a node, whatever its HELLO says. */
+        public long maxDataCap = Protocol.DEFAULT_MAX_DATA;
+
+        public Options copy() {
+            Options o = new Options();
+            o.connectTimeoutMs = connectTimeoutMs;
+            o.readTimeoutMs = readTimeoutMs;
+            o.maxInflight = maxInflight;
+            o.clientName = clientName;
+            o.maxDataCap = maxDataCap;
+            return o;
+        }
+    }
+
+    private record PendingPush(long requestId, int partition, int seq) {}
+
+    private final String host;
+    private final int port;
+    private final String address;
+    private final Options options;
+    private final SocketChannel channel;
+    private final Selector selector;
+    private final SelectionKey key;
+    private final ByteBuffer out = ByteBuffer.allocateDirect(BUFFER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
+    /** Received, unread bytes are in [position, limit). */
+    private final ByteBuffer in = ByteBuffer.allocateDirect(BUFFER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
+    private final ArrayDeque<PendingPush> pushes = new ArrayDeque<>();
+    private long nextRequestId = 1;
+    private long maxData = Protocol.DEFAULT_MAX_DATA;
+    private Responses.Hello hello;
+    private FetchStream activeFetch;
+    /** The byte stream is out of sync (I/O error, bad frame, abandoned stream): never reuse. */
+    private boolean broken;
+    private boolean closed;
+    private long ioWaitNanos;
+
+    private RpmpClient(String host, int port, Options options, SocketChannel channel, Selector selector) throws IOException {
+        this.host = host;
+        this.port = port;
+        this.address = host + ":" + port;
+        this.options = options;
+        this.channel = channel;
+        this.selector = selector;
+        this.key = channel.register(selector, 0);
+        in.flip();
+    }
+
+    /** Opens a connection and performs HELLO. */
+    public static RpmpClient connect(String host, int port, Options options) throws IOException {
+        SocketChannel ch = SocketChannel.open();
+        Selector sel = null;
+        RpmpClient client = null;
+        try {
+            ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
+            ch.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
+            ch.configureBlocking(false);
+            sel = Selector.open();
+            InetSocketAddress addr = new InetSocketAddress(host, port);
+            if (addr.isUnresolved()) throw new java.net.UnknownHostException("cannot resolve RPMP node host " + host);
+            if (!ch.connect(addr)) {
+                SelectionKey k = ch.register(sel, SelectionKey.OP_CONNECT);
+                long deadline = System.nanoTime() + options.connectTimeoutMs * 1_000_000L;
+                while (!ch.finishConnect()) {
+                    long left = (deadline - System.nanoTime()) / 1_000_000L;
+                    if (left <= 0) throw new SocketTimeoutException("connect to " + host + ":" + port + " timed out");
+                    sel.select(left);
+                    sel.selectedKeys().clear();
+                }
+                k.interestOps(0);
+            }
+            client = new RpmpClient(host, port, options, ch, sel);
+            client.hello = client.doHello();
+            return client;
+        } catch (IOException | RuntimeException e) {
+            if (client != null) {
+                client.close();
+            } else {
+                ch.close();
+                if (sel != null) sel.close();
+            }
+            throw e;
+        }
+    }
+
+    public String address() { return address; }
+
+    public String host() { return host; }
+
+    public int port() { return port; }
+
+    /** The node's HELLO answer (node id, max_data). */
+    public Responses.Hello helloInfo() { return hello; }
+
+    /** The largest data part this connection sends or accepts (the node's max_data, capped). */
+    public long maxData() { return maxData; }
+
+    /** Nanoseconds this client spent blocked waiting for the network since it was created. */
+    public long ioWaitNanos() { return ioWaitNanos; }
+
+    /** Whether the connection can be handed to another user: in sync, nothing outstanding. */
+    public boolean isReusable() {
+        return !closed && !broken && pushes.isEmpty() && activeFetch == null && !in.hasRemaining();
+    }
+
+    /** A cheap check of an idle pooled connection: the node has not closed it nor sent anything unasked. */
+    public boolean isIdleHealthy() {
+        if (!isReusable()) return false;
+        try {
+            in.compact();
+            int n = channel.read(in);
+            in.flip();
+            return n == 0;
+        } catch (IOException e) {
+            broken = true;
+            return false;
+        }
+    }
+
+    // ---- requests -------------------------------------------------------------------------------------
+
+    private Responses.Hello doHello() throws IOException {
+        byte[] meta = call(Protocol.OP_HELLO, Requests.hello(options.clientName));
+        Responses.Hello h = Responses.hello(new MetaReader(meta, address));
+        if (h.version() != Protocol.VERSION) {
+            broken = true;
+            throw new RpmpException(Protocol.BAD_VERSION, "node speaks protocol version " + h.version(), address);
+        }
+        maxData = Math.min(h.maxData(), options.maxDataCap);
+        return h;
+    }
+
+    public void ping() throws IOException {
+        Responses.empty(new MetaReader(call(Protocol.OP_PING, Requests.empty()), address), Protocol.OP_PING);
+    }
+
+    /** STATS: the node's JSON status object. */
+    public String stats() throws IOException {
+        checkIdle();
+        long id = send(Protocol.OP_STATS, Requests.empty(), null);
+        FrameHeader h = readResponseHeader(Protocol.OP_STATS, id);
+        byte[] meta = readMeta(h);
+        Responses.empty(new MetaReader(meta, address), Protocol.OP_STATS);
+        byte[] data = new byte[(int) Math.min(h.dataLen(), Integer.MAX_VALUE - 16)];
+        readBytes(data, 0, data.length);
+        return new String(data, StandardCharsets.UTF_8);
+    }
+
+    public Responses.Members members() throws IOException {
+        return Responses.members(new MetaReader(call(Protocol.OP_MEMBERS, Requests.empty()), address));
+    }
+
+    public Placement registerShuffle(String app, int shuffle, int numPartitions, int replicas) throws IOException {
+        byte[] meta = call(Protocol.OP_REGISTER_SHUFFLE, Requests.registerShuffle(app, shuffle, numPartitions, replicas));
+        try {
+            return Placement.decode(new MetaReader(meta, address), numPartitions);
+        } catch (RpmpException e) {
+            throw new RpmpException(e.code(), e.nodeMessage(), address);
+        }
+    }
+
+    /**
+     * Sends one PUSH without waiting for its ack, first collecting the oldest ack when maxInflight pushes
+     * are outstanding. payload[off, off+len) may be reused once this returns (the bytes are on the wire).
+     */
+    public void push(String app, int shuffle, int partition, int mapIndex, long attempt, int seq, long checksum,
+                     byte[] payload, int off, int len) throws IOException {
+        push(app, shuffle, partition, mapIndex, attempt, seq, checksum, ByteBuffer.wrap(payload, off, len));
+    }
+
+    /**
+     * PUSH of payload's [position, limit), which this consumes. A direct buffer goes to the socket as it is
+     * (no copy in the JVM); the buffer may be reused once this returns.
+     */
+    public void push(String app, int shuffle, int partition, int mapIndex, long attempt, int seq, long checksum,
+                     ByteBuffer payload) throws IOException {
+        int len = payload.remaining();
+        ensureOpen();
+        if (activeFetch != null) throw new IllegalStateException("connection is busy with a FETCH stream");
+        if (len > Protocol.MAX_SEGMENT || len > maxData) {
+            throw new IllegalArgumentException("segment of " + len + " bytes exceeds the limit "
+                + Math.min(Protocol.MAX_SEGMENT, maxData));
+        }
+        while (pushes.size() >= Math.max(1, options.maxInflight)) awaitOnePush();
+        byte[] meta = Requests.push(app, shuffle, partition, mapIndex, attempt, seq, checksum);
+        long id = send(Protocol.OP_PUSH, meta, payload);
+        pushes.add(new PendingPush(id, partition, seq));
+    }
+
+    public int pendingPushes() { return pushes.size(); }
+
+    /** Collects the acks of every outstanding push; the first error is thrown. */
+    public void awaitPushes() throws IOException {
+        while (!pushes.isEmpty()) awaitOnePush();
+    }
+
+    private void awaitOnePush() throws IOException {
+        PendingPush p = pushes.peek();
+        try {
+            FrameHeader h = readResponseHeader(Protocol.OP_PUSH, p.requestId());
+            byte[] meta = readMeta(h);
+            expectNoData(h);
+            pushes.poll();
+            Responses.empty(new MetaReader(meta, address), Protocol.OP_PUSH);
+        } catch (RpmpException e) {
+            if (pushes.peek() == p) pushes.poll();
+            // The remaining acks are still on the way; nobody will read them, so the stream is unusable.
+            if (!pushes.isEmpty()) broken = true;
+            throw new RpmpException(e.code(), "push of partition " + p.partition() + " seq " + (p.seq() & 0xFFFFFFFFL)
+                + ": " + e.nodeMessage(), address);
+        }
+    }
+
+    /**
+     * MAP_END. The node only checks the listed partitions, so a task that wrote to more partitions than
+     * one 1 MiB meta can list (16 bytes each) sends several.
+     */
+    public void mapEnd(String app, int shuffle, int mapIndex, long attempt, List<PartCount> counts) throws IOException {
+        int from = 0;
+        do {
+            int to = Math.min(counts.size(), from + MAP_END_CHUNK);
+            byte[] meta = call(Protocol.OP_MAP_END, Requests.mapEnd(app, shuffle, mapIndex, attempt, counts.subList(from, to)));
+            Responses.empty(new MetaReader(meta, address), Protocol.OP_MAP_END);
+            from = to;
+        } while (from < counts.size());
+    }
+
+    /**
+     * Starts a FETCH; the returned stream yields the records as they arrive. The connection is busy until
+     * the stream returned null (end); closing an unfinished stream makes the connection unusable.
+     */
+    public FetchStream fetch(String app, int shuffle, int partition, int startMap, int endMap, long[] attempts)
+            throws IOException {
+        checkIdle();
+        if (attempts.length > MAX_FETCH_ATTEMPTS) attempts = new long[0];
+        long id = send(Protocol.OP_FETCH, Requests.fetch(app, shuffle, partition, startMap, endMap, attempts), null);
+        activeFetch = new FetchStream(id);
+        return activeFetch;
+    }
+
+    /** PARTITION_INFO: the node's pool file and the blocks of a partition, for a reader on the node's host. */
+    public Responses.PartitionInfo partitionInfo(String app, int shuffle, int partition) throws IOException {
+        byte[] meta = call(Protocol.OP_PARTITION_INFO, Requests.partitionInfo(app, shuffle, partition));
+        return Responses.partitionInfo(new MetaReader(meta, address));
+    }
+
+    public long deleteShuffle(String app, int shuffle) throws IOException {
+        byte[] meta = call(Protocol.OP_DELETE_SHUFFLE, Requests.deleteShuffle(app, shuffle));
+        return Responses.blocksFreed(new MetaReader(meta, address));
+    }
+
+    public long deleteApp(String app) throws IOException {
+        byte[] meta = call(Protocol.OP_DELETE_APP, Requests.deleteApp(app));
+        return Responses.blocksFreed(new MetaReader(meta, address));
+    }
+
+    /** The records of one FETCH, streamed frame by frame; record payloads are bounded by MAX_SEGMENT. */
+    public final class FetchStream implements Closeable {
+        private final long requestId;
+        private long recordsLeft;
+        private long dataLeft;
+        private boolean lastFrame;
+        private boolean done;
+        private boolean completed;
+        private int emptyFrames;
+
+        private FetchStream(long requestId) {
+            this.requestId = requestId;
+        }
+
+        /** The next record, or null once the node sent the final frame. */
+        public SegmentRecord next() throws IOException {
+            if (done) return null;
+            try {
+                while (recordsLeft == 0) {
+                    if (dataLeft != 0) {
+                        throw new RpmpException(Protocol.BAD_FRAME, dataLeft + " bytes after the last record of a FETCH frame", address);
+                    }
+                    if (lastFrame) {
+                        done = true;
+                        completed = true;
+                        activeFetch = null;
+                        return null;
+                    }
+                    readFrame();
+                }
+                ensureIn(Protocol.RECORD_HEADER_SIZE);
+                SegmentRecord.Header h = SegmentRecord.readHeader(in, dataLeft - Protocol.RECORD_HEADER_SIZE, address);
+                dataLeft -= Protocol.RECORD_HEADER_SIZE;
+                byte[] payload = new byte[h.length()];
+                readBytes(payload, 0, h.length());
+                dataLeft -= h.length();
+                recordsLeft--;
+                return new SegmentRecord(h.mapIndex(), h.attempt(), h.seq(), h.checksum(), payload);
+            } catch (IOException | RuntimeException e) {
+                // Only a clean error frame (readFrame marks the stream done) leaves the connection in sync.
+                if (!done) broken = true;
+                done = true;
+                activeFetch = null;
+                throw e;
+            }
+        }
+
+        private void readFrame() throws IOException {
+            FrameHeader h;
+            try {
+                h = readResponseHeader(Protocol.OP_FETCH, requestId);
+            } catch (RpmpException e) {
+                // An error frame ends the response; the connection stays in sync unless it is now broken.
+                if (!broken) {
+                    done = true;
+                    activeFetch = null;
+                }
+                throw e;
+            }
+            byte[] meta = readMeta(h);
+            long records = Responses.fetchRecords(new MetaReader(meta, address));
+            if (records * Protocol.RECORD_HEADER_SIZE > h.dataLen()) {
+                throw new RpmpException(Protocol.BAD_FRAME, records + " records cannot fit " + h.dataLen() + " data bytes", address);
+            }
+            lastFrame = !h.hasMore();
+            recordsLeft = records;
+            dataLeft = h.dataLen();
+            emptyFrames = records == 0 && !lastFrame ? emptyFrames + 1 : 0;
+            if (emptyFrames > MAX_EMPTY_FRAMES) {
+                throw new RpmpException(Protocol.BAD_FRAME, "too many empty FETCH frames", address);
+            }
+        }
+
+        /** Whether the node sent the final frame and every record was read. */
+        public boolean completed() { return completed; }
+
+        @Override
+        public void close() {
+            if (!done) {
+                broken = true;
+                done = true;
+                activeFetch = null;
+            }
+        }
+    }
+
+    // ---- framing --------------------------------------------------------------------------------------
+
+    /** One request without data, one response without data: returns the response meta. */
+    private byte[] call(int opcode, byte[] meta) throws IOException {
+        checkIdle();
+        long id = send(opcode, meta, null);
+        FrameHeader h = readResponseHeader(opcode, id);
+        byte[] respMeta = readMeta(h);
+        expectNoData(h);
+        return respMeta;
+    }
+
+    private void checkIdle() throws IOException {
+        ensureOpen();
+        if (activeFetch != null) throw new IllegalStateException("connection is busy with a FETCH stream");
+        awaitPushes();
+    }
+
+    private void ensureOpen() throws IOException {
+        if (closed) throw new IOException("connection to " + address + " is closed");
+        if (broken) throw new IOException("connection to " + address + " is out of sync after an earlier error");
+    }
+
+    /** One frame; data's [position, limit) is consumed. Direct data leaves in one gathering write with the header. */
+    private long send(int opcode, byte[] meta, ByteBuffer data) throws IOException {
+        long id = nextRequestId++;
+        int len = data == null ? 0 : data.remaining();
+        try {
+            if (out.remaining() < Protocol.HEADER_SIZE) flushOut();
+            FrameHeader.encode(out, opcode, 0, id, meta.length, len);
+            writeBytes(ByteBuffer.wrap(meta));
+            if (len > 0 && data.isDirect()) {
+                out.flip();
+                ByteBuffer[] parts = {out, data};
+                while (data.hasRemaining()) {
+                    if (channel.write(parts) == 0) waitFor(SelectionKey.OP_WRITE, "sending");
+                }
+                out.clear();
+            } else {
+                if (len > 0) writeBytes(data);
+                flushOut();
+            }
+        } catch (IOException | RuntimeException e) {
+            broken = true;
+            throw e;
+        }
+        return id;
+    }
+
+    /** Copies src's [position, limit) into the output buffer (flushing as it fills); consumes src. */
+    private void writeBytes(ByteBuffer src) throws IOException {
+        while (src.hasRemaining()) {
+            if (!out.hasRemaining()) flushOut();
+            int n = Math.min(src.remaining(), out.remaining());
+            ByteBuffer part = src.duplicate();
+            part.limit(part.position() + n);
+            out.put(part);
+            src.position(src.position() + n);
+        }
+    }
+
+    private void flushOut() throws IOException {
+        out.flip();
+        while (out.hasRemaining()) {
+            if (channel.write(out) == 0) waitFor(SelectionKey.OP_WRITE, "sending");
+        }
+        out.clear();
+    }
+
+    /**
+     * Reads the next frame header and checks it answers (opcode, requestId). An error frame is read whole
+     * and thrown as RpmpException; after a non-fatal error frame for this request the connection stays in
+     * sync and usable. Every other failure leaves it broken.
+     */
+    private FrameHeader readResponseHeader(int opcode, long requestId) throws IOException {
+        FrameHeader h;
+        RpmpException nodeError = null;
+        try {
+            ensureIn(Protocol.HEADER_SIZE);
+            h = FrameHeader.decode(in, maxData, address);
+            if (!h.isResponse()) {
+                throw new RpmpException(Protocol.BAD_FRAME, "expected a response, got a request frame " + h, address);
+            }
+            if (h.isError()) {
+                byte[] meta = readMeta(h);
+                if (h.dataLen() != 0) throw new RpmpException(Protocol.BAD_FRAME, "error frame with a data part", address);
+                nodeError = Responses.error(new MetaReader(meta, address), address);
+                // The node closes the connection after a fatal error; an error for another request means
+                // the two sides lost track of each other.
+                if (Protocol.isFatal(nodeError.code()) || h.requestId() != requestId) broken = true;
+            } else if (h.requestId() != requestId) {
+                throw new RpmpException(Protocol.BAD_FRAME, "response to request " + h.requestId()
+                    + " while waiting for " + requestId, address);
+            } else if (h.opcode() != opcode) {
+                throw new RpmpException(Protocol.BAD_FRAME, "response opcode " + Protocol.opName(h.opcode())
+                    + " to a " + Protocol.opName(opcode) + " request", address);
+            }
+        } catch (IOException | RuntimeException e) {
+            broken = true;
+            throw e;
+        }
+        if (nodeError != null) throw nodeError;
+        return h;
+    }
+
+    private byte[] readMeta(FrameHeader h) throws IOException {
+        byte[] meta = new byte[h.metaLen()];   // bounded by MAX_META in FrameHeader.decode
+        readBytes(meta, 0, meta.length);
+        return meta;
+    }
+
+    private void expectNoData(FrameHeader h) throws RpmpException {
+        if (h.dataLen() != 0) {
+            broken = true;
+            throw new RpmpException(Protocol.BAD_FRAME, "unexpected data part of " + h.dataLen() + " bytes in "
+                + Protocol.opName(h.opcode()) + " response", address);
+        }
+    }
+
+    /** Makes at least n (<= buffer size) unread bytes available in {@code in}. */
+    private void ensureIn(int n) throws IOException {
+        while (in.remaining() < n) fill();
+    }
+
+    private void readBytes(byte[] dst, int off, int len) throws IOException {
+        try {
+            while (len > 0) {
+                if (!in.hasRemaining()) fill();
+                int n = Math.min(len, in.remaining());
+                in.get(dst, off, n);
+                off += n;
+                len -= n;
+            }
+        } catch (IOException | RuntimeException e) {
+            broken = true;
+            throw e;
+        }
+    }
+
+    private void fill() throws IOException {
+        in.compact();
+        try {
+            while (true) {
+                int n = channel.read(in);
+                if (n > 0) return;
+                if (n < 0) throw new EOFException("node " + address + " closed the connection");
+                waitFor(SelectionKey.OP_READ, "waiting for a response");
+            }
+        } finally {
+            in.flip();
+        }
+    }
+
+    private void waitFor(int op, String what) throws IOException {
+        long timeoutMs = Math.max(1, options.readTimeoutMs);
+        long start = System.nanoTime();
+        long deadline = start + timeoutMs * 1_000_000L;
+        key.interestOps(op);
+        try {
+            while (true) {
+                long left = (deadline - System.nanoTime()) / 1_000_000L;
+                if (left <= 0) {
+                    broken = true;
+                    throw new SocketTimeoutException("node " + address + ": no progress " + what + " for "
+                        + timeoutMs + " ms");
+                }
+                int ready = selector.select(left);
+                selector.selectedKeys().clear();
+                if (ready > 0) return;
+                if (Thread.currentThread().isInterrupted()) {
+                    broken = true;
+                    throw new java.io.InterruptedIOException("interrupted while " + what);
+                }
+            }
+        } finally {
+            key.interestOps(0);
+            ioWaitNanos += System.nanoTime() - start;
+        }
+    }
+
+    @Override
+    public void close() {
+        if (closed) return;
+        closed = true;
+        try {
+            selector.close();
+        } catch (IOException ignored) {
+            // closing anyway
+        }
+        try {
+            channel.close();
+        } catch (IOException ignored) {
+            // closing anyway
+        }
+    }
+
+    @Override
+    public String toString() { return "RpmpClient(" + address + (broken ? ", broken" : "") + ")"; }
+}
