@@ -67,7 +67,7 @@ def test_jar_is_shaded_relocated_and_free_of_test_code(built):
     assert not [n for n in names if n.startswith("net/openhft/")], "hashing classes not relocated"
     assert b"org/rpmp/shaded/hashing/LongHashFunction" in checksums and b"net/openhft" not in checksums
     assert not [n for n in names if re.search(r"(Test|TestSupport|Check)(\$.*)?\.class$", n)], "test classes shipped"
-    assert not [n for n in names if n.startswith(("org/junit/", "scala/", "org/apache/spark/"))]
+    assert not [n for n in names if n.startswith(("org/junit/", "scala/", "org/apache/spark/", "com/fasterxml/"))]
     assert f"Spark-Version: {plugin_jar.spark_line()}." in manifest
     assert f"Implementation-Version: {plugin_jar.version()}" in manifest
 

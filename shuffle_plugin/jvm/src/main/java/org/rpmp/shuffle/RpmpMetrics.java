@@ -1,14 +1,18 @@
 package org.rpmp.shuffle;
 
 import java.util.Collections;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentSkipListMap;
 import java.util.concurrent.TimeoutException;
 
+import com.fasterxml.jackson.databind.node.JsonNodeFactory;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import org.apache.spark.SparkContext;
 import org.apache.spark.SparkEnv;
 import org.apache.spark.status.AppStatusStore;
 import org.apache.spark.status.api.v1.StageData;
+import org.apache.spark.util.LongAccumulator;
 import scala.collection.Iterator;
 
 /**
@@ -19,6 +23,9 @@ import scala.collection.Iterator;
  * once the tasks of the stages that write and read it have finished. Entries stay after the shuffle is
  * unregistered (its data deleted) so a job's numbers can be read after Spark cleaned it up (the oldest
  * beyond 10,000 removed shuffles are dropped); a new driver-side ShuffleManager starts from zero.
+ *
+ * <p>The JSON is built as a tree of Spark's own Jackson (the plugin does not bundle one), which
+ * JsonNode.toString() writes compactly; Python parses it, so its keys and nesting are an interface.
  */
 public final class RpmpMetrics {
     private RpmpMetrics() {}
@@ -60,31 +67,22 @@ public final class RpmpMetrics {
      * of every shuffle registered since the manager started.
      */
     public static String snapshotJson() {
-        StringBuilder sb = new StringBuilder("{\"shuffles\":{");
-        long[] totals = new long[9];
-        boolean first = true;
+        ObjectNode root = JsonNodeFactory.instance.objectNode();
+        ObjectNode shuffles = root.putObject("shuffles");
+        long[] totals = new long[ShuffleCounters.NAMES.size()];
         for (Map.Entry<Integer, ShuffleCounters> e : SHUFFLES.entrySet()) {
-            ShuffleCounters c = e.getValue();
-            if (!first) sb.append(',');
-            first = false;
-            sb.append('"').append(e.getKey()).append("\":{\"active\":").append(ACTIVE.getOrDefault(e.getKey(), false))
-                .append(',');
-            int mark = sb.length();
-            c.appendJson(sb);
-            sb.deleteCharAt(mark);   // merge the counters object into this one
-            long[] v = {c.bytesPushed.sum(), c.segmentsPushed.sum(), c.recordsWritten.sum(), c.pushTimeNs.sum(),
-                c.bytesFetched.sum(), c.segmentsFetched.sum(), c.recordsRead.sum(), c.fetchTimeNs.sum(),
-                c.fetchFallbacks.sum()};
-            for (int i = 0; i < v.length; i++) totals[i] += v[i];
+            ObjectNode shuffle = shuffles.putObject(e.getKey().toString());
+            shuffle.put("active", ACTIVE.getOrDefault(e.getKey(), false));
+            List<LongAccumulator> counters = e.getValue().accumulators();
+            for (int i = 0; i < totals.length; i++) {
+                long v = counters.get(i).sum();
+                shuffle.put(ShuffleCounters.NAMES.get(i), v);
+                totals[i] += v;
+            }
         }
-        sb.append("},\"totals\":{");
-        String[] names = {"bytesPushed", "segmentsPushed", "recordsWritten", "pushTimeNs", "bytesFetched",
-            "segmentsFetched", "recordsRead", "fetchTimeNs", "fetchFallbacks"};
-        for (int i = 0; i < names.length; i++) {
-            if (i > 0) sb.append(',');
-            sb.append('"').append(names[i]).append("\":").append(totals[i]);
-        }
-        return sb.append("}}").toString();
+        ObjectNode total = root.putObject("totals");
+        for (int i = 0; i < totals.length; i++) total.put(ShuffleCounters.NAMES.get(i), totals[i]);
+        return root.toString();
     }
 
     /** The class of the shuffle manager this JVM runs (py4j cannot reflect on SparkEnv itself in 4.3). */
@@ -114,7 +112,9 @@ public final class RpmpMetrics {
             rr += d.shuffleReadRecords();
             lb += d.shuffleLocalBytesRead();
         }
-        return "{\"writeBytes\":" + wb + ",\"writeRecords\":" + wr + ",\"readBytes\":" + rb
-            + ",\"readRecords\":" + rr + ",\"localReadBytes\":" + lb + "}";
+        ObjectNode totals = JsonNodeFactory.instance.objectNode();
+        totals.put("writeBytes", wb).put("writeRecords", wr).put("readBytes", rb).put("readRecords", rr)
+            .put("localReadBytes", lb);
+        return totals.toString();
     }
 }

@@ -1,6 +1,7 @@
 package org.rpmp.shuffle;
 
 import java.io.Serializable;
+import java.util.List;
 
 import org.apache.spark.SparkContext;
 import org.apache.spark.util.LongAccumulator;
@@ -32,30 +33,20 @@ public final class ShuffleCounters implements Serializable {
         this.shuffleId = shuffleId;
     }
 
-    /** Registers the accumulators with the driver's SparkContext (before the handle is first serialized). */
-    public void register(SparkContext sc) {
-        String p = "rpmp.shuffle." + shuffleId + ".";
-        sc.register(bytesPushed, p + "bytesPushed");
-        sc.register(segmentsPushed, p + "segmentsPushed");
-        sc.register(recordsWritten, p + "recordsWritten");
-        sc.register(pushTimeNs, p + "pushTimeNs");
-        sc.register(bytesFetched, p + "bytesFetched");
-        sc.register(segmentsFetched, p + "segmentsFetched");
-        sc.register(recordsRead, p + "recordsRead");
-        sc.register(fetchTimeNs, p + "fetchTimeNs");
-        sc.register(fetchFallbacks, p + "fetchFallbacks");
+    /** The counters' names: the accumulators' (after "rpmp.shuffle.<id>.") and RpmpMetrics' JSON keys, in order. */
+    static final List<String> NAMES = List.of("bytesPushed", "segmentsPushed", "recordsWritten", "pushTimeNs",
+        "bytesFetched", "segmentsFetched", "recordsRead", "fetchTimeNs", "fetchFallbacks");
+
+    /** The accumulators in the order of NAMES. */
+    List<LongAccumulator> accumulators() {
+        return List.of(bytesPushed, segmentsPushed, recordsWritten, pushTimeNs, bytesFetched, segmentsFetched,
+            recordsRead, fetchTimeNs, fetchFallbacks);
     }
 
-    void appendJson(StringBuilder sb) {
-        sb.append("{\"bytesPushed\":").append(bytesPushed.sum())
-            .append(",\"segmentsPushed\":").append(segmentsPushed.sum())
-            .append(",\"recordsWritten\":").append(recordsWritten.sum())
-            .append(",\"pushTimeNs\":").append(pushTimeNs.sum())
-            .append(",\"bytesFetched\":").append(bytesFetched.sum())
-            .append(",\"segmentsFetched\":").append(segmentsFetched.sum())
-            .append(",\"recordsRead\":").append(recordsRead.sum())
-            .append(",\"fetchTimeNs\":").append(fetchTimeNs.sum())
-            .append(",\"fetchFallbacks\":").append(fetchFallbacks.sum())
-            .append('}');
+    /** Registers the accumulators with the driver's SparkContext (before the handle is first serialized). */
+    public void register(SparkContext sc) {
+        String prefix = "rpmp.shuffle." + shuffleId + ".";
+        List<LongAccumulator> accumulators = accumulators();
+        for (int i = 0; i < NAMES.size(); i++) sc.register(accumulators.get(i), prefix + NAMES.get(i));
     }
 }
