@@ -20,6 +20,7 @@ import xxhash
 from rpmp import _pool
 from rpmp import _wire as wire
 from rpmp.protocol import (
+    END_MAP_ALL,
     FLAG_FORWARDED,
     MAX_META,
     MAX_PARTITIONS,
@@ -94,6 +95,8 @@ class Controller:
         self.config = config
         self.started = time.time()
         self.counters = {"pushes": 0, "push_bytes": 0, "duplicates": 0, "fetches": 0, "fetch_bytes": 0,
+                         "fetch_records": 0, "fetch_index_visited": 0, "fetch_partition_bytes": 0,
+                         "fetch_map_ranges": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
                          "replica_errors": 0}
         self.network_counters = network_counters  # the network layer's, shown by STATS too
@@ -372,7 +375,13 @@ class Controller:
         app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
-        runs = self.storage.shuffles.select(sh, p, start_map, end_map, attempts)
+        store = self.storage.shuffles
+        runs = store.select(sh, p, start_map, end_map, attempts)
+        # What the read cost against what it serves: index entries looked at, payload bytes in the partition.
+        self.counters["fetch_index_visited"] += store.last_visited
+        self.counters["fetch_partition_bytes"] += store.last_partition_bytes
+        if start_map or end_map != END_MAP_ALL:  # AQE's reads: a skew split's map range, the local reader's map
+            self.counters["fetch_map_ranges"] += 1
         total = sum(r.view.nbytes for r in runs)
         if not self.config.verify_fetch:
             return self._fetch_reply(runs, total)
@@ -400,7 +409,7 @@ class Controller:
     def _fetch_reply(self, runs: list[Run], total: int) -> Reply:
         frames: list[tuple[bytes, list[FileRange]]] = []
         cur: list[FileRange] = []
-        cur_bytes = cur_records = 0
+        cur_bytes = cur_records = records = 0
         for run in runs:
             if cur and cur_bytes + run.view.nbytes > FETCH_FRAME_BYTES:
                 frames.append((wire.encode_fetch_resp(cur_records), cur))
@@ -408,9 +417,11 @@ class Controller:
             cur.append(run.range)
             cur_bytes += run.view.nbytes
             cur_records += len(run.records)
+            records += len(run.records)
         frames.append((wire.encode_fetch_resp(cur_records), cur))
         self.counters["fetches"] += 1
         self.counters["fetch_bytes"] += total
+        self.counters["fetch_records"] += records
         return Reply(frames=frames)
 
     def _partition_info(self, flags: int, meta: memoryview) -> Reply:

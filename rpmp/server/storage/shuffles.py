@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from rpmp._pool import BlockInfo
 from rpmp._wire import decode_register_resp, unpack_record_header, write_record_header, xxh3
-from rpmp.protocol import RECORD_HEADER_SIZE, Node, ProtocolError
+from rpmp.protocol import END_MAP_ALL, RECORD_HEADER_SIZE, Node, ProtocolError
 from rpmp.server.contract import FileRange
 from rpmp.server.storage.blocks import Blocks, StorageError
 
@@ -83,6 +85,11 @@ class Partition:
     next_seq: int = 0
     bytes: int = 0
     next_capacity: int = 0  # capacity of the partition's next merge block (grows from MIN_BLOCK)
+    # The records sorted by map index (publish order within a map) and their map indexes: what a map-range read
+    # (AQE's skew split, the local shuffle reader) bisects instead of walking every record. Built by the first
+    # such read after a change, dropped by the next add; derived from `records`, so a restart rebuilds it too.
+    by_map: list[Record] | None = None
+    map_keys: list[int] | None = None
 
     def add(self, rec: Record) -> None:
         ident = (rec.map_index, rec.attempt, rec.seq)
@@ -90,6 +97,7 @@ class Partition:
             return
         self.seen[ident] = rec
         self.records.append(rec)
+        self.by_map = None
         c = self.counts.setdefault((rec.map_index, rec.attempt), [0, 0])
         c[0] += 1
         c[1] += rec.length
@@ -140,6 +148,10 @@ class ShuffleStore:
         self.orphans: dict[tuple[str, int], list[int]] = {}  # blocks of a shuffle whose registration is damaged
         self._loaded_meta: dict[tuple[str, int], list[int]] = {}
         self._loaded_data: list[tuple[str, int, int, int, int]] = []
+        # What the last `select` looked at: index entries visited, payload bytes of the partition (the STATS
+        # counters fetch_index_visited / fetch_partition_bytes; set once per select, not per record).
+        self.last_visited = 0
+        self.last_partition_bytes = 0
 
     # ---- recovery -------------------------------------------------------------------------------
     def load(self, info: BlockInfo) -> None:
@@ -371,13 +383,22 @@ class ShuffleStore:
         StorageError("corrupt"): the reader must take the partition from a replica.
         """
         part = sh.partitions.get(p)
+        self.last_visited = self.last_partition_bytes = 0
         if part is None or not part.records:
             return []
+        records = part.records
+        if start_map > 0 or end_map < END_MAP_ALL:  # a map range: only its records are looked at
+            if part.by_map is None or part.map_keys is None:
+                part.by_map = sorted(records, key=_MAP_INDEX)
+                part.map_keys = [r.map_index for r in part.by_map]
+            lo = bisect_left(part.map_keys, start_map)
+            records = part.by_map[lo:bisect_left(part.map_keys, end_map, lo)]
+        self.last_visited, self.last_partition_bytes = len(records), part.bytes
         wanted = set(attempts) if attempts else None
         spans: list[tuple[int, int, list[Record]]] = []  # (block, start, records): records back to back
         end = 0  # where the last span ends in its block
-        for r in part.records:
-            if not (start_map <= r.map_index < end_map) or (wanted is not None and r.attempt not in wanted):
+        for r in records:
+            if wanted is not None and r.attempt not in wanted:
                 continue
             if r.corrupt:
                 raise self._corrupt_error(sh, p, r)
@@ -461,6 +482,9 @@ class ShuffleStore:
             a["bytes"] += sum(p.bytes for p in sh.partitions.values())
             a["records"] += sum(len(p.records) for p in sh.partitions.values())
         return apps
+
+
+_MAP_INDEX = attrgetter("map_index")
 
 
 def _cacheable(placement: bytes) -> bytes | None:
