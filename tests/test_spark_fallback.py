@@ -144,6 +144,7 @@ def test_auto_falls_back_to_sort_shuffle_when_no_node_takes_the_registration(tmp
 
         m = metrics(spark)
         assert m["totals"]["bytesPushed"] == 0 and not m["shuffles"], m
+        assert m["totals"]["sortShuffles"] == 4 and sorted(m["sortShuffles"]) == sorted(map(int, shuffles)), m
     finally:
         release_manager_log(spark, appender)
         spark.stop()
@@ -174,6 +175,7 @@ def test_always_never_uses_rpmp(node_factory):
         assert sql_job(spark) == sql_expected()
         m = metrics(spark)
         assert m["totals"]["bytesPushed"] == 0 and not m["shuffles"], m
+        assert m["totals"]["sortShuffles"] == len(m["sortShuffles"]) == 4, m  # the RDD job's and the SQL job's
     finally:
         spark.stop()
     with Client(node.addr) as c:

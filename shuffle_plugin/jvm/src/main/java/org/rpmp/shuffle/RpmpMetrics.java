@@ -32,6 +32,10 @@ public final class RpmpMetrics {
 
     private static final Map<Integer, ShuffleCounters> SHUFFLES = new ConcurrentSkipListMap<>();
     private static final Map<Integer, Boolean> ACTIVE = new ConcurrentSkipListMap<>();
+    /** Shuffles Spark's sort shuffle wrote (spark.rpmp.fallback): the newest MAX_REMOVED ids, and the count. */
+    private static final java.util.NavigableSet<Integer> SORT_SHUFFLES =
+        new java.util.concurrent.ConcurrentSkipListSet<>();
+    private static final java.util.concurrent.atomic.AtomicLong SORT_COUNT = new java.util.concurrent.atomic.AtomicLong();
 
     /** Removed shuffles kept for reading at most; a long-running application must not grow without bound. */
     private static final int MAX_REMOVED = 10_000;
@@ -54,17 +58,26 @@ public final class RpmpMetrics {
         ACTIVE.computeIfPresent(shuffleId, (k, v) -> Boolean.FALSE);
     }
 
+    /** A shuffle went to Spark's sort shuffle (fallback auto with no node taking it, or always). */
+    static void sortShuffle(int shuffleId) {
+        if (SORT_SHUFFLES.add(shuffleId)) SORT_COUNT.incrementAndGet();
+        while (SORT_SHUFFLES.size() > MAX_REMOVED) SORT_SHUFFLES.pollFirst();
+    }
+
     /** Forgets everything (the manager stopped; a new SparkContext starts from zero). */
     public static void reset() {
         SHUFFLES.clear();
         ACTIVE.clear();
+        SORT_SHUFFLES.clear();
+        SORT_COUNT.set(0);
     }
 
     public static ShuffleCounters get(int shuffleId) { return SHUFFLES.get(shuffleId); }
 
     /**
-     * {"shuffles": {"<id>": {"active": bool, "bytesPushed": n, ...}}, "totals": {...}} with every counter
-     * of every shuffle registered since the manager started.
+     * {"shuffles": {"<id>": {"active": bool, "bytesPushed": n, ...}}, "totals": {..., "sortShuffles": n},
+     * "sortShuffles": [id, ...]} with every counter of every shuffle registered since the manager started,
+     * and the shuffles Spark's sort shuffle wrote instead (spark.rpmp.fallback; the newest 10,000 ids).
      */
     public static String snapshotJson() {
         ObjectNode root = JsonNodeFactory.instance.objectNode();
@@ -82,6 +95,9 @@ public final class RpmpMetrics {
         }
         ObjectNode total = root.putObject("totals");
         for (int i = 0; i < totals.length; i++) total.put(ShuffleCounters.NAMES.get(i), totals[i]);
+        total.put("sortShuffles", SORT_COUNT.get());
+        com.fasterxml.jackson.databind.node.ArrayNode sorted = root.putArray("sortShuffles");
+        for (int id : SORT_SHUFFLES) sorted.add(id);
         return root.toString();
     }
 

@@ -119,7 +119,10 @@ public class RpmpShuffleManager extends SortShuffleManager {
 
     @Override
     public <K, V, C> ShuffleHandle registerShuffle(int shuffleId, ShuffleDependency<K, V, C> dependency) {
-        if (!conf.fallback.triesRpmp()) return super.registerShuffle(shuffleId, dependency);
+        if (!conf.fallback.triesRpmp()) {
+            RpmpMetrics.sortShuffle(shuffleId);
+            return super.registerShuffle(shuffleId, dependency);
+        }
         SparkContext sc = dependency.rdd().sparkContext();
         String appName = appName(sc.applicationId());
         int numPartitions = dependency.partitioner().numPartitions();
@@ -143,6 +146,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
                     nodesDown = true;
                     LOG.warn("RPMP: no node of {} took shuffle {} ({}); it is written by Spark's sort shuffle "
                         + "({}=auto)", conf.nodes, shuffleId, failure.getMessage(), RpmpConf.FALLBACK);
+                    RpmpMetrics.sortShuffle(shuffleId);
                     return super.registerShuffle(shuffleId, dependency);
                 default:
                     nodesDown = false;

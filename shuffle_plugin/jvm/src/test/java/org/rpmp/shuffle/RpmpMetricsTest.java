@@ -23,7 +23,8 @@ class RpmpMetricsTest {
     @DisplayName("snapshotJson without shuffles: every total, zero")
     void empty() {
         RpmpMetrics.reset();
-        assertEquals("{\"shuffles\":{},\"totals\":{" + ZEROS + "}}", RpmpMetrics.snapshotJson());
+        assertEquals("{\"shuffles\":{},\"totals\":{" + ZEROS + ",\"sortShuffles\":0},\"sortShuffles\":[]}",
+            RpmpMetrics.snapshotJson());
     }
 
     @Test
@@ -48,7 +49,19 @@ class RpmpMetricsTest {
             + "\"12\":{\"active\":true,\"bytesPushed\":1,\"segmentsPushed\":2,\"recordsWritten\":3,\"pushTimeNs\":4,"
             + "\"bytesFetched\":5,\"segmentsFetched\":6,\"recordsRead\":7,\"fetchTimeNs\":8,\"fetchFallbacks\":9}},"
             + "\"totals\":{\"bytesPushed\":101,\"segmentsPushed\":202,\"recordsWritten\":303,\"pushTimeNs\":404,"
-            + "\"bytesFetched\":505,\"segmentsFetched\":606,\"recordsRead\":707,\"fetchTimeNs\":808,\"fetchFallbacks\":909}}",
+            + "\"bytesFetched\":505,\"segmentsFetched\":606,\"recordsRead\":707,\"fetchTimeNs\":808,\"fetchFallbacks\":909,"
+            + "\"sortShuffles\":0},\"sortShuffles\":[]}",
+            RpmpMetrics.snapshotJson());
+    }
+
+    @Test
+    @DisplayName("snapshotJson: shuffles the sort shuffle wrote, counted once each, listed in order")
+    void sortShuffles() {
+        RpmpMetrics.reset();
+        RpmpMetrics.sortShuffle(7);
+        RpmpMetrics.sortShuffle(2);
+        RpmpMetrics.sortShuffle(7);
+        assertEquals("{\"shuffles\":{},\"totals\":{" + ZEROS + ",\"sortShuffles\":2},\"sortShuffles\":[2,7]}",
             RpmpMetrics.snapshotJson());
     }
 }
