@@ -180,6 +180,8 @@ def test_session_uses_rpmp_with_separate_executors(spark):
     sc = spark.sparkContext
     assert sc._jvm.org.rpmp.shuffle.RpmpMetrics.activeShuffleManager() == "org.rpmp.shuffle.RpmpShuffleManager"
     assert len(sc._jsc.sc().statusTracker().getExecutorInfos()) == 3   # the driver and two executor JVMs
+    # the manager's SQL default: AQE's local shuffle reader costs RPMP requests (bench/README.md "AQE reads")
+    assert spark.conf.get("spark.sql.adaptive.localShuffleReader.enabled") == "false"
 
 
 @pytest.mark.parametrize("name", list(JOBS))

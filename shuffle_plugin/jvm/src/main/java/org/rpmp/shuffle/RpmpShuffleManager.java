@@ -92,9 +92,23 @@ public class RpmpShuffleManager extends SortShuffleManager {
                     + "(host:port) for " + getClass().getName());
             }
             RpmpMetrics.reset();
+            if (conf.fallback.triesRpmp()) sqlDefaults(sparkConf);
             LOG.info("RPMP shuffle manager on the driver: nodes {}, replicas {}, push size {}, push memory {}, "
                 + "fallback {}", conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory, conf.fallback);
         }
+    }
+
+    /** Spark SQL settings that suit RPMP, where the user set none (SQLConf reads them from this conf later). */
+    static final String LOCAL_SHUFFLE_READER = "spark.sql.adaptive.localShuffleReader.enabled";
+
+    /**
+     * AQE's local shuffle reader reads one map's output across all partitions, which pays off where map output
+     * sits on the reducer's own disk. On RPMP it only turns a handful of partition FETCHes into one per map
+     * and partition (1,610 of ~60 KiB instead of 50 of ~2 MiB in bench/README.md "AQE reads": query +6 to
+     * +51 %, node CPU +3 to +31 %), so it is off unless the user turned it on (as Celeborn and Uniffle do).
+     */
+    static void sqlDefaults(SparkConf sparkConf) {
+        sparkConf.setIfMissing(LOCAL_SHUFFLE_READER, "false");
     }
 
     public RpmpShuffleManager(SparkConf sparkConf) {
