@@ -17,8 +17,11 @@ import java.util.function.Consumer;
 
 import org.junit.jupiter.api.Assumptions;
 
-/** What the JUnit tests share: assertions in the style of the checks, fake nodes, pushes and reads. */
-final class TestSupport {
+/**
+ * What the JUnit tests share: assertions in the style of the checks, fake nodes, pushes and reads. The
+ * assertions are public: the Spark-side tests (org.rpmp.shuffle) use them too.
+ */
+public final class TestSupport {
     private TestSupport() {}
 
     /** host and port of the live node the tests use (-Drpmp.node=host:port or RPMP_NODE); skips the test without. */
@@ -57,11 +60,11 @@ final class TestSupport {
         return new String[] {v.substring(0, colon), v.substring(colon + 1)};
     }
 
-    interface Check {
+    public interface Check {
         void run() throws Exception;
     }
 
-    static void expect(boolean cond, String what) {
+    public static void expect(boolean cond, String what) {
         if (!cond) throw new AssertionError(what);
     }
 
@@ -79,7 +82,7 @@ final class TestSupport {
         return new SegmentRecord(0, attempt, seq, Checksums.xxh3(p, 0, len), p);
     }
 
-    static <T extends Throwable> T expectThrows(Class<T> type, Check c) throws Exception {
+    public static <T extends Throwable> T expectThrows(Class<T> type, Check c) throws Exception {
         try {
             c.run();
         } catch (Throwable t) {
@@ -91,7 +94,7 @@ final class TestSupport {
 
     // ---- a real node --------------------------------------------------------------------------------------
 
-    static byte[] payload(Random rnd, int len) {
+    public static byte[] payload(Random rnd, int len) {
         byte[] b = new byte[len];
         rnd.nextBytes(b);
         return b;

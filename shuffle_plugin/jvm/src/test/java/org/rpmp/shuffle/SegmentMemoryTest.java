@@ -1,5 +1,6 @@
 package org.rpmp.shuffle;
 
+import static org.rpmp.client.TestSupport.*;
 import static org.rpmp.shuffle.TestSupport.*;
 
 import java.io.IOException;

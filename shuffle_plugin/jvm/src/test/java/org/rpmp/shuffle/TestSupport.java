@@ -1,24 +1,17 @@
 package org.rpmp.shuffle;
 
+import static org.rpmp.client.TestSupport.*;
+
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Random;
 
 import org.rpmp.client.SegmentOutput;
 
-/** What the Spark-side JUnit tests share: assertions in the style of the checks, and a decoding segment output. */
+/** What the Spark-side JUnit tests share beyond org.rpmp.client.TestSupport's assertions: a decoding segment output. */
 final class TestSupport {
     private TestSupport() {}
-
-    interface Check {
-        void run() throws Exception;
-    }
-
-    static void expect(boolean cond, String what) {
-        if (!cond) throw new AssertionError(what);
-    }
 
     static final class DecodingOutput implements SegmentOutput {
         final org.apache.spark.serializer.SerializerInstance serializer;
@@ -92,21 +85,5 @@ final class TestSupport {
         org.apache.spark.serializer.JavaSerializer js = new org.apache.spark.serializer.JavaSerializer(conf);
         return new DecodingOutput(js.newInstance(), new org.apache.spark.serializer.SerializerManager(js, conf),
             partitions);
-    }
-
-    static <T extends Throwable> T expectThrows(Class<T> type, Check c) throws Exception {
-        try {
-            c.run();
-        } catch (Throwable t) {
-            if (type.isInstance(t)) return (T) t;
-            throw new AssertionError("expected " + type.getSimpleName() + ", got " + t, t);
-        }
-        throw new AssertionError("expected " + type.getSimpleName());
-    }
-
-    static byte[] payload(Random rnd, int len) {
-        byte[] b = new byte[len];
-        rnd.nextBytes(b);
-        return b;
     }
 }
