@@ -503,17 +503,24 @@ def test_replies_stay_in_order_around_a_sendfile_reply(node_factory):
     s.close()
 
 
-def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_factory):
+def fetch_with_small_window(n, c: Client, shuffle: int, segments: int, tag: str) -> socket.socket:
+    """`segments` 4 MiB segments in one partition, and a raw connection with a 64 KiB receive buffer that has
+    asked for all of it: how fast the node may send is up to how fast the test reads."""
     from rpmp import _wire as W
 
+    c.register_shuffle(APP, shuffle, num_partitions=1)
+    for m in range(segments):
+        c.push(APP, shuffle, 0, m, 1, 0, payload(tag, m, size=4 << 20))
+    s = raw_conn(n)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    s.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, shuffle, 0, 0, 2**32 - 1, [])))
+    return s
+
+
+def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_factory):
     n = node_factory(pool_size="512m", extra=["--send-timeout", "1"])
     with Client(n.addr) as c:
-        c.register_shuffle(APP, 9, num_partitions=1)
-        for m in range(24):
-            c.push(APP, 9, 0, m, 1, 0, payload("slow", m, size=4 << 20))
-        s = raw_conn(n)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-        s.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, 9, 0, 0, 2**32 - 1, [])))
+        s = fetch_with_small_window(n, c, 9, 24, "slow")
         # 96 MiB of reply that nobody reads: others are served meanwhile ...
         t0 = time.monotonic()
         while c.stats()["counters"]["dropped_connections"] == 0:
@@ -536,16 +543,9 @@ def test_a_client_that_stops_reading_a_fetch_is_dropped_others_served(node_facto
 
 def test_a_client_that_reads_a_fetch_slowly_is_not_dropped(node_factory):
     """Dropping is for a client that takes none of its replies, not for one slower than send_timeout."""
-    from rpmp import _wire as W
-
     n = node_factory(pool_size="256m", extra=["--send-timeout", "1"])
     with Client(n.addr) as c:
-        c.register_shuffle(APP, 11, num_partitions=1)
-        for m in range(8):
-            c.push(APP, 11, 0, m, 1, 0, payload("trickle", m, size=4 << 20))
-        s = raw_conn(n)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-        s.sendall(W.frame(Op.FETCH, 0, 1, W.encode_fetch(APP, 11, 0, 0, 2**32 - 1, [])))
+        s = fetch_with_small_window(n, c, 11, 8, "trickle")
         s.settimeout(10)
         got = bytearray()
         t0 = time.monotonic()
