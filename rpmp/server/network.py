@@ -137,9 +137,10 @@ class Connection(asyncio.BufferedProtocol):
         self.out_taken = taken
         return now - self.out_progress >= self.server.send_timeout
 
-    def _write(self, parts: list[bytes | bytearray | memoryview]) -> None:
-        """Every byte to the client goes through here, so that send_stalled can tell whether it takes any."""
-        self.out_written += sum(nbytes(p) for p in parts)
+    def _write(self, parts: list[bytes | bytearray | memoryview], size: int | None = None) -> None:
+        """Every byte to the client goes through here, so that send_stalled can tell whether it takes any.
+        `size`: the parts' bytes, when the caller counted them already."""
+        self.out_written += sum(nbytes(p) for p in parts) if size is None else size
         self.transport.writelines(parts)
 
     def _resume(self) -> None:
@@ -343,12 +344,16 @@ class Connection(asyncio.BufferedProtocol):
             return
         frames = reply.frames if reply.frames is not None else [(reply.meta, reply.data)]
         out: list[bytes | bytearray | memoryview] = []
+        size = 0
         last = len(frames) - 1
         for i, (meta, data) in enumerate(frames):
             flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
-            out.append(wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)))
+            data_len = sum(nbytes(d) for d in data)
+            header = wire.frame(op, flags, rid, meta, data_len)
+            out.append(header)
             out.extend(d.view if isinstance(d, FileRange) else d for d in data)
-        self._write(out)
+            size += len(header) + data_len
+        self._write(out, size)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
         if not self.server.sendfile or reply.frames is None:
