@@ -52,6 +52,13 @@ class NodeConfig:
     frame_timeout: float = 30.0  # seconds a frame may take to arrive (plus 1 s per MiB of data)
     idle_timeout: float = 600.0  # seconds a connection may send nothing before it is closed
     staging_memory: int = 64 << 20  # bytes all connections' staging buffers may grow by together
+    # The disk tier (ARCHITECTURE.md "The disk tier"): spill files in these directories, spread over them.
+    spill_dirs: list[str] = field(default_factory=list)  # none: no disk tier (a full pool answers POOL_FULL)
+    spill_size: int = 0  # bytes the spill files may hold together; 0: what the directories' file systems have
+    spill_high: float = 0.85  # pool use (fraction of its capacity) above which idle blocks move to disk...
+    spill_low: float = 0.65  # ...until use is below this
+    full_wait: float = 30.0  # seconds a push waits for room while spilling makes some, before POOL_FULL
+    app_quota: int = 0  # bytes one app may hold on this node, both tiers together; 0: no quota
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:

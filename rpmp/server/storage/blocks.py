@@ -95,6 +95,10 @@ class Blocks:
     def file_offset(self, block: int) -> int:
         return self.index[block].file_offset
 
+    def spill_path(self, block: int) -> str | None:
+        """The spill file that holds a block moved to disk; None for a block in the pool."""
+        return None
+
     # ---- allocation -------------------------------------------------------------------------------
     def alloc(self, capacity: int, key: bytes, seal_required: bool = False, checked: bool = False) -> int:
         try:

@@ -446,14 +446,21 @@ class ShuffleStore:
                             f"{sh.shuffle} of {sh.app!r} partition {p} fails its checksum on node {self.name} "
                             f"(block {r.block:#x} offset {r.offset}); it is quarantined: read a replica")
 
-    def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool]], int, int]:
-        """(address, file offset, used, sealed) of each block of partition p, records, payload bytes: what a
-        reader on this host needs to read the partition straight out of the mapped pool file."""
+    def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool, int]], int, int,
+                                                             list[str]]:
+        """What a reader on this host needs to read partition p straight out of the files that hold it:
+        (address, file offset, used, sealed, file) of each block, records, payload bytes, and the spill files
+        the blocks name (file 0 is the pool file, k > 0 the k-th spill file of the list)."""
         part = sh.partitions.get(p)
         if part is None:
-            return [], 0, 0
-        out = [(b, self.blocks.file_offset(b), self.blocks.used(b), False) for b in part.blocks]
-        return out, len(part.records), part.bytes
+            return [], 0, 0, []
+        files: dict[str, int] = {}
+        out = []
+        for b in part.blocks:
+            path = self.blocks.spill_path(b)
+            f = 0 if path is None else files.setdefault(path, len(files) + 1)
+            out.append((b, self.blocks.file_offset(b), self.blocks.used(b), path is not None, f))
+        return out, len(part.records), part.bytes, list(files)
 
     # ---- deletes --------------------------------------------------------------------------------
     def delete(self, app: str, sid: int) -> int:
