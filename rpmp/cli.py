@@ -54,7 +54,39 @@ def _node_args(p: argparse.ArgumentParser) -> None:
                    "closed (600)")
     p.add_argument("--staging-memory", type=_size, help="memory all connections' frame buffers may grow by "
                    "together, beyond 64 KiB each (64m)")
+    _spill_args(p)
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+
+
+def _spill_args(p: argparse.ArgumentParser, cluster: bool = False) -> None:
+    """The disk tier's flags (rpmp server, and rpmp cluster for each of its nodes)."""
+    p.add_argument("--spill-dir", action="append", metavar="DIR[,DIR...]",
+                   help=("directory of spill files, where blocks move when the pool fills; repeatable or a comma list "
+                         "(spread over them). Each node uses its own subdirectory DIR/<node> (rpmp-node0, ...)"
+                         if cluster else
+                         "directory of spill files, where idle blocks move when the pool fills; repeatable or a comma "
+                         "list (spread over them); created (mode 0700) if only its parent exists (default: none, "
+                         "no disk tier: a full pool answers POOL_FULL; env RPMP_SPILL_DIRS)"))
+    p.add_argument("--spill-size", type=_size, help="bytes the spill files may hold together, e.g. 100g (default 0: "
+                   "what the directories' file systems have)")
+    p.add_argument("--spill-high", type=float, help="pool use, a fraction of its capacity, above which blocks move "
+                   "to disk (0.85)")
+    p.add_argument("--spill-low", type=float, help="...and until which they move: below --spill-high (0.65)")
+    p.add_argument("--full-wait", type=float, help="seconds a push waits for room while spilling makes some, "
+                   "before the node answers POOL_FULL (30)")
+    p.add_argument("--app-quota", type=_size, help="bytes one application may hold on a node, pool and disk "
+                   "together (default 0: no quota)")
+
+
+SPILL_KEYS = ("spill_size", "spill_high", "spill_low", "full_wait", "app_quota")
+
+
+def _spill_dirs(args: argparse.Namespace) -> list[str] | None:
+    """--spill-dir's directories (repeated and comma lists flattened), None if not given."""
+    given = getattr(args, "spill_dir", None)
+    if given is None:
+        return None
+    return [d.strip() for arg in given for d in arg.split(",") if d.strip()]
 
 
 def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
@@ -63,9 +95,14 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
                                                "heartbeat_interval", "dead_after", "max_data",
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
                                                "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
-                                               "log_level")}
+                                               "log_level", *SPILL_KEYS)}
     if getattr(args, "seeds", None):
         over["seeds"] = [s for s in args.seeds.split(",") if s]
+    dirs = _spill_dirs(args)
+    if dirs is not None:
+        if not dirs:
+            raise ValueError("--spill-dir: names no directory")
+        over["spill_dirs"] = dirs
     over.update(extra)
     return NodeConfig.load(path, **over)
 
@@ -82,8 +119,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from rpmp.cluster import LocalCluster, NodeError
 
     # Pools named per node index and kept: a later `rpmp cluster` on the same --pool-dir finds its data.
+    dirs = _spill_dirs(args)
+    if dirs is not None and not dirs:
+        raise ValueError("--spill-dir: names no directory")
+    # Checked here (ValueError: one line, exit 2) before any node, pool or directory is made.
     cluster = LocalCluster(args.nodes, pool_size=args.pool_size, pool_dir=args.pool_dir, pool_prefix="rpmp-node",
-                           host=args.host, base_port=args.base_port, stderr="inherit")
+                           host=args.host, base_port=args.base_port, stderr="inherit", spill_dirs=dirs,
+                           **{k: getattr(args, k) for k in SPILL_KEYS})
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         cluster.start()
@@ -169,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-port", type=int, default=0, help="first port; the others follow (default: free ports)")
     p.add_argument("--pool-dir", default="/dev/shm", help="directory of the pool files (default /dev/shm)")
     p.add_argument("--pool-size", default="512m", help="size of each node's pool (default 512m)")
+    _spill_args(p, cluster=True)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("stat", help="show nodes, pools, apps, shuffles and bytes",

@@ -27,6 +27,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import IO, Any, Literal
 
+from rpmp.server.config import check_spill_dirs, check_spill_values, parse_size, prepare_spill_dirs
+
 READY = "RPMP node listening on "
 StderrMode = Literal["capture", "pipe", "inherit"]
 
@@ -48,6 +50,48 @@ def new_pool_path(prefix: str = "rpmp-node", directory: str | None = None) -> st
     return os.path.join(directory or default_pool_dir(), f"{prefix}-{uuid.uuid4().hex[:12]}.pool")
 
 
+def _dir_list(dirs: str | Sequence[str] | None) -> list[str]:
+    """Directories as absolute paths (the node may not run where this process does) from a path, a comma list
+    or a sequence of either."""
+    if dirs is None:
+        return []
+    items = [dirs] if isinstance(dirs, str) else list(dirs)
+    return [os.path.abspath(d.strip()) for item in items for d in str(item).split(",") if d.strip()]
+
+
+def remove_spill_dirs(dirs: Sequence[str]) -> None:
+    """For directories a LocalNode or LocalCluster created (parents first): remove the spill files (`*.spill`,
+    regular files directly inside, no symlink followed) and then each directory, deepest first, when nothing else
+    is in it. Anything else anyone put there stays, and so does its directory."""
+    for d in reversed(dirs):
+        try:
+            with os.scandir(d) as entries:
+                spill = [e.path for e in entries if e.name.endswith(".spill") and e.is_file(follow_symlinks=False)]
+        except OSError:
+            continue
+        for path in spill:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass  # not empty: someone else's files
+
+
+def _shared_spill_dir(others: list[list[str]], mine: list[str]) -> None:
+    """ValueError if a node with spill dirs `mine` would share one with an earlier node (`others`, by index):
+    the same directory, or one inside the other. Else `mine` joins `others`."""
+    for i, theirs in enumerate(others):
+        for d in mine:
+            for t in theirs:
+                a, b = os.path.realpath(d), os.path.realpath(t)
+                if os.path.commonpath([a, b]) in (a, b):
+                    raise ValueError(f"nodes {i} and {len(others)} would share spill dir {d!r} (node {i} has {t!r})")
+    others.append(list(mine))
+
+
 class LocalNode:
     """One `rpmp server` child process on `host`, its pool a file (on /dev/shm unless named).
 
@@ -59,6 +103,15 @@ class LocalNode:
     stderr: "capture" (default) to an anonymous file read by stderr_text() and quoted when the start fails
       (a file, not a pipe: nobody has to drain it for the node to keep logging); "pipe" hands
       proc.stderr (text) to the caller, who must drain it; "inherit" passes it through; or an open file / fd.
+    spill_dir / spill_dirs: the disk tier's directories (a path, a list, or a comma list; one of the two
+      arguments), `rpmp server --spill-dir`; spill_subdir: use <dir>/<spill_subdir> of each instead (what
+      LocalCluster and the embedded node do, so that nodes never share spill files). A missing directory whose
+      parent exists is created (mode 0700) at the first start; close() removes, when it removes the pool, the
+      spill files (*.spill) of the directories it created and then those directories if nothing else is in
+      them. A directory that existed is never emptied: its spill files belong to the pool that stays, or to
+      the caller. spill_size, spill_high, spill_low, full_wait, app_quota: the `rpmp server` flags of the same
+      names (None: the node's default, or its config file's or RPMP_* variable's); bad values are a ValueError
+      here, before anything is created.
     exit_with_parent: the node stops by itself when this process ends, however it ends (SIGKILL included), and
       then removes its pool if close() would have (remove_pool). It watches a pipe whose only write end this
       process holds (`rpmp server --parent-fd`): the kernel closes it when the process is gone, whichever
@@ -69,7 +122,26 @@ class LocalNode:
     def __init__(self, pool: str | None = None, *, pool_size: str | int = "256m", host: str = "127.0.0.1",
                  port: int = 0, seeds: str | Sequence[str] | None = None, args: Sequence[str] = (),
                  stderr: StderrMode | int | IO[Any] = "capture", remove_pool: bool | None = None,
-                 timeout: float = 60.0, env: Mapping[str, str] | None = None, exit_with_parent: bool = False):
+                 timeout: float = 60.0, env: Mapping[str, str] | None = None, exit_with_parent: bool = False,
+                 spill_dir: str | Sequence[str] | None = None, spill_dirs: str | Sequence[str] | None = None,
+                 spill_subdir: str | None = None, spill_size: str | int | None = None,
+                 spill_high: float | None = None, spill_low: float | None = None, full_wait: float | None = None,
+                 app_quota: str | int | None = None):
+        if spill_dir is not None and spill_dirs is not None:
+            raise ValueError("give spill_dir or spill_dirs, not both")
+        self.spill_base_dirs = _dir_list(spill_dir if spill_dir is not None else spill_dirs)
+        if spill_subdir is not None and (not spill_subdir or os.sep in spill_subdir or spill_subdir in (".", "..")):
+            raise ValueError(f"spill_subdir={spill_subdir!r}: must be one directory name")
+        self.spill_subdir = spill_subdir
+        self.spill_dirs = [os.path.join(d, spill_subdir) if spill_subdir else d for d in self.spill_base_dirs]
+        self.spill_size = None if spill_size is None else parse_size(spill_size)
+        self.spill_high = None if spill_high is None else float(spill_high)
+        self.spill_low = None if spill_low is None else float(spill_low)
+        self.full_wait = None if full_wait is None else float(full_wait)
+        self.app_quota = None if app_quota is None else parse_size(app_quota)
+        check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+        check_spill_dirs(self.spill_base_dirs)  # a subdirectory of a usable one is usable
+        self._made_spill_dirs: list[str] = []  # created by this node (parents first): close() may empty them
         self.pool = pool or new_pool_path()
         self.remove_pool = pool is None if remove_pool is None else remove_pool
         self.pool_size = str(pool_size)
@@ -115,6 +187,13 @@ class LocalNode:
                "--pool", self.pool, "--pool-size", self.pool_size]
         if self.seeds:
             cmd += ["--seeds", ",".join(self.seeds)]
+        for d in self.spill_dirs:
+            cmd += ["--spill-dir", d]
+        for flag, value in (("--spill-size", self.spill_size), ("--spill-high", self.spill_high),
+                            ("--spill-low", self.spill_low), ("--full-wait", self.full_wait),
+                            ("--app-quota", self.app_quota)):
+            if value is not None:
+                cmd += [flag, repr(value) if isinstance(value, float) else str(value)]
         return cmd + self.args
 
     def stderr_text(self, incarnation: bool = False) -> str:
@@ -136,6 +215,7 @@ class LocalNode:
             raise NodeError(f"node {self.address} is already running (pid {self.pid})")
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
+        self._make_spill_dirs()
         while True:
             proc = self.proc = self._spawn()
             line = self._first_line(proc, deadline)
@@ -195,13 +275,16 @@ class LocalNode:
         return self.start(timeout)
 
     def close(self) -> None:
-        """Stop the node; remove the pool if this node made it (or was told to)."""
+        """Stop the node; remove the pool if this node made it (or was told to), and with it the spill files of
+        the spill directories this node created (and those directories, when nothing else is in them)."""
         self.stop()
         if self.remove_pool:
             try:
                 os.unlink(self.pool)
             except FileNotFoundError:
                 pass
+            remove_spill_dirs(self._made_spill_dirs)
+            self._made_spill_dirs = []
         if self._log is not None:
             os.close(self._log)
             self._log = None
@@ -218,6 +301,12 @@ class LocalNode:
         return f"<LocalNode {self.address} pool={self.pool} {state}>"
 
     # ---- inside ----------------------------------------------------------------------------------------------
+    def _make_spill_dirs(self) -> None:
+        """Create the missing spill directories (and a missing base of a spill_subdir), remembering which."""
+        if self.spill_subdir:
+            self._made_spill_dirs += prepare_spill_dirs(self.spill_base_dirs)
+        self._made_spill_dirs += prepare_spill_dirs(self.spill_dirs)
+
     def _stderr_target(self) -> int | IO[Any] | None:
         mode = self.stderr_mode
         if mode == "capture":
@@ -307,15 +396,39 @@ class LocalCluster:
       finds its data again); without it they are fresh names starting with `name`, removed by close().
     base_port: node i listens on base_port + i (0: any free ports). node_args: passed to every node's
       `rpmp server`.
+    spill_dir / spill_dirs: the disk tier's directories; node i spills into <dir>/<its pool's name without
+      .pool> of each (rpmp-node0, ... with pool_prefix "rpmp-node"), so no two nodes share a directory, and a
+      node kept with its pool finds its spill files again. A missing dir whose parent exists is created (0700);
+      close() removes what LocalNode.close() does, then the dirs this cluster created if they are empty.
+      spill_size, spill_high, spill_low, full_wait, app_quota: every node's `rpmp server` flags. Bad values
+      and unusable directories are a ValueError here, before any node, pool or directory is made.
     """
 
     def __init__(self, n: int = 3, *, pool_size: str | int = "256m", pool_dir: str | None = None,
                  pool_prefix: str | None = None, name: str = "rpmp-cluster", host: str = "127.0.0.1",
                  base_port: int = 0,
                  node_args: Sequence[str] = (), stderr: StderrMode | int | IO[Any] = "capture",
-                 timeout: float = 60.0):
+                 timeout: float = 60.0, spill_dir: str | Sequence[str] | None = None,
+                 spill_dirs: str | Sequence[str] | None = None, spill_size: str | int | None = None,
+                 spill_high: float | None = None, spill_low: float | None = None, full_wait: float | None = None,
+                 app_quota: str | int | None = None):
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, not {n}")
+        if spill_dir is not None and spill_dirs is not None:
+            raise ValueError("give spill_dir or spill_dirs, not both")
+        self.spill_dirs = _dir_list(spill_dir if spill_dir is not None else spill_dirs)
+        self.spill_size = None if spill_size is None else parse_size(spill_size)
+        self.spill_high = None if spill_high is None else float(spill_high)
+        self.spill_low = None if spill_low is None else float(spill_low)
+        self.full_wait = None if full_wait is None else float(full_wait)
+        self.app_quota = None if app_quota is None else parse_size(app_quota)
+        check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+        check_spill_dirs(self.spill_dirs)
+        if pool_prefix is not None and self.spill_dirs:  # the nodes' names are known: check them all now
+            planned: list[list[str]] = []
+            for i in range(n):
+                _shared_spill_dir(planned, [os.path.join(d, f"{pool_prefix}{i}") for d in self.spill_dirs])
+        self._made_spill_dirs: list[str] = []  # the given spill dirs this cluster created (close() removes if empty)
         self.n = n
         self.pool_size = pool_size
         self.pool_dir = pool_dir or default_pool_dir()
@@ -409,10 +522,12 @@ class LocalCluster:
             node.reap()
 
     def close(self) -> None:
-        """Stop every node and remove the pools this cluster made."""
+        """Stop every node and remove the pools this cluster made (and their spill files, LocalNode.close())."""
         self.stop()
         for node in self.nodes:
             node.close()
+        remove_spill_dirs(self._made_spill_dirs)  # only the empty ones go: kept nodes keep their subdirectories
+        self._made_spill_dirs = []
 
     def __enter__(self) -> LocalCluster:
         return self.start() if len(self.nodes) < self.n else self
@@ -428,10 +543,15 @@ class LocalCluster:
             pool, remove = os.path.join(self.pool_dir, f"{self.pool_prefix}{i}.pool"), False
         else:
             pool, remove = new_pool_path(f"{self.name}-node{i}", self.pool_dir), True
+        subdir = os.path.basename(pool).removesuffix(".pool") if self.spill_dirs else None
         node = LocalNode(pool, pool_size=self.pool_size, host=self.host,
                          port=self.base_port + i if self.base_port else 0,
                          seeds=self.nodes[0].address if self.nodes else None, args=self.node_args,
-                         stderr=self.stderr, remove_pool=remove, timeout=timeout)
+                         stderr=self.stderr, remove_pool=remove, timeout=timeout, spill_dirs=self.spill_dirs,
+                         spill_subdir=subdir, spill_size=self.spill_size, spill_high=self.spill_high,
+                         spill_low=self.spill_low, full_wait=self.full_wait, app_quota=self.app_quota)
+        _shared_spill_dir([other.spill_dirs for other in self.nodes], node.spill_dirs)
+        self._made_spill_dirs += prepare_spill_dirs([d for d in self.spill_dirs if d not in self._made_spill_dirs])
         self.nodes.append(node)  # before start: a failed start is still cleaned up by close()
         node.start()
         return node

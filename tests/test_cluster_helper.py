@@ -230,3 +230,100 @@ def test_a_node_that_exits_with_its_parent_keeps_its_data_across_restart_and_sto
         assert node.stop() == 0 and os.path.exists(node.pool), node.stderr_text()
         assert "parent process gone" not in node.stderr_text()
     assert not os.path.exists(node.pool)
+
+
+# ---- the disk tier's directories ------------------------------------------------------------------------------
+
+def flag_values(node: LocalNode, flag: str) -> list[str]:
+    cmd = node.command()
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == flag]
+
+
+def test_spill_settings_reach_the_node_and_a_spill_dir_it_created_goes_with_its_pool(tmp_path):
+    spill = tmp_path / "spill"   # missing, parent exists: the node creates it
+    node = LocalNode(pool_size="64m", spill_dir=str(spill), spill_size="1g", spill_high=0.9, spill_low=0.5,
+                     full_wait=2, app_quota="100m")
+    assert not spill.exists()   # nothing before start
+    assert flag_values(node, "--spill-dir") == [str(spill)]
+    assert [flag_values(node, f) for f in ("--spill-size", "--spill-high", "--spill-low", "--full-wait",
+                                           "--app-quota")] == [[str(1 << 30)], ["0.9"], ["0.5"], ["2.0"],
+                                                               [str(100 << 20)]]
+    with node:
+        assert node.running and spill.is_dir() and spill.stat().st_mode & 0o777 == 0o700
+        (spill / "0.spill").write_bytes(b"spilled")   # what the node's disk tier would write
+        (spill / "1.spill").write_bytes(b"spilled")
+    assert not spill.exists() and not os.path.exists(node.pool)
+
+
+def test_spill_cleanup_never_touches_what_it_did_not_create(tmp_path, pool_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "old.spill").write_bytes(b"the caller's")
+    made = tmp_path / "made"
+    with LocalNode(pool_size="64m", spill_dirs=[str(mine), str(made)]) as node:
+        assert node.spill_dirs == [str(mine), str(made)]
+        (mine / "new.spill").write_bytes(b"x")
+        (made / "0.spill").write_bytes(b"x")
+        (made / "notes.txt").write_text("someone else's")
+        os.symlink(mine / "old.spill", made / "link.spill")
+    assert sorted(os.listdir(mine)) == ["new.spill", "old.spill"]     # an existing directory is never emptied
+    assert sorted(os.listdir(made)) == ["link.spill", "notes.txt"]     # the node's spill files (regular) only
+    assert (mine / "old.spill").read_bytes() == b"the caller's"
+    # a kept pool keeps its spill files, in a directory the node created too
+    kept = tmp_path / "kept"
+    with LocalNode(pool_path, pool_size="64m", spill_dir=f"{kept},{mine}"):
+        (kept / "0.spill").write_bytes(b"x")
+    assert os.listdir(kept) == ["0.spill"] and os.path.exists(pool_path)
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"spill_high": 1.2}, r"spill_high=1\.2: must be a fraction"),
+    ({"spill_low": 0.9}, None),   # alone it is fine: the node's spill_high may be higher
+    ({"spill_low": 0.9, "spill_high": 0.8}, r"spill_low=0\.9 must be below spill_high=0\.8"),
+    ({"full_wait": -1}, r"full_wait=-1\.0"),
+    ({"spill_size": "-1"}, r"spill_size=-1: must be >= 0"),
+    ({"app_quota": "lots"}, "not a size"),
+    ({"spill_dir": "/no/such/dir"}, "spill dir '/no/such/dir': does not exist, nor does its parent"),
+    ({"spill_dir": "a", "spill_dirs": ["b"]}, "spill_dir or spill_dirs, not both"),
+    ({"spill_dirs": ["{tmp}/x", "{tmp}/x/"]}, "is given twice"),
+])
+def test_bad_spill_settings_are_a_value_error_before_anything_is_created(tmp_path, kw, message):
+    kw = {k: [x.format(tmp=tmp_path) for x in v] if isinstance(v, list) else v for k, v in kw.items()}
+    pool = str(tmp_path / "p.pool")
+    if message is None:
+        LocalNode(pool, **kw)
+        return
+    with pytest.raises(ValueError, match=message):
+        LocalNode(pool, **kw)
+    with pytest.raises(ValueError, match=message):
+        LocalCluster(2, pool_dir=str(tmp_path), pool_prefix="n", **kw)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cluster_nodes_spill_into_their_own_subdirectories_removed_with_their_pools(tmp_path):
+    base = tmp_path / "spill"   # created by the cluster, removed when empty
+    with LocalCluster(2, pool_size="64m", node_args=NODE_ARGS, spill_dir=str(base), spill_high=0.9) as cluster:
+        dirs = [node.spill_dirs for node in cluster]
+        assert [[os.path.dirname(d) for d in ds] for ds in dirs] == [[str(base)], [str(base)]]
+        assert dirs[0] != dirs[1]
+        assert [os.path.basename(ds[0]) for ds in dirs] == [os.path.basename(n.pool).removesuffix(".pool")
+                                                             for n in cluster]
+        assert all(os.path.isdir(ds[0]) for ds in dirs) and all(flag_values(n, "--spill-high") == ["0.9"]
+                                                                 for n in cluster)
+        third = cluster.add_node()
+        assert os.path.dirname(third.spill_dirs[0]) == str(base)
+        for ds in dirs:
+            open(os.path.join(ds[0], "0.spill"), "wb").close()
+    assert not base.exists()
+
+
+def test_cluster_with_fixed_pool_names_keeps_spill_subdirectories_and_rejects_shared_ones(tmp_path):
+    base = tmp_path / "spill"
+    base.mkdir()
+    with LocalCluster(2, pool_size="64m", pool_dir=str(tmp_path), pool_prefix="n", node_args=NODE_ARGS,
+                      spill_dir=str(base)) as cluster:
+        assert [n.spill_dirs for n in cluster] == [[str(base / "n0")], [str(base / "n1")]]
+        (base / "n0" / "0.spill").write_bytes(b"x")
+    assert sorted(os.listdir(base)) == ["n0", "n1"] and os.listdir(base / "n0") == ["0.spill"]
+    with pytest.raises(ValueError, match="nodes 0 and 1 would share spill dir"):
+        LocalCluster(2, pool_dir=str(tmp_path), pool_prefix="n", spill_dirs=[str(base), str(base / "n1")])

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -64,20 +65,115 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if not self.node_id:
             self.node_id = f"{self.host}:{self.port}"
+        self.check_values()
+
+    def check_values(self) -> None:
+        """ValueError (one line naming the setting) for a disk-tier setting out of range. Pure: no file is
+        touched, so it runs on every construction; validate() adds the directories."""
+        check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+
+    def validate(self) -> NodeConfig:
+        """check_values(), then the spill directories: each must be a writable directory, or be creatable (its
+        parent exists: it is then created, mode 0700), and no two may be the same directory. load() calls it, so
+        a node started from the command line fails here, before its pool is created; a node built from a
+        NodeConfig made otherwise should call it before opening storage. Idempotent."""
+        self.check_values()
+        prepare_spill_dirs(self.spill_dirs)
+        return self
 
     @classmethod
     def load(cls, path: str | None = None, env: Mapping[str, str] | None = None, **overrides: object) -> NodeConfig:
         """Build a config from a key = value file, RPMP_<NAME> variables and explicit overrides."""
         values: dict[str, object] = {}
         if path:
-            values.update(read_conf_file(path))
+            values.update(_unalias(read_conf_file(path)))
         environ: Mapping[str, str] = os.environ if env is None else env
-        for f in fields(cls):
-            v = environ.get("RPMP_" + f.name.upper())
+        for name in (*ALIASES, *(f.name for f in fields(cls))):  # aliases first: the field's own name wins
+            v = environ.get("RPMP_" + name.upper())
             if v is not None:
-                values[f.name] = v
+                values[ALIASES.get(name, name)] = v
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: _convert(cls, k, v) for k, v in values.items()})
+        return cls(**{k: _convert(cls, k, v) for k, v in values.items()}).validate()
+
+
+# Other names a setting is known by in a file (`spill_dir = /a,/b`, `spill-dir`) and the environment
+# (RPMP_SPILL_DIR); the field's own name wins when both are given.
+ALIASES = {"spill_dir": "spill_dirs"}
+
+
+def _unalias(values: dict[str, str]) -> dict[str, str]:
+    out = {ALIASES.get(k, k): v for k, v in values.items() if k in ALIASES}
+    out.update({k: v for k, v in values.items() if k not in ALIASES})
+    return out
+
+
+def check_spill_values(spill_size: int | None = None, spill_high: float | None = None,
+                       spill_low: float | None = None, full_wait: float | None = None,
+                       app_quota: int | None = None) -> None:
+    """ValueError (one line naming the setting) for a disk-tier value out of range; None: not given, not checked
+    (NodeConfig checks all of them; LocalNode and LocalCluster check theirs before they start anything)."""
+    for name, v in (("spill_high", spill_high), ("spill_low", spill_low)):
+        if v is not None and not 0 < v <= 1:
+            raise ValueError(f"{name}={v}: must be a fraction of the pool's capacity in (0, 1]")
+    if spill_high is not None and spill_low is not None and not spill_low < spill_high:
+        raise ValueError(f"spill_low={spill_low} must be below spill_high={spill_high} (spilling runs from high "
+                         f"down to low)")
+    if full_wait is not None and not (math.isfinite(full_wait) and full_wait >= 0):
+        raise ValueError(f"full_wait={full_wait}: must be a number of seconds >= 0")
+    if spill_size is not None and spill_size < 0:
+        raise ValueError(f"spill_size={spill_size}: must be >= 0 bytes (0: what the directories' file systems have)")
+    if app_quota is not None and app_quota < 0:
+        raise ValueError(f"app_quota={app_quota}: must be >= 0 bytes (0: no quota)")
+
+
+def spill_dir_problem(path: str) -> str | None:
+    """Why `path` cannot be a spill directory (None if it can: a writable directory, or a missing one whose
+    parent is a writable directory). Touches nothing."""
+    if not path:
+        return "spill dir '': an empty path"
+    if os.path.lexists(path):
+        if not os.path.isdir(path):
+            return f"spill dir {path!r}: exists and is not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"spill dir {path!r}: not writable"
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"spill dir {path!r}: does not exist, nor does its parent {parent!r}"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"spill dir {path!r}: does not exist and its parent {parent!r} is not writable"
+    return None
+
+
+def check_spill_dirs(dirs: Sequence[str]) -> None:
+    """ValueError if a directory cannot be a spill directory (spill_dir_problem) or two name the same
+    directory. Touches nothing."""
+    seen: dict[str, str] = {}
+    for d in dirs:
+        problem = spill_dir_problem(d)
+        if problem:
+            raise ValueError(problem)
+        real = os.path.realpath(d)
+        if real in seen:
+            raise ValueError(f"spill dir {d!r} is given twice (as {seen[real]!r} too)")
+        seen[real] = d
+
+
+def prepare_spill_dirs(dirs: Sequence[str]) -> list[str]:
+    """check_spill_dirs(), then create the missing directories (mode 0700): ValueError before anything is
+    created. Returns the directories it created."""
+    check_spill_dirs(dirs)
+    made = []
+    for d in dirs:
+        if not os.path.isdir(d):
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise ValueError(f"spill dir {d!r}: cannot create it ({e.strerror})") from None
+            made.append(d)
+    return made
 
 
 def read_conf_file(path: str) -> dict[str, str]:
