@@ -19,7 +19,12 @@ _scratch = memoryview(bytearray(DISCARD_CHUNK))
 
 
 class Busy(Exception):
-    """Raised by a handler's begin_data: no room for this frame's data yet; the connection waits for room."""
+    """Raised by a handler's begin_data: no room for this frame's data yet; the connection waits for room,
+    up to `wait` seconds from the frame's start (None: the network's own bound), then answers POOL_FULL."""
+
+    def __init__(self, message: str, wait: float | None = None):
+        super().__init__(message)
+        self.wait = wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,7 @@ class FileRange:
     view: memoryview
     offset: int
     fd: int | None = None
+    disk: bool = False  # a spill file's bytes: sent with sendfile(2), and verified off the loop (disk reads)
 
     @property
     def nbytes(self) -> int:

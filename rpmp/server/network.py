@@ -69,6 +69,8 @@ class Connection(asyncio.BufferedProtocol):
         self.yielded = False  # stopped after FRAMES_PER_TURN frames; the rest is handled on a later turn
         self.waiting_memory = False  # paused until the node's staging budget has room for this frame's meta
         self.waiting_room = False  # paused until the handler has room for this frame's data
+        self.room_wait = server.room_wait  # how long the waiting frame may wait (the handler may say less or more)
+        self.room_wait_began: float | None = None  # when the frame began to wait for room
         self.frame_began = 0.0
         self.closed = False
         # Set by connection_made, which the loop calls before any other callback; a connection joins
@@ -271,7 +273,10 @@ class Connection(asyncio.BufferedProtocol):
             sink = self.handler.begin_data(op, flags, meta, data_len)
         except Busy as e:
             waited = time.monotonic() - self.frame_began
-            if waited < self.server.room_wait:
+            self.room_wait = self.server.room_wait if e.wait is None else e.wait
+            if waited < self.room_wait:
+                if self.room_wait_began is None:
+                    self.room_wait_began = time.monotonic()
                 return False
             sink = Sink.discarding(data_len, ProtocolError(ErrorCode.POOL_FULL, f"{e} (waited {waited:.0f} s)"))
         except ProtocolError as e:
@@ -279,6 +284,10 @@ class Connection(asyncio.BufferedProtocol):
         except Exception as e:  # a bug: answer, keep serving
             log.exception("begin_data(op=%#x) failed", op)
             sink = Sink.discarding(data_len, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+        if self.room_wait_began is not None:  # the time spent waiting for room does not count against the data
+            if self.frame_deadline is not None:
+                self.frame_deadline += time.monotonic() - self.room_wait_began
+            self.room_wait_began = None
         take = min(data_len, self.end - self.start)
         if take:
             if not sink.discard:
@@ -356,10 +365,14 @@ class Connection(asyncio.BufferedProtocol):
         self._write(out, size)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
-        if not self.server.sendfile or reply.frames is None:
+        """Replies with bytes of spill files always (the disk tier's bytes leave by sendfile(2)); with
+        `sendfile` on, large replies of pool bytes too."""
+        if reply.frames is None:
             return False
-        return sum(d.nbytes for _, data in reply.frames for d in data
-                   if isinstance(d, FileRange) and d.fd is not None) >= SENDFILE_MIN
+        ranges = [d for _, data in reply.frames for d in data if isinstance(d, FileRange) and d.fd is not None]
+        if any(d.disk for d in ranges):
+            return True
+        return self.server.sendfile and sum(d.nbytes for d in ranges) >= SENDFILE_MIN
 
     async def _send_file(self, op: int, rid: int, reply: Reply) -> None:
         """Write a reply past the transport: headers with send, pool bytes with sendfile(2).
@@ -386,7 +399,8 @@ class Connection(asyncio.BufferedProtocol):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
                 parts: list[Part] = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
-                    if isinstance(part, FileRange) and part.fd is not None:
+                    sent = isinstance(part, FileRange) and part.fd is not None and (part.disk or self.server.sendfile)
+                    if sent:
                         ok = await self._out(fd, part.nbytes, functools.partial(
                             _sendfile_from, fd, part.fd, part.offset, part.nbytes))
                     else:
@@ -394,7 +408,7 @@ class Connection(asyncio.BufferedProtocol):
                         ok = await self._out(fd, view.nbytes, functools.partial(_write_from, fd, view))
                     if not ok:
                         return
-                    if isinstance(part, FileRange) and part.fd is not None:
+                    if sent:
                         self.server.counters["sendfile_bytes"] += part.nbytes
             self.server.counters["sendfile_replies"] += 1
         finally:
@@ -581,7 +595,7 @@ class NetworkServer:
                 if conn.send_stalled(now):
                     conn._abort(f"client took nothing of its replies for {self.send_timeout:g} s")
                 elif conn.waiting_room:
-                    if now - conn.frame_began >= self.room_wait:  # waited long enough: POOL_FULL
+                    if now - conn.frame_began >= conn.room_wait:  # waited long enough: POOL_FULL
                         conn.room_available()
                 elif conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
                     self.counters["timed_out_frames"] += 1

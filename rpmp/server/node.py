@@ -17,6 +17,7 @@ from rpmp.server.membership import Membership
 from rpmp.server.network import NetworkServer
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Storage
+from rpmp.server.storage.spiller import Spiller
 
 log = logging.getLogger("rpmp.node")
 
@@ -31,6 +32,7 @@ class RpmpNode:
         self.port = config.port
         self._stopped = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
+        self._spiller: asyncio.Task[None] | None = None
         self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
 
     async def start(self) -> None:
@@ -44,7 +46,7 @@ class RpmpNode:
         cfg.port = self.port
         try:
             self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
-                                   on_room=self._room_freed)
+                                   on_room=self._room_freed, spill_dirs=cfg.spill_dirs, spill_size=cfg.spill_size)
         except BaseException:
             sock.close()
             raise
@@ -64,8 +66,14 @@ class RpmpNode:
         await self.network.start(sock)
         self.membership.start()
         self._janitor = asyncio.ensure_future(self._retry_frees(self.storage))
-        log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s", cfg.node_id, cfg.host, self.port,
-                 cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none")
+        disk = self.storage.disk
+        if disk is not None:
+            spiller = Spiller(self.storage, cfg.spill_high, cfg.spill_low, cfg.full_wait)
+            self._spiller = asyncio.ensure_future(spiller.run())
+        log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s%s", cfg.node_id, cfg.host, self.port,
+                 cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none",
+                 "" if disk is None else f", spilling to {', '.join(disk.dirs)} above {cfg.spill_high:.0%} of the pool "
+                 f"({len(disk.extents)} blocks, {disk.bytes >> 20} MiB there now)")
 
     # Storage and the controller are built before the network (it serves them), so they reach it through
     # these; both are called only once requests arrive, that is, once start() has built the network.
@@ -91,10 +99,18 @@ class RpmpNode:
             await asyncio.sleep(0.5)
             if storage.pending_free:
                 storage.retry_frees()
+            if storage.disk is not None:
+                storage.disk.unmap_idle()
 
     async def stop(self) -> None:
         if self._janitor is not None:
             self._janitor.cancel()
+        if self._spiller is not None:
+            self._spiller.cancel()
+            try:
+                await self._spiller  # a batch being written finishes (its thread cannot be stopped)
+            except asyncio.CancelledError:
+                pass
         if self.membership is not None:
             await self.membership.stop()
         if self.network is not None:

@@ -6,6 +6,10 @@ from the pool at open and updated by every call that changes them, so that the h
 block with room, a fetch names file ranges) make no C call to learn a size. Every store (shuffles, values,
 addresses) allocates, publishes and frees through here, which puts in one place the receive bound (how much
 of the pool data still arriving may hold) and the deferred free of blocks zero-copy readers still pin.
+
+Blocks moved to the disk tier keep being named by id (ids with `disk.SPILLED` set): the calls that read or
+free a block send those to the `DiskTier`, so the stores need not know which tier holds a block. A spilled
+block is immutable: its capacity is its length, and nothing is reserved, published or written into it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from rpmp._pool import (
     PoolSizeError,
 )
 from rpmp.server.contract import FileRange
+from rpmp.server.storage.disk import DiskTier, is_spilled
 
 log = logging.getLogger("rpmp.storage")
 
@@ -35,9 +40,11 @@ MAX_FRAME_FLOOR = 64 << 20  # one frame may always reserve this much (an ALLOC'd
 class StorageError(Exception):
     """A request the storage cannot serve; `kind` maps to a protocol error code."""
 
-    def __init__(self, kind: str, message: str):
+    def __init__(self, kind: str, message: str, wait: float | None = None):
+        """`wait`: for "busy", how long the request may wait for room (None: the network's default)."""
         super().__init__(message)
         self.kind = kind
+        self.wait = wait
 
 
 @dataclass(slots=True)
@@ -63,10 +70,13 @@ def _open_for_ranges(path: str) -> int | None:
 class Blocks:
     """Allocation, publication and freeing of pool blocks, with the index of their sizes."""
 
-    def __init__(self, pool: Pool, path: str, on_room: Callable[[], None] | None = None):
-        """`on_room` is told when room for data still arriving is given back (senders may wait for it)."""
+    def __init__(self, pool: Pool, path: str, on_room: Callable[[], None] | None = None,
+                 disk: DiskTier | None = None):
+        """`on_room` is told when room for data still arriving is given back (senders may wait for it);
+        `disk`: the disk tier, if the node has one."""
         self.pool = pool
         self.path = path
+        self.disk = disk
         self.index: dict[int, Block] = {}
         self.pending_free: set[int] = set()  # retired blocks readers still pin: freed when released
         self.fd = _open_for_ranges(path)
@@ -82,6 +92,12 @@ class Blocks:
         """Index a block found in the pool at open."""
         self.index[info.id] = Block(info.capacity, info.used, info.payload_offset)
 
+    def load_spilled(self, block: int) -> None:
+        """Index a block of the disk tier (found at open, or just moved there)."""
+        assert self.disk is not None
+        extent = self.disk.extent(block)
+        self.index[block] = Block(extent.length, extent.length, extent.body_offset)
+
     def capacity(self, block: int) -> int:
         return self.index[block].capacity
 
@@ -95,9 +111,16 @@ class Blocks:
     def file_offset(self, block: int) -> int:
         return self.index[block].file_offset
 
+    def key(self, block: int) -> bytes:
+        """A block's key (the pool's, or the one its extent keeps)."""
+        if is_spilled(block):
+            assert self.disk is not None
+            return self.disk.extent(block).key
+        return self.pool.info(block).key
+
     def spill_path(self, block: int) -> str | None:
         """The spill file that holds a block moved to disk; None for a block in the pool."""
-        return None
+        return self.disk.path(block) if self.disk is not None and is_spilled(block) else None
 
     # ---- allocation -------------------------------------------------------------------------------
     def alloc(self, capacity: int, key: bytes, seal_required: bool = False, checked: bool = False) -> int:
@@ -116,8 +139,16 @@ class Blocks:
 
     def free(self, block: int) -> None:
         """Free a block; one that zero-copy readers still hold is retired first (its deletion is durable at
-        once: a crash can never bring it back, e.g. under a re-registered shuffle id) and freed later."""
+        once: a crash can never bring it back, e.g. under a re-registered shuffle id) and freed later.
+        A spilled block's free is durable after `sync_frees`."""
         self.index.pop(block, None)
+        if is_spilled(block):
+            assert self.disk is not None
+            if self.disk.free(block):
+                self.pending_free.discard(block)
+            else:
+                self.pending_free.add(block)
+            return
         try:
             self.pool.free(block)
             self.pending_free.discard(block)
@@ -132,7 +163,13 @@ class Blocks:
         """Free blocks whose deletion waited for readers or in-flight pushes; returns how many are left."""
         for block in list(self.pending_free):
             self.free(block)
+        self.sync_frees()
         return len(self.pending_free)
+
+    def sync_frees(self) -> None:
+        """Make the frees of spilled blocks durable (pool frees are at once)."""
+        if self.disk is not None and self.disk.dirty:
+            self.disk.sync()
 
     # ---- bytes ------------------------------------------------------------------------------------
     def reserve(self, block: int, offset: int, length: int) -> memoryview:
@@ -161,17 +198,31 @@ class Blocks:
 
     def view(self, block: int, offset: int = 0, length: int | None = None) -> memoryview:
         """A zero-copy view of published bytes; it pins the block (a free waits) until released."""
+        if is_spilled(block):
+            assert self.disk is not None
+            return self.disk.view(block, offset, length)
         return self.pool.view(block, offset, length)
 
     def range(self, block: int, offset: int, length: int) -> FileRange:
-        """Published bytes as a range of the pool file the network may send as they are."""
+        """Published bytes as a range of the file that holds them (the pool's, or a spill file), which the
+        network may send as they are."""
+        if is_spilled(block):
+            assert self.disk is not None
+            return FileRange(self.disk.view(block, offset, length), self.index[block].file_offset + offset,
+                             self.disk.fd(block), disk=True)
         return FileRange(self.pool.view(block, offset, length), self.index[block].file_offset + offset, self.fd)
 
     def read(self, block: int, offset: int = 0) -> bytes:
+        if is_spilled(block):
+            assert self.disk is not None
+            return self.disk.read(block, offset)
         return self.pool.read(block, offset)
 
     def verify(self, block: int) -> bool:
         """Whether a sealed or checked block's bytes match its checksum; thread-safe while a view pins it."""
+        if is_spilled(block):
+            assert self.disk is not None
+            return self.disk.verify(block)
         try:
             self.pool.verify(block)
             return True
@@ -198,6 +249,8 @@ class Blocks:
             self.on_room()
 
     def close(self) -> None:
+        if self.disk is not None:
+            self.disk.close()
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None

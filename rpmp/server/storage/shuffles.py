@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import struct
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -28,6 +28,7 @@ from rpmp._wire import decode_register_resp, unpack_record_header, write_record_
 from rpmp.protocol import END_MAP_ALL, RECORD_HEADER_SIZE, Node, ProtocolError
 from rpmp.server.contract import FileRange
 from rpmp.server.storage.blocks import Blocks, StorageError
+from rpmp.server.storage.disk import is_spilled
 
 log = logging.getLogger("rpmp.storage")
 
@@ -152,6 +153,9 @@ class ShuffleStore:
         # counters fetch_index_visited / fetch_partition_bytes; set once per select, not per record).
         self.last_visited = 0
         self.last_partition_bytes = 0
+        self.busy: set[int] = set()  # blocks an in-flight push holds: never moved to disk meanwhile
+        self.intact_on_disk: set[int] = set()  # spilled blocks found at open whose body checked whole
+        self.on_full: Callable[[], StorageError | None] | None = None  # the pool is full: wait (busy) or fail?
 
     # ---- recovery -------------------------------------------------------------------------------
     def load(self, info: BlockInfo) -> None:
@@ -208,6 +212,8 @@ class ShuffleStore:
         """Index the records of one block; a damaged record is quarantined, and skipped when its length
         can still be trusted (the next record starts right after it), else the rest of the block is lost."""
         data = self.blocks.view(block)
+        # A spilled block whose whole body matched its extent's checksum needs no check record by record.
+        verify = self.verify_on_open and block not in self.intact_on_disk
         try:
             pos, end = 0, len(data)
             while pos + RECORD_HEADER_SIZE <= end:
@@ -216,7 +222,7 @@ class ShuffleStore:
                 if header is not None:
                     m, a, s, n, checksum = header
                     rec = Record(block, pos, m, a, s, n, checksum)
-                    if self.verify_on_open and xxh3(data[pos + RECORD_HEADER_SIZE:nxt]) != checksum:
+                    if verify and xxh3(data[pos + RECORD_HEADER_SIZE:nxt]) != checksum:
                         self._quarantine(sh, p, rec, "at open")
                     part.add(rec)
                     pos = nxt
@@ -305,9 +311,15 @@ class ShuffleStore:
                 block = self._block_with_room(sh, p, part, total)
             offset = self.blocks.used(block)
             view = self.blocks.reserve(block, offset, total)
+        except StorageError as e:
+            self.blocks.received(length)
+            if e.kind == "pool_full" and self.on_full is not None:
+                raise self.on_full() or e from None
+            raise
         except BaseException:
             self.blocks.received(length)
             raise
+        self.busy.add(block)
         write_record_header(view, 0, map_index, attempt, seq, length, checksum)
         return PushReservation(sh, p, (map_index, attempt, seq), block, offset + RECORD_HEADER_SIZE, length,
                                view[RECORD_HEADER_SIZE:])
@@ -335,6 +347,7 @@ class ShuffleStore:
         dup = res.ident in part.seen
         res.view.release()
         self.blocks.received(res.length)
+        self.busy.discard(res.block)
         if alive and not dup:
             start = res.offset - RECORD_HEADER_SIZE
             self.blocks.publish(res.block, start, RECORD_HEADER_SIZE + res.length, flushed)
@@ -347,6 +360,7 @@ class ShuffleStore:
         """Drop a reservation: nothing of it is published."""
         res.view.release()
         self.blocks.received(res.length)
+        self.busy.discard(res.block)
         sh = res.shuffle
         self._return_block(sh.part(res.partition), res.block, self.shuffles.get((sh.app, sh.shuffle)) is sh)
 
@@ -436,10 +450,10 @@ class ShuffleStore:
             return
         r.corrupt = True
         self.counters["corrupt_records"] += 1
-        log.error("CORRUPT record (%d, %d, %d) of shuffle %d of %s partition %d: block %#x bytes %d..%d (pool "
-                  "file offset %d) fail their checksum %s; quarantined", r.map_index, r.attempt, r.seq, sh.shuffle,
-                  sh.app, p, r.block, r.offset, r.end,
-                  self.blocks.file_offset(r.block) + r.offset, when)
+        log.error("CORRUPT record (%d, %d, %d) of shuffle %d of %s partition %d: block %#x bytes %d..%d (offset "
+                  "%d of %s) fail their checksum %s; quarantined", r.map_index, r.attempt, r.seq, sh.shuffle,
+                  sh.app, p, r.block, r.offset, r.end, self.blocks.file_offset(r.block) + r.offset,
+                  self.blocks.spill_path(r.block) or "the pool file", when)
 
     def _corrupt_error(self, sh: Shuffle, p: int, r: Record) -> StorageError:
         return StorageError("corrupt", f"record ({r.map_index}, {r.attempt}, {r.seq & 0x7FFFFFFF}) of shuffle "
@@ -475,11 +489,60 @@ class ShuffleStore:
         blocks = [*sh.meta_blocks, *(b for part in sh.partitions.values() for b in part.blocks)]
         for b in blocks:
             self.blocks.free(b)
+        self.blocks.sync_frees()  # a delete of spilled data is durable before it is acknowledged
         return len(blocks)
 
     def delete_app(self, app: str) -> int:
         ids = {k for k in (*self.shuffles, *self.orphans) if k[0] == app}
         return sum(self.delete(a, s) for a, s in ids)
+
+    # ---- moving blocks to the disk tier ----------------------------------------------------------
+    def spill_candidates(self) -> Iterator[tuple[Shuffle, int, int]]:
+        """(shuffle, partition, block) of pool blocks that may move to disk: not held by a push in flight,
+        with data. The oldest shuffles first (the likeliest to be finished), full blocks before those that
+        still have room (pushes would fill those next)."""
+        later: list[tuple[Shuffle, int, int]] = []
+        for sh in list(self.shuffles.values()):
+            for p, part in list(sh.partitions.items()):
+                for b in part.blocks:
+                    if is_spilled(b) or b in self.busy or self.blocks.used(b) == 0:
+                        continue
+                    if b in part.open and self.blocks.room(b) > MIN_BLOCK:
+                        later.append((sh, p, b))
+                    else:
+                        yield sh, p, b
+        for sh, p, b in later:
+            if b in sh.part(p).blocks and b not in self.busy:
+                yield sh, p, b
+
+    def take(self, sh: Shuffle, p: int, block: int) -> bytes:
+        """Hold a block for moving to disk: pushes no longer add to it. Returns its pool key."""
+        part = sh.part(p)
+        if block in part.open:
+            part.open.remove(block)
+        return self.blocks.key(block)
+
+    def give_back(self, sh: Shuffle, p: int, block: int) -> None:
+        """A block that could not be moved takes pushes again."""
+        if self.shuffles.get((sh.app, sh.shuffle)) is sh and block in sh.part(p).blocks \
+                and self.blocks.room(block) > RECORD_HEADER_SIZE:
+            sh.part(p).open.append(block)
+
+    def moved(self, sh: Shuffle, p: int, block: int, spilled: int) -> bool:
+        """A block's bytes are durable in the disk tier as `spilled`: its records point there from now on and
+        the pool block is freed. False (and `spilled` is freed) when the shuffle was deleted meanwhile."""
+        part = sh.partitions.get(p)
+        if self.shuffles.get((sh.app, sh.shuffle)) is not sh or part is None or block not in part.blocks:
+            self.blocks.free(spilled)
+            return False
+        self.blocks.load_spilled(spilled)
+        part.blocks[part.blocks.index(block)] = spilled
+        for r in part.records:
+            if r.block == block:
+                r.block = spilled
+        self.blocks.free(block)
+        return True
+
 
     def stats(self) -> dict[str, dict[str, int]]:
         apps: dict[str, dict[str, int]] = {}

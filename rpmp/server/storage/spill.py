@@ -114,9 +114,10 @@ class SpillFile:
         return (head + key + self._mac(head, key)).ljust(PAGE, b"\0")
 
     # ---- writing --------------------------------------------------------------------------------
-    def append(self, key: bytes, body: bytes | bytearray | memoryview, seq: int) -> Extent:
-        """Write one extent at the tail and make it durable; returns where it is. A crash part-way leaves a
-        torn extent at the tail, which the next scan drops (its header or body fails its check)."""
+    def append(self, key: bytes, body: bytes | bytearray | memoryview, seq: int, sync: bool = True) -> Extent:
+        """Write one extent at the tail and make it durable (with `sync`; else call `sync` before relying on
+        it); returns where it is. A crash part-way leaves a torn extent at the tail, which the next scan
+        drops (its header or body fails its check)."""
         if len(key) > MAX_KEY:
             raise ValueError(f"a spill key is at most {MAX_KEY} bytes, not {len(key)}")
         view = memoryview(body).cast("B")
@@ -125,18 +126,26 @@ class SpillFile:
         done = 0
         while done < view.nbytes:
             done += os.pwrite(self.fd, view[done:], extent.body_offset + done)
-        os.fdatasync(self.fd)
+        if sync:
+            os.fdatasync(self.fd)
         self.tail = extent.end
         return extent
 
-    def free(self, extent: Extent) -> None:
+    def sync(self) -> None:
+        """Make appended extents and punched holes durable."""
+        os.fdatasync(self.fd)
+
+    def free(self, extent: Extent, sync: bool = True, header_only: bool = False) -> None:
         """Give an extent's pages back to the file system (a hole): durable once synced, and a scan never
-        sees the extent again."""
+        sees the extent again. `header_only` punches just its header page, which retires the extent (a scan
+        no longer finds it) while views of its body stay readable; free the rest once they are released."""
+        end = extent.body_offset if header_only else extent.end
         if _libc.fallocate(self.fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, extent.offset,
-                           extent.end - extent.offset) != 0:
+                           end - extent.offset) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"punching extent {extent.offset:#x} of {self.path}: {os.strerror(err)}")
-        os.fdatasync(self.fd)
+        if sync:
+            os.fdatasync(self.fd)
 
     # ---- reading --------------------------------------------------------------------------------
     def map(self, extent: Extent) -> mmap.mmap:

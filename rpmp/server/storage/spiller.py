@@ -1,0 +1,128 @@
+"""The spiller: moves idle blocks from the pool to the disk tier, so that a shuffle larger than the pool
+degrades to disk speed instead of failing.
+
+Above the high mark (pool use as a fraction of its capacity) it moves whole blocks that no push holds,
+the oldest shuffles' and full blocks first, in batches, until use is below the low mark. A push that finds
+the pool full waits (the network holds its frame, up to `full_wait`) and wakes the spiller at once.
+
+A batch is written by one thread (`DiskTier.append`: pwrite and one fdatasync) while the event loop
+serves on; back on the loop, each block's records are pointed at its extent and the pool block is freed.
+So a crash leaves every block in the pool, in a spill file, or in both (the restart keeps the pool's),
+never in neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from rpmp.server.storage import Storage, StorageError
+from rpmp.server.storage.disk import DiskFullError, DiskTier
+from rpmp.server.storage.spill import PAGE
+
+log = logging.getLogger("rpmp.storage")
+
+BATCH_BYTES = 64 << 20  # one batch (one fdatasync) moves about this much
+TICK = 0.5  # seconds between looks at the pool's use when nothing wakes the spiller
+
+
+class Spiller:
+    def __init__(self, storage: Storage, high: float, low: float, full_wait: float):
+        assert storage.disk is not None, "a spiller needs a disk tier"
+        self.storage = storage
+        self.disk: DiskTier = storage.disk
+        self.high, self.low, self.full_wait = high, low, full_wait
+        self.active = False  # above the high mark, and not yet below the low one
+        self.urgent = False  # a push waits for room
+        self.idle_warned = False
+        self._wake: asyncio.Event | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="rpmp-spill")
+        storage.shuffles.on_full = self.on_full
+
+    def on_full(self) -> StorageError:
+        """A push found the pool full: it waits for room (busy) while the spiller makes some."""
+        self.urgent = True
+        self.kick()
+        return StorageError("busy", self.storage.full_message(), wait=self.full_wait)
+
+    def kick(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _use(self) -> float:
+        st = self.storage.pool.stats()
+        return st["allocated"] / st["capacity"]
+
+    def _wanted(self) -> bool:
+        use = self._use()
+        if use >= self.high:
+            self.active = True
+        elif use <= self.low:
+            self.active = False
+        return self.active or self.urgent
+
+    async def run(self) -> None:
+        self._wake = asyncio.Event()
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), TICK)
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+                while self._wanted():
+                    moved = await self.batch()
+                    self.urgent = False
+                    if moved:
+                        self.idle_warned = False
+                        if self.storage.blocks.on_room is not None:  # pushes waiting for room try again
+                            self.storage.blocks.on_room()
+                        continue
+                    if not self.idle_warned:
+                        self.idle_warned = True
+                        log.warning("%s; nothing more can be moved to disk now (no idle block, or no room)",
+                                    self.storage.full_message().replace(" is full (", " is at ("))
+                    break
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def batch(self) -> int:
+        """Move one batch of idle blocks to disk; returns how many moved."""
+        shuffles, blocks = self.storage.shuffles, self.storage.blocks
+        room = self.disk.room()
+        try:
+            target = self.disk.target()
+        except DiskFullError:
+            return 0
+        items = []
+        total = 0
+        for sh, p, block in shuffles.spill_candidates():
+            n = blocks.used(block)
+            if total + n + 2 * PAGE > room:
+                break
+            items.append((sh, p, block, shuffles.take(sh, p, block), blocks.view(block, 0, n)))
+            total += n + 2 * PAGE
+            if total >= BATCH_BYTES:
+                break
+        if not items:
+            return 0
+        began = time.monotonic()
+        try:
+            extents = await asyncio.get_running_loop().run_in_executor(
+                self._executor, DiskTier.append, target, [(key, view) for _, _, _, key, view in items])
+        except BaseException as e:  # a failed write, or the node stopping: the blocks stay in the pool
+            for sh, p, block, _, view in items:
+                view.release()
+                shuffles.give_back(sh, p, block)
+            if not isinstance(e, OSError):
+                raise
+            self.disk.paused(target, e)
+            return 0
+        seconds = time.monotonic() - began
+        for (sh, p, block, _, view), extent in zip(items, extents, strict=True):
+            view.release()  # before the pool block is freed: it need not wait for us
+            shuffles.moved(sh, p, block, self.disk.add(target, extent, seconds / len(items)))
+        blocks.sync_frees()
+        return len(items)
