@@ -62,6 +62,7 @@
 #define RPMP_ERR_INTERNAL 11u
 #define RPMP_ERR_INCOMPLETE 12u
 #define RPMP_ERR_CORRUPT 13u
+#define RPMP_ERR_QUOTA_EXCEEDED 14u
 
 /* Node states (NodeState). */
 #define RPMP_STATE_ALIVE 1u
@@ -84,6 +85,7 @@ static inline const char *rpmp_error_name(unsigned code) {
     case RPMP_ERR_INTERNAL: return "INTERNAL";
     case RPMP_ERR_INCOMPLETE: return "INCOMPLETE";
     case RPMP_ERR_CORRUPT: return "CORRUPT";
+    case RPMP_ERR_QUOTA_EXCEEDED: return "QUOTA_EXCEEDED";
     default: return 0;
     }
 }

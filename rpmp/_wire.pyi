@@ -98,9 +98,11 @@ def encode_partition_info(app: _Text, shuffle: int, partition: int) -> bytes: ..
 def decode_partition_info(meta: Buffer) -> tuple[str, int, int]:
     """-> (app, shuffle, partition)"""
 def encode_partition_info_resp(pool_path: _Text, records: int, nbytes: int,
-                               blocks: Iterable[tuple[int, int, int, bool]]) -> bytes: ...
-def decode_partition_info_resp(meta: Buffer) -> tuple[str, int, int, list[Block]]:
-    """-> (pool_path, records, bytes, blocks)"""
+                               blocks: Iterable[tuple[int, int, int, bool, int]],
+                               spill_files: Iterable[_Text]) -> bytes:
+    """blocks: (address, file_offset, used, sealed, file); file 0 is pool_path, k > 0 spill_files[k - 1]."""
+def decode_partition_info_resp(meta: Buffer) -> tuple[str, int, int, list[Block], list[str]]:
+    """-> (pool_path, records, bytes, blocks, spill_files)"""
 def encode_delete_shuffle(app: _Text, shuffle: int) -> bytes: ...
 def decode_delete_shuffle(meta: Buffer) -> tuple[str, int]:
     """-> (app, shuffle)"""

@@ -127,10 +127,15 @@ class CorruptError(RpmpError):
     """A node's stored copy failed its checksum (the node quarantined it), or a record read back did."""
 
 
+class QuotaExceededError(RpmpError):
+    """The app holds more than its quota on that node (both tiers); retrying helps only once it deleted data."""
+
+
 _ERRORS: dict[int, type[RpmpError]] = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
            ErrorCode.CHECKSUM_MISMATCH: ChecksumMismatchError, ErrorCode.POOL_FULL: PoolFullError,
            ErrorCode.CONFLICT: ConflictError, ErrorCode.UNAVAILABLE: UnavailableError,
-           ErrorCode.INCOMPLETE: IncompleteError, ErrorCode.CORRUPT: CorruptError}
+           ErrorCode.INCOMPLETE: IncompleteError, ErrorCode.CORRUPT: CorruptError,
+           ErrorCode.QUOTA_EXCEEDED: QuotaExceededError}
 
 
 def _error(code: int, message: str) -> RpmpError:
@@ -533,8 +538,10 @@ class Client:
     def partition_info(self, app: str, shuffle: int, partition: int,
                        node: NodeAddr | None = None) -> dict[str, Any]:
         meta, _ = self._call(Op.PARTITION_INFO, encode_partition_info(app, shuffle, partition), node=node)
-        path, records, nbytes, blocks = decode_partition_info_resp(meta)
-        return {"pool_path": path, "records": records, "bytes": nbytes, "blocks": list(blocks)}
+        path, records, nbytes, blocks, spill_files = decode_partition_info_resp(meta)
+        # A block's `file` is 0 for pool_path, k > 0 for spill_files[k - 1].
+        return {"pool_path": path, "records": records, "bytes": nbytes, "blocks": list(blocks),
+                "spill_files": list(spill_files)}
 
     def delete_shuffle(self, app: str, shuffle: int, node: NodeAddr | None = None) -> int:
         meta, _ = self._call(Op.DELETE_SHUFFLE, encode_delete_shuffle(app, shuffle), node=node)

@@ -88,6 +88,7 @@ class ErrorCode(IntEnum):
     INTERNAL = 11
     INCOMPLETE = 12
     CORRUPT = 13
+    QUOTA_EXCEEDED = 14
 
 
 #: Error codes after which the sender closes the connection (the byte stream can no longer be trusted).
@@ -142,12 +143,14 @@ class PartCount(NamedTuple):
 
 
 class Block(NamedTuple):
-    """PARTITION_INFO: where a block of the partition sits in the node's pool file."""
+    """PARTITION_INFO: where a block of the partition sits: ``file`` 0 is the node's pool file, k > 0 the
+    response's ``spill_files[k - 1]`` (a spilled block is sealed; ``file_offset`` is where its bytes start)."""
 
     address: int
     file_offset: int
     used: int
     sealed: bool
+    file: int = 0
 
 
 #: Names of the members of the tuple each ``rpmp._wire.decode_*`` request decoder returns (as in PROTOCOL.md).
@@ -184,7 +187,7 @@ RESPONSE_FIELDS: dict[Op, tuple[str, ...]] = {
     Op.PUSH: (),
     Op.MAP_END: (),
     Op.FETCH: ("records",),
-    Op.PARTITION_INFO: ("pool_path", "records", "bytes", "blocks"),
+    Op.PARTITION_INFO: ("pool_path", "records", "bytes", "blocks", "spill_files"),
     Op.DELETE_SHUFFLE: ("blocks_freed",),
     Op.DELETE_APP: ("blocks_freed",),
     Op.PUT: (),

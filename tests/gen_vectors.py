@@ -61,6 +61,8 @@ CONVENTIONS = {
     "placement_examples": "HashRing results for PROTOCOL.md 'Placement' (64 vnodes, XXH64 seed 0)",
     "seq": "a record's or PUSH's seq is the full u32: bit 31 (SEQ_LAST, 2147483648) marks an attempt's final "
            "segment for a partition, seq & 0x7FFFFFFF is its index",
+    "Block": "PARTITION_INFO response: {address, file_offset, used, sealed, file}; file 0 is pool_path, k > 0 "
+             "spill_files[k - 1] (a spilled block is sealed; file_offset is where its bytes start in that file)",
     "complete_attempts": "on a FETCH response: the attempts whose records there are whole (indices 0..n-1, "
                          "SEQ_LAST on n-1), per PROTOCOL.md 'Completeness'",
 }
@@ -220,7 +222,7 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.request("partition_info_req", Op.PARTITION_INFO, (APP, 7, 3))
     b.response("partition_info_resp", Op.PARTITION_INFO,
                ("/dev/shm/rpmp-10.0.0.1-7070.pool", 3, 24,
-                [Block(0x3C0410, 0x3C0410, 4 << 20, True), Block(0x7C0410, 0x7C0410, 88, False)]))
+                [Block(0x3C0410, 0x3C0410, 4 << 20, True, 0), Block(0x7C0410, 0x7C0410, 88, False, 0)], []))
     b.request("delete_shuffle_req", Op.DELETE_SHUFFLE, (APP, 7))
     b.response("delete_shuffle_resp", Op.DELETE_SHUFFLE, (5,))
     b.request("delete_app_req", Op.DELETE_APP, (APP,))
@@ -262,6 +264,17 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.error("error_corrupt", Op.FETCH, ErrorCode.CORRUPT,
             f"record (2, 17, 1) of shuffle 7 of '{APP}' partition 3 fails its checksum on this node "
             "(block 0x3c0410 offset 37); it is quarantined: read a replica")
+
+    # ---- the disk tier (added after the others, so their request ids stay put): blocks in spill files, and
+    # an app over its quota on a node
+    b.response("partition_info_resp_spilled", Op.PARTITION_INFO,
+               ("/dev/shm/rpmp-10.0.0.1-7070.pool", 5, 4200,
+                [Block(0x3C0410, 0x3C0410, 88, False, 0), Block(0x1C00410, 0x200000, 4 << 20, True, 2),
+                 Block(0x5C00410, 0, 4104, True, 1), Block(0x9C00410, 0x401000, 1 << 20, True, 2)],
+                ["/var/lib/rpmp/spill/rpmp-10.0.0.1-7070.0001.spill", "/mnt/disk2/rpmp/rpmp-10.0.0.1-7070.0002.spill"]))
+    b.error("error_quota_exceeded", Op.PUSH, ErrorCode.QUOTA_EXCEEDED,
+            f"app '{APP}' would hold 1073745920 bytes on node 10.0.0.1:7070, above its quota of 1073741824 "
+            "(--app-quota): delete shuffles or raise the quota")
 
     # ---- frames a receiver must reject
     good_push = W.encode_push(APP, 7, 3, 2, 17, 0, checksum)

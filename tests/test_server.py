@@ -67,6 +67,7 @@ def test_push_fetch_byte_exact_and_merged_into_blocks(node):
             # 60 records of ~20-21 KB merge into a few blocks (64 KiB, doubling), not 60 small ones
             blocks = info["blocks"]
             assert len(blocks) == 5 and sum(b.used for b in blocks) == total + 60 * 32
+            assert info["spill_files"] == [] and all(b.file == 0 for b in blocks)  # no disk tier: the pool file
 
 
 def test_large_segments_get_their_own_blocks_and_many_blocks_fill(node):

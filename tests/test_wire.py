@@ -50,7 +50,7 @@ def test_constants_agree_with_protocol_module():
     assert P.MAX_META == 1 << 20 and P.DEFAULT_MAX_DATA == 256 << 20 and P.MAX_SEGMENT == 64 << 20
     assert (P.FLAG_RESPONSE, P.FLAG_ERROR, P.FLAG_MORE, P.FLAG_FORWARDED) == (1, 2, 4, 8)
     assert set(P.REQUEST_FIELDS) == set(Op) == set(P.RESPONSE_FIELDS)
-    assert [int(c) for c in ErrorCode] == list(range(1, 14))
+    assert [int(c) for c in ErrorCode] == list(range(1, 15))
 
 
 def test_type_stub_covers_the_module():
@@ -151,7 +151,11 @@ ROUND_TRIPS = [
     (W.encode_fetch_resp, W.decode_fetch_resp, 3),
     (W.encode_partition_info, W.decode_partition_info, (APP, 7, 3)),
     (W.encode_partition_info_resp, W.decode_partition_info_resp,
-     ("/dev/shm/p.pool", 3, 24, [Block(1, 2, 3, True), Block(2**64 - 1, 0, 0, False)])),
+     ("/dev/shm/p.pool", 3, 24, [Block(1, 2, 3, True), Block(2**64 - 1, 0, 0, False)], [])),
+    (W.encode_partition_info_resp, W.decode_partition_info_resp,
+     ("/dev/shm/p.pool", 3, 24, [Block(1, 2, 3, True, 2), Block(5, 4096, 9, False, 0), Block(7, 0, 2**64 - 1, True, 1)],
+      ["/d1/a.spill", "/d2/é.spill"])),
+    (W.encode_partition_info_resp, W.decode_partition_info_resp, ("", 0, 0, [], ["unused.spill"])),
     (W.encode_delete_shuffle, W.decode_delete_shuffle, (APP, 7)),
     (W.encode_delete_app, W.decode_delete_app, APP),
     (W.encode_u64, W.decode_u64, 2**64 - 1),
@@ -182,8 +186,10 @@ def test_decoded_types():
     assert nodes == [Node("a", "h", 1, NodeState.SUSPECT)] and nodes[0].state is NodeState.SUSPECT
     *_, counts = W.decode_map_end(W.encode_map_end(APP, 1, 2, 3, [(4, 5, 6)]))
     assert isinstance(counts[0], PartCount) and counts[0].bytes == 6
-    *_, blocks = W.decode_partition_info_resp(W.encode_partition_info_resp("p", 0, 0, [(1, 2, 3, 1)]))
-    assert blocks == [Block(1, 2, 3, True)] and blocks[0].sealed is True
+    *_, blocks, files = W.decode_partition_info_resp(W.encode_partition_info_resp("p", 0, 0, [(1, 2, 3, 1, 1)],
+                                                                                  [b"/s/1.spill"]))
+    assert blocks == [Block(1, 2, 3, True, 1)] and blocks[0].sealed is True and blocks[0].file == 1
+    assert files == ["/s/1.spill"]
     assert W.decode_push(W.encode_push(APP.encode(), 1, 2, 3, 4, 5, 6))[0] == APP  # bytes app accepted
     assert W.encode_key("ключ") == W.encode_key("ключ".encode())
     assert W.encode_put is W.encode_get is W.encode_delete is W.encode_key
@@ -313,12 +319,41 @@ def test_field_range_errors():
     raises(ErrorCode.BAD_REQUEST, W.decode_hello, struct.pack("<HH", 1, 2) + b"\xff\xfe",
            match="HELLO.client_name is not valid UTF-8")
     raises(ErrorCode.BAD_REQUEST, W.encode_hello, 1, "x" * 65536, match="at most 65535")
-    sealed2 = s16("p") + struct.pack("<IQI", 1, 1, 1) + struct.pack("<QQQB", 1, 2, 3, 2)
+    sealed2 = s16("p") + struct.pack("<IQI", 1, 1, 1) + struct.pack("<QQQBH", 1, 2, 3, 2, 0) + struct.pack("<I", 0)
     raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, sealed2, match="sealed is 2")
     with pytest.raises(OverflowError):
         W.encode_push(APP, -1, 1, 1, 1, 1, 1)
     with pytest.raises(OverflowError):
         W.encode_push(APP, 1, 1, 1, 2**64, 1, 1)
+
+
+def test_partition_info_resp_names_files_in_range():
+    def meta(blocks, files):  # blocks: (sealed, file)
+        out = s16("/p") + struct.pack("<IQI", 1, 2, len(blocks))
+        out += b"".join(struct.pack("<QQQBH", i, 4096 * i, 10, sealed, f) for i, (sealed, f) in enumerate(blocks))
+        return out + struct.pack("<I", len(files)) + b"".join(s16(f) for f in files)
+
+    assert W.decode_partition_info_resp(meta([(1, 2), (0, 0)], ["a", "b"]))[3][0] == Block(0, 0, 10, True, 2)
+    raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, meta([(0, 0), (1, 3)], ["a", "b"]),
+           match=r"blocks\[1\].file is 3, but the response lists 2 spill files \(file 0 is the pool file\)")
+    raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, meta([(1, 1)], []), match="lists 0 spill files")
+    raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, meta([(1, 65535)], ["a"]), match="file is 65535")
+    raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, meta([(0, 1)], ["a"]),
+           match=r"blocks\[0\] is in spill file 1 but not sealed")
+    # structure before values: a truncated list of spill files is BAD_FRAME even after a bad file index
+    raises(ErrorCode.BAD_FRAME, W.decode_partition_info_resp, meta([(1, 3)], ["a"])[:-1], match="spill_files")
+    raises(ErrorCode.BAD_FRAME, W.decode_partition_info_resp, meta([(1, 1)], ["a"]) + b"\0", match="trailing")
+    bad_utf8 = s16("/p") + struct.pack("<IQII", 1, 2, 0, 1) + struct.pack("<H", 1) + b"\xff"
+    raises(ErrorCode.BAD_REQUEST, W.decode_partition_info_resp, bad_utf8, match="spill_files is not valid UTF-8")
+    # the encoder refuses what the decoder would
+    raises(ErrorCode.BAD_REQUEST, W.encode_partition_info_resp, "/p", 1, 2, [(1, 2, 3, True, 2)], ["a"],
+           match=r"blocks\[0\].file is 2, but the response lists 1 spill files")
+    raises(ErrorCode.BAD_REQUEST, W.encode_partition_info_resp, "/p", 1, 2, [(1, 2, 3, False, 1)], ["a"],
+           match="not sealed")
+    raises(ErrorCode.BAD_REQUEST, W.encode_partition_info_resp, "/p", 1, 2, [], ["x" * 65536], match="at most 65535")
+    raises(ErrorCode.BAD_REQUEST, W.encode_partition_info_resp, "/p", 1, 2, [], ["f"] * 65536, match="65536 spill")
+    with pytest.raises(ValueError):
+        W.encode_partition_info_resp("/p", 1, 2, [(1, 2, 3, True)], [])  # a block names its file
 
 
 def test_register_resp_errors():
@@ -346,6 +381,8 @@ def test_lists_with_absurd_counts_are_truncations():
     raises(ErrorCode.BAD_FRAME, W.decode_map_end, s16(APP) + struct.pack("<IIQI", 1, 2, 3, 2**31),
            match="MAP_END.counts needs")
     raises(ErrorCode.BAD_FRAME, W.decode_partition_info_resp, s16("p") + struct.pack("<IQI", 1, 1, 2**32 - 1))
+    raises(ErrorCode.BAD_FRAME, W.decode_partition_info_resp, s16("p") + struct.pack("<IQII", 1, 1, 0, 2**32 - 1),
+           match="spill_files needs")
 
 
 def test_error_meta():
@@ -524,7 +561,7 @@ def _to_json(v):
     if isinstance(v, PartCount):
         return {"partition": v.partition, "segments": v.segments, "bytes": v.bytes}
     if isinstance(v, Block):
-        return {"address": v.address, "file_offset": v.file_offset, "used": v.used, "sealed": v.sealed}
+        return {"address": v.address, "file_offset": v.file_offset, "used": v.used, "sealed": v.sealed, "file": v.file}
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, (list, tuple)):
@@ -687,8 +724,23 @@ def test_hand_built_push_map_end_fetch():
 def test_hand_built_partition_info_pool_api_and_errors():
     e, frame = _vector("partition_info_resp")
     meta = s16("/dev/shm/rpmp-10.0.0.1-7070.pool") + struct.pack("<IQI", 3, 24, 2) + \
-        struct.pack("<QQQB", 0x3C0410, 0x3C0410, 4 << 20, 1) + struct.pack("<QQQB", 0x7C0410, 0x7C0410, 88, 0)
+        struct.pack("<QQQBH", 0x3C0410, 0x3C0410, 4 << 20, 1, 0) + \
+        struct.pack("<QQQBH", 0x7C0410, 0x7C0410, 88, 0, 0) + \
+        struct.pack("<I", 0)
     assert frame == _hand(e, meta)
+    e, frame = _vector("partition_info_resp_spilled")
+    spill = ["/var/lib/rpmp/spill/rpmp-10.0.0.1-7070.0001.spill", "/mnt/disk2/rpmp/rpmp-10.0.0.1-7070.0002.spill"]
+    meta = s16("/dev/shm/rpmp-10.0.0.1-7070.pool") + struct.pack("<IQI", 5, 4200, 4) + \
+        struct.pack("<QQQBH", 0x3C0410, 0x3C0410, 88, 0, 0) + \
+        struct.pack("<QQQBH", 0x1C00410, 0x200000, 4 << 20, 1, 2) + \
+        struct.pack("<QQQBH", 0x5C00410, 0, 4104, 1, 1) + struct.pack("<QQQBH", 0x9C00410, 0x401000, 1 << 20, 1, 2) + \
+        struct.pack("<I", 2) + s16(spill[0]) + s16(spill[1])
+    assert frame == _hand(e, meta)
+    blocks = e["fields"]["blocks"]
+    assert [b["file"] for b in blocks] == [0, 2, 1, 2] and e["fields"]["spill_files"] == spill
+    e, frame = _vector("error_quota_exceeded")
+    assert frame == _hand(e, struct.pack("<H", 14) + s16(e["fields"]["message"]))
+    assert e["fields"]["code_name"] == "QUOTA_EXCEEDED"
     e, frame = _vector("put_req")
     assert frame == _hand(e, struct.pack("<I", 15) + b"user/block-0001", b"value bytes \x00\x01\x02")
     e, frame = _vector("read_req")
@@ -731,6 +783,18 @@ def test_prop_fetch(app, shuffle, partition, a, b, attempts):
 def test_prop_map_end(app, shuffle, map_index, attempt, counts):
     x = (app, shuffle, map_index, attempt, counts)
     assert W.decode_map_end(W.encode_map_end(*x)) == x
+
+
+blocks_st = st.lists(st.tuples(u64, u64, u64, st.booleans(), st.integers(0, 3)), max_size=30)
+
+
+@given(texts, u32, u64, blocks_st, st.lists(texts, min_size=3, max_size=5))
+def test_prop_partition_info_resp(path, records, nbytes, raw, files):
+    blocks = [Block(a, o, n, sealed or f > 0, f) for a, o, n, sealed, f in raw]
+    x = (path, records, nbytes, blocks, files)
+    meta = W.encode_partition_info_resp(*x)
+    assert W.decode_partition_info_resp(meta) == x
+    assert len(meta) == 2 + len(path.encode()) + 16 + 27 * len(blocks) + 4 + sum(2 + len(f.encode()) for f in files)
 
 
 @given(u64, st.lists(nodes_st, min_size=1, max_size=8), st.data())
@@ -794,7 +858,8 @@ def test_prop_random_bytes_only_raise_protocol_error(buf):
 
 MUTATION_SEEDS = [W.encode_push(APP, 1, 2, 3, 4, 5, 6), W.encode_register_resp(1, NODES, [(0, 1), (2, 1)]),
                   W.encode_map_end(APP, 1, 2, 3, [(1, 2, 3)]), W.encode_fetch(APP, 1, 2, 0, 9, [1, 2]),
-                  W.encode_members(3, NODES), W.encode_partition_info_resp("p", 1, 2, [(1, 2, 3, 1)]),
+                  W.encode_members(3, NODES),
+                  W.encode_partition_info_resp("p", 1, 2, [(1, 2, 3, 1, 0), (4, 5, 6, 1, 1)], ["s"]),
                   make_records(ITEMS)]
 
 

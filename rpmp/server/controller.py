@@ -428,10 +428,9 @@ class Controller:
         app, sid, p = wire.decode_partition_info(meta)
         sh = self._shuffle(app, sid)
         self._partition(sh, p)
+        # Each block names its file: 0 the pool file, k > 0 the k-th of `files` (spill files; their blocks are sealed).
         blocks, records, nbytes, files = self.storage.shuffles.partition_blocks(sh, p)
-        if files:  # TODO(partition-info-files): the codec does not carry spill files yet; send the pool's only
-            raise ProtocolError(ErrorCode.UNAVAILABLE, "part of this partition is in spill files; FETCH it")
-        return Reply(wire.encode_partition_info_resp(self.storage.path, records, nbytes, [b[:4] for b in blocks]))
+        return Reply(wire.encode_partition_info_resp(self.storage.path, records, nbytes, blocks, files))
 
     def _delete_shuffle(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app, sid = wire.decode_delete_shuffle(meta)

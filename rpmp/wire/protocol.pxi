@@ -70,6 +70,7 @@ cdef enum:
     C_ERR_INTERNAL = 11
     C_ERR_INCOMPLETE = 12
     C_ERR_CORRUPT = 13
+    C_ERR_QUOTA_EXCEEDED = 14
 
 # Node states (NodeState).
 cdef enum:

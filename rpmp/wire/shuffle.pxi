@@ -337,13 +337,22 @@ def decode_partition_info(meta) -> tuple:
     return _decode(meta, "PARTITION_INFO", _partition_info_fields)
 
 
-def encode_partition_info_resp(pool_path, uint32_t records, uint64_t nbytes, blocks) -> bytes:
-    """``str pool_path, u32 records, u64 bytes, list<Block>``; blocks are Block or (address, file_offset,
-    used, sealed) tuples."""
-    cdef Py_ssize_t n
+def encode_partition_info_resp(pool_path, uint32_t records, uint64_t nbytes, blocks, spill_files) -> bytes:
+    """``str pool_path, u32 records, u64 bytes, list<Block> blocks, list<str> spill_files``; blocks are Block
+    or (address, file_offset, used, sealed, file) tuples, ``file`` 0 naming pool_path and k > 0
+    spill_files[k - 1] (such a block must be sealed)."""
+    cdef Py_ssize_t n, m, i
     cdef const char* s = _str_arg(pool_path, &n, "PARTITION_INFO response.pool_path")
     cdef list bs = list(blocks)
-    cdef Py_ssize_t size = 2 + n + 16 + 25 * len(bs)
+    cdef list fs = list(spill_files)
+    cdef Py_ssize_t nfiles = len(fs)
+    if nfiles > 0xFFFF:
+        raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response: {nfiles} spill files, a u16 file index names "
+                                         f"at most 65535")
+    cdef Py_ssize_t size = 2 + n + 16 + 27 * len(bs) + 4
+    for i in range(nfiles):
+        _str_arg(fs[i], &m, f"PARTITION_INFO response.spill_files[{i}]")
+        size += 2 + m
     _check_meta_size(size, "PARTITION_INFO response")
     cdef bytes out = _new(size)
     cdef unsigned char* p = w_str(_ptr(out), s, n)
@@ -352,38 +361,65 @@ def encode_partition_info_resp(pool_path, uint32_t records, uint64_t nbytes, blo
     rp_st32(p + 12, <uint32_t>len(bs))
     p += 16
     cdef uint64_t address, file_offset, used
-    for b in bs:
-        address, file_offset, used, sealed = b
+    cdef long f
+    for i in range(len(bs)):
+        address, file_offset, used, sealed, f = bs[i]
+        if f < 0 or f > nfiles:
+            raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}].file is {f}, but the response "
+                                             f"lists {nfiles} spill files (file 0 is the pool file)")
+        if f and not sealed:
+            raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}] is in spill file {f} but not "
+                                             f"sealed")
         rp_st64(p, address)
         rp_st64(p + 8, file_offset)
         rp_st64(p + 16, used)
         p[24] = 1 if sealed else 0
-        p += 25
+        rp_st16(p + 25, <uint16_t>f)
+        p += 27
+    rp_st32(p, <uint32_t>nfiles)
+    p += 4
+    for i in range(nfiles):
+        s = _str_arg(fs[i], &m, "PARTITION_INFO response.spill_files")
+        p = w_str(p, s, m)
     return out
 
 
 cdef object _partition_info_resp_fields(Cur* c, Py_ssize_t arg):
-    cdef uint32_t count, i
-    cdef uint8_t sealed
-    cdef list blocks = []
+    # Structure first (every field read, the meta consumed exactly), then the values (PROTOCOL.md).
+    cdef uint32_t count, nfiles, i
+    cdef list raw = []
+    cdef list files = []
     path = r_str(c, "pool_path")
     records = r_u32(c, "records")
     nbytes = r_u64(c, "bytes")
     count = r_u32(c, "blocks")
-    _need(c, <Py_ssize_t>count * 25, "blocks")
+    _need(c, <Py_ssize_t>count * 27, "blocks")
     for i in range(count):
-        address = r_u64(c, "blocks.address")
-        file_offset = r_u64(c, "blocks.file_offset")
-        used = r_u64(c, "blocks.used")
-        sealed = r_u8(c, "blocks.sealed")
+        raw.append((r_u64(c, "blocks.address"), r_u64(c, "blocks.file_offset"), r_u64(c, "blocks.used"),
+                    r_u8(c, "blocks.sealed"), r_u16(c, "blocks.file")))
+    nfiles = r_u32(c, "spill_files")
+    _need(c, <Py_ssize_t>nfiles * 2, "spill_files")  # every str takes at least its u16 length
+    for i in range(nfiles):
+        files.append(r_str(c, "spill_files"))
+    _finish(c)
+    cdef list blocks = []
+    for i in range(count):
+        address, file_offset, used, sealed, f = raw[i]
         if sealed > 1:
             raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}].sealed is {sealed}, not 0 or 1")
-        blocks.append(Block(address, file_offset, used, sealed == 1))
-    return (path, records, nbytes, blocks)
+        if f > nfiles:
+            raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}].file is {f}, but the response "
+                                             f"lists {nfiles} spill files (file 0 is the pool file)")
+        if f and not sealed:
+            raise ProtocolError(BAD_REQUEST, f"PARTITION_INFO response.blocks[{i}] is in spill file {f} but not "
+                                             f"sealed")
+        blocks.append(Block(address, file_offset, used, sealed == 1, f))
+    return (path, records, nbytes, blocks, files)
 
 
 def decode_partition_info_resp(meta) -> tuple:
-    """-> (pool_path, records, bytes, [Block(address, file_offset, used, sealed), ...])"""
+    """-> (pool_path, records, bytes, [Block(address, file_offset, used, sealed, file), ...], [spill file, ...]);
+    a block's ``file`` is 0 for pool_path, k > 0 for spill_files[k - 1]."""
     return _decode(meta, "PARTITION_INFO response", _partition_info_resp_fields)
 
 

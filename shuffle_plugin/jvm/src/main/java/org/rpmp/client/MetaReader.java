@@ -28,6 +28,9 @@ public final class MetaReader {
 
     public int remaining() { return end - pos; }
 
+    /** host:port of the node the meta came from (for error messages), or null. */
+    public String node() { return node; }
+
     private void need(int n, String what) throws RpmpException {
         if (n < 0 || end - pos < n) {
             throw new RpmpException(Protocol.BAD_FRAME, "truncated meta reading " + what, node);

@@ -65,6 +65,7 @@ public final class Protocol {
     public static final int INTERNAL = 11;
     public static final int INCOMPLETE = 12;
     public static final int CORRUPT = 13;
+    public static final int QUOTA_EXCEEDED = 14;
 
     // Node states (NodeState) in MEMBERS, HEARTBEAT and REGISTER_SHUFFLE.
     public static final int STATE_ALIVE = 1;
@@ -87,6 +88,7 @@ public final class Protocol {
             case INTERNAL: return "INTERNAL";
             case INCOMPLETE: return "INCOMPLETE";
             case CORRUPT: return "CORRUPT";
+            case QUOTA_EXCEEDED: return "QUOTA_EXCEEDED";
             default: return "ERROR_" + code;
         }
     }

@@ -14,22 +14,53 @@ public final class Responses {
     public record Members(long epoch, List<NodeInfo> nodes) {}
 
     /**
-     * PARTITION_INFO response: {@code str pool_path, u32 records, u64 bytes, list<Block>}; per block
-     * {address, file_offset, used, sealed (0/1)}.
+     * PARTITION_INFO response: {@code str pool_path, u32 records, u64 bytes, list<Block> blocks,
+     * list<str> spill_files}; per block {address, file_offset, used, sealed (0/1), file}, where file 0 is
+     * the pool file and k > 0 is spillFiles[k - 1] (such a block is sealed).
      */
-    public record PartitionInfo(String poolPath, long records, long bytes, List<long[]> blocks) {}
+    public record PartitionInfo(String poolPath, long records, long bytes, List<long[]> blocks, List<String> spillFiles) {
+        /** Index of a block's file number in a block's long[]. */
+        public static final int FILE = 4;
+
+        /** The files the blocks name, by file number: the pool file first, then the spill files. */
+        public List<String> files() {
+            List<String> out = new ArrayList<>(1 + spillFiles.size());
+            out.add(poolPath);
+            out.addAll(spillFiles);
+            return out;
+        }
+    }
 
     public static PartitionInfo partitionInfo(MetaReader r) throws RpmpException {
         String path = r.str("pool_path");
         long records = r.u32("records");
         long bytes = r.u64("bytes");
-        int n = r.count("blocks", 25);
+        int n = r.count("blocks", 27);
         List<long[]> blocks = new ArrayList<>(n);
         for (int i = 0; i < n; i++) {
-            blocks.add(new long[] {r.u64("address"), r.u64("file_offset"), r.u64("used"), r.u8("sealed")});
+            blocks.add(new long[] {r.u64("address"), r.u64("file_offset"), r.u64("used"), r.u8("sealed"), r.u16("file")});
         }
+        int m = r.count("spill_files", 2);
+        List<String> spill = new ArrayList<>(m);
+        for (int i = 0; i < m; i++) spill.add(r.str("spill_files"));
         r.end("PARTITION_INFO response");
-        return new PartitionInfo(path, records, bytes, blocks);
+        for (int i = 0; i < n; i++) {
+            long[] b = blocks.get(i);
+            if (b[3] > 1) {
+                throw new RpmpException(Protocol.BAD_FRAME, "PARTITION_INFO response: blocks[" + i + "].sealed is "
+                    + b[3] + ", not 0 or 1", r.node());
+            }
+            if (b[PartitionInfo.FILE] > m) {
+                throw new RpmpException(Protocol.BAD_FRAME, "PARTITION_INFO response: blocks[" + i + "].file is "
+                    + b[PartitionInfo.FILE] + ", but the response lists " + m + " spill files (file 0 is the pool file)",
+                    r.node());
+            }
+            if (b[PartitionInfo.FILE] > 0 && b[3] == 0) {
+                throw new RpmpException(Protocol.BAD_FRAME, "PARTITION_INFO response: blocks[" + i + "] is in spill file "
+                    + b[PartitionInfo.FILE] + " but not sealed", r.node());
+            }
+        }
+        return new PartitionInfo(path, records, bytes, blocks, spill);
     }
 
     /** ALLOC response: {@code u64 address}. */

@@ -241,7 +241,9 @@ class ProtocolVectorsTest {
                     equal("file_offset", u64(w.get("file_offset")), b[1]);
                     equal("used", u64(w.get("used")), b[2]);
                     equal("sealed", Boolean.TRUE.equals(w.get("sealed")) ? 1L : 0L, b[3]);
+                    equal("file", integer(w.get("file")), b[Responses.PartitionInfo.FILE]);
                 }
+                equal("spill_files", list(f.get("spill_files")), new ArrayList<Object>(pi.spillFiles()));
                 break;
             }
             case Protocol.OP_DELETE_SHUFFLE:
