@@ -1,7 +1,6 @@
 package org.rpmp.client;
 
 import java.io.IOException;
-import java.nio.channels.FileChannel;
 import java.util.ArrayList;
 import java.util.HashSet;
 import java.util.List;
@@ -16,8 +15,8 @@ import org.apache.logging.log4j.Logger;
  * The verified records of one reduce partition, from the committed map attempts of a map-index range.
  *
  * <p>Sources are tried in the partition's preference order: the primary first, then replicas and spares.
- * A node on this host is read one-sided from its pool file (PARTITION_INFO, then positional reads),
- * falling back to FETCH from the same node if that fails; other nodes are read with FETCH.
+ * A node on this host is read one-sided from its pool file and spill files (PARTITION_INFO, then positional
+ * reads), falling back to FETCH from the same node if that fails; other nodes are read with FETCH.
  *
  * <p>A map attempt is complete only when its records prove it (PROTOCOL.md "Completeness"): the segment
  * indices 0..n-1 without a hole and SEQ_LAST on n-1 (RecordFilter). A source that ends, or fails, without
@@ -151,9 +150,9 @@ final class PartitionFetcher {
                     Responses.PartitionInfo info = client.partitionInfo(shuffle.app(), shuffle.shuffleId(), partition);
                     pool.release(client);
                     client = null;
-                    FileChannel file = localPools.open(info.poolPath());
-                    if (file == null) continue;
-                    source = new LocalPoolSource(file, info.blocks(), node.address());
+                    // null: a file (the pool file, or a spill file a block is in) is not readable here
+                    source = LocalPoolSource.open(localPools, info, node.address());
+                    if (source == null) continue;
                 } else {
                     source = new TcpRecordSource(client, client.fetch(shuffle.app(), shuffle.shuffleId(), partition,
                         startMap, endMap, missingAttempts()));

@@ -181,9 +181,8 @@ class LiveNodeTest {
         expect(!info.blocks().isEmpty(), "blocks");
         LocalPools local = new LocalPools();
         expect(local.isLocal(host), host + " is local");
-        java.nio.channels.FileChannel file = local.open(info.poolPath());
-        expect(file != null, "pool file " + info.poolPath() + " readable");
-        LocalPoolSource src = new LocalPoolSource(file, info.blocks(), c.address());
+        LocalPoolSource src = LocalPoolSource.open(local, info, c.address());
+        expect(src != null, "pool file " + info.poolPath() + " and spill files " + info.spillFiles() + " readable");
         List<SegmentRecord> recs = new ArrayList<>();
         for (SegmentRecord.Header h = src.nextHeader(); h != null; h = src.nextHeader()) {
             recs.add(new SegmentRecord(h.mapIndex(), h.attempt(), h.seq(), h.checksum(), src.payload()));

@@ -161,6 +161,7 @@ public final class TestSupport {
                 java.nio.file.StandardOpenOption.READ, java.nio.file.StandardOpenOption.WRITE)) {
             ByteBuffer h = ByteBuffer.allocate(Protocol.RECORD_HEADER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
             for (long[] b : info.blocks()) {
+                if (b[Responses.PartitionInfo.FILE] != 0) continue;   // in a spill file, not the pool file
                 for (long pos = b[1]; pos + Protocol.RECORD_HEADER_SIZE <= b[1] + b[2]; ) {
                     h.clear();
                     f.read(h, pos);
