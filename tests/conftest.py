@@ -70,3 +70,16 @@ def node_factory():
 @pytest.fixture
 def node(node_factory):
     return node_factory()
+
+
+@pytest.fixture
+def spill_node(node_factory, tmp_path):
+    """Start a node with a disk tier in tmp_path/spill (a real directory on disk); keyword arguments named
+    like the node's flags (spill_size, spill_high, spill_low, full_wait, app_quota) become those flags."""
+    def start(pool_size: str = "32m", **kw) -> LocalNode:
+        extra = ["--spill-dir", str(tmp_path / "spill")]
+        for flag in ("spill_size", "spill_high", "spill_low", "full_wait", "app_quota"):
+            if flag in kw:
+                extra += ["--" + flag.replace("_", "-"), str(kw.pop(flag))]
+        return node_factory(pool_size=pool_size, extra=extra, **kw)
+    return start

@@ -43,7 +43,8 @@ FETCH_FRAME_BYTES = 16 << 20
 VERIFY_INLINE_BYTES = 1 << 20  # replies up to this size are verified on the loop, larger ones on a worker thread
 PLACE_INLINE = 10_000  # placement tables of more partitions are computed on a worker thread
 STORAGE_ERRORS = {"not_found": ErrorCode.NOT_FOUND, "pool_full": ErrorCode.POOL_FULL,
-                  "bad_request": ErrorCode.BAD_REQUEST, "corrupt": ErrorCode.CORRUPT}
+                  "bad_request": ErrorCode.BAD_REQUEST, "corrupt": ErrorCode.CORRUPT,
+                  "quota": ErrorCode.QUOTA_EXCEEDED}
 # Pool errors that reach the controller are states a request can run into (a block freed by a racing
 # request, a full pool, a size past a block's end), never bugs: each has its protocol code.
 POOL_ERRORS = ((_pool.PoolFullError, ErrorCode.POOL_FULL), (_pool.PoolSizeError, ErrorCode.BAD_REQUEST),
@@ -133,7 +134,7 @@ class Controller:
             return h(flags, meta, data_len)
         except StorageError as e:
             if e.kind == "busy":  # the receive bound is taken: the network holds the frame until there is room
-                raise Busy(str(e)) from None
+                raise Busy(str(e), e.wait) from None
             raise _storage_error(e) from None
         except _pool.PoolError as e:
             raise _storage_error(e) from None

@@ -46,7 +46,8 @@ class RpmpNode:
         cfg.port = self.port
         try:
             self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
-                                   on_room=self._room_freed, spill_dirs=cfg.spill_dirs, spill_size=cfg.spill_size)
+                                   on_room=self._room_freed, spill_dirs=cfg.spill_dirs, spill_size=cfg.spill_size,
+                                   app_quota=cfg.app_quota)
         except BaseException:
             sock.close()
             raise

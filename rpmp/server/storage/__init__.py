@@ -49,10 +49,11 @@ class Storage:
 
     def __init__(self, path: str, size: int, block_capacity: int = DEFAULT_BLOCK_CAPACITY, verify: bool = True,
                  name: str = "", on_room: Callable[[], None] | None = None, spill_dirs: Sequence[str] = (),
-                 spill_size: int = 0):
+                 spill_size: int = 0, app_quota: int = 0):
         """`verify`: check every sealed block and record at open; `name`: the node's id (errors name the node
         that holds a bad copy); `on_room`: told when room for data still arriving is given back;
-        `spill_dirs`, `spill_size`: the disk tier (none without directories)."""
+        `spill_dirs`, `spill_size`: the disk tier (none without directories); `app_quota`: payload bytes one app
+        may hold on this node, both tiers together (0: no quota)."""
         self.pool = Pool.open_or_create(path, size, verify)
         self.path = path
         self.verify = verify
@@ -63,6 +64,7 @@ class Storage:
                          "lost_record_bytes": 0}
         self.blocks = Blocks(self.pool, path, on_room, self.disk)
         self.shuffles = ShuffleStore(self.blocks, self.name, block_capacity, verify, self.counters)
+        self.shuffles.quota = app_quota
         self.values = ValueStore(self.blocks, self.name, self.counters)
         self.addresses = AddressStore(self.blocks, self.name, self.counters)
         self._rebuild()

@@ -156,6 +156,8 @@ class ShuffleStore:
         self.busy: set[int] = set()  # blocks an in-flight push holds: never moved to disk meanwhile
         self.intact_on_disk: set[int] = set()  # spilled blocks found at open whose body checked whole
         self.on_full: Callable[[], StorageError | None] | None = None  # the pool is full: wait (busy) or fail?
+        self.quota = 0  # payload bytes one app may hold here, both tiers together (0: no quota)
+        self.app_bytes: dict[str, int] = {}  # per app: payload bytes held and reserved for pushes in flight
 
     # ---- recovery -------------------------------------------------------------------------------
     def load(self, info: BlockInfo) -> None:
@@ -188,6 +190,8 @@ class ShuffleStore:
             if self.blocks.room(block) > RECORD_HEADER_SIZE:
                 part.open.append(block)
         self._loaded_meta, self._loaded_data = {}, []
+        for (app, _), sh in self.shuffles.items():
+            self.app_bytes[app] = self.app_bytes.get(app, 0) + sum(part.bytes for part in sh.partitions.values())
 
     def _load_registration(self, app: str, sid: int, metas: list[int]) -> None:
         """Take the first copy of a registration that verifies; with none, quarantine the shuffle's data."""
@@ -301,6 +305,10 @@ class ShuffleStore:
     def reserve(self, sh: Shuffle, p: int, map_index: int, attempt: int, seq: int, length: int,
                 checksum: int) -> PushReservation:
         """Room for one pushed segment in partition p; the record header is written here already."""
+        held = self.app_bytes.get(sh.app, 0)
+        if self.quota and held + length > self.quota:
+            raise StorageError("quota", f"app {sh.app!r} holds {held} bytes on node {self.name}; {length} more "
+                               f"would exceed its quota of {self.quota} bytes (delete finished shuffles)")
         self.blocks.begin_receive(length)
         try:
             part = sh.part(p)
@@ -320,6 +328,7 @@ class ShuffleStore:
             self.blocks.received(length)
             raise
         self.busy.add(block)
+        self.app_bytes[sh.app] = held + length
         write_record_header(view, 0, map_index, attempt, seq, length, checksum)
         return PushReservation(sh, p, (map_index, attempt, seq), block, offset + RECORD_HEADER_SIZE, length,
                                view[RECORD_HEADER_SIZE:])
@@ -348,6 +357,8 @@ class ShuffleStore:
         res.view.release()
         self.blocks.received(res.length)
         self.busy.discard(res.block)
+        if dup or not alive:  # nothing is published: the app's reservation is given back
+            self._unreserve(sh.app, res.length)
         if alive and not dup:
             start = res.offset - RECORD_HEADER_SIZE
             self.blocks.publish(res.block, start, RECORD_HEADER_SIZE + res.length, flushed)
@@ -356,8 +367,16 @@ class ShuffleStore:
         self._return_block(part, res.block, alive)
         return alive and not dup
 
+    def _unreserve(self, app: str, n: int) -> None:
+        left = self.app_bytes.get(app, 0) - n
+        if left > 0:
+            self.app_bytes[app] = left
+        else:
+            self.app_bytes.pop(app, None)
+
     def abort(self, res: PushReservation) -> None:
         """Drop a reservation: nothing of it is published."""
+        self._unreserve(res.shuffle.app, res.length)
         res.view.release()
         self.blocks.received(res.length)
         self.busy.discard(res.block)
@@ -487,6 +506,7 @@ class ShuffleStore:
                 self.blocks.free(b)
             return len(orphans)
         blocks = [*sh.meta_blocks, *(b for part in sh.partitions.values() for b in part.blocks)]
+        self._unreserve(app, sum(part.bytes for part in sh.partitions.values()))
         for b in blocks:
             self.blocks.free(b)
         self.blocks.sync_frees()  # a delete of spilled data is durable before it is acknowledged
@@ -547,10 +567,12 @@ class ShuffleStore:
     def stats(self) -> dict[str, dict[str, int]]:
         apps: dict[str, dict[str, int]] = {}
         for (app, _sid), sh in self.shuffles.items():
-            a = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0})
+            a = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0, "spilled_bytes": 0})
             a["shuffles"] += 1
             a["bytes"] += sum(p.bytes for p in sh.partitions.values())
             a["records"] += sum(len(p.records) for p in sh.partitions.values())
+            a["spilled_bytes"] += sum(self.blocks.used(b) for p in sh.partitions.values() for b in p.blocks
+                                      if is_spilled(b))
         return apps
 
 
