@@ -15,7 +15,7 @@ __all__ = [
     "__version__",
     # rpmp.client
     "Client", "Placement", "Segment", "RpmpError", "BadRequestError", "ChecksumMismatchError", "ConflictError",
-    "CorruptError", "IncompleteError", "NotFoundError", "PoolFullError", "UnavailableError",
+    "CorruptError", "IncompleteError", "NotFoundError", "PoolFullError", "QuotaExceededError", "UnavailableError",
     # rpmp.protocol
     "ProtocolError", "ErrorCode", "Node", "NodeState",
 ]
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
         NotFoundError,
         Placement,
         PoolFullError,
+        QuotaExceededError,
         RpmpError,
         Segment,
         UnavailableError,

@@ -56,7 +56,7 @@ def test_rpmp_exports_the_client_and_its_errors():
         assert getattr(rpmp, name) is not None, name
     assert rpmp.Client is rpmp.client.Client and rpmp.ProtocolError is ProtocolError
     for name in ("RpmpError", "BadRequestError", "ChecksumMismatchError", "ConflictError", "CorruptError",
-                 "IncompleteError", "NotFoundError", "PoolFullError", "UnavailableError"):
+                 "IncompleteError", "NotFoundError", "PoolFullError", "QuotaExceededError", "UnavailableError"):
         assert issubclass(getattr(rpmp, name), ProtocolError), name
     errors = {n for n, v in vars(rpmp.client).items() if isinstance(v, type) and issubclass(v, ProtocolError)}
     assert errors - {"ProtocolError"} <= set(rpmp.__all__), "an error class of rpmp.client is not exported"
