@@ -5,6 +5,7 @@
     python bench/terasort.py --size 1g --json /tmp/ts1g.json --plot /tmp/ts1g.png
     python bench/terasort.py --size 1g --kill-executor        # recovery: is the map stage recomputed?
     python bench/terasort.py --nodes 10.0.0.5:7077 --shuffle rpmp --conf spark.rpmp.push.size=16m
+    python bench/terasort.py --size 4g --pool-size 2g --spill-dir /mnt/ssd   # more shuffle than pool: disk tier
 
 Phases (each with its own progress bar):
   teragen       N records of 100 bytes (10-byte key, 90-byte value, Hadoop gensort layout) computed by Spark
@@ -401,6 +402,7 @@ class Run:
     stages: list[dict[str, Any]] = field(default_factory=list)
     rpmp: dict[str, int] | None = None
     node: dict[str, int] | None = None
+    spill: dict[str, float] | None = None  # the nodes' disk tier during this run (SPILL_DELTA_KEYS), if they report it
     validation: dict[str, Any] | None = None
 
 
@@ -427,6 +429,34 @@ def node_stats(nodes: str) -> list[dict[str, Any]]:
 
     with Client(nodes) as c:
         return [c.stats(node=a.strip()) for a in nodes.split(",") if a.strip()]
+
+
+# The STATS "spill" object (the nodes' disk tier): dirs, files, capacity, used, blocks, bytes, spilled_bytes,
+# spilled_blocks, spill_seconds. Nodes without a disk tier (or from before it) have none: read with .get.
+SPILL_KEYS = ("files", "capacity", "used", "blocks", "bytes", "spilled_bytes", "spilled_blocks", "spill_seconds")
+SPILL_DELTA_KEYS = ("spilled_bytes", "spilled_blocks", "spill_seconds")   # counters since the node started
+
+
+def spill_totals(stats: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The "spill" objects of the nodes' STATS summed (dirs listed), None if no node reports one."""
+    spills = [st.get("spill") for st in stats or ()]
+    spills = [sp for sp in spills if isinstance(sp, dict)]
+    if not spills:
+        return None
+    total: dict[str, Any] = {k: sum(sp.get(k) or 0 for sp in spills) for k in SPILL_KEYS}
+    total["spill_seconds"] = round(float(total["spill_seconds"]), 3)
+    total["dirs"] = [d for sp in spills for d in (sp.get("dirs") or [])]
+    return total
+
+
+def node_spill(nodes: str) -> dict[str, Any] | None:
+    return spill_totals(node_stats(nodes))
+
+
+def spill_delta(after: dict[str, Any] | None, before: dict[str, Any] | None) -> dict[str, float] | None:
+    if after is None:
+        return None
+    return {k: after.get(k, 0) - (before or {}).get(k, 0) for k in SPILL_DELTA_KEYS}
 
 
 def process_cpu_s(pid: int | None) -> float | None:
@@ -468,6 +498,7 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
     mark0 = last_stage_id(sc)
     before_rpmp = rpmp_counters(spark) if rpmp else None
     before_node = node_counters(nodes) if rpmp and nodes else None
+    before_spill = node_spill(nodes) if rpmp and nodes else None
     before_cpu = process_cpu_s(node_pid) if rpmp else None
     kill_info = None
     load = os.getloadavg()[0]
@@ -520,6 +551,7 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
         run.rpmp = _delta(rpmp_counters(spark), before_rpmp)
         if before_node is not None:
             run.node = _delta(node_counters(nodes), before_node)
+            run.spill = spill_delta(node_spill(nodes), before_spill)
             after_cpu = process_cpu_s(node_pid)
             if before_cpu is not None and after_cpu is not None:
                 run.node["cpu_ms"] = round(1000 * (after_cpu - before_cpu))   # the embedded node's CPU
@@ -557,6 +589,7 @@ class Settings:
     validate: str
     nodes: str | None
     pool_size: str
+    spill_dir: str | None
     replicas: int
     log_level: str
     ui: bool
@@ -705,6 +738,11 @@ def summarize_runs(runs: list[Run], shuffles: list[str], expected_rows: int) -> 
             "shuffle_write_bytes": median([next((s["write_bytes"] for s in r.stages if s["kind"] == "map"), 0)
                                            for r in rs]),
         }
+        spilled = [r.spill for r in rs if r.spill is not None]
+        if spilled:  # the RPMP nodes' disk tier, summed over the timed runs
+            out[sh]["spilled_bytes"] = sum(int(sp["spilled_bytes"]) for sp in spilled)
+            out[sh]["spilled_blocks"] = sum(int(sp["spilled_blocks"]) for sp in spilled)
+            out[sh]["spill_seconds"] = round(sum(float(sp["spill_seconds"]) for sp in spilled), 3)
     return out
 
 
@@ -746,6 +784,12 @@ def print_report(console, settings: Settings, runs: list[Run], summary: dict[str
     if ratio is not None:
         console.print(f"[bold]ratio rpmp / sort = {ratio:.2f}[/bold] (median {summary['rpmp']['median_s']:.2f} s vs "
                       f"{summary['sort']['median_s']:.2f} s; < 1 means RPMP is faster)")
+    for sh, s in summary.items():
+        if "spilled_bytes" in s and (s["spilled_bytes"] or settings.spill_dir):
+            console.print(f"{sh}: the RPMP nodes spilled {human(s['spilled_bytes'])} in {s['spilled_blocks']:,} "
+                          f"block(s) to disk over the timed runs ({s['spill_seconds']:.2f} s spilling)")
+        elif sh == "rpmp" and settings.spill_dir:
+            console.print(f"{sh}: the RPMP node reports no disk-tier statistics (no \"spill\" in STATS)")
     for sh, s in summary.items():
         for reason in s["reasons"][:5]:
             console.print(f"[red]{sh}: {reason}[/red]")
@@ -823,7 +867,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--kill-executor", action="store_true",
                    help="SIGKILL one executor JVM after the map stage of every timed run")
     p.add_argument("--nodes", help="existing RPMP nodes host:port[,...] (default: an embedded node)")
-    p.add_argument("--pool-size", help="embedded node's pool on /dev/shm (default 3x the data, at least 1g)")
+    p.add_argument("--pool-size", help="embedded node's pool on /dev/shm (default 3x the data, at least 1g); "
+                                       "smaller than the shuffle with --spill-dir to measure the disk tier")
+    p.add_argument("--spill-dir", metavar="DIR[,DIR...]",
+                   help="embedded node's disk tier: spill files in a subdirectory of its own in DIR, removed at the "
+                        "end (without it, a full pool fails the run)")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Spark setting for every session (e.g. spark.rpmp.push.size=16m); repeatable")
@@ -846,6 +894,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for kv in args.conf:
         if "=" not in kv:
             p.error(f"--conf {kv!r}: expected KEY=VALUE")
+    if args.nodes and args.spill_dir:
+        p.error("--spill-dir configures the embedded node: not with --nodes (give those nodes `rpmp server "
+                "--spill-dir`)")
+    if args.spill_dir is not None:
+        from rpmp.server.config import check_spill_dirs
+
+        dirs = [d.strip() for d in args.spill_dir.split(",") if d.strip()]
+        try:
+            if not dirs:
+                raise ValueError("names no directory")
+            check_spill_dirs(dirs)
+        except ValueError as e:
+            p.error(f"--spill-dir: {e}")
     return args
 
 
@@ -858,7 +919,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         shuffles=["rpmp", "sort"] if args.shuffle == "both" else [args.shuffle], repeat=args.repeat,
         warmup=args.warmup, warmup_sessions=args.warmup_sessions,
         sink=args.sink, kill_executor=args.kill_executor, validate=args.validate,
-        nodes=args.nodes, pool_size=args.pool_size or f"{max(1 << 30, 3 * data) >> 20}m", replicas=args.replicas,
+        nodes=args.nodes, pool_size=args.pool_size or f"{max(1 << 30, 3 * data) >> 20}m", spill_dir=args.spill_dir,
+        replicas=args.replicas,
         log_level=args.log_level, ui=args.ui, extra_conf=dict(kv.split("=", 1) for kv in args.conf),
         data_dir=args.data_dir)
 
@@ -899,7 +961,8 @@ def print_settings(console, settings: Settings, argv: list[str], host: dict[str,
                            f"each; {settings.warmup} warm-up run(s) per session)",
         "sink": settings.sink + (", kill one executor after the map stage" if settings.kill_executor else ""),
         "RPMP": (f"nodes {settings.nodes}" if settings.nodes else f"embedded node, pool {settings.pool_size} on "
-                 "/dev/shm") + f", replicas {settings.replicas}",
+                 "/dev/shm" + (f", spill dir {settings.spill_dir}" if settings.spill_dir else ", no disk tier"))
+                + f", replicas {settings.replicas}",
         "Spark conf (both)": ", ".join(f"{k}={v}" for k, v in settings.base_conf().items()),
         "machine": f"{host['cores']} cores, {human(host['memory_bytes'])} RAM, {host['cpu']}, Linux {host['kernel']},"
                    f" Python {host['python']}, pyspark {host['pyspark']}, git {host['git']}"
@@ -949,9 +1012,10 @@ def main(argv: list[str] | None = None) -> int:
         if "rpmp" in settings.shuffles and not nodes:
             from shuffle_plugin import EmbeddedNode
 
-            node = EmbeddedNode(settings.pool_size)
+            node = EmbeddedNode(settings.pool_size, spill_dir=settings.spill_dir)
             nodes = node.address
-            console.print(f"RPMP: embedded node {nodes}, pool {node.pool} ({settings.pool_size})")
+            console.print(f"RPMP: embedded node {nodes}, pool {node.pool} ({settings.pool_size})"
+                          + (f", spill dir {', '.join(node.spill_dirs)}" if node.spill_dirs else ""))
         with Progress(SpinnerColumn(), TextColumn("{task.description:<26}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn(), console=console) as progress:
             phases = SparkPhases(progress)
@@ -1021,6 +1085,11 @@ def main(argv: list[str] | None = None) -> int:
             "summary": summary, "stage_breakdown": stage_breakdown(runs),
             "rpmp_metrics": _sum_dicts([r.rpmp for r in runs if r.rpmp]) or None,
             "rpmp_metrics_sessions": final_rpmp or None, "rpmp_node_stats": last_node_stats,
+            # the nodes' disk tier: spilled bytes and blocks over the timed runs (None: no disk tier or no
+            # statistics), and the nodes' spill totals at the end (STATS "spill", summed over the nodes)
+            "rpmp_spilled_bytes": summary.get("rpmp", {}).get("spilled_bytes"),
+            "rpmp_spilled_blocks": summary.get("rpmp", {}).get("spilled_blocks"),
+            "rpmp_spill": spill_totals(last_node_stats),
             "input": inp, "settings": {**asdict(settings), "argv": argv}, "settings_effective": effective,
             "machine": {**host, "load_avg_at_end": os.getloadavg()}, "runs": [asdict(r) for r in runs],
         }

@@ -63,13 +63,23 @@ class EmbeddedNode(LocalNode):
     process's stderr. close() (what the session's stop() calls, and atexit if nobody did) stops it and
     removes the pool it made: the session's shuffle data dies with the session. If this process ends without
     either (kill -9, a crash, a notebook kernel killed), the node notices (exit_with_parent), stops by itself
-    and removes the pool it made."""
+    and removes the pool it made.
+
+    spill_dir: a directory (or a comma list, or a list) for the node's disk tier: when the pool fills, blocks
+    move to spill files in a subdirectory of its own, <spill_dir>/<the pool's name without .pool>, which the
+    node creates and close() removes with its spill files (nothing else in spill_dir is touched). None: no disk
+    tier, a full pool fails the push. spill_size: bytes those files may hold ("100g"; None or 0: what the file
+    system has)."""
 
     def __init__(self, pool_size: str = "1g", pool: str | None = None, host: str = "127.0.0.1",
-                 extra_args: list[str] | None = None):
-        super().__init__(pool or new_pool_path(f"rpmp-embedded-{os.getpid()}"), pool_size=pool_size, host=host,
+                 extra_args: list[str] | None = None, *, spill_dir: str | list[str] | None = None,
+                 spill_size: str | int | None = None):
+        path = pool or new_pool_path(f"rpmp-embedded-{os.getpid()}")
+        super().__init__(path, pool_size=pool_size, host=host,
                          args=["--log-level", "WARNING", *(extra_args or [])], stderr="inherit",
-                         remove_pool=pool is None, exit_with_parent=True)
+                         remove_pool=pool is None, exit_with_parent=True, spill_dir=spill_dir,
+                         spill_subdir=os.path.basename(path).removesuffix(".pool") if spill_dir else None,
+                         spill_size=spill_size)
         self.start()
         atexit.register(self.close)
 
@@ -128,6 +138,30 @@ def _alive_nodes(nodes: str, timeout: float = 5.0) -> int | None:
     return sum(1 for m in members if m.state == NodeState.ALIVE)
 
 
+def _check_embedded(nodes: str | None, pool_size: str, spill_dir: str | list[str] | None,
+                    spill_size: str | int | None) -> None:
+    """ValueError for the embedded node's settings: a bad size, an unusable spill_dir, or spill settings with
+    `nodes` (they configure the embedded node only; nodes of a cluster have their own)."""
+    from rpmp.server.config import check_spill_dirs, check_spill_values, parse_size
+
+    if nodes is not None:
+        given = [name for name, v in (("spill_dir", spill_dir), ("spill_size", spill_size)) if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)} {'configure' if len(given) > 1 else 'configures'} the "
+                             f"embedded RPMP node, but nodes={nodes!r} are given: set the disk tier on those nodes "
+                             f"(rpmp server --spill-dir), or leave nodes out")
+        return
+    parse_size(pool_size)
+    if spill_size is not None:
+        check_spill_values(spill_size=parse_size(spill_size))
+    if spill_dir is not None:
+        dirs = [spill_dir] if isinstance(spill_dir, str) else list(spill_dir)
+        dirs = [d.strip() for item in dirs for d in str(item).split(",") if d.strip()]
+        if not dirs:
+            raise ValueError(f"spill_dir={spill_dir!r} names no directory")
+        check_spill_dirs(dirs)
+
+
 def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
                    accepted: tuple[str, ...] = ()) -> dict[str, str]:
     """Validate a session's RPMP settings before anything starts: the spark.rpmp.* settings of `options`, or
@@ -184,24 +218,32 @@ def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, pu
     return conf
 
 
+# Arguments of configure() and rpmp_session() that are not spark.rpmp.* options.
+EMBEDDED_ARGS = ("nodes", "pool_size", "replicas", "spill_dir", "spill_size")
+
+
 def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", replicas: int = 1,
+              spill_dir: str | list[str] | None = None, spill_size: str | int | None = None,
               **options: Any) -> tuple[Any, EmbeddedNode | None]:
     """Put a SparkSession.Builder on RPMP; with no `nodes` (None), start an embedded node (returned, to stop
-    later).
+    later) with a pool of `pool_size` and, with `spill_dir`, a disk tier (EmbeddedNode).
 
     `options` are spark.rpmp.* settings (OPTIONS: push_size="4m" -> spark.rpmp.push.size); an unknown one, an
-    empty `nodes` or more `replicas` than nodes is a ValueError, raised before the node starts.
+    empty `nodes`, more `replicas` than nodes, or spill settings with `nodes` is a ValueError, raised before the
+    node starts.
     """
-    settings = check_settings(nodes, replicas, options, ("nodes", "pool_size", "replicas"))
-    return _configure(builder, nodes, pool_size, replicas, settings)
+    settings = check_settings(nodes, replicas, options, EMBEDDED_ARGS)
+    _check_embedded(nodes, pool_size, spill_dir, spill_size)
+    return _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size)
 
 
-def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int,
-               settings: dict[str, str]) -> tuple[Any, EmbeddedNode | None]:
+def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int, settings: dict[str, str],
+               spill_dir: str | list[str] | None = None,
+               spill_size: str | int | None = None) -> tuple[Any, EmbeddedNode | None]:
     """Start the embedded node if need be and put the builder on RPMP with the checked `settings`."""
     node = None
     if nodes is None:
-        node = EmbeddedNode(pool_size)
+        node = EmbeddedNode(pool_size, spill_dir=spill_dir, spill_size=spill_size)
         nodes = node.address
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # everything of this session is on this host
     try:
@@ -219,11 +261,20 @@ def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int,
 
 def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str | None = None, *,
                  pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None,
-                 stop_existing: bool = False, **options: Any) -> Any:
+                 stop_existing: bool = False, spill_dir: str | list[str] | None = None,
+                 spill_size: str | int | None = None, **options: Any) -> Any:
     """A new SparkSession whose shuffles go through RPMP.
 
-    nodes: RPMP nodes as "host:port,..."; None starts an embedded single node (pool on /dev/shm of
-    `pool_size`) that stops with the session, or with this process. conf: any other Spark settings.
+    nodes: RPMP nodes as "host:port,..."; None starts an embedded single node that stops with the session, or
+    with this process. conf: any other Spark settings.
+    The embedded node's storage (not with `nodes`: a ValueError):
+      pool_size: its memory pool on /dev/shm ("1g"), where shuffle data is pushed and merged.
+      spill_dir: a directory (or several, a list or "a,b") on local disks for its disk tier: when the pool
+        fills, idle blocks move to spill files there (in a subdirectory of the node's own, removed with the
+        session; nothing else in the directory is touched), so a shuffle larger than the pool still completes.
+        A missing directory is created if its parent exists. None (default): no disk tier; a push into a full
+        pool fails.
+      spill_size: bytes the spill files may take ("200g"; None or 0: what the directories' file systems have).
     options: spark.rpmp.* settings (see OPTIONS), e.g. push_size="8m".
     stop_existing: a SparkSession (or SparkContext) already running in this process, e.g. a pyspark shell's
     or a notebook's, cannot be put on RPMP (Spark picks the shuffle manager when its context starts), so by
@@ -234,8 +285,9 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    accepted = ("app_name", "master", "nodes", "pool_size", "replicas", "conf", "stop_existing")
+    accepted = ("app_name", "master", "conf", "stop_existing", *EMBEDDED_ARGS)
     settings = check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
+    _check_embedded(nodes, pool_size, spill_dir, spill_size)
     running = SparkContext._active_spark_context
     if running is not None:
         if not stop_existing:
@@ -256,7 +308,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
     jvm_launched_here = not _jvm_running()
-    builder, node = _configure(builder, nodes, pool_size, replicas, settings)
+    builder, node = _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size)
     ours = {k: str(v) for k, v in builder._options.items()
             if k.startswith("spark.rpmp.")
             or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars", EXECUTOR_CLASSPATH)}

@@ -36,10 +36,13 @@ def shuffle_counts(spark) -> dict[int, int]:
 EXPECTED = {k: len(range(k, 2_000, 7)) for k in range(7)}
 
 
-def test_session_with_embedded_node_shuffles_through_it_and_stops_it():
-    spark = rpmp_session("session-test", master="local[2]", pool_size="128m", push_size="8k", conf=NO_UI)
+def test_session_with_embedded_node_shuffles_through_it_and_stops_it(tmp_path):
+    spark = rpmp_session("session-test", master="local[2]", pool_size="128m", push_size="8k", conf=NO_UI,
+                         spill_dir=str(tmp_path), spill_size="1g")
     node = spark._rpmp_node
     try:
+        assert node.spill_dirs == [str(tmp_path / os.path.basename(node.pool).removesuffix(".pool"))]
+        assert os.path.isdir(node.spill_dirs[0]) and node.spill_size == 1 << 30
         sc = spark.sparkContext
         assert sc.getConf().get("spark.shuffle.manager") == MANAGER
         assert sc.getConf().get("spark.rpmp.nodes") == node.address
@@ -58,6 +61,22 @@ def test_session_with_embedded_node_shuffles_through_it_and_stops_it():
     finally:
         spark.stop()
     assert node.proc.poll() is not None and not os.path.exists(node.pool)
+    assert os.listdir(tmp_path) == []   # the node's spill subdirectory went with it
+
+
+def test_embedded_node_spills_into_a_subdirectory_of_its_own_that_goes_with_it(tmp_path):
+    (tmp_path / "theirs.spill").write_bytes(b"not the node's")
+    _, node = configure(SparkSession.builder, pool_size="64m", spill_dir=str(tmp_path), spill_size="2g")
+    try:
+        assert node is not None and node.running
+        own = tmp_path / os.path.basename(node.pool).removesuffix(".pool")
+        assert node.spill_dirs == [str(own)] and own.is_dir() and own.stat().st_mode & 0o777 == 0o700
+        cmd = node.command()
+        assert cmd[cmd.index("--spill-dir") + 1] == str(own) and cmd[cmd.index("--spill-size") + 1] == str(2 << 30)
+        (own / "0.spill").write_bytes(b"spilled")
+    finally:
+        node.close()
+    assert os.listdir(tmp_path) == ["theirs.spill"]
 
 
 def test_conf_for_existing_nodes_keeps_other_jars():
@@ -111,8 +130,23 @@ def test_settings_stay_with_their_session_and_a_running_session_is_not_taken_sil
         spark.stop()
 
 
-def test_bad_options_are_clear_errors_before_anything_starts():
+def test_bad_options_are_clear_errors_before_anything_starts(tmp_path):
     context, pools = SparkContext._active_spark_context, embedded_pools()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"spill_dir and spill_size configure the embedded RPMP node, but "
+                                         r"nodes='127\.0\.0\.1:7077' are given"):
+        rpmp_session("bad", nodes="127.0.0.1:7077", spill_dir=str(tmp_path), spill_size="1g")
+    with pytest.raises(ValueError, match="spill_dir configures the embedded RPMP node"):
+        configure(SparkSession.builder, "127.0.0.1:7077", spill_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="spill dir '/no/such/dir': does not exist, nor does its parent"):
+        rpmp_session("bad", spill_dir="/no/such/dir")
+    with pytest.raises(ValueError, match="exists and is not a directory"):
+        configure(SparkSession.builder, spill_dir=str(tmp_path / "file"))
+    with pytest.raises(ValueError, match="spill_size=-1: must be >= 0"):
+        rpmp_session("bad", spill_dir=str(tmp_path), spill_size="-1")
+    with pytest.raises(ValueError, match="not a size: 'lots'"):
+        rpmp_session("bad", pool_size="lots")
+    assert os.listdir(tmp_path) == ["file"]
     with pytest.raises(ValueError, match=r"unknown RPMP option 'push_sise' \(did you mean push_size\?\).*push_memory"):
         rpmp_session("bad", push_sise="8k")
     with pytest.raises(ValueError, match="unknown RPMP option 'colour'"):

@@ -50,6 +50,38 @@ def test_session_plan_warms_up_both_then_alternates():
     assert terasort.session_plan(terasort.settings_from(args)) == [("sort", 0), ("sort", 1)]
 
 
+def test_spill_dir_option_and_the_nodes_spill_figures(tmp_path, capsys):
+    args = terasort.parse_args(["--pool-size", "512m", "--spill-dir", str(tmp_path)])
+    settings = terasort.settings_from(args)
+    assert (settings.pool_size, settings.spill_dir) == ("512m", str(tmp_path))
+    assert terasort.settings_from(terasort.parse_args([])).spill_dir is None
+    for bad, message in ((["--spill-dir", "/no/such/dir"], "does not exist"),
+                         (["--spill-dir", str(tmp_path), "--nodes", "h:1"], "not with --nodes")):
+        with pytest.raises(SystemExit):
+            terasort.parse_args(bad)
+        assert message in capsys.readouterr().err
+    # STATS "spill" (added by the node's disk tier) summed over nodes; nodes without one give None
+    assert terasort.spill_totals([{"counters": {}}]) is None and terasort.spill_totals(None) is None
+    one = {"dirs": ["/a"], "files": 1, "capacity": 100, "used": 10, "blocks": 2, "bytes": 10, "spilled_bytes": 30,
+           "spilled_blocks": 3, "spill_seconds": 0.5}
+    total = terasort.spill_totals([{"spill": one}, {"spill": {**one, "dirs": ["/b"]}}, {}])
+    assert total["dirs"] == ["/a", "/b"] and total["spilled_bytes"] == 60 and total["spill_seconds"] == 1.0
+    assert terasort.spill_delta(total, {**total, "spilled_bytes": 50, "spilled_blocks": 4}) == {
+        "spilled_bytes": 10, "spilled_blocks": 2, "spill_seconds": 0.0}
+    assert terasort.spill_delta(None, None) is None
+    runs = [terasort.Run("rpmp", i, 1.0, 0.5, 0.5, 10, "app", spill={"spilled_bytes": 2_000_000 * (i + 1),
+                                                                     "spilled_blocks": i + 1, "spill_seconds": 0.25})
+            for i in range(2)] + [terasort.Run("sort", 0, 1.0, 0.5, 0.5, 10, "app")]
+    summary = terasort.summarize_runs(runs, ["rpmp", "sort"], 10)
+    assert (summary["rpmp"]["spilled_bytes"], summary["rpmp"]["spilled_blocks"]) == (6_000_000, 3)
+    assert "spilled_bytes" not in summary["sort"]
+    from rich.console import Console
+
+    terasort.print_report(Console(width=200), settings, runs, summary, 1.0)
+    assert "rpmp: the RPMP nodes spilled 6.0 MB in 3 block(s) to disk over the timed runs (0.50 s spilling)" \
+        in capsys.readouterr().out
+
+
 def test_small_terasort_both_shuffles_validates(tmp_path):
     out, png = tmp_path / "ts.json", tmp_path / "ts.png"
     # local[2] keeps start-up short; tests/test_spark_e2e.py covers separate executor JVMs.
