@@ -250,7 +250,7 @@ public final class RpmpClient implements Closeable {
             if (pushes.peek() == p) pushes.poll();
             // The remaining acks are still on the way; nobody will read them, so the stream is unusable.
             if (!pushes.isEmpty()) broken = true;
-            throw new RpmpException(e.code(), "push of partition " + p.partition() + " seq " + (p.seq() & 0xFFFFFFFFL)
+            throw new RpmpException(e.code(), "push of partition " + p.partition() + " seq " + Protocol.seqName(p.seq())
                 + ": " + e.nodeMessage(), address);
         }
     }

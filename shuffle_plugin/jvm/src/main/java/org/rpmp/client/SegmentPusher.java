@@ -26,6 +26,8 @@ import org.apache.logging.log4j.Logger;
  * forgot the shuffle: NOT_FOUND, re-registered first; the connection broke), every unacknowledged segment
  * of that node is pushed again on a new connection. That is safe because a node stores a
  * (map_index, attempt, seq) once. Other errors, or spark.rpmp.push.retries failed rounds, fail the task.
+ * A node refusing room (POOL_FULL, QUOTA_EXCEEDED) fails it at once, since pushing there again does not help,
+ * with an error that names the shuffle, the map, the partition and the node, and what to look at.
  */
 public final class SegmentPusher implements SegmentOutput {
     private static final Logger LOG = LogManager.getLogger(SegmentPusher.class);
@@ -181,9 +183,33 @@ public final class SegmentPusher implements SegmentOutput {
     }
 
     private IOException describe(IOException e, int node) {
-        if (e instanceof RpmpException) return e;
+        String addr = placement.node(node).address();
+        if (e instanceof RpmpException) {
+            RpmpException r = (RpmpException) e;
+            String hint = noRoomHint(r.code());
+            if (hint == null) return e;
+            // The node refuses to hold more: the task fails with what to look at (the client's message names
+            // the partition and seq of the refused push).
+            RpmpException out = new RpmpException(r.code(), "shuffle " + ref.shuffleId() + " map " + mapIndex
+                + " (attempt " + attempt + ") on RPMP node " + addr + ": " + r.nodeMessage() + "; " + hint,
+                r.node() != null ? r.node() : addr);
+            out.initCause(e);
+            return out;
+        }
         return new IOException("push of shuffle " + ref.shuffleId() + " map " + mapIndex + " to RPMP node "
-            + placement.node(node).address() + " failed: " + e.getMessage(), e);
+            + addr + " failed: " + e.getMessage(), e);
+    }
+
+    /** What a push refused for want of room means, or null for other errors. */
+    private static String noRoomHint(int code) {
+        if (code == Protocol.POOL_FULL) {
+            return "the node has no room left (its pool, and its spill files if it has a disk tier, are full)";
+        }
+        if (code == Protocol.QUOTA_EXCEEDED) {
+            return "the application holds more than its quota on that node (rpmp server --app-quota); "
+                + "pushing there fails until the application's shuffles are deleted";
+        }
+        return null;
     }
 
     private static void sleep(long ms) throws IOException {

@@ -242,6 +242,45 @@ class MisbehavingNodeTest {
         }
     }
 
+    @ParameterizedTest(name = "quota: {0}")
+    @ValueSource(booleans = {true, false})
+    @DisplayName("a push refused for room (POOL_FULL, QUOTA_EXCEEDED) fails the map task naming shuffle, partition and node")
+    void pushRefusedForRoomNamesShufflePartitionAndNode(boolean quota) throws Exception {
+        int code = quota ? Protocol.QUOTA_EXCEEDED : Protocol.POOL_FULL;
+        String said = quota ? "app 'a' would hold 1074790400 bytes on this node, above its quota of 1073741824"
+            : "no room for 1048576 bytes after waiting 30 s";
+        try (FakeNode n = new FakeNode(afterHello(s -> {
+            try {
+                byte[] req = readFrame(s.getInputStream());
+                byte[] meta = new MetaWriter().u16(code).str(said).toByteArray();
+                s.getOutputStream().write(response(req, Protocol.FLAG_RESPONSE | Protocol.FLAG_ERROR, meta, 0));
+                s.getOutputStream().flush();
+                sleep(3000);
+            } catch (IOException ignored) {
+                // client went away
+            }
+        }))) {
+            NodeInfo fake = new NodeInfo("127.0.0.1:" + n.port(), "127.0.0.1", n.port(), 1);
+            ShuffleRef ref = new ShuffleRef("a", 9, 4, 1, new Placement(1, List.of(fake), 1, new short[] {0, 0, 0, 0}));
+            ConnectionPool pool = new ConnectionPool(quick());
+            SegmentPusher pusher = new SegmentPusher(ref, pool, 5, 1234L, 3, 10);
+            long t0 = System.nanoTime();
+            RpmpException e = expectThrows(RpmpException.class, () -> {
+                pusher.push(2, ByteBuffer.wrap(new byte[64]).limit(64), true);
+                pusher.finish();
+            });
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            String m = e.getMessage();
+            expect(e.code() == code && m.startsWith(Protocol.errorName(code) + " from " + fake.address() + ": "), m);
+            expect(m.contains("shuffle 9 map 5 (attempt 1234)") && m.contains("push of partition 2 seq 0+LAST: ")
+                && m.contains("RPMP node " + fake.address()) && m.contains(said), m);
+            expect(quota ? m.contains("--app-quota") : m.contains("no room left"), m);
+            expect(ms < 1000, "not retried (" + ms + " ms): retrying the same node does not help");
+            pusher.abort();
+            pool.close();
+        }
+    }
+
     @Test
     @DisplayName("unknown error codes are kept as numbers")
     void unknownErrorCodesKept() throws Exception {
