@@ -147,3 +147,21 @@ def test_an_app_over_its_quota_is_refused_and_others_proceed(spill_node):
         c.delete_shuffle(APP, 6)
         c.register_shuffle(APP, 7, 1)
         assert fetched(c, APP, 7, 1) == {} and push_maps(c, APP, 7, 1, range(8))
+
+
+def test_values_move_to_disk_and_get_serves_them_byte_exact_across_a_restart(spill_node):
+    n = spill_node("32m")
+    values = {f"key-{i}".encode(): data_of(1000 + i) for i in range(48)}  # 48 MiB of values, 32 MiB pool
+    with Client(n.addr) as c:
+        for k, v in values.items():
+            c.put(k, v)
+        assert c.stats()["spill"]["blocks"] > 0
+        assert all(bytes(c.get(k)) == v for k, v in values.items())
+    n.restart()
+    with Client(n.addr) as c:
+        assert all(bytes(c.get(k)) == v for k, v in values.items())
+        c.put(b"key-0", b"replaced")  # a spilled value replaced and one deleted: both gone from disk
+        c.delete(b"key-1")
+        assert bytes(c.get(b"key-0")) == b"replaced"
+        st = c.stats()["spill"]
+        assert st["freed_extents"] >= 1 and st["blocks"] < 48

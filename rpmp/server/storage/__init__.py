@@ -81,14 +81,15 @@ class Storage:
                 continue
             in_pool.add(info.key)
             store.load(info)
+        damaged: set[int] = set()  # spilled blocks whose body fails its extent's checksum
         if self.disk is not None:
-            self._load_disk(in_pool)
+            self._load_disk(in_pool, damaged)
         self.shuffles.loaded()
-        corrupt = set(self.pool.corrupt_blocks)  # sealed or checked blocks whose bytes changed while stopped
+        corrupt = set(self.pool.corrupt_blocks) | damaged  # blocks whose bytes changed while stopped
         self.values.loaded(corrupt)
         self.addresses.loaded(corrupt)
 
-    def _load_disk(self, in_pool: set[bytes]) -> None:
+    def _load_disk(self, in_pool: set[bytes], damaged: set[int]) -> None:
         """Index the disk tier's blocks. One found in the pool too was being moved when the node stopped
         (its extent was durable, the pool block not yet freed): the pool copy is kept. One whose body fails
         its checksum has its records checked one by one as they are indexed (the bad ones are quarantined)."""
@@ -104,6 +105,7 @@ class Storage:
             if intact:
                 self.shuffles.intact_on_disk.add(block)
             else:
+                damaged.add(block)
                 log.error("spilled block %#x (%s) fails its checksum; its records are checked one by one",
                           block, self.disk.path(block))
             self.blocks.load_spilled(block)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import struct
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -155,7 +155,6 @@ class ShuffleStore:
         self.last_partition_bytes = 0
         self.busy: set[int] = set()  # blocks an in-flight push holds: never moved to disk meanwhile
         self.intact_on_disk: set[int] = set()  # spilled blocks found at open whose body checked whole
-        self.on_full: Callable[[], StorageError | None] | None = None  # the pool is full: wait (busy) or fail?
         self.quota = 0  # payload bytes one app may hold here, both tiers together (0: no quota)
         self.app_bytes: dict[str, int] = {}  # per app: payload bytes held and reserved for pushes in flight
 
@@ -321,9 +320,7 @@ class ShuffleStore:
             view = self.blocks.reserve(block, offset, total)
         except StorageError as e:
             self.blocks.received(length)
-            if e.kind == "pool_full" and self.on_full is not None:
-                raise self.on_full() or e from None
-            raise
+            raise self.blocks.when_full(e) from None
         except BaseException:
             self.blocks.received(length)
             raise
@@ -517,40 +514,42 @@ class ShuffleStore:
         return sum(self.delete(a, s) for a, s in ids)
 
     # ---- moving blocks to the disk tier ----------------------------------------------------------
-    def spill_candidates(self) -> Iterator[tuple[Shuffle, int, int]]:
-        """(shuffle, partition, block) of pool blocks that may move to disk: not held by a push in flight,
+    def spill_candidates(self) -> Iterator[tuple[tuple[Shuffle, int], int]]:
+        """((shuffle, partition), block) of pool blocks that may move to disk: not held by a push in flight,
         with data. The oldest shuffles first (the likeliest to be finished), full blocks before those that
         still have room (pushes would fill those next)."""
-        later: list[tuple[Shuffle, int, int]] = []
+        later: list[tuple[tuple[Shuffle, int], int]] = []
         for sh in list(self.shuffles.values()):
             for p, part in list(sh.partitions.items()):
                 for b in part.blocks:
                     if is_spilled(b) or b in self.busy or self.blocks.used(b) == 0:
                         continue
                     if b in part.open and self.blocks.room(b) > MIN_BLOCK:
-                        later.append((sh, p, b))
+                        later.append(((sh, p), b))
                     else:
-                        yield sh, p, b
-        for sh, p, b in later:
+                        yield (sh, p), b
+        for (sh, p), b in later:
             if b in sh.part(p).blocks and b not in self.busy:
-                yield sh, p, b
+                yield (sh, p), b
 
-    def take(self, sh: Shuffle, p: int, block: int) -> bytes:
+    def take(self, where: tuple[Shuffle, int], block: int) -> bytes:
         """Hold a block for moving to disk: pushes no longer add to it. Returns its pool key."""
-        part = sh.part(p)
+        part = where[0].part(where[1])
         if block in part.open:
             part.open.remove(block)
         return self.blocks.key(block)
 
-    def give_back(self, sh: Shuffle, p: int, block: int) -> None:
+    def give_back(self, where: tuple[Shuffle, int], block: int) -> None:
         """A block that could not be moved takes pushes again."""
+        sh, p = where
         if self.shuffles.get((sh.app, sh.shuffle)) is sh and block in sh.part(p).blocks \
                 and self.blocks.room(block) > RECORD_HEADER_SIZE:
             sh.part(p).open.append(block)
 
-    def moved(self, sh: Shuffle, p: int, block: int, spilled: int) -> bool:
+    def moved(self, where: tuple[Shuffle, int], block: int, spilled: int) -> bool:
         """A block's bytes are durable in the disk tier as `spilled`: its records point there from now on and
         the pool block is freed. False (and `spilled` is freed) when the shuffle was deleted meanwhile."""
+        sh, p = where
         part = sh.partitions.get(p)
         if self.shuffles.get((sh.app, sh.shuffle)) is not sh or part is None or block not in part.blocks:
             self.blocks.free(spilled)

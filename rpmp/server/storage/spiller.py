@@ -5,6 +5,10 @@ Above the high mark (pool use as a fraction of its capacity) it moves whole bloc
 the oldest shuffles' and full blocks first, in batches, until use is below the low mark. A push that finds
 the pool full waits (the network holds its frame, up to `full_wait`) and wakes the spiller at once.
 
+Shuffle blocks go first, then values (GET serves them from disk after). A value's pool checksum is checked
+before it moves (a spill file's checksum is taken of what it is given: it must not bless damaged bytes);
+records need no such check, as each carries its own XXH3 to the reader.
+
 A batch is written by one thread (`DiskTier.append`: pwrite and one fdatasync) while the event loop
 serves on; back on the loop, each block's records are pointed at its extent and the pool block is freed.
 So a crash leaves every block in the pool, in a spill file, or in both (the restart keeps the pool's),
@@ -14,13 +18,17 @@ never in neither.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from rpmp.server.storage import Storage, StorageError
-from rpmp.server.storage.disk import DiskFullError, DiskTier
-from rpmp.server.storage.spill import PAGE
+from rpmp.server.storage.blocks import Blocks
+from rpmp.server.storage.disk import DiskFullError, DiskTier, _File
+from rpmp.server.storage.spill import PAGE, Extent
 
 log = logging.getLogger("rpmp.storage")
 
@@ -39,7 +47,7 @@ class Spiller:
         self.idle_warned = False
         self._wake: asyncio.Event | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rpmp-spill")
-        storage.shuffles.on_full = self.on_full
+        storage.blocks.on_full = self.on_full
 
     def on_full(self) -> StorageError:
         """A push found the pool full: it waits for room (busy) while the spiller makes some."""
@@ -90,19 +98,21 @@ class Spiller:
 
     async def batch(self) -> int:
         """Move one batch of idle blocks to disk; returns how many moved."""
-        shuffles, blocks = self.storage.shuffles, self.storage.blocks
+        shuffles, values, blocks = self.storage.shuffles, self.storage.values, self.storage.blocks
         room = self.disk.room()
         try:
             target = self.disk.target()
         except DiskFullError:
             return 0
-        items = []
+        items: list[tuple[Any, Any, int, bytes, memoryview]] = []  # (store, token, block, key, view)
         total = 0
-        for sh, p, block in shuffles.spill_candidates():
+        candidates = itertools.chain(((shuffles, t, b) for t, b in shuffles.spill_candidates()),
+                                     ((values, t, b) for t, b in values.spill_candidates()))
+        for store, token, block in candidates:
             n = blocks.used(block)
             if total + n + 2 * PAGE > room:
                 break
-            items.append((sh, p, block, shuffles.take(sh, p, block), blocks.view(block, 0, n)))
+            items.append((store, token, block, store.take(token, block), blocks.view(block, 0, n)))
             total += n + 2 * PAGE
             if total >= BATCH_BYTES:
                 break
@@ -111,18 +121,30 @@ class Spiller:
         began = time.monotonic()
         try:
             extents = await asyncio.get_running_loop().run_in_executor(
-                self._executor, DiskTier.append, target, [(key, view) for _, _, _, key, view in items])
+                self._executor, _write, blocks, target,
+                [(block, key, view, store is values) for store, _, block, key, view in items])
         except BaseException as e:  # a failed write, or the node stopping: the blocks stay in the pool
-            for sh, p, block, _, view in items:
+            for store, token, block, _, view in items:
                 view.release()
-                shuffles.give_back(sh, p, block)
+                store.give_back(token, block)
             if not isinstance(e, OSError):
                 raise
             self.disk.paused(target, e)
             return 0
         seconds = time.monotonic() - began
-        for (sh, p, block, _, view), extent in zip(items, extents, strict=True):
+        for (store, token, block, _, view), extent in zip(items, extents, strict=True):
             view.release()  # before the pool block is freed: it need not wait for us
-            shuffles.moved(sh, p, block, self.disk.add(target, extent, seconds / len(items)))
+            if extent is None:  # a value whose pool bytes fail their checksum: quarantined, never moved
+                values.quarantine(token, block)
+                continue
+            store.moved(token, block, self.disk.add(target, extent, seconds / len(items)))
         blocks.sync_frees()
         return len(items)
+
+
+def _write(blocks: Blocks, target: _File, items: Sequence[tuple[int, bytes, memoryview, bool]]) -> list[Extent | None]:
+    """The spiller thread's part: check what must be checked, then append the rest (one fdatasync)."""
+    keep = [not check or blocks.verify(block) for block, _, _, check in items]
+    written = iter(DiskTier.append(target, [(key, view) for (_, key, view, _), ok in zip(items, keep, strict=True)
+                                            if ok]))
+    return [next(written) if ok else None for ok in keep]

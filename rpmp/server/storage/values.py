@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from rpmp._pool import BlockInfo
 from rpmp.server.storage.blocks import Blocks, StorageError
+from rpmp.server.storage.disk import is_spilled
 
 log = logging.getLogger("rpmp.storage")
 
@@ -65,6 +67,9 @@ class ValueStore:
             self._version += 1
             block = self.blocks.alloc(length, KKEY.pack(b"K", self._version) + key, seal_required=True)
             return PutReservation(key, block, self._version, length, self.blocks.reserve(block, 0, length))
+        except StorageError as e:
+            self.blocks.received(length)
+            raise self.blocks.when_full(e) from None
         except BaseException:
             self.blocks.received(length)
             raise
@@ -122,6 +127,31 @@ class ValueStore:
     def _error(self, key: bytes, block: int) -> StorageError:
         return StorageError("corrupt", f"the value under key {key[:40]!r} fails its checksum on node {self.name} "
                             f"(block {block:#x}); it is quarantined until replaced or deleted")
+
+    # ---- moving values to the disk tier ------------------------------------------------------------
+    def spill_candidates(self) -> Iterator[tuple[bytes, int]]:
+        """(key, block) of values in the pool that may move to disk (not empty, not quarantined)."""
+        for key, (block, _) in list(self.values.items()):
+            if not is_spilled(block) and block not in self.corrupt and self.blocks.used(block):
+                yield key, block
+
+    def take(self, key: bytes, block: int) -> bytes:
+        return self.blocks.key(block)
+
+    def give_back(self, key: bytes, block: int) -> None:
+        """A value stays in the pool (nothing to undo: values are immutable)."""
+
+    def moved(self, key: bytes, block: int, spilled: int) -> bool:
+        """A value's bytes are durable on disk as `spilled`: it is served from there and its pool block freed.
+        False (and `spilled` freed) when the value was replaced or deleted meanwhile."""
+        entry = self.values.get(key)
+        if entry is None or entry[0] != block:
+            self.blocks.free(spilled)
+            return False
+        self.blocks.load_spilled(spilled)
+        self.values[key] = (spilled, entry[1])
+        self.blocks.free(block)
+        return True
 
     def delete(self, key: bytes) -> None:
         entry = self.values.pop(key, None)
