@@ -399,17 +399,15 @@ class Connection(asyncio.BufferedProtocol):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
                 parts: list[Part] = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
-                    sent = isinstance(part, FileRange) and part.fd is not None and (part.disk or self.server.sendfile)
-                    if sent:
+                    if isinstance(part, FileRange) and part.fd is not None and (part.disk or self.server.sendfile):
                         ok = await self._out(fd, part.nbytes, functools.partial(
                             _sendfile_from, fd, part.fd, part.offset, part.nbytes))
+                        self.server.counters["sendfile_bytes"] += part.nbytes if ok else 0
                     else:
                         view = part.view if isinstance(part, FileRange) else memoryview(part).cast("B")
                         ok = await self._out(fd, view.nbytes, functools.partial(_write_from, fd, view))
                     if not ok:
                         return
-                    if sent:
-                        self.server.counters["sendfile_bytes"] += part.nbytes
             self.server.counters["sendfile_replies"] += 1
         finally:
             os.close(fd)

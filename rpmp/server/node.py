@@ -167,8 +167,12 @@ def run(config: NodeConfig, parent_fd: int | None = None, remove_pool_with_paren
     else:
         node = RpmpNode(config)
         uvloop.run(node.serve_forever(parent_fd))
-    if node.orphaned and remove_pool_with_parent:
-        try:
-            os.unlink(config.pool)
-        except FileNotFoundError:
-            pass
+    if node.orphaned and remove_pool_with_parent:  # the pool and its spill files, which only it can read
+        stem = os.path.basename(config.pool)
+        spilled = [os.path.join(d, name) for d in config.spill_dirs if os.path.isdir(d) for name in os.listdir(d)
+                   if name.startswith(stem + ".") and name.endswith(".spill")]
+        for path in (config.pool, *spilled):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass

@@ -22,26 +22,17 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from rpmp._pool import DEFAULT_BLOCK_CAPACITY, Pool
 from rpmp.server.storage.addresses import AddressStore
 from rpmp.server.storage.blocks import Blocks, StorageError
-from rpmp.server.storage.disk import DiskTier
+from rpmp.server.storage.disk import DiskTier, SpilledInfo
 from rpmp.server.storage.shuffles import Record, Run, Shuffle, ShuffleStore
 from rpmp.server.storage.values import ValueStore
 
 __all__ = ["Storage", "StorageError", "Record", "Run", "Shuffle"]
 
 log = logging.getLogger("rpmp.storage")
-
-
-@dataclass(frozen=True, slots=True)
-class SpilledInfo:
-    """What the stores' `load` reads of a block found in the disk tier at open (a pool block's BlockInfo)."""
-
-    id: int
-    key: bytes
 
 
 class Storage:

@@ -36,6 +36,14 @@ FREE_SPACE_FLOOR = 256 << 20  # without a --spill-size, leave this much of a dir
 ENOSPC_PAUSE = 5.0  # seconds a directory that ran out of space is not written to
 
 
+@dataclass(frozen=True, slots=True)
+class SpilledInfo:
+    """What the stores' `load` reads of a block found in the disk tier at open (a pool block's BlockInfo)."""
+
+    id: int
+    key: bytes
+
+
 def is_spilled(block: int) -> bool:
     return block & SPILLED != 0
 

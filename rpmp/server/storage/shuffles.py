@@ -28,7 +28,7 @@ from rpmp._wire import decode_register_resp, unpack_record_header, write_record_
 from rpmp.protocol import END_MAP_ALL, RECORD_HEADER_SIZE, Node, ProtocolError
 from rpmp.server.contract import FileRange
 from rpmp.server.storage.blocks import Blocks, StorageError
-from rpmp.server.storage.disk import is_spilled
+from rpmp.server.storage.disk import SpilledInfo, is_spilled
 
 log = logging.getLogger("rpmp.storage")
 
@@ -159,7 +159,7 @@ class ShuffleStore:
         self.app_bytes: dict[str, int] = {}  # per app: payload bytes held and reserved for pushes in flight
 
     # ---- recovery -------------------------------------------------------------------------------
-    def load(self, info: BlockInfo) -> None:
+    def load(self, info: BlockInfo | SpilledInfo) -> None:
         """Note a block found at open; `loaded` indexes them once all are known."""
         if info.key[:1] == b"M":
             _, sid, _copy = MKEY.unpack_from(info.key)

@@ -21,7 +21,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -106,8 +106,9 @@ class Spiller:
             return 0
         items: list[tuple[Any, Any, int, bytes, memoryview]] = []  # (store, token, block, key, view)
         total = 0
-        candidates = itertools.chain(((shuffles, t, b) for t, b in shuffles.spill_candidates()),
-                                     ((values, t, b) for t, b in values.spill_candidates()))
+        candidates: Iterator[tuple[Any, Any, int]] = itertools.chain(
+            ((shuffles, t, b) for t, b in shuffles.spill_candidates()),
+            ((values, t, b) for t, b in values.spill_candidates()))
         for store, token, block in candidates:
             n = blocks.used(block)
             if total + n + 2 * PAGE > room:

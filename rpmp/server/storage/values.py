@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rpmp._pool import BlockInfo
 from rpmp.server.storage.blocks import Blocks, StorageError
-from rpmp.server.storage.disk import is_spilled
+from rpmp.server.storage.disk import SpilledInfo, is_spilled
 
 log = logging.getLogger("rpmp.storage")
 
@@ -43,7 +43,7 @@ class ValueStore:
         self.corrupt: set[int] = set()  # value blocks that failed their checksum
         self._version = 0
 
-    def load(self, info: BlockInfo) -> None:
+    def load(self, info: BlockInfo | SpilledInfo) -> None:
         _, version = KKEY.unpack_from(info.key)
         key = info.key[KKEY.size:]
         old = self.values.get(key)
