@@ -250,10 +250,11 @@ class Blocks:
                                f"arriving; {length} more would exceed half the pool")
         self.receiving += length
 
-    def received(self, length: int) -> None:
-        """A reservation ended (committed or aborted): its room counts no more."""
+    def received(self, length: int, notify: bool = True) -> None:
+        """A reservation ended (committed or aborted): its room counts no more. `notify=False` for one that
+        never got its block: telling waiters would wake the frame that just failed, again and again."""
         self.receiving -= length
-        if self.on_room is not None:
+        if notify and self.on_room is not None:
             self.on_room()
 
     def close(self) -> None:

@@ -319,10 +319,10 @@ class ShuffleStore:
             offset = self.blocks.used(block)
             view = self.blocks.reserve(block, offset, total)
         except StorageError as e:
-            self.blocks.received(length)
+            self.blocks.received(length, notify=False)
             raise self.blocks.when_full(e) from None
         except BaseException:
-            self.blocks.received(length)
+            self.blocks.received(length, notify=False)
             raise
         self.busy.add(block)
         self.app_bytes[sh.app] = held + length

@@ -68,10 +68,10 @@ class ValueStore:
             block = self.blocks.alloc(length, KKEY.pack(b"K", self._version) + key, seal_required=True)
             return PutReservation(key, block, self._version, length, self.blocks.reserve(block, 0, length))
         except StorageError as e:
-            self.blocks.received(length)
+            self.blocks.received(length, notify=False)
             raise self.blocks.when_full(e) from None
         except BaseException:
-            self.blocks.received(length)
+            self.blocks.received(length, notify=False)
             raise
 
     def commit(self, res: PutReservation) -> None:
