@@ -33,6 +33,7 @@
 #define RPMP_OP_STATS 0x03u
 #define RPMP_OP_MEMBERS 0x04u
 #define RPMP_OP_HEARTBEAT 0x05u
+#define RPMP_OP_DRAIN 0x06u
 #define RPMP_OP_REGISTER_SHUFFLE 0x10u
 #define RPMP_OP_PUSH 0x11u
 #define RPMP_OP_MAP_END 0x12u
@@ -40,6 +41,7 @@
 #define RPMP_OP_PARTITION_INFO 0x14u
 #define RPMP_OP_DELETE_SHUFFLE 0x15u
 #define RPMP_OP_DELETE_APP 0x16u
+#define RPMP_OP_LEASE 0x17u
 #define RPMP_OP_PUT 0x20u
 #define RPMP_OP_GET 0x21u
 #define RPMP_OP_DELETE 0x22u
@@ -68,6 +70,7 @@
 #define RPMP_STATE_ALIVE 1u
 #define RPMP_STATE_SUSPECT 2u
 #define RPMP_STATE_DEAD 3u
+#define RPMP_STATE_DRAINING 4u
 
 /* The name of an error code, or NULL for a code this version does not know. */
 static inline const char *rpmp_error_name(unsigned code) {
@@ -103,6 +106,7 @@ static inline const char *rpmp_op_name(unsigned op) {
     case RPMP_OP_STATS: return "STATS";
     case RPMP_OP_MEMBERS: return "MEMBERS";
     case RPMP_OP_HEARTBEAT: return "HEARTBEAT";
+    case RPMP_OP_DRAIN: return "DRAIN";
     case RPMP_OP_REGISTER_SHUFFLE: return "REGISTER_SHUFFLE";
     case RPMP_OP_PUSH: return "PUSH";
     case RPMP_OP_MAP_END: return "MAP_END";
@@ -110,6 +114,7 @@ static inline const char *rpmp_op_name(unsigned op) {
     case RPMP_OP_PARTITION_INFO: return "PARTITION_INFO";
     case RPMP_OP_DELETE_SHUFFLE: return "DELETE_SHUFFLE";
     case RPMP_OP_DELETE_APP: return "DELETE_APP";
+    case RPMP_OP_LEASE: return "LEASE";
     case RPMP_OP_PUT: return "PUT";
     case RPMP_OP_GET: return "GET";
     case RPMP_OP_DELETE: return "DELETE";

@@ -56,6 +56,7 @@ class Op(IntEnum):
     STATS = 0x03
     MEMBERS = 0x04
     HEARTBEAT = 0x05
+    DRAIN = 0x06
     REGISTER_SHUFFLE = 0x10
     PUSH = 0x11
     MAP_END = 0x12
@@ -63,6 +64,7 @@ class Op(IntEnum):
     PARTITION_INFO = 0x14
     DELETE_SHUFFLE = 0x15
     DELETE_APP = 0x16
+    LEASE = 0x17
     PUT = 0x20
     GET = 0x21
     DELETE = 0x22
@@ -122,6 +124,7 @@ class NodeState(IntEnum):
     ALIVE = 1
     SUSPECT = 2
     DEAD = 3
+    DRAINING = 4  # up and serving what it holds, but takes no new shuffles (DRAIN); placement skips it
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +163,7 @@ REQUEST_FIELDS: dict[Op, tuple[str, ...]] = {
     Op.STATS: (),
     Op.MEMBERS: (),
     Op.HEARTBEAT: ("self", "known_epoch"),
+    Op.DRAIN: ("timeout_s",),
     Op.REGISTER_SHUFFLE: ("app", "shuffle", "num_partitions", "replicas"),
     Op.PUSH: ("app", "shuffle", "partition", "map_index", "attempt", "seq", "checksum"),
     Op.MAP_END: ("app", "shuffle", "map_index", "attempt", "counts"),
@@ -167,6 +171,7 @@ REQUEST_FIELDS: dict[Op, tuple[str, ...]] = {
     Op.PARTITION_INFO: ("app", "shuffle", "partition"),
     Op.DELETE_SHUFFLE: ("app", "shuffle"),
     Op.DELETE_APP: ("app",),
+    Op.LEASE: ("app",),
     Op.PUT: ("key",),
     Op.GET: ("key",),
     Op.DELETE: ("key",),
@@ -183,6 +188,7 @@ RESPONSE_FIELDS: dict[Op, tuple[str, ...]] = {
     Op.STATS: (),
     Op.MEMBERS: ("epoch", "nodes"),
     Op.HEARTBEAT: ("epoch", "nodes"),
+    Op.DRAIN: (),
     Op.REGISTER_SHUFFLE: ("epoch", "nodes", "prefs"),
     Op.PUSH: (),
     Op.MAP_END: (),
@@ -190,6 +196,7 @@ RESPONSE_FIELDS: dict[Op, tuple[str, ...]] = {
     Op.PARTITION_INFO: ("pool_path", "records", "bytes", "blocks", "spill_files"),
     Op.DELETE_SHUFFLE: ("blocks_freed",),
     Op.DELETE_APP: ("blocks_freed",),
+    Op.LEASE: ("ttl_ms",),
     Op.PUT: (),
     Op.GET: (),
     Op.DELETE: (),

@@ -39,6 +39,7 @@ from rpmp.protocol import (  # noqa: E402
     Block,
     ErrorCode,
     Node,
+    NodeState,
     Op,
     PartCount,
     flag_names,
@@ -52,7 +53,7 @@ CONVENTIONS = {
     "integers": "exact decimal JSON numbers; u64 values may exceed 2^63 (read them as unsigned)",
     "bytes": "fields of type `bytes` (PUT/GET/DELETE key) are lowercase hex strings",
     "data_hex": "the frame's data part as lowercase hex",
-    "Node": "{node_id, host, port, state}; state 1 alive, 2 suspect, 3 dead",
+    "Node": "{node_id, host, port, state}; state 1 alive, 2 suspect, 3 dead, 4 draining",
     "prefs": "REGISTER_SHUFFLE response: one list of L node indices per partition, partition 0 first",
     "records": "FETCH response data parsed into records; payload_offset is relative to the data part; checksum is "
                "XXH3-64 (seed 0) of the payload, as in PUSH",
@@ -275,6 +276,18 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.error("error_quota_exceeded", Op.PUSH, ErrorCode.QUOTA_EXCEEDED,
             f"app '{APP}' would hold 1073745920 bytes on node 10.0.0.1:7070, above its quota of 1073741824 "
             "(--app-quota): delete shuffles or raise the quota")
+
+    # ---- leases and drain (added after the others, so their request ids stay put): LEASE renews an app on
+    # every node and answers the node's TTL; DRAIN takes a node out of placement; members show it DRAINING
+    b.request("lease_req", Op.LEASE, (APP,))
+    b.response("lease_resp", Op.LEASE, (3_600_000,))
+    b.request("lease_forwarded_req", Op.LEASE, (APP,), flags=FLAG_FORWARDED)
+    b.request("drain_req", Op.DRAIN, (600,))
+    b.response("drain_resp", Op.DRAIN, ())
+    b.response("members_resp_draining", Op.MEMBERS,
+               (43, [NODES[0], Node("10.0.0.2:7070", "10.0.0.2", 7070, NodeState.DRAINING), NODES[2]]))
+    b.error("error_unavailable_draining", Op.REGISTER_SHUFFLE, ErrorCode.UNAVAILABLE,
+            "node 10.0.0.2:7070 is draining: it takes no new shuffles; register through another node")
 
     # ---- frames a receiver must reject
     good_push = W.encode_push(APP, 7, 3, 2, 17, 0, checksum)

@@ -158,6 +158,13 @@ ROUND_TRIPS = [
     (W.encode_partition_info_resp, W.decode_partition_info_resp, ("", 0, 0, [], ["unused.spill"])),
     (W.encode_delete_shuffle, W.decode_delete_shuffle, (APP, 7)),
     (W.encode_delete_app, W.decode_delete_app, APP),
+    (W.encode_lease, W.decode_lease, APP),
+    (W.encode_lease, W.decode_lease, "é" * 60),
+    (W.encode_lease_resp, W.decode_lease_resp, 0),
+    (W.encode_lease_resp, W.decode_lease_resp, 2**32 - 1),
+    (W.encode_drain, W.decode_drain, 0),
+    (W.encode_drain, W.decode_drain, 2**32 - 1),
+    (W.encode_members, W.decode_members, (7, [Node("d", "h", 9, NodeState.DRAINING), *NODES])),
     (W.encode_u64, W.decode_u64, 2**64 - 1),
     (W.encode_key, W.decode_key, b"\0" * 160),
     (W.encode_key, W.decode_key, b"k"),
@@ -313,8 +320,13 @@ def test_field_range_errors():
     raises(ErrorCode.BAD_REQUEST, W.decode_register, s16(APP) + struct.pack("<IIB", 1, 1, 0), match="replicas")
     raises(ErrorCode.BAD_REQUEST, W.encode_alloc, 0)
     raises(ErrorCode.BAD_REQUEST, W.decode_alloc, struct.pack("<Q", 0), match="ALLOC.size is 0")
-    bad_node = s16("n") + s16("h") + struct.pack("<HB", 1, 4)
-    raises(ErrorCode.BAD_REQUEST, W.decode_heartbeat, bad_node + struct.pack("<Q", 1), match="node.state 4")
+    bad_node = s16("n") + s16("h") + struct.pack("<HB", 1, 5)
+    raises(ErrorCode.BAD_REQUEST, W.decode_heartbeat, bad_node + struct.pack("<Q", 1), match="node.state 5")
+    raises(ErrorCode.BAD_REQUEST, W.encode_heartbeat, ("n", "h", 1, 5), 1, match="state 5")
+    raises(ErrorCode.BAD_REQUEST, W.encode_lease, "a/b", match="contains '/'")
+    raises(ErrorCode.BAD_REQUEST, W.decode_lease, s16(""), match="empty")
+    raises(ErrorCode.BAD_FRAME, W.decode_drain, struct.pack("<IB", 1, 0))
+    raises(ErrorCode.BAD_FRAME, W.decode_lease_resp, struct.pack("<H", 1))
     raises(ErrorCode.BAD_REQUEST, W.encode_heartbeat, ("n", "h", 1, 0), 1, match="state 0")
     raises(ErrorCode.BAD_REQUEST, W.decode_hello, struct.pack("<HH", 1, 2) + b"\xff\xfe",
            match="HELLO.client_name is not valid UTF-8")
@@ -523,6 +535,7 @@ def _sample_request_meta(op):
     samples = {Op.HELLO: (1, "c"), Op.HEARTBEAT: (NODES[0], 1), Op.REGISTER_SHUFFLE: (APP, 1, 2, 1),
                Op.PUSH: (APP, 1, 2, 3, 4, 5, 6), Op.MAP_END: (APP, 1, 2, 3, [(1, 1, 1)]), Op.FETCH: (APP, 1, 2),
                Op.PARTITION_INFO: (APP, 1, 2), Op.DELETE_SHUFFLE: (APP, 1), Op.DELETE_APP: (APP,),
+               Op.LEASE: (APP,), Op.DRAIN: (30,),
                Op.PUT: (b"k",), Op.GET: (b"k",), Op.DELETE: (b"k",), Op.ALLOC: (1,), Op.WRITE: (1, 2),
                Op.READ: (1, 2, 3), Op.FREE: (1,)}
     return W.encode_request(op, *samples.get(op, ()))
@@ -690,6 +703,23 @@ def test_hand_built_hello_and_members():
     assert frame == HDR.pack(0x504D5052, 2, 0x02, 0, e["request_id"], 0, 0, 0)
 
 
+def test_hand_built_lease_and_drain():
+    e, frame = _vector("lease_req")
+    assert frame == _hand(e, s16(APP))
+    e, frame = _vector("lease_forwarded_req")
+    assert frame == _hand(e, s16(APP)) and e["flags"] == P.FLAG_FORWARDED
+    e, frame = _vector("lease_resp")
+    assert frame == _hand(e, struct.pack("<I", 3_600_000))
+    e, frame = _vector("drain_req")
+    assert frame == _hand(e, struct.pack("<I", 600))
+    e, frame = _vector("drain_resp")
+    assert frame == _hand(e, b"")
+    e, frame = _vector("members_resp_draining")
+    assert [n["state"] for n in e["fields"]["nodes"]] == [1, 4, 1]
+    assert b"".join(s16(n["node_id"]) + s16(n["host"]) + struct.pack("<HB", n["port"], n["state"])
+                    for n in e["fields"]["nodes"]) in frame
+
+
 def test_hand_built_register():
     e, frame = _vector("register_shuffle_req")
     assert frame == _hand(e, s16(APP) + struct.pack("<IIB", 7, 4, 2))
@@ -830,7 +860,8 @@ def test_prop_random_header_bytes(buf, max_data):
 DECODERS = [W.decode_hello, W.decode_hello_resp, W.decode_members, W.decode_heartbeat, W.decode_register,
             W.decode_register_resp, W.decode_register_forwarded, W.decode_push, W.decode_map_end, W.decode_fetch,
             W.decode_fetch_resp, W.decode_partition_info, W.decode_partition_info_resp, W.decode_delete_shuffle,
-            W.decode_delete_app, W.decode_u64, W.decode_key, W.decode_alloc, W.decode_alloc_resp, W.decode_write,
+            W.decode_delete_app, W.decode_lease, W.decode_lease_resp, W.decode_drain, W.decode_u64, W.decode_key,
+            W.decode_alloc, W.decode_alloc_resp, W.decode_write,
             W.decode_read, W.decode_free, W.decode_error, W.count_records, lambda b: list(W.iter_records(b)),
             W.unpack_record_header]
 

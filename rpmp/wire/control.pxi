@@ -109,3 +109,20 @@ cdef object _heartbeat_fields(Cur* c, Py_ssize_t arg):
 def decode_heartbeat(meta) -> tuple:
     """-> (Node, known_epoch)"""
     return _decode(meta, "HEARTBEAT", _heartbeat_fields)
+
+
+def encode_drain(uint32_t timeout_s) -> bytes:
+    """DRAIN request: ``u32 timeout_s`` (seconds until the node stops even if it still holds shuffles; 0: no
+    limit). The response meta is empty."""
+    cdef bytes out = _new(4)
+    rp_st32(_ptr(out), timeout_s)
+    return out
+
+
+cdef object _drain_fields(Cur* c, Py_ssize_t arg):
+    return r_u32(c, "timeout_s")
+
+
+def decode_drain(meta) -> int:
+    """-> timeout_s"""
+    return _decode(meta, "DRAIN", _drain_fields)

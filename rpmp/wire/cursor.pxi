@@ -150,7 +150,7 @@ cdef uint32_t r_partition(Cur* c, const char* field) except? 0xFFFFFFFF:
     return p
 
 
-cdef tuple _STATES = (None, NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD)
+cdef tuple _STATES = (None, NodeState.ALIVE, NodeState.SUSPECT, NodeState.DEAD, NodeState.DRAINING)
 
 
 cdef object r_node(Cur* c):
@@ -158,8 +158,9 @@ cdef object r_node(Cur* c):
     host = r_str(c, "node.host")
     port = r_u16(c, "node.port")
     cdef uint8_t state = r_u8(c, "node.state")
-    if state < C_STATE_ALIVE or state > C_STATE_DEAD:
-        raise ProtocolError(BAD_REQUEST, f"{_s(c.what)}.node.state {state} is not 1 (alive), 2 (suspect) or 3 (dead)")
+    if state < C_STATE_ALIVE or state > C_STATE_DRAINING:
+        raise ProtocolError(BAD_REQUEST, f"{_s(c.what)}.node.state {state} is not 1 (alive), 2 (suspect), 3 (dead) "
+                                         f"or 4 (draining)")
     return Node(node_id, host, port, _STATES[state])
 
 

@@ -22,7 +22,8 @@ def _enc_empty(*fields):
 
 _REQUEST_DECODERS = {
     Op.HELLO: decode_hello, Op.PING: _empty("PING"), Op.STATS: _empty("STATS"), Op.MEMBERS: _empty("MEMBERS"),
-    Op.HEARTBEAT: decode_heartbeat, Op.REGISTER_SHUFFLE: decode_register, Op.PUSH: decode_push,
+    Op.HEARTBEAT: decode_heartbeat, Op.DRAIN: _one(decode_drain), Op.REGISTER_SHUFFLE: decode_register,
+    Op.PUSH: decode_push, Op.LEASE: _one(decode_lease),
     Op.MAP_END: decode_map_end, Op.FETCH: decode_fetch, Op.PARTITION_INFO: decode_partition_info,
     Op.DELETE_SHUFFLE: decode_delete_shuffle, Op.DELETE_APP: _one(decode_delete_app), Op.PUT: _one(decode_key),
     Op.GET: _one(decode_key), Op.DELETE: _one(decode_key), Op.ALLOC: _one(decode_alloc), Op.WRITE: decode_write,
@@ -30,7 +31,8 @@ _REQUEST_DECODERS = {
 }
 _REQUEST_ENCODERS = {
     Op.HELLO: encode_hello, Op.PING: _enc_empty, Op.STATS: _enc_empty, Op.MEMBERS: _enc_empty,
-    Op.HEARTBEAT: encode_heartbeat, Op.REGISTER_SHUFFLE: encode_register, Op.PUSH: encode_push,
+    Op.HEARTBEAT: encode_heartbeat, Op.DRAIN: encode_drain, Op.REGISTER_SHUFFLE: encode_register,
+    Op.PUSH: encode_push, Op.LEASE: encode_lease,
     Op.MAP_END: encode_map_end, Op.FETCH: encode_fetch, Op.PARTITION_INFO: encode_partition_info,
     Op.DELETE_SHUFFLE: encode_delete_shuffle, Op.DELETE_APP: encode_delete_app, Op.PUT: encode_key,
     Op.GET: encode_key, Op.DELETE: encode_key, Op.ALLOC: encode_alloc, Op.WRITE: encode_write,
@@ -38,7 +40,8 @@ _REQUEST_ENCODERS = {
 }
 _RESPONSE_DECODERS = {
     Op.HELLO: decode_hello_resp, Op.PING: _empty("PING response"), Op.STATS: _empty("STATS response"),
-    Op.MEMBERS: decode_members, Op.HEARTBEAT: decode_members, Op.REGISTER_SHUFFLE: decode_register_resp,
+    Op.MEMBERS: decode_members, Op.HEARTBEAT: decode_members, Op.DRAIN: _empty("DRAIN response"),
+    Op.REGISTER_SHUFFLE: decode_register_resp, Op.LEASE: _one(decode_lease_resp),
     Op.PUSH: _empty("PUSH response"), Op.MAP_END: _empty("MAP_END response"), Op.FETCH: _one(decode_fetch_resp),
     Op.PARTITION_INFO: decode_partition_info_resp, Op.DELETE_SHUFFLE: _one(decode_u64),
     Op.DELETE_APP: _one(decode_u64), Op.PUT: _empty("PUT response"), Op.GET: _empty("GET response"),
@@ -47,7 +50,8 @@ _RESPONSE_DECODERS = {
 }
 _RESPONSE_ENCODERS = {
     Op.HELLO: encode_hello_resp, Op.PING: _enc_empty, Op.STATS: _enc_empty, Op.MEMBERS: encode_members,
-    Op.HEARTBEAT: encode_members, Op.REGISTER_SHUFFLE: encode_register_resp, Op.PUSH: _enc_empty,
+    Op.HEARTBEAT: encode_members, Op.DRAIN: _enc_empty, Op.REGISTER_SHUFFLE: encode_register_resp,
+    Op.LEASE: encode_lease_resp, Op.PUSH: _enc_empty,
     Op.MAP_END: _enc_empty, Op.FETCH: encode_fetch_resp, Op.PARTITION_INFO: encode_partition_info_resp,
     Op.DELETE_SHUFFLE: encode_u64, Op.DELETE_APP: encode_u64, Op.PUT: _enc_empty, Op.GET: _enc_empty,
     Op.DELETE: _enc_empty, Op.ALLOC: encode_alloc_resp, Op.WRITE: _enc_empty, Op.READ: _enc_empty,

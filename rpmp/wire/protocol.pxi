@@ -40,6 +40,7 @@ cdef enum:
     C_OP_STATS = 0x03
     C_OP_MEMBERS = 0x04
     C_OP_HEARTBEAT = 0x05
+    C_OP_DRAIN = 0x06
     C_OP_REGISTER_SHUFFLE = 0x10
     C_OP_PUSH = 0x11
     C_OP_MAP_END = 0x12
@@ -47,6 +48,7 @@ cdef enum:
     C_OP_PARTITION_INFO = 0x14
     C_OP_DELETE_SHUFFLE = 0x15
     C_OP_DELETE_APP = 0x16
+    C_OP_LEASE = 0x17
     C_OP_PUT = 0x20
     C_OP_GET = 0x21
     C_OP_DELETE = 0x22
@@ -77,3 +79,4 @@ cdef enum:
     C_STATE_ALIVE = 1
     C_STATE_SUSPECT = 2
     C_STATE_DEAD = 3
+    C_STATE_DRAINING = 4

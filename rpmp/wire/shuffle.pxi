@@ -453,3 +453,37 @@ cdef object _delete_app_fields(Cur* c, Py_ssize_t arg):
 def decode_delete_app(meta) -> str:
     """-> app"""
     return _decode(meta, "DELETE_APP", _delete_app_fields)
+
+
+def encode_lease(app) -> bytes:
+    """LEASE request: ``str app``."""
+    cdef Py_ssize_t n
+    cdef const char* a = _app_arg(app, &n, "LEASE.app")
+    cdef bytes out = _new(2 + n)
+    w_str(_ptr(out), a, n)
+    return out
+
+
+cdef object _lease_fields(Cur* c, Py_ssize_t arg):
+    return r_app(c, "app")
+
+
+def decode_lease(meta) -> str:
+    """-> app"""
+    return _decode(meta, "LEASE", _lease_fields)
+
+
+def encode_lease_resp(uint32_t ttl_ms) -> bytes:
+    """LEASE response: ``u32 ttl_ms``, the node's app TTL (0: apps never expire there)."""
+    cdef bytes out = _new(4)
+    rp_st32(_ptr(out), ttl_ms)
+    return out
+
+
+cdef object _lease_resp_fields(Cur* c, Py_ssize_t arg):
+    return r_u32(c, "ttl_ms")
+
+
+def decode_lease_resp(meta) -> int:
+    """-> ttl_ms"""
+    return _decode(meta, "LEASE response", _lease_resp_fields)

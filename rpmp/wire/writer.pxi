@@ -76,8 +76,9 @@ cdef unsigned char* _w_node(unsigned char* p, tuple t, str field) except NULL:
     cdef const char* s
     cdef uint16_t port = t[2]
     cdef uint8_t state = t[3]
-    if state < C_STATE_ALIVE or state > C_STATE_DEAD:
-        raise ProtocolError(BAD_REQUEST, f"{field}.state {state} is not 1 (alive), 2 (suspect) or 3 (dead)")
+    if state < C_STATE_ALIVE or state > C_STATE_DRAINING:
+        raise ProtocolError(BAD_REQUEST, f"{field}.state {state} is not 1 (alive), 2 (suspect), 3 (dead) or 4 "
+                                         f"(draining)")
     s = _str_arg(t[0], &n, field + ".node_id")
     p = w_str(p, s, n)
     s = _str_arg(t[1], &n, field + ".host")

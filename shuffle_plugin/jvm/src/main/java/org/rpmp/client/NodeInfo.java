@@ -7,6 +7,8 @@ public record NodeInfo(String id, String host, int port, int state) implements S
     public static final int ALIVE = Protocol.STATE_ALIVE;
     public static final int SUSPECT = Protocol.STATE_SUSPECT;
     public static final int DEAD = Protocol.STATE_DEAD;
+    /** Up and serving what it holds, but taking no new shuffles (DRAIN). */
+    public static final int DRAINING = Protocol.STATE_DRAINING;
 
     public String address() { return host + ":" + port; }
 

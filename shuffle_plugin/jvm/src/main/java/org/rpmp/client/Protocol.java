@@ -36,6 +36,7 @@ public final class Protocol {
     public static final int OP_STATS = 0x03;
     public static final int OP_MEMBERS = 0x04;
     public static final int OP_HEARTBEAT = 0x05;
+    public static final int OP_DRAIN = 0x06;
     public static final int OP_REGISTER_SHUFFLE = 0x10;
     public static final int OP_PUSH = 0x11;
     public static final int OP_MAP_END = 0x12;
@@ -43,6 +44,7 @@ public final class Protocol {
     public static final int OP_PARTITION_INFO = 0x14;
     public static final int OP_DELETE_SHUFFLE = 0x15;
     public static final int OP_DELETE_APP = 0x16;
+    public static final int OP_LEASE = 0x17;
     public static final int OP_PUT = 0x20;
     public static final int OP_GET = 0x21;
     public static final int OP_DELETE = 0x22;
@@ -71,6 +73,7 @@ public final class Protocol {
     public static final int STATE_ALIVE = 1;
     public static final int STATE_SUSPECT = 2;
     public static final int STATE_DEAD = 3;
+    public static final int STATE_DRAINING = 4;
 
     /** The name of an error code, or "ERROR_<code>" for a code this version does not know. */
     public static String errorName(int code) {
@@ -106,6 +109,7 @@ public final class Protocol {
             case OP_STATS: return "STATS";
             case OP_MEMBERS: return "MEMBERS";
             case OP_HEARTBEAT: return "HEARTBEAT";
+            case OP_DRAIN: return "DRAIN";
             case OP_REGISTER_SHUFFLE: return "REGISTER_SHUFFLE";
             case OP_PUSH: return "PUSH";
             case OP_MAP_END: return "MAP_END";
@@ -113,6 +117,7 @@ public final class Protocol {
             case OP_PARTITION_INFO: return "PARTITION_INFO";
             case OP_DELETE_SHUFFLE: return "DELETE_SHUFFLE";
             case OP_DELETE_APP: return "DELETE_APP";
+            case OP_LEASE: return "LEASE";
             case OP_PUT: return "PUT";
             case OP_GET: return "GET";
             case OP_DELETE: return "DELETE";

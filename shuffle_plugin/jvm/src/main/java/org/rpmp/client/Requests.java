@@ -77,6 +77,20 @@ public final class Requests {
         return new MetaWriter().str(app).toByteArray();
     }
 
+    /** LEASE: {@code str app}; renews the app on every node (the taking node forwards it). */
+    public static byte[] lease(String app) {
+        checkApp(app);
+        return new MetaWriter().str(app).toByteArray();
+    }
+
+    /** DRAIN: {@code u32 timeout_s} (0: no limit). */
+    public static byte[] drain(long timeoutSeconds) {
+        if (timeoutSeconds < 0 || timeoutSeconds > 0xFFFFFFFFL) {
+            throw new IllegalArgumentException("DRAIN timeout_s " + timeoutSeconds + " is not a u32");
+        }
+        return new MetaWriter().u32(timeoutSeconds).toByteArray();
+    }
+
     /**
      * REGISTER_SHUFFLE as a node forwards it (flag FORWARDED): the request meta followed by the placement
      * in the response layout, so every node stores the same table. (Not in PROTOCOL.md; taken from the

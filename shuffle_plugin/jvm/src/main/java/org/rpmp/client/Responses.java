@@ -99,6 +99,13 @@ public final class Responses {
         return n;
     }
 
+    /** LEASE response: {@code u32 ttl_ms}, the node's app TTL in milliseconds (0: apps never expire there). */
+    public static long leaseTtlMs(MetaReader r) throws RpmpException {
+        long ttl = r.u32("ttl_ms");
+        r.end("LEASE response");
+        return ttl;
+    }
+
     /** Responses with no meta (PING, PUSH, MAP_END, ...). */
     public static void empty(MetaReader r, int opcode) throws RpmpException {
         r.end(Protocol.opName(opcode) + " response");

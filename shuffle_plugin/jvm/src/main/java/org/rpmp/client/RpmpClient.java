@@ -298,6 +298,21 @@ public final class RpmpClient implements Closeable {
         return Responses.blocksFreed(new MetaReader(meta, address));
     }
 
+    /**
+     * LEASE: renews {@code app} on every node (the node forwards it), so its data outlives the node's app TTL;
+     * returns that TTL in milliseconds (0: apps never expire there). Renew well within it (LeaseKeeper: a third).
+     */
+    public long lease(String app) throws IOException {
+        byte[] meta = call(Protocol.OP_LEASE, Requests.lease(app));
+        return Responses.leaseTtlMs(new MetaReader(meta, address));
+    }
+
+    /** DRAIN: the node takes no new shuffles and stops once it holds none (or after timeoutSeconds; 0: no limit). */
+    public void drain(long timeoutSeconds) throws IOException {
+        Responses.empty(new MetaReader(call(Protocol.OP_DRAIN, Requests.drain(timeoutSeconds)), address),
+            Protocol.OP_DRAIN);
+    }
+
     /** The records of one FETCH, streamed frame by frame; record payloads are bounded by MAX_SEGMENT. */
     public final class FetchStream implements Closeable {
         private final long requestId;

@@ -133,6 +133,12 @@ class ProtocolVectorsTest {
             case Protocol.OP_DELETE_APP:
                 meta = Requests.deleteApp((String) f.get("app"));
                 break;
+            case Protocol.OP_LEASE:
+                meta = Requests.lease((String) f.get("app"));
+                break;
+            case Protocol.OP_DRAIN:
+                meta = Requests.drain(u64(f.get("timeout_s")));
+                break;
             case Protocol.OP_PUT:
             case Protocol.OP_GET:
             case Protocol.OP_DELETE:
@@ -252,6 +258,9 @@ class ProtocolVectorsTest {
                 break;
             case Protocol.OP_ALLOC:
                 equal("address", u64(f.get("address")), Responses.address(r));
+                break;
+            case Protocol.OP_LEASE:
+                equal("ttl_ms", u64(f.get("ttl_ms")), Responses.leaseTtlMs(r));
                 break;
             default:
                 Responses.empty(r, h.opcode());
