@@ -1,4 +1,4 @@
-"""The `rpmp` command: server, cluster, stat.
+"""The `rpmp` command: server, cluster, stat, drain.
 
 Settings come from (lowest to highest) built-in defaults, a config file (`--config` or RPMP_CONFIG; none
 by default: an installed package has no source tree to find spark-conf/rpmp-node.conf in, and a node
@@ -55,6 +55,9 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--staging-memory", type=_size, help="memory all connections' frame buffers may grow by "
                    "together, beyond 64 KiB each (64m)")
     _spill_args(p)
+    p.add_argument("--app-ttl", type=float, help="seconds an application's data stays on the node after its "
+                   "last renewal (a LEASE, or a request naming it): a dead driver's data is deleted then "
+                   "(default 3600; 0: never)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -95,7 +98,7 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
                                                "heartbeat_interval", "dead_after", "max_data",
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
                                                "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
-                                               "log_level", *SPILL_KEYS)}
+                                               "log_level", "app_ttl", *SPILL_KEYS)}
     if getattr(args, "seeds", None):
         over["seeds"] = [s for s in args.seeds.split(",") if s]
     dirs = _spill_dirs(args)
@@ -160,7 +163,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
         apps: dict[str, dict] = {}
         for n in nodes:
             state = n.state.name.lower() if isinstance(n.state, NodeState) else str(n.state)
-            if n.state != NodeState.ALIVE:
+            if n.state not in (NodeState.ALIVE, NodeState.DRAINING):  # a draining node still holds data
                 nt.add_row(n.node_id, state, *[""] * 8)
                 continue
             st = client.stats(node=f"{n.host}:{n.port}")
@@ -180,6 +183,23 @@ def cmd_stat(args: argparse.Namespace) -> int:
             for app, a in sorted(apps.items()):
                 at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]))
             console.print(at)
+    return 0
+
+
+def cmd_drain(args: argparse.Namespace) -> int:
+    """DRAIN one node: it takes no new shuffles and exits once it holds none, or after --timeout."""
+    from rpmp.client import Client, RpmpError
+
+    if not 0 <= args.timeout <= 0xFFFFFFFF:
+        raise ValueError(f"--timeout {args.timeout}: must be 0..4294967295 seconds (0: no limit)")
+    with Client(args.node) as client:
+        try:
+            client.drain(args.node, timeout=args.timeout)
+        except (OSError, RpmpError) as e:
+            print(f"rpmp drain: {args.node}: {e}", file=sys.stderr)
+            return 1
+    print(f"{args.node} is draining: no new shuffles go there; it exits once it holds none"
+          + (f" or after {args.timeout} s" if args.timeout else ""), flush=True)
     return 0
 
 
@@ -219,6 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default=os.environ.get("RPMP_NODES", "127.0.0.1:7077"),
                    help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
     p.set_defaults(func=cmd_stat)
+
+    p = sub.add_parser("drain", help="take a node out of service once its shuffles are gone",
+                       description="The node stops taking new shuffles (placement skips it; the other nodes learn "
+                       "it through membership), keeps serving what it holds, and exits once it holds no shuffles "
+                       "(deleted, or expired: --app-ttl) or when --timeout passes.")
+    p.add_argument("node", metavar="HOST:PORT", help="the node to drain")
+    p.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
+                   help="exit after this long even if shuffles remain (logged; default 0: no limit)")
+    p.set_defaults(func=cmd_drain)
 
     return ap
 

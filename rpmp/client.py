@@ -12,6 +12,10 @@
                last=True)                                        # the attempt's final segment for partition 3
         for seg in c.fetch("app-1", 0, 3, attempts=[17], placement=placement): print(seg)
 
+Leases: a node deletes an app nobody renewed for its --app-ttl. From its first register_shuffle of an app,
+the client keeps that app's lease alive from a daemon thread (LEASE every third of the TTL the node answers)
+until `release(app)`, `delete_app(app)` or `close()`.
+
 Blocking sockets (sendmsg/recv_into), a small pool of connections per node (thread-safe), pipelined
 pushes, and every error frame raised as an RpmpError subclass carrying the node's message. Data parts of
 256 KiB or more leave without a copy (vmsplice + splice, rpmp._splice): the call returns only after the
@@ -22,8 +26,10 @@ came off the socket.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -37,6 +43,7 @@ from rpmp._wire import (
     decode_error,
     decode_fetch_resp,
     decode_hello_resp,
+    decode_lease_resp,
     decode_members,
     decode_partition_info_resp,
     decode_register_resp,
@@ -44,10 +51,12 @@ from rpmp._wire import (
     encode_alloc,
     encode_delete_app,
     encode_delete_shuffle,
+    encode_drain,
     encode_fetch,
     encode_free,
     encode_hello,
     encode_key,
+    encode_lease,
     encode_map_end,
     encode_partition_info,
     encode_push,
@@ -83,6 +92,8 @@ from rpmp.protocol import (
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
+
+log = logging.getLogger("rpmp.client")
 
 #: A node as the client's methods take it: a Node, a (host, port) pair or "host:port".
 NodeAddr: TypeAlias = Node | tuple[str, int] | str
@@ -179,6 +190,85 @@ class Segment:
     seq: int
     data: memoryview
     last: bool = False
+
+
+class _LeaseKeeper:
+    """Renews the leases of a client's apps from one daemon thread: at once when an app is first held (the
+    answer gives the node's TTL), then every third of that TTL; a failed renewal is retried after a second (or
+    the interval, if shorter), the node named at registration first, then the client's nodes."""
+
+    NO_TTL_RECHECK = 600.0  # seconds between LEASEs to a node whose apps never expire (TTL 0)
+    RETRY = 1.0
+
+    def __init__(self, client: Client):
+        self.client = client
+        self.apps: dict[str, tuple[NodeAddr | None, float]] = {}  # app -> (node to ask first, when next)
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread: threading.Thread | None = None
+        self.renewals = 0
+        self.failures = 0
+        self.ttl: float | None = None  # seconds, as the last answer said
+
+    def hold(self, app: str, node: NodeAddr | None) -> None:
+        with self.cond:
+            if self.closed or app in self.apps:
+                return
+            self.apps[app] = (node, 0.0)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="rpmp-lease", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+
+    def release(self, app: str) -> None:
+        with self.cond:
+            self.apps.pop(app, None)
+
+    def close(self) -> None:
+        with self.cond:
+            self.closed = True
+            self.apps.clear()
+            self.cond.notify()
+            thread = self.thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.closed:
+                    now = time.monotonic()
+                    due = [(app, node) for app, (node, at) in self.apps.items() if at <= now]
+                    if due:
+                        break
+                    wake = min((at for _, at in self.apps.values()), default=None)
+                    self.cond.wait(None if wake is None else wake - now)
+                if self.closed:
+                    return
+            for app, node in due:
+                self._renew(app, node)
+
+    def _renew(self, app: str, node: NodeAddr | None) -> None:
+        targets = [node] if node is not None else []
+        targets += [n for n in self.client.nodes if node is None or _addr(node) != n]
+        problems = []
+        for target in targets:
+            try:
+                ttl_ms = self.client.lease(app, node=target)
+            except (OSError, RpmpError) as e:
+                problems.append(f"{target}: {e}")
+                continue
+            self.renewals += 1
+            self.ttl = ttl_ms / 1000
+            wait = self.NO_TTL_RECHECK if ttl_ms == 0 else max(0.05, ttl_ms / 3000)
+            break
+        else:
+            self.failures += 1
+            log.warning("renewing the lease of app %r failed: %s", app, "; ".join(problems))
+            wait = self.RETRY if not self.ttl else max(0.05, min(self.RETRY, self.ttl / 3))
+        with self.cond:
+            if app in self.apps:
+                self.apps[app] = (node, time.monotonic() + wait)
 
 
 class Connection:
@@ -296,6 +386,7 @@ class Client:
         self.zero_copy = zero_copy
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._lock = threading.Lock()
+        self._leases = _LeaseKeeper(self)
 
     def __enter__(self) -> Client:
         return self
@@ -305,6 +396,8 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Stop renewing leases and close the pooled connections."""
+        self._leases.close()
         with self._lock:
             conns = [c for lst in self._idle.values() for c in lst]
             self._idle.clear()
@@ -392,6 +485,7 @@ class Client:
                          node: NodeAddr | None = None) -> Placement:
         meta, _ = self._call(Op.REGISTER_SHUFFLE, encode_register(app, shuffle, num_partitions, replicas),
                              node=node)
+        self._leases.hold(app, node)
         epoch, nodes, prefs = decode_register_resp(meta)
         return Placement(epoch, tuple(nodes), tuple(tuple(p) for p in prefs))
 
@@ -548,8 +642,30 @@ class Client:
         return decode_u64(meta)
 
     def delete_app(self, app: str, node: NodeAddr | None = None) -> int:
+        """Delete the app's data on every node (and stop renewing its lease)."""
+        self._leases.release(app)
         meta, _ = self._call(Op.DELETE_APP, encode_delete_app(app), node=node)
         return decode_u64(meta)
+
+    # ---- leases and drain -----------------------------------------------------------------------
+    def lease(self, app: str, node: NodeAddr | None = None) -> int:
+        """Renew the app's lease on every node (the node forwards it); returns that node's app TTL in ms
+        (0: apps never expire there). register_shuffle starts renewing on its own; this is one renewal."""
+        meta, _ = self._call(Op.LEASE, encode_lease(app), node=node)
+        return decode_lease_resp(meta)
+
+    def release(self, app: str) -> None:
+        """Stop renewing the app's lease: its data is deleted once the nodes' TTL passes."""
+        self._leases.release(app)
+
+    def holds_lease(self, app: str) -> bool:
+        with self._leases.cond:
+            return app in self._leases.apps
+
+    def drain(self, node: NodeAddr | None = None, timeout: int = 0) -> None:
+        """DRAIN a node: it takes no new shuffles, serves what it holds, and stops once it holds none or
+        `timeout` seconds passed (0: no limit)."""
+        self._call(Op.DRAIN, encode_drain(timeout), node=node)
 
     # ---- key-value ------------------------------------------------------------------------------
     def put(self, key: str | bytes, value: ReadableBuffer, node: NodeAddr | None = None) -> None:

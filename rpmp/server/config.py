@@ -60,6 +60,7 @@ class NodeConfig:
     spill_low: float = 0.65  # ...until use is below this
     full_wait: float = 30.0  # seconds a push waits for room while spilling makes some, before POOL_FULL
     app_quota: int = 0  # bytes one app may hold on this node, both tiers together; 0: no quota
+    app_ttl: float = 3600.0  # seconds an app nobody renewed (LEASE, or a request naming it) lives on; 0: forever
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -71,6 +72,7 @@ class NodeConfig:
         """ValueError (one line naming the setting) for a disk-tier setting out of range. Pure: no file is
         touched, so it runs on every construction; validate() adds the directories."""
         check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+        check_app_ttl(self.app_ttl)
 
     def validate(self) -> NodeConfig:
         """check_values(), then the spill directories: each must be a writable directory, or be creatable (its
@@ -124,6 +126,15 @@ def check_spill_values(spill_size: int | None = None, spill_high: float | None =
         raise ValueError(f"spill_size={spill_size}: must be >= 0 bytes (0: what the directories' file systems have)")
     if app_quota is not None and app_quota < 0:
         raise ValueError(f"app_quota={app_quota}: must be >= 0 bytes (0: no quota)")
+
+
+MAX_APP_TTL = 0xFFFFFFFF / 1000  # LEASE answers the TTL as u32 milliseconds: about 49.7 days
+
+
+def check_app_ttl(app_ttl: float) -> None:
+    """ValueError (one line) for an app TTL that is not 0 (never expire) or a number of seconds up to ~49 days."""
+    if not (math.isfinite(app_ttl) and 0 <= app_ttl <= MAX_APP_TTL):
+        raise ValueError(f"app_ttl={app_ttl}: must be seconds in [0, {MAX_APP_TTL:.0f}] (0: apps never expire)")
 
 
 def spill_dir_problem(path: str) -> str | None:

@@ -2,7 +2,9 @@
 
 It validates requests, keeps shuffle registrations and placement (consistent hashing over the live
 nodes), verifies pushed checksums as the bytes arrive, checks map-end counts, answers fetches with
-zero-copy views of pool memory, and forwards registrations and deletes to the other live nodes.
+zero-copy views of pool memory, and forwards registrations, deletes and leases to the other live nodes.
+It keeps the apps' leases (expire_apps, which the node's janitor calls) and refuses new shuffles while the
+node drains.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rpmp.protocol import (
 )
 from rpmp.server.config import NodeConfig
 from rpmp.server.contract import Busy, FileRange, Reply, Sink
+from rpmp.server.leases import Leases
 from rpmp.server.membership import Membership
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Record, Run, Shuffle, Storage, StorageError
@@ -52,6 +55,10 @@ POOL_ERRORS = ((_pool.PoolFullError, ErrorCode.POOL_FULL), (_pool.PoolSizeError,
                (_pool.BlockSealedError, ErrorCode.CONFLICT), (_pool.PoolBusyError, ErrorCode.UNAVAILABLE),
                (_pool.PoolError, ErrorCode.UNAVAILABLE))
 U64_MAX = (1 << 64) - 1
+# What a draining node's refusal of a registration says; a taking node that reads it in a forwarded
+# registration's answer places the shuffle again without that node.
+DRAINING_REFUSAL = "is draining: it takes no new shuffles"
+REGISTER_ROUNDS = 3  # placements tried when forwarded registrations meet draining nodes
 
 OpHandler: TypeAlias = Callable[[int, memoryview], Reply | Awaitable[Reply]]  # (flags, meta): no data part
 DataHandler: TypeAlias = Callable[[int, memoryview, int], Sink]  # (flags, meta, data_len): a data part
@@ -89,7 +96,8 @@ def _mapped(fn: OnDone) -> OnDone:
 
 class Controller:
     def __init__(self, storage: Storage, membership: Membership, peers: PeerPool, config: NodeConfig,
-                 network_counters: Callable[[], dict[str, int]] = dict):
+                 network_counters: Callable[[], dict[str, int]] = dict,
+                 on_drain: Callable[[int], None] = lambda timeout_s: None):
         self.storage = storage
         self.membership = membership
         self.peers = peers  # PeerPool: async requests to other nodes
@@ -99,11 +107,14 @@ class Controller:
                          "fetch_records": 0, "fetch_index_visited": 0, "fetch_partition_bytes": 0,
                          "fetch_map_ranges": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
-                         "replica_errors": 0}
+                         "replica_errors": 0, "apps_expired": 0}
         self.network_counters = network_counters  # the network layer's, shown by STATS too
+        self.on_drain = on_drain  # DRAIN: the node watches for the moment it holds nothing (or the timeout)
+        self.leases = Leases(config.app_ttl, self._held_apps())  # apps found at open: renewed now
         self._handlers: dict[int, OpHandler] = {
             Op.HELLO: self._hello, Op.PING: self._ping, Op.STATS: self._stats, Op.MEMBERS: self._members,
-            Op.HEARTBEAT: self._heartbeat, Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
+            Op.HEARTBEAT: self._heartbeat, Op.DRAIN: self._drain, Op.LEASE: self._lease,
+            Op.REGISTER_SHUFFLE: self._register, Op.MAP_END: self._map_end,
             Op.FETCH: self._fetch, Op.PARTITION_INFO: self._partition_info, Op.DELETE_SHUFFLE: self._delete_shuffle,
             Op.DELETE_APP: self._delete_app, Op.GET: self._get, Op.DELETE: self._delete, Op.ALLOC: self._alloc,
             Op.READ: self._read, Op.FREE: self._free,
@@ -153,7 +164,8 @@ class Controller:
     def _stats(self, flags: int, meta: memoryview) -> Reply:
         wire.decode_empty(meta)
         st = self.storage.stats()
-        st.update(node=self.config.node_id, uptime_s=round(time.time() - self.started, 1),
+        st.update(node=self.config.node_id, state=self.membership.me.state.name, app_ttl=self.leases.ttl,
+                  uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
                   counters={**self.counters, **self.network_counters()})
         return Reply(data=[json.dumps(st).encode()])
@@ -192,20 +204,24 @@ class Controller:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"replicas {replicas} is not in 1..8")
         existing = self._registered(app, sid, nparts)
         if existing is not None:
+            self.leases.renew(app)
             return existing
+        if self.membership.draining:  # a client (or the taking node) goes to another node
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.config.node_id} {DRAINING_REFUSAL}; register "
+                                f"shuffle {sid} of {app!r} through another node")
         if placement is not None:
             self._check_forwarded_placement(app, sid, nparts, placement)
             return self._store_registration(app, sid, nparts, replicas, placement, forwarded)
-        table = self._placement_job(app, sid, nparts, replicas)
+        table, nodes = self._placement_job(app, sid, nparts, replicas)
         if nparts <= PLACE_INLINE:
-            return self._store_registration(app, sid, nparts, replicas, table(), forwarded)
+            return self._store_registration(app, sid, nparts, replicas, table(), forwarded, nodes)
 
         async def run() -> Reply:  # a large table is computed on a worker thread: the loop serves others
             computed = await asyncio.get_running_loop().run_in_executor(None, table)
             existing = self._registered(app, sid, nparts)  # registered meanwhile by a concurrent request
             if existing is not None:
                 return existing
-            stored = self._store_registration(app, sid, nparts, replicas, computed, forwarded)
+            stored = self._store_registration(app, sid, nparts, replicas, computed, forwarded, nodes)
             return stored if isinstance(stored, Reply) else await stored
 
         return run()
@@ -220,19 +236,58 @@ class Controller:
         return Reply(self.storage.shuffles.placement(sh))
 
     def _store_registration(self, app: str, sid: int, nparts: int, replicas: int, placement: bytes,
-                            forwarded: bool) -> Reply | Awaitable[Reply]:
+                            forwarded: bool, nodes: list[Node] | None = None) -> Reply | Awaitable[Reply]:
         self.storage.shuffles.register(app, sid, nparts, replicas, placement)
+        self.leases.hold(app)
         log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
                  " (forwarded)" if forwarded else "")
         if forwarded:
             return Reply(placement)
-        fwd = wire.encode_register_forwarded(app, sid, nparts, replicas, placement)
-        return self._forward_all(Op.REGISTER_SHUFFLE, fwd, Reply(placement))
+        return self._forward_registration(app, sid, nparts, replicas, placement, nodes or [])
 
-    def _placement_job(self, app: str, sid: int, nparts: int, replicas: int) -> Callable[[], bytes]:
+    def _forward_registration(self, app: str, sid: int, nparts: int, replicas: int, placement: bytes,
+                              nodes: list[Node]) -> Awaitable[Reply]:
+        """Register the shuffle on the placement's other nodes. One that answers it is draining (membership
+        had not told this node yet) is left out: the registration is undone where it was taken and placed
+        again without it (REGISTER_ROUNDS times at most), so the driver's registration does not fail."""
+        me = self.config.node_id
+
+        async def run() -> Reply:
+            table, targets = placement, [n for n in nodes if n.node_id != me]
+            for _ in range(REGISTER_ROUNDS):
+                fwd = wire.encode_register_forwarded(app, sid, nparts, replicas, table)
+                took, failed = await self._forward_to(targets, Op.REGISTER_SHUFFLE, fwd)
+                draining = [nid for nid, e in failed.items()
+                            if isinstance(e, ProtocolError) and DRAINING_REFUSAL in e.message]
+                if not draining:
+                    if failed:  # pushes to those nodes would be refused: the driver must retry the registration
+                        raise ProtocolError(ErrorCode.UNAVAILABLE, f"nodes {', '.join(failed)} did not take the "
+                                            f"registration; retry")
+                    return Reply(table)
+                for nid in draining:
+                    self.membership.mark_draining(nid)
+                log.info("shuffle %d of %s: nodes %s are draining; placing it again without them", sid, app,
+                         ", ".join(draining))
+                self.storage.shuffles.delete(app, sid)
+                if took:
+                    await self._forward_to(took, Op.DELETE_SHUFFLE, wire.encode_delete_shuffle(app, sid))
+                job, fresh = self._placement_job(app, sid, nparts, replicas)
+                table = job() if nparts <= PLACE_INLINE else \
+                    await asyncio.get_running_loop().run_in_executor(None, job)
+                targets = [n for n in fresh if n.node_id != me]
+                self.storage.shuffles.register(app, sid, nparts, replicas, table)
+                self.leases.hold(app)
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"shuffle {sid} of {app!r}: nodes kept refusing it as "
+                                f"draining over {REGISTER_ROUNDS} placements; retry")
+
+        return run()
+
+    def _placement_job(self, app: str, sid: int, nparts: int,
+                       replicas: int) -> tuple[Callable[[], bytes], list[Node]]:
         """Check what the placement table costs, then return the function that computes it (it only reads
-        the current ring, so it may run on a worker thread)."""
-        live = self.membership.live()
+        the current ring, so it may run on a worker thread) and the nodes it places on: the placeable ones
+        (alive, not draining)."""
+        live = self.membership.placeable()
         # What the answer costs is known before it is computed: refuse a table that cannot fit one frame
         # (2**24 partitions would take seconds and gigabytes to place, only to be refused afterwards).
         width = min(len(live), replicas + 1)
@@ -248,7 +303,7 @@ class Controller:
             prefs = [[index[nid] for nid in row] for row in ring.placement(app, sid, nparts, replicas)]
             return wire.encode_register_resp(epoch, live, prefs)
 
-        return table
+        return table, live
 
     def _check_forwarded_placement(self, app: str, sid: int, nparts: int, placement: bytes) -> None:
         """A forwarded registration may only name nodes this node knows at those addresses, itself included:
@@ -267,6 +322,21 @@ class Controller:
         known = self.membership.node(n.node_id)
         return known is not None and (known.host, known.port) == (n.host, n.port)
 
+    async def _forward_to(self, peers: list[Node], op: int,
+                          meta: bytes) -> tuple[list[Node], dict[str, BaseException]]:
+        """Send a FORWARDED request to `peers`: (those that took it, node id -> error of those that did not)."""
+        results = await asyncio.gather(*(self.peers.request(n.host, n.port, op, meta, FLAG_FORWARDED)
+                                         for n in peers), return_exceptions=True)
+        took, failed = [], {}
+        for n, r in zip(peers, results, strict=True):
+            if isinstance(r, BaseException):
+                if not (isinstance(r, ProtocolError) and DRAINING_REFUSAL in r.message):
+                    log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
+                failed[n.node_id] = r
+            else:
+                took.append(n)
+        return took, failed
+
     async def _forward(self, op: int, meta: bytes) -> tuple[list[tuple[bytes, bytes]], list[str]]:
         """Send a FORWARDED request to every other live node: (their replies, ids of those that failed)."""
         me = self.config.node_id
@@ -279,15 +349,6 @@ class Controller:
                 log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
                 failed.append(n.node_id)
         return [r for r in results if not isinstance(r, BaseException)], failed
-
-    def _forward_all(self, op: int, meta: bytes, reply: Reply) -> Awaitable[Reply]:
-        async def run() -> Reply:
-            _, failed = await self._forward(op, meta)
-            if failed:  # pushes to those nodes would be refused: the driver must retry the registration
-                raise ProtocolError(ErrorCode.UNAVAILABLE, f"nodes {', '.join(failed)} did not take the "
-                                    f"registration; retry")
-            return reply
-        return run()
 
     def _push(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         app, sid, p, map_index, attempt, seq, checksum = wire.decode_push(meta)
@@ -361,6 +422,7 @@ class Controller:
     def _map_end(self, flags: int, meta: memoryview) -> Reply:
         app, sid, map_index, attempt, counts = wire.decode_map_end(meta)
         sh = self._shuffle(app, sid)
+        self.leases.renew(app)
         wrong = []
         for p, segments, nbytes in counts:
             self._partition(sh, p)
@@ -375,6 +437,7 @@ class Controller:
     def _fetch(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
         sh = self._shuffle(app, sid)
+        self.leases.renew(app)
         self._partition(sh, p)
         store = self.storage.shuffles
         runs = store.select(sh, p, start_map, end_map, attempts)
@@ -428,6 +491,7 @@ class Controller:
     def _partition_info(self, flags: int, meta: memoryview) -> Reply:
         app, sid, p = wire.decode_partition_info(meta)
         sh = self._shuffle(app, sid)
+        self.leases.renew(app)
         self._partition(sh, p)
         # Each block names its file: 0 the pool file, k > 0 the k-th of `files` (spill files; their blocks are sealed).
         blocks, records, nbytes, files = self.storage.shuffles.partition_blocks(sh, p)
@@ -450,6 +514,56 @@ class Controller:
         if flags & FLAG_FORWARDED:
             return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_APP, bytes(meta), freed)
+
+    # ---- leases and drain ------------------------------------------------------------------------
+    def _lease(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
+        """LEASE: renew the app here and (unless forwarded) on every other live node; answer this node's TTL."""
+        app = wire.decode_lease(meta)
+        self.leases.renew(app)
+        reply = Reply(wire.encode_lease_resp(self.leases.ttl_ms))
+        if flags & FLAG_FORWARDED:
+            return reply
+        fwd = bytes(meta)  # the network reuses `meta` once this returns
+
+        async def run() -> Reply:
+            await self._forward(Op.LEASE, fwd)  # failures are logged; a node missed renews next time
+            return reply
+
+        return run()
+
+    def _held_apps(self) -> set[str]:
+        store = self.storage.shuffles
+        return {app for app, _ in store.shuffles} | {app for app, _ in store.orphans}
+
+    def expire_apps(self) -> list[str]:
+        """Delete (as DELETE_APP does, on this node only) the apps nobody renewed for the TTL; the node's
+        janitor calls this every Leases.interval seconds."""
+        store = self.storage.shuffles
+        gone = self.leases.expired(self._held_apps())
+        for app in gone:
+            shuffles = [sh for (a, _), sh in store.shuffles.items() if a == app]
+            nbytes = sum(p.bytes for sh in shuffles for p in sh.partitions.values())
+            try:
+                blocks = store.delete_app(app)
+            except (StorageError, _pool.PoolError) as e:
+                log.warning("app %s expired but could not be deleted: %s", app, e)
+                continue
+            self.leases.forget(app)
+            self.counters["apps_expired"] += 1
+            log.warning("app %s expired: nobody renewed its lease for %.0f s (--app-ttl); deleted %d shuffles %s, "
+                        "%d bytes, %d blocks", app, self.leases.ttl, len(shuffles),
+                        sorted(sh.shuffle for sh in shuffles)[:20], nbytes, blocks)
+        return gone
+
+    def _drain(self, flags: int, meta: memoryview) -> Reply:
+        """DRAIN: take no new shuffles from now on (membership tells the others), serve what is held, and
+        stop once nothing is held or `timeout_s` passed (0: no limit). A second DRAIN sets a new timeout."""
+        timeout_s = wire.decode_drain(meta)
+        self.membership.start_draining()
+        log.info("draining: node %s takes no new shuffles and stops once it holds none%s", self.config.node_id,
+                 f" or after {timeout_s} s" if timeout_s else "")
+        self.on_drain(timeout_s)
+        return Reply()
 
     def _forward_sum(self, op: int, meta: bytes, local: int) -> Awaitable[Reply]:
         async def run() -> Reply:

@@ -7,8 +7,10 @@ no seeds (a single node, or a seed) is its own authority. The table only decides
 go: a placement is computed once, at registration, and travels with the shuffle, so a later change of
 the table never moves existing data.
 
-States are the protocol's `NodeState` (what MEMBERS and HEARTBEAT carry); this table only uses ALIVE and
-DEAD (SUSPECT is part of the wire format, for a peer that would report it).
+States are the protocol's `NodeState` (what MEMBERS and HEARTBEAT carry); this table uses ALIVE, DRAINING
+and DEAD (SUSPECT is part of the wire format, for a peer that would report it). A DRAINING node is up (it
+serves what it holds, takes forwarded deletes and leases, heartbeats) but not placeable: the ring is built
+over ALIVE nodes only. A node says it is draining in its own heartbeats; seeds pass that on in their tables.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ PRUNE_AFTER = 60.0  # seconds (at least; 10 x dead_after) a dead member stays in
 MAX_PROBES = 16  # joining nodes being checked at once
 PROBE_TIMEOUT = 2.0  # seconds a joining node's address has to answer HELLO
 REFUSE_FOR = 5.0  # seconds heartbeats from an address that failed the check are ignored
+
+
+def is_up(state: int) -> bool:
+    """Alive or draining: it answers, holds data and takes forwarded deletes and leases."""
+    return state == NodeState.ALIVE or state == NodeState.DRAINING
+
+
+def _up_state(state: int) -> NodeState:
+    """The state to record for a node that shows signs of life: DRAINING if it says so, else ALIVE."""
+    return NodeState.DRAINING if state == NodeState.DRAINING else NodeState.ALIVE
 
 
 @dataclass
@@ -73,15 +85,42 @@ class Membership:
 
     # ---- the table ------------------------------------------------------------------------------
     def live(self) -> list[Node]:
+        """The nodes that are up (alive or draining): where deletes and leases are forwarded."""
+        return sorted((m.node for m in self.members.values() if is_up(m.node.state)), key=lambda n: n.node_id)
+
+    def placeable(self) -> list[Node]:
+        """The nodes new shuffles may be placed on: alive, not draining (the ring is built over these)."""
         return sorted((m.node for m in self.members.values() if m.node.state == NodeState.ALIVE),
                       key=lambda n: n.node_id)
+
+    @property
+    def draining(self) -> bool:
+        return self.me.state == NodeState.DRAINING
+
+    def start_draining(self) -> None:
+        """This node takes no new shuffles from now on; its heartbeats say so (one goes to the seeds at once)."""
+        if self.draining:
+            return
+        self.me = Node(self.me.node_id, self.me.host, self.me.port, NodeState.DRAINING)
+        self.members[self.me.node_id].node = self.me
+        self._changed(f"{self.me.node_id} (this node) draining")
+        if self.seeds and not self._stopping:
+            asyncio.ensure_future(self.beat_once())
+
+    def mark_draining(self, node_id: str) -> None:
+        """A peer refused a forwarded registration because it drains: leave it out of placement now, before
+        membership says so (its own heartbeats, or a seed's table, confirm it)."""
+        m = self.members.get(node_id)
+        if m is not None and m.node.state == NodeState.ALIVE:
+            m.node = Node(m.node.node_id, m.node.host, m.node.port, NodeState.DRAINING)
+            self._changed(f"{node_id} draining (it said so)")
 
     def nodes(self) -> list[Node]:
         return sorted((m.node for m in self.members.values()), key=lambda n: n.node_id)
 
     def ring(self) -> HashRing:
         if self._ring is None:
-            self._ring = HashRing([n.node_id for n in self.live()])
+            self._ring = HashRing([n.node_id for n in self.placeable()])
         return self._ring
 
     def node(self, node_id: str) -> Node | None:
@@ -89,9 +128,9 @@ class Membership:
         return m.node if m else None
 
     def _set(self, node: Node, direct: bool) -> bool:
-        """Record a node's state; True if the set of live nodes changed."""
+        """Record a node's state; True if the set of live nodes or of placeable ones changed."""
         m = self.members.get(node.node_id)
-        was_alive = m is not None and m.node.state == NodeState.ALIVE
+        was = m.node.state if m is not None else NodeState.DEAD
         now = time.monotonic()
         if m is None:
             m = self.members[node.node_id] = Member(node, now, direct)
@@ -99,16 +138,18 @@ class Membership:
             m.node, m.direct = node, direct or m.direct
             if direct:
                 m.last_seen = now
-        if node.state == NodeState.ALIVE:
+        if is_up(node.state):
             m.dead_since = None
         elif m.dead_since is None:
             m.dead_since = now
-        return was_alive != (node.state == NodeState.ALIVE)
+        return is_up(was) != is_up(node.state) or (was == NodeState.ALIVE) != (node.state == NodeState.ALIVE)
 
     def _changed(self, why: str, epoch: int = 0) -> None:
         self.epoch = max(self.epoch + 1, epoch)
         self._ring = None
-        log.info("membership epoch %d (%s): live %s", self.epoch, why, [n.node_id for n in self.live()])
+        draining = [n.node_id for n in self.live() if n.state == NodeState.DRAINING]
+        log.info("membership epoch %d (%s): live %s%s", self.epoch, why, [n.node_id for n in self.live()],
+                 f", draining {draining}" if draining else "")
 
     def on_heartbeat(self, node: Node, known_epoch: int = 0) -> None:
         """A peer says it is alive (this node acts as its seed).
@@ -120,11 +161,11 @@ class Membership:
         if node.node_id == self.me.node_id:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"HEARTBEAT: {node.node_id} is this node's own id")
         m = self.members.get(node.node_id)
-        if m is not None and m.node.state == NodeState.ALIVE and (m.node.host, m.node.port) != (node.host, node.port):
+        if m is not None and is_up(m.node.state) and (m.node.host, m.node.port) != (node.host, node.port):
             raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: node {node.node_id} is alive at "
                                 f"{m.node.host}:{m.node.port}, not {node.host}:{node.port}")
         for other in self.members.values():  # one live node per address: a second id there is an impostor
-            if other.node.node_id != node.node_id and other.node.state == NodeState.ALIVE \
+            if other.node.node_id != node.node_id and is_up(other.node.state) \
                     and (other.node.host, other.node.port) == (node.host, node.port):
                 raise ProtocolError(ErrorCode.CONFLICT, f"HEARTBEAT: {node.host}:{node.port} is the address of "
                                     f"live node {other.node.node_id}, not of {node.node_id}")
@@ -132,14 +173,17 @@ class Membership:
             self.prune(force=True)
             if len(self.members) >= MAX_MEMBERS:
                 raise ProtocolError(ErrorCode.UNAVAILABLE, f"HEARTBEAT: the member table is full ({MAX_MEMBERS})")
-        if m is not None and m.node.state == NodeState.ALIVE or self._probe is None:
+        if m is not None and is_up(m.node.state) or self._probe is None:
             self._admit(node)
         else:
             self._check_then_admit(node)
 
     def _admit(self, node: Node) -> None:
-        if self._set(Node(node.node_id, node.host, node.port, NodeState.ALIVE), direct=True):
-            self._changed(f"{node.node_id} joined")
+        m = self.members.get(node.node_id)
+        joined = m is None or not is_up(m.node.state)
+        if self._set(Node(node.node_id, node.host, node.port, _up_state(node.state)), direct=True):
+            self._changed(f"{node.node_id} " + ("joined" if joined else "draining" if node.state == NodeState.DRAINING
+                                                 else "alive"))
 
     def _check_then_admit(self, node: Node) -> None:
         """Admit a joining (or returning) node once its address answers HELLO with its id: a heartbeat
@@ -193,7 +237,7 @@ class Membership:
         now = time.monotonic()
         dead = []
         for m in self.members.values():
-            if m.direct and m.node.node_id != self.me.node_id and m.node.state == NodeState.ALIVE \
+            if m.direct and m.node.node_id != self.me.node_id and is_up(m.node.state) \
                     and now - m.last_seen > self.dead_after:
                 m.node = Node(m.node.node_id, m.node.host, m.node.port, NodeState.DEAD)
                 m.dead_since = now
@@ -251,7 +295,7 @@ class Membership:
                 continue
             for n in nodes:  # a seed that answers is alive, and we heard it ourselves
                 if (n.host, n.port) == (host, port) \
-                        and self._set(Node(n.node_id, host, port, NodeState.ALIVE), True):
+                        and self._set(Node(n.node_id, host, port, _up_state(n.state)), True):
                     self._changed(f"seed {n.node_id} answered")
             if best is None or epoch > best[0]:
                 best = (epoch, nodes)

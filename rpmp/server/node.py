@@ -33,6 +33,10 @@ class RpmpNode:
         self._stopped = asyncio.Event()
         self._janitor: asyncio.Task[None] | None = None
         self._spiller: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None  # deletes apps whose lease ran out (--app-ttl)
+        self._drainer: asyncio.Task[None] | None = None  # after DRAIN: stops the node once it holds nothing
+        self._drain_deadline: float | None = None
+        self.controller: Controller | None = None
         self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
 
     async def start(self) -> None:
@@ -58,8 +62,8 @@ class RpmpNode:
         seeds = [parse_hostport(s) for s in cfg.seeds]
         self.membership = Membership(me, seeds, cfg.heartbeat_interval, cfg.dead_after, self._heartbeat,
                                      probe=self._probe)
-        controller = Controller(self.storage, self.membership, self.peers, cfg,
-                                network_counters=self._network_counters)
+        controller = self.controller = Controller(self.storage, self.membership, self.peers, cfg,
+                                                  network_counters=self._network_counters, on_drain=self._drain)
         self.network = NetworkServer(controller, cfg.max_data, cfg.max_connections,
                                      sendfile=cfg.sendfile, send_timeout=cfg.send_timeout,
                                      staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
@@ -67,6 +71,8 @@ class RpmpNode:
         await self.network.start(sock)
         self.membership.start()
         self._janitor = asyncio.ensure_future(self._retry_frees(self.storage))
+        if cfg.app_ttl > 0:
+            self._expirer = asyncio.ensure_future(self._expire_apps(controller))
         disk = self.storage.disk
         if disk is not None:
             spiller = Spiller(self.storage, cfg.spill_high, cfg.spill_low, cfg.full_wait)
@@ -103,9 +109,51 @@ class RpmpNode:
             if storage.disk is not None:
                 storage.disk.unmap_idle()
 
+    async def _expire_apps(self, controller: Controller) -> None:
+        """Every min(ttl/4, 60 s): delete the apps nobody renewed for --app-ttl (the controller logs them)."""
+        while True:
+            await asyncio.sleep(controller.leases.interval)
+            try:
+                controller.expire_apps()
+            except Exception:  # never let one bad app end the janitor
+                log.exception("expiring apps failed")
+
+    def _drain(self, timeout_s: int) -> None:
+        """DRAIN was asked (again): watch for the moment this node holds no shuffles, or the timeout."""
+        loop = asyncio.get_running_loop()
+        self._drain_deadline = loop.time() + timeout_s if timeout_s else None
+        if self._drainer is None:
+            self._drainer = asyncio.ensure_future(self._drain_watch(loop.time()))
+
+    async def _drain_watch(self, started: float) -> None:
+        assert self.storage is not None
+        store = self.storage.shuffles
+        loop = asyncio.get_running_loop()
+        # Not before the others can have learned the drain from the seeds' tables (a few heartbeats): until then
+        # they may still forward registrations here, which must be refused, not meet a closed port.
+        settle = started + 3 * self.config.heartbeat_interval
+        while True:
+            held = [*store.shuffles, *store.orphans]
+            if not held and loop.time() >= settle:
+                log.info("drained: node %s holds no shuffles %.1f s after DRAIN; stopping", self.config.node_id,
+                         loop.time() - started)
+                break
+            if self._drain_deadline is not None and loop.time() >= self._drain_deadline:
+                nbytes = sum(p.bytes for sh in store.shuffles.values() for p in sh.partitions.values())
+                apps = sorted({app for app, _ in held})
+                log.warning("drain timeout: node %s stops %.0f s after DRAIN still holding %d shuffles of %d apps "
+                            "(%s), %d bytes", self.config.node_id, loop.time() - started, len(held), len(apps),
+                            ", ".join(apps[:10]) + (" ..." if len(apps) > 10 else ""), nbytes)
+                break
+            await asyncio.sleep(0.2)
+        self._stopped.set()
+
     async def stop(self) -> None:
         if self._janitor is not None:
             self._janitor.cancel()
+        for task in (self._expirer, self._drainer):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
         if self._spiller is not None:
             self._spiller.cancel()
             try:
