@@ -23,6 +23,7 @@ import org.apache.spark.shuffle.sort.SortShuffleManager;
 import org.apache.spark.storage.BlockManagerId;
 import org.apache.spark.storage.BlockManagerId$;
 import org.rpmp.client.ConnectionPool;
+import org.rpmp.client.LeaseKeeper;
 import org.rpmp.client.LocalPools;
 import org.rpmp.client.Placement;
 import org.rpmp.client.Protocol;
@@ -39,7 +40,10 @@ import scala.Option;
  * SortShuffleManager; our writer serializes each row at once, so the copy would be pure waste.
  *
  * <p>Driver: registerShuffle asks any seed node for the placement (the node registers the shuffle on every
- * live node), unregisterShuffle deletes the shuffle's data, stop deletes the application's data.
+ * live node), unregisterShuffle deletes the shuffle's data, stop deletes the application's data. From its first
+ * shuffle on, the driver holds a lease on its application (LEASE through any seed, every third of the nodes' app
+ * TTL, from a daemon thread: LeaseKeeper) until stop: a driver that dies without stop leaves its data on the nodes
+ * for at most that TTL.
  * Executors: writers push, readers fetch, both through a per-JVM connection pool.
  *
  * <p>Map outputs are registered at a per-shuffle pseudo location ("rpmp-shuffle-N") rather than at the
@@ -69,6 +73,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     /** Driver: shuffles registered and not yet removed -> RPMP application name. */
     private final Map<Integer, String> registered = new ConcurrentHashMap<>();
     private volatile String app;
+    /** Driver: renews the application's lease on the nodes (created with the first RPMP shuffle). */
+    private volatile LeaseKeeper leases;
     /** Driver: the last registration fell back because no node took it; the next one tries one round only. */
     private volatile boolean nodesDown;
 
@@ -170,6 +176,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
         counters.register(sc);
         RpmpMetrics.register(counters);
         app = appName;
+        holdLease(appName);
         registered.put(shuffleId, appName);
         LOG.info("RPMP registered shuffle {} of {}: {} partitions on {} nodes, {} replicas", shuffleId, appName,
             numPartitions, placement.numNodes(), conf.replicas);
@@ -219,6 +226,33 @@ public class RpmpShuffleManager extends SortShuffleManager {
         throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId
             + (retry ? " within " + conf.registerTimeoutMs + " ms" : " (nodes were down for an earlier shuffle)")
             + ": " + last, last);
+    }
+
+    private synchronized void holdLease(String appName) {
+        if (leases == null) leases = new LeaseKeeper(this::leaseOnAnyNode);
+        leases.hold(appName);
+    }
+
+    /** LEASE through the first seed that answers (the node forwards it to every live node); the nodes' TTL in ms. */
+    private long leaseOnAnyNode(String appName) throws IOException {
+        IOException last = null;
+        for (RpmpConf.Address seed : conf.nodes) {
+            RpmpClient c = null;
+            try {
+                c = pool.borrow(seed.host(), seed.port());
+                long ttl = c.lease(appName);
+                pool.release(c);
+                return ttl;
+            } catch (RpmpException e) {
+                pool.release(c);
+                last = e;
+            } catch (IOException e) {
+                pool.discard(c);
+                last = e;
+            }
+        }
+        LOG.warn("RPMP: no node of {} renewed the lease of {}: {}", conf.nodes, appName, String.valueOf(last));
+        throw last != null ? last : new IOException("no RPMP node configured");
     }
 
     /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/' or NUL. */
@@ -282,6 +316,8 @@ public class RpmpShuffleManager extends SortShuffleManager {
     public void stop() {
         try {
             String appName = app;
+            LeaseKeeper keeper = leases;
+            if (keeper != null) keeper.close();  // the app is deleted next: nothing left to renew
             if (isDriver && appName != null) {
                 registered.clear();
                 long freed = deleteOnAnyNode(-1, appName);

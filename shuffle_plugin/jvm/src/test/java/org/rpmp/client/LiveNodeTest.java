@@ -255,6 +255,39 @@ class LiveNodeTest {
         pool.close();
     }
 
+    @Order(16)
+    @Test
+    @DisplayName("LEASE answers the node's app TTL; LeaseKeeper renews through the node until released")
+    void leaseAndKeeper() throws Exception {
+        long ttl = c.lease(app);
+        expect(ttl > 0, "the node's app TTL in ms: " + ttl);
+        expect(c.lease("never-registered-" + System.nanoTime()) == ttl, "same TTL for an app the node lacks");
+        ConnectionPool pool = new ConnectionPool(opts);
+        java.util.List<String> asked = java.util.Collections.synchronizedList(new ArrayList<>());
+        try (LeaseKeeper keeper = new LeaseKeeper(a -> {
+            asked.add(a);
+            RpmpClient k = pool.borrow(host, port);
+            try {
+                return k.lease(a);
+            } finally {
+                pool.release(k);
+            }
+        })) {
+            keeper.hold(app);
+            keeper.hold(app);  // held once
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (keeper.renewals() < 1 && System.nanoTime() < deadline) Thread.sleep(10);
+            expect(keeper.renewals() == 1 && keeper.failures() == 0, "one renewal at once: " + keeper.renewals()
+                + " ok, " + keeper.failures() + " failed (" + keeper.lastError() + ")");
+            expect(keeper.ttlMs() == ttl, "the keeper learned the TTL");
+            expect(asked.equals(List.of(app)), "renewed the held app: " + asked);
+            keeper.release(app);
+            expect(!keeper.holds(app), "released");
+        }
+        pool.close();
+        c.ping();
+    }
+
     @Order(17)
     @Test
     @DisplayName("DELETE_SHUFFLE frees blocks, then FETCH is NOT_FOUND")
