@@ -4,9 +4,10 @@ suite passes under Surefire against real nodes.
 The JUnit tests (shuffle_plugin/jvm/src/test/java) check the codec against the byte-exact protocol vectors
 (one test per vector), the writer's segment buffers, the reader's completeness rule, the client against
 fake nodes that misbehave, and, given live nodes, the client end to end (LiveNodeTest), the integrity rules
-(final segments, lost tails, holes, a payload byte flipped in a node's pool file: IntegrityTest) and
-replicas on two nodes (NodePairTest). Here `mvn test` runs them all with nodes started by the fixtures
-(RPMP_NODE, RPMP_PAIR), and Surefire's counts must say every test ran and none failed or was skipped.
+(final segments, lost tails, holes, a payload byte flipped in a node's pool file: IntegrityTest), replicas
+on two nodes (NodePairTest) and lease renewal against a node with a 2 s app TTL (LeaseExpiryTest). Here
+`mvn test` runs them all with nodes started by the fixtures (RPMP_NODE, RPMP_PAIR, RPMP_TTL_NODE), and
+Surefire's counts must say every test ran and none failed or was skipped.
 """
 
 import json
@@ -87,6 +88,7 @@ def test_junit_suite_passes_against_live_nodes(built, node_factory, capsys):
     from rpmp.client import Client
 
     single = node_factory()
+    short_ttl = node_factory(extra=["--app-ttl", "2"])  # LeaseExpiryTest
     first = node_factory()
     second = node_factory(seeds=first.addr)
     for n in (first, second):
@@ -95,7 +97,8 @@ def test_junit_suite_passes_against_live_nodes(built, node_factory, capsys):
             while sum(m.state == 1 for m in c.members()[1]) < 2:
                 assert time.time() < deadline, f"{n.addr} does not see both nodes"
                 time.sleep(0.1)
-    env = {**os.environ, "RPMP_NODE": single.addr, "RPMP_PAIR": f"{first.addr},{second.addr}"}
+    env = {**os.environ, "RPMP_NODE": single.addr, "RPMP_PAIR": f"{first.addr},{second.addr}",
+           "RPMP_TTL_NODE": short_ttl.addr}
     t0 = time.monotonic()
     with plugin_jar.build_lock():
         out = plugin_jar.run_maven(["test"], quiet=False, timeout=900, env=env)
@@ -115,5 +118,6 @@ def test_junit_suite_passes_against_live_nodes(built, node_factory, capsys):
     assert int(run) == expected_test_count(), (run, expected_test_count())
     per_class = {m.group(2): int(m.group(1))
                  for m in re.finditer(r"Tests run: (\d+), .* -- in org\.rpmp\.(?:client|shuffle)\.(\w+)", log)}
-    for cls in ("LiveNodeTest", "IntegrityTest", "NodePairTest", "ProtocolVectorsTest", "MisbehavingNodeTest"):
+    for cls in ("LiveNodeTest", "IntegrityTest", "NodePairTest", "ProtocolVectorsTest", "MisbehavingNodeTest",
+                "LeaseExpiryTest"):
         assert per_class.get(cls, 0) > 0, (cls, per_class)

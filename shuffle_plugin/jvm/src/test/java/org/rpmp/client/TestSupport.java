@@ -40,6 +40,13 @@ public final class TestSupport {
         return new String[][] {hostPort(two[0]), hostPort(two[1])};
     }
 
+    /** A live node with a short app TTL (-Drpmp.ttlNode=host:port or RPMP_TTL_NODE: rpmp server --app-ttl 2). */
+    static String[] ttlNode() {
+        String v = setting("rpmp.ttlNode", "RPMP_TTL_NODE");
+        Assumptions.assumeTrue(v != null, "no short-TTL RPMP node given (-Drpmp.ttlNode=host:port or RPMP_TTL_NODE)");
+        return hostPort(v);
+    }
+
     static boolean hasNode() {
         return setting("rpmp.node", "RPMP_NODE") != null;
     }
