@@ -146,3 +146,29 @@ def test_a_large_placement_is_not_kept_in_memory(pool_path):
     assert [n.node_id for n in st.shuffles.replica_nodes(sh, nparts - 1)] == ["a:1", "b:2"]
     assert sh.decoded_placement is None
     st.close()
+
+
+def test_a_merge_block_shrinks_to_what_the_allocator_has_when_free_space_is_scattered(pool_path):
+    """A partition's next merge block is 4 MiB, but the pool's free space is in 64 KiB holes: the push takes a
+    smaller block (down to its record) instead of answering POOL_FULL."""
+    st = Storage(pool_path, 16 * MIB)
+    sh = st.shuffles.register("app", 1, 2, 1, placement(2))
+    part = sh.part(0)
+    part.next_capacity = 4 * MIB
+    filler = []
+    while True:  # fill the pool with 64 KiB blocks, then free every other one
+        try:
+            filler.append(st.blocks.alloc(64 << 10, b"Sfill"))
+        except StorageError:
+            break
+    for b in filler[::2]:
+        st.blocks.free(b)
+    with pytest.raises(StorageError):
+        st.blocks.alloc(4 * MIB, b"Sbig")
+    data = os.urandom(1000)
+    assert push(st, sh, 0, (0, 0, 0), data)
+    assert [st.blocks.capacity(b) for b in part.blocks] == [64 << 10]
+    [run] = st.shuffles.select(sh, 0)
+    assert bytes(run.view[RECORD_HEADER_SIZE:]) == data
+    run.view.release()
+    st.close()

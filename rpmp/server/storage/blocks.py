@@ -79,7 +79,7 @@ class Blocks:
         self.disk = disk
         # Told when data arriving finds the pool full; returns the error to answer with ("busy": wait for the
         # spiller to make room). None: POOL_FULL at once.
-        self.on_full: Callable[[], StorageError] | None = None
+        self.on_full: Callable[[StorageError], StorageError] | None = None
         self.index: dict[int, Block] = {}
         self.pending_free: set[int] = set()  # retired blocks readers still pin: freed when released
         self.fd = _open_for_ranges(path)
@@ -143,7 +143,7 @@ class Blocks:
     def when_full(self, e: StorageError) -> StorageError:
         """The error for data that found no room: `e`, or, when the pool is full and the disk tier can make
         room, "busy" (the frame waits)."""
-        return self.on_full() if e.kind == "pool_full" and self.on_full is not None else e
+        return self.on_full(e) if e.kind == "pool_full" and self.on_full is not None else e
 
     def free(self, block: int) -> None:
         """Free a block; one that zero-copy readers still hold is retired first (its deletion is durable at

@@ -338,7 +338,15 @@ class ShuffleStore:
         # blocks start at MIN_BLOCK and double up to the full block size.
         cap = min(self.block_capacity, max(MIN_BLOCK, part.next_capacity, total))
         part.next_capacity = min(self.block_capacity, 2 * cap)
-        return self._new_block(sh, p, part, cap)
+        while True:
+            try:
+                return self._new_block(sh, p, part, cap)
+            except StorageError as e:
+                # A merge block's size is a wish, the record's is the need: the allocator may have no run of
+                # `cap` bytes while smaller ones are free (free space is not contiguous), so halve down to it.
+                if e.kind != "pool_full" or cap <= max(total, MIN_BLOCK):
+                    raise
+                cap = max(total, MIN_BLOCK, cap // 2)
 
     def _new_block(self, sh: Shuffle, p: int, part: Partition, capacity: int) -> int:
         block = self.blocks.alloc(capacity, SKEY.pack(b"S", sh.shuffle, p, part.next_seq) + sh.app.encode())

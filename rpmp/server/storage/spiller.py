@@ -49,11 +49,12 @@ class Spiller:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rpmp-spill")
         storage.blocks.on_full = self.on_full
 
-    def on_full(self) -> StorageError:
-        """A push found the pool full: it waits for room (busy) while the spiller makes some."""
+    def on_full(self, e: StorageError) -> StorageError:
+        """A push found the pool full (`e` says what failed): it waits for room (busy) while the spiller makes
+        some."""
         self.urgent = True
         self.kick()
-        return StorageError("busy", self.storage.full_message(), wait=self.full_wait)
+        return StorageError("busy", f"{self.storage.full_message()} ({e})", wait=self.full_wait)
 
     def kick(self) -> None:
         if self._wake is not None:
