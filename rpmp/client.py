@@ -483,9 +483,19 @@ class Client:
     # ---- shuffle --------------------------------------------------------------------------------
     def register_shuffle(self, app: str, shuffle: int, num_partitions: int, replicas: int = 1,
                          node: NodeAddr | None = None) -> Placement:
-        meta, _ = self._call(Op.REGISTER_SHUFFLE, encode_register(app, shuffle, num_partitions, replicas),
-                             node=node)
-        self._leases.hold(app, node)
+        """Register through `node`, or else through the client's nodes in order: one that is unreachable or
+        answers UNAVAILABLE (a draining node, a cluster still converging) is left for the next; the last
+        error is raised when none takes it. From then on the client renews the app's lease."""
+        meta_req = encode_register(app, shuffle, num_partitions, replicas)
+        targets: list[NodeAddr] = [node] if node is not None else list(self.nodes)
+        for i, target in enumerate(targets):
+            try:
+                meta, _ = self._call(Op.REGISTER_SHUFFLE, meta_req, node=target)
+                break
+            except (OSError, UnavailableError):
+                if i == len(targets) - 1:
+                    raise
+        self._leases.hold(app, node if node is not None else targets[i])
         epoch, nodes, prefs = decode_register_resp(meta)
         return Placement(epoch, tuple(nodes), tuple(tuple(p) for p in prefs))
 

@@ -202,6 +202,10 @@ def test_drain_three_nodes():
                 for sid in range(10 + 10 * i, 15 + 10 * i):
                     npl = c.register_shuffle(app, sid, 16, node=taker.address)
                     assert {n.node_id for n in npl.nodes} == {seed.address, other.address}, (taker, sid)
+            # A client that lists the draining node first moves on to the next at its refusal.
+            with Client([d.address, seed.address]) as c2:
+                npl = c2.register_shuffle(app, 40, 4)
+                assert d.address not in {n.node_id for n in npl.nodes}
             # What it holds is still served: FETCH byte-exact (from d too), PUSH to the registered shuffle.
             for p, want in data.items():
                 assert fetched(c, app, 1, p, placement=pl) == want
