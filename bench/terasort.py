@@ -471,6 +471,20 @@ def process_cpu_s(pid: int | None) -> float | None:
         return None
 
 
+def process_peak_rss(pid: int | None) -> int | None:
+    """The peak resident set (VmHWM, bytes) of a process over its life so far, from /proc."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return None
+
+
 def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
     out: dict[str, int] = {}
     for d in ds:
@@ -555,6 +569,9 @@ def terasort_run(spark: SparkSession, input_path: str, *, shuffle: str, repeat: 
             after_cpu = process_cpu_s(node_pid)
             if before_cpu is not None and after_cpu is not None:
                 run.node["cpu_ms"] = round(1000 * (after_cpu - before_cpu))   # the embedded node's CPU
+            peak = process_peak_rss(node_pid)
+            if peak is not None:
+                run.node["peak_rss"] = peak  # the embedded node's, over its life up to the end of this run
     if validate:
         sc.setJobDescription(f"teravalidate {label}")
         with phases.phase(f"teravalidate {label}"):
