@@ -126,6 +126,7 @@ def test_unrenewed_app_expires_and_a_renewed_one_survives(node_factory):
         time.sleep(max(0.0, 3 * 2 + 0.5 - (time.monotonic() - t0)))
         assert "kept" in observer.stats()["apps"]
         assert keeper._leases.renewals >= 6 and keeper._leases.ttl == 2.0
+        assert observer.stats()["counters"]["leases"] >= 6
         for p, data in kept_data.items():
             assert fetched(observer, "kept", 1, p) == data
         keeper.release("kept")

@@ -100,7 +100,9 @@ def test_a_job_finishes_while_a_node_drains_and_new_shuffles_go_elsewhere(tmp_pa
                 assert st["state"] == "DRAINING"
                 assert st["apps"][app]["shuffles"] == 1, st["apps"]   # nothing new reached it
             with Client(seed.addr) as c:
-                assert c.stats()["apps"][app]["shuffles"] >= 2
+                st = c.stats()
+                assert st["apps"][app]["shuffles"] >= 2
+                assert st["counters"]["leases"] >= 1  # the driver holds a lease on its app (forwarded here)
             assert d.running
         finally:
             spark.stop()    # the driver deletes its application: the draining node then holds nothing

@@ -107,7 +107,7 @@ class Controller:
                          "fetch_records": 0, "fetch_index_visited": 0, "fetch_partition_bytes": 0,
                          "fetch_map_ranges": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
-                         "replica_errors": 0, "apps_expired": 0}
+                         "replica_errors": 0, "leases": 0, "apps_expired": 0}
         self.network_counters = network_counters  # the network layer's, shown by STATS too
         self.on_drain = on_drain  # DRAIN: the node watches for the moment it holds nothing (or the timeout)
         self.leases = Leases(config.app_ttl, self._held_apps())  # apps found at open: renewed now
@@ -520,6 +520,7 @@ class Controller:
         """LEASE: renew the app here and (unless forwarded) on every other live node; answer this node's TTL."""
         app = wire.decode_lease(meta)
         self.leases.renew(app)
+        self.counters["leases"] += 1
         reply = Reply(wire.encode_lease_resp(self.leases.ttl_ms))
         if flags & FLAG_FORWARDED:
             return reply
