@@ -158,30 +158,36 @@ def cmd_stat(args: argparse.Namespace) -> int:
         epoch, nodes = client.members()
         console = Console()
         nt = Table(title=f"RPMP nodes (epoch {epoch})")
-        for col in ("node", "state", "pool", "used", "free", "blocks", "apps", "shuffles", "pushed", "fetched"):
+        cols = ("node", "state", "pool", "used", "free", "blocks", "on disk", "spilled", "apps", "shuffles", "pushed",
+                "fetched")
+        for col in cols:
             nt.add_column(col, justify="right" if col not in ("node", "state", "pool") else "left")
         apps: dict[str, dict] = {}
         for n in nodes:
             state = n.state.name.lower() if isinstance(n.state, NodeState) else str(n.state)
             if n.state not in (NodeState.ALIVE, NodeState.DRAINING):  # a draining node still holds data
-                nt.add_row(n.node_id, state, *[""] * 8)
+                nt.add_row(n.node_id, state, *[""] * (len(cols) - 2))
                 continue
             st = client.stats(node=f"{n.host}:{n.port}")
-            pool, ctr = st["pool"], st["counters"]
+            pool, ctr, disk = st["pool"], st["counters"], st.get("spill")
             for app, a in st["apps"].items():
-                agg = apps.setdefault(app, {"shuffles": 0, "bytes": 0, "records": 0})
+                agg = apps.setdefault(app, {"shuffles": 0, "records": 0, "bytes": 0, "spilled_bytes": 0})
                 for k in agg:
-                    agg[k] += a[k]
+                    agg[k] += a.get(k, 0)
+            # The disk tier: bytes its files hold (of --spill-size, when set) and bytes moved there since start.
+            on_disk = "-" if disk is None else _human(disk["used"]) + (
+                f" / {_human(disk['capacity'])}" if disk["capacity"] else "")
             nt.add_row(n.node_id, state, pool["path"], _human(pool["used"]), _human(pool["free"]), str(pool["blocks"]),
+                       on_disk, "-" if disk is None else _human(disk["spilled_bytes"]),
                        str(len(st["apps"])), str(sum(a["shuffles"] for a in st["apps"].values())),
                        _human(ctr["push_bytes"]), _human(ctr["fetch_bytes"]))
         console.print(nt)
         if apps:
-            at = Table(title="applications")
-            for col in ("app", "shuffles", "records", "bytes"):
+            at = Table(title="applications (all nodes)")
+            for col in ("app", "shuffles", "records", "bytes", "on disk"):
                 at.add_column(col, justify="left" if col == "app" else "right")
             for app, a in sorted(apps.items()):
-                at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]))
+                at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]), _human(a["spilled_bytes"]))
             console.print(at)
     return 0
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -207,3 +208,25 @@ def test_cluster_gives_each_node_its_own_spill_subdirectory_and_keeps_it(tmp_pat
     # kept with the pools: a later `rpmp cluster` on the same directories finds its spilled blocks
     assert sorted(os.listdir(spill)) == ["rpmp-node0", "rpmp-node1"]
     assert spill.stat().st_mode & 0o777 == 0o700
+
+
+def test_stat_shows_the_disk_tier_and_what_each_app_holds_on_disk(spill_node):
+    from rpmp.client import Client
+
+    n = spill_node("32m")
+    with Client(n.addr) as c:
+        c.register_shuffle("spilling-app", 1, 4)
+        for m in range(48):
+            c.push("spilling-app", 1, m % 4, m, 0, 0, bytes([m]) * (1 << 20))
+        st, deadline = c.stats(), time.monotonic() + 10
+        while time.monotonic() < deadline:  # the spiller may still be moving blocks: wait until it rests
+            time.sleep(0.6)
+            st, before = c.stats(), st
+            if st["spill"] == before["spill"]:
+                break
+    out = rpmp("stat", "--nodes", n.addr, env={"COLUMNS": "250"})
+    assert out.returncode == 0, out.stderr
+    row = next(line for line in out.stdout.splitlines() if n.addr in line)
+    assert f"{st['spill']['used'] / (1 << 20):.1f} MiB" in row, row
+    app = next(line for line in out.stdout.splitlines() if "spilling-app" in line)
+    assert "48.0 MiB" in app and f"{st['apps']['spilling-app']['spilled_bytes'] / (1 << 20):.1f} MiB" in app, app
