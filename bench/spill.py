@@ -15,9 +15,10 @@ Per repeat, in the same process tree and the same directory:
   spill     a node with --pool-size and --spill-dir: the same pushes; the node's spill rate (bytes moved /
             seconds its spill thread spent writing and syncing, from STATS) and the clients' push rate.
 
-It prints the ratios spill-rate / dd-rate and push-rate(spill) / push-rate(nospill) and writes JSON with
---json. Pushes are 1 MiB segments over 16 partitions from --clients threads; every loop is bounded by
---bytes and --repeat. Everything is removed afterwards.
+It prints the ratios spill-rate / dd-rate (and / seqwrite-rate) and push-rate(spill) / push-rate(nospill),
+and the p50/p99 round trip of PINGs sent every 10 ms during each node run (is the event loop free while the
+spill thread writes?), and writes JSON with --json. Pushes are 1 MiB segments over 16 partitions from
+--clients threads; every loop is bounded by --bytes and --repeat. Everything is removed afterwards.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def seqwrite_rate(directory: str, nbytes: int, chunk: int = 64 << 20) -> float:
     return nbytes / seconds
 
 
-def push_all(addr: str, nbytes: int, clients: int) -> float:
-    """Push `nbytes` in 1 MiB segments from `clients` threads; returns bytes per second."""
+def push_all(addr: str, nbytes: int, clients: int) -> tuple[float, list[float]]:
+    """Push `nbytes` in 1 MiB segments from `clients` threads; returns bytes per second and the round trips
+    (seconds) of PINGs sent every 10 ms meanwhile on a connection of their own: how the event loop answers."""
     with Client(addr) as c:
         c.register_shuffle("bench-spill", 1, PARTITIONS)
     per_client = nbytes // SEGMENT // clients
@@ -86,25 +88,41 @@ def push_all(addr: str, nbytes: int, clients: int) -> float:
         except BaseException as e:  # reported below
             errors.append(e)
 
+    pings: list[float] = []
+    done = threading.Event()
+
+    def ping() -> None:
+        with Client(addr) as c:
+            while not done.wait(0.01):
+                t0 = time.perf_counter()
+                c.ping()
+                pings.append(time.perf_counter() - t0)
+
     threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    pinger = threading.Thread(target=ping)
     began = time.monotonic()
+    pinger.start()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    seconds = time.monotonic() - began
+    done.set()
+    pinger.join()
     if errors:
         raise errors[0]
-    return per_client * clients * SEGMENT / (time.monotonic() - began)
+    return per_client * clients * SEGMENT / seconds, pings
 
 
 def node_run(pool_size: int, spill_dir: str | None, nbytes: int, clients: int) -> dict:
     node = LocalNode(pool_size=pool_size, spill_dir=spill_dir, spill_subdir="node" if spill_dir else None)
     with node.start():
-        rate = push_all(node.addr, nbytes, clients)
+        rate, pings = push_all(node.addr, nbytes, clients)
         with Client(node.addr) as c:
             st = c.stats()
     spill = st.get("spill") or {}
-    out = {"push_rate": rate, "spilled_bytes": spill.get("spilled_bytes", 0)}
+    q = statistics.quantiles(pings, n=100) if len(pings) >= 2 else [0.0] * 99
+    out = {"push_rate": rate, "spilled_bytes": spill.get("spilled_bytes", 0), "ping_p50": q[49], "ping_p99": q[98]}
     if spill.get("spill_seconds"):
         out["spill_rate"] = spill["spilled_bytes"] / spill["spill_seconds"]
     return out
@@ -130,7 +148,9 @@ def main() -> None:
             spill = node_run(pool, work, nbytes, args.clients)
             run = {"dd_rate": dd, "seqwrite_rate": seq, "nospill_push_rate": base["push_rate"],
                    "spill_push_rate": spill["push_rate"], "spill_rate": spill.get("spill_rate", 0.0),
-                   "spilled_bytes": spill["spilled_bytes"]}
+                   "spilled_bytes": spill["spilled_bytes"], "ping_p50_nospill": base["ping_p50"],
+                   "ping_p99_nospill": base["ping_p99"], "ping_p50_spill": spill["ping_p50"],
+                   "ping_p99_spill": spill["ping_p99"]}
             run["spill_vs_dd"] = run["spill_rate"] / dd
             run["spill_vs_seqwrite"] = run["spill_rate"] / seq
             run["push_spill_vs_nospill"] = spill["push_rate"] / base["push_rate"]
@@ -140,7 +160,9 @@ def main() -> None:
                   f"{run['spill_vs_seqwrite']:.2f} of seqwrite), {spill['spilled_bytes'] / 1e9:.2f} GB spilled | "
                   f"pushes "
                   f"{spill['push_rate'] / 1e9:.2f} GB/s spilling vs {base['push_rate'] / 1e9:.2f} GB/s not "
-                  f"({run['push_spill_vs_nospill']:.2f})", flush=True)
+                  f"({run['push_spill_vs_nospill']:.2f}) | PING p50/p99 {1e3 * spill['ping_p50']:.1f}/"
+                  f"{1e3 * spill['ping_p99']:.1f} ms spilling, "
+                  f"{1e3 * base['ping_p50']:.1f}/{1e3 * base['ping_p99']:.1f} ms not", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {k: statistics.median(r[k] for r in runs) for k in runs[0]}

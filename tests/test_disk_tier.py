@@ -165,3 +165,29 @@ def test_values_move_to_disk_and_get_serves_them_byte_exact_across_a_restart(spi
         assert bytes(c.get(b"key-0")) == b"replaced"
         st = c.stats()["spill"]
         assert st["freed_extents"] >= 1 and st["blocks"] < 48
+
+
+def test_replicas_spill_independently_and_either_copy_serves_byte_exact(tmp_path):
+    """With replicas=2 both nodes hold every segment and each spills its own copy; with one node stopped,
+    the other serves everything from its two tiers."""
+    from conftest import NODE_ARGS, SHM
+
+    from rpmp.cluster import LocalCluster
+
+    with LocalCluster(2, pool_size="32m", pool_dir=SHM, name="rpmp-spill-repl", node_args=NODE_ARGS,
+                      spill_dir=str(tmp_path / "spill")) as cluster:
+        addrs = [n.addr for n in cluster.nodes]
+        with Client(",".join(addrs)) as c:
+            pl = c.register_shuffle(APP, 8, 4, replicas=2)
+            sent = {}
+            for m in range(12):
+                for p in range(4):
+                    data = data_of(m * 10 + p)
+                    sent[(p, m)] = xxhash.xxh3_64_intdigest(data)
+                    c.push(APP, 8, p, m, 0, SEQ_LAST, data, placement=pl)
+            for a in addrs:
+                st = c.stats(node=a)["spill"]
+                assert st["spilled_bytes"] > 0, f"{a} spilled nothing"
+            cluster.nodes[0].stop()
+        with Client(addrs[1]) as c:
+            assert fetched(c, APP, 8, 4) == sent
