@@ -58,6 +58,8 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--app-ttl", type=float, help="seconds an application's data stays on the node after its "
                    "last renewal (a LEASE, or a request naming it): a dead driver's data is deleted then "
                    "(default 3600; 0: never)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics at "
+                   "http://HOST:PORT/metrics (docs/OPERATIONS.md; default 0: off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
 
 
@@ -98,7 +100,7 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
                                                "heartbeat_interval", "dead_after", "max_data",
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
                                                "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
-                                               "log_level", "app_ttl", *SPILL_KEYS)}
+                                               "log_level", "app_ttl", "metrics_port", *SPILL_KEYS)}
     if getattr(args, "seeds", None):
         over["seeds"] = [s for s in args.seeds.split(",") if s]
     dirs = _spill_dirs(args)

@@ -61,6 +61,7 @@ class NodeConfig:
     full_wait: float = 30.0  # seconds a push waits for room while spilling makes some, before POOL_FULL
     app_quota: int = 0  # bytes one app may hold on this node, both tiers together; 0: no quota
     app_ttl: float = 3600.0  # seconds an app nobody renewed (LEASE, or a request naming it) lives on; 0: forever
+    metrics_port: int = 0  # serve Prometheus /metrics on host:metrics_port (docs/OPERATIONS.md); 0: off
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
@@ -73,6 +74,8 @@ class NodeConfig:
         touched, so it runs on every construction; validate() adds the directories."""
         check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
         check_app_ttl(self.app_ttl)
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError(f"metrics_port={self.metrics_port}: must be a TCP port in 1..65535 (0: no metrics)")
 
     def validate(self) -> NodeConfig:
         """check_values(), then the spill directories: each must be a writable directory, or be creatable (its
