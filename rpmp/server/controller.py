@@ -14,7 +14,8 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeAlias
 
 import xxhash
@@ -59,10 +60,30 @@ U64_MAX = (1 << 64) - 1
 # registration's answer places the shuffle again without that node.
 DRAINING_REFUSAL = "is draining: it takes no new shuffles"
 REGISTER_ROUNDS = 3  # placements tried when forwarded registrations meet draining nodes
+# Request latency histograms (rpmp/server/metrics.py exposes them): upper bounds in seconds, Prometheus' `le`.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+# What the controller counts per app, in this order (a list per app: a few increments per request).
+APP_COUNTERS = ("push_bytes", "pushes", "fetch_bytes", "fetch_records", "replica_bytes", "replica_pushes",
+                "partition_infos", "partition_info_bytes")
 
 OpHandler: TypeAlias = Callable[[int, memoryview], Reply | Awaitable[Reply]]  # (flags, meta): no data part
 DataHandler: TypeAlias = Callable[[int, memoryview, int], Sink]  # (flags, meta, data_len): a data part
 OnDone: TypeAlias = Callable[[], Reply | Awaitable[Reply]]  # a sink's on_done
+
+
+class Latency:
+    """Counts of observations per LATENCY_BUCKETS bucket (the last: past the largest bound) and their sum."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.sum += seconds
 
 
 def _storage_error(e: Exception) -> ProtocolError:
@@ -107,7 +128,13 @@ class Controller:
                          "fetch_records": 0, "fetch_index_visited": 0, "fetch_partition_bytes": 0,
                          "fetch_map_ranges": 0,
                          "checksum_errors": 0, "gets": 0, "puts": 0, "replica_pushes": 0,
-                         "replica_errors": 0, "leases": 0, "apps_expired": 0}
+                         "replica_errors": 0, "leases": 0, "apps_expired": 0, "replica_bytes": 0,
+                         "partition_infos": 0, "partition_info_bytes": 0}
+        # For the metrics (rpmp/server/metrics.py): request latencies; APP_COUNTERS per app, and the sums of
+        # apps no longer held (retire_apps), so that a node that sees many apps keeps a bounded table.
+        self.latency = {"push": Latency(), "fetch": Latency()}
+        self.app_counters: dict[str, list[int]] = {}
+        self.retired_app_counters = [0] * len(APP_COUNTERS)
         self.network_counters = network_counters  # the network layer's, shown by STATS too
         self.on_drain = on_drain  # DRAIN: the node watches for the moment it holds nothing (or the timeout)
         self.leases = Leases(config.app_ttl, self._held_apps())  # apps found at open: renewed now
@@ -351,6 +378,7 @@ class Controller:
         return [r for r in results if not isinstance(r, BaseException)], failed
 
     def _push(self, flags: int, meta: memoryview, data_len: int) -> Sink:
+        began = time.perf_counter()
         app, sid, p, map_index, attempt, seq, checksum = wire.decode_push(meta)
         forwarded = bool(flags & FLAG_FORWARDED)
         if data_len > MAX_SEGMENT:
@@ -375,15 +403,20 @@ class Controller:
             stored = self.storage.shuffles.commit(res, checksum)
             self.counters["pushes"] += 1
             self.counters["push_bytes"] += data_len
+            per_app = self._app(app)
+            per_app[0] += data_len
+            per_app[1] += 1
             if not stored:
                 self.counters["duplicates"] += 1
             if sh.replicas > 1 and not forwarded:
-                return self._replicate(sh, p, (map_index, attempt, seq), checksum)
+                return self._replicate(sh, p, (map_index, attempt, seq), checksum, began)
+            self.latency["push"].observe(time.perf_counter() - began)
             return Reply()
 
         return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.shuffles.abort(res))
 
-    def _replicate(self, sh: Shuffle, p: int, ident: tuple[int, int, int], checksum: int) -> Awaitable[Reply]:
+    def _replicate(self, sh: Shuffle, p: int, ident: tuple[int, int, int], checksum: int,
+                   began: float) -> Awaitable[Reply]:
         """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
 
         Also for a duplicate: a writer retrying after a failed replication must get its copies made. The
@@ -397,6 +430,7 @@ class Controller:
         me = self.config.node_id
         targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
         meta = wire.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
+        nbytes = view.nbytes
 
         async def run() -> Reply:
             try:
@@ -415,6 +449,11 @@ class Controller:
                 raise ProtocolError(ErrorCode.UNAVAILABLE,
                                     f"segment stored here but not on replicas {', '.join(failed)}")
             self.counters["replica_pushes"] += len(targets)
+            self.counters["replica_bytes"] += nbytes * len(targets)
+            per_app = self._app(sh.app)
+            per_app[4] += nbytes * len(targets)
+            per_app[5] += len(targets)
+            self.latency["push"].observe(time.perf_counter() - began)
             return Reply()
 
         return run()
@@ -435,6 +474,7 @@ class Controller:
         return Reply()
 
     def _fetch(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
+        began = time.perf_counter()
         app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
         sh = self._shuffle(app, sid)
         self.leases.renew(app)
@@ -448,9 +488,9 @@ class Controller:
             self.counters["fetch_map_ranges"] += 1
         total = sum(r.view.nbytes for r in runs)
         if not self.config.verify_fetch:
-            return self._fetch_reply(runs, total)
+            return self._fetch_reply(runs, total, app, began)
         if total <= VERIFY_INLINE_BYTES:
-            return self._checked_fetch(sh, p, runs, total, self.storage.shuffles.find_corrupt(runs))
+            return self._checked_fetch(sh, p, runs, total, self.storage.shuffles.find_corrupt(runs), began)
 
         async def verify() -> Reply:  # a large reply is hashed on a worker thread: the loop serves others
             try:
@@ -459,18 +499,19 @@ class Controller:
                 for r in runs:
                     r.view.release()
                 raise
-            return self._checked_fetch(sh, p, runs, total, bad)
+            return self._checked_fetch(sh, p, runs, total, bad, began)
 
         return verify()
 
-    def _checked_fetch(self, sh: Shuffle, p: int, runs: list[Run], total: int, bad: list[Record]) -> Reply:
+    def _checked_fetch(self, sh: Shuffle, p: int, runs: list[Run], total: int, bad: list[Record],
+                       began: float) -> Reply:
         if bad:
             for r in runs:
                 r.view.release()
             raise _storage_error(self.storage.shuffles.quarantine(sh, p, bad))
-        return self._fetch_reply(runs, total)
+        return self._fetch_reply(runs, total, sh.app, began)
 
-    def _fetch_reply(self, runs: list[Run], total: int) -> Reply:
+    def _fetch_reply(self, runs: list[Run], total: int, app: str, began: float) -> Reply:
         frames: list[tuple[bytes, list[FileRange]]] = []
         cur: list[FileRange] = []
         cur_bytes = cur_records = records = 0
@@ -486,6 +527,10 @@ class Controller:
         self.counters["fetches"] += 1
         self.counters["fetch_bytes"] += total
         self.counters["fetch_records"] += records
+        per_app = self._app(app)
+        per_app[2] += total
+        per_app[3] += records
+        self.latency["fetch"].observe(time.perf_counter() - began)
         return Reply(frames=frames)
 
     def _partition_info(self, flags: int, meta: memoryview) -> Reply:
@@ -495,6 +540,11 @@ class Controller:
         self._partition(sh, p)
         # Each block names its file: 0 the pool file, k > 0 the k-th of `files` (spill files; their blocks are sealed).
         blocks, records, nbytes, files = self.storage.shuffles.partition_blocks(sh, p)
+        self.counters["partition_infos"] += 1
+        self.counters["partition_info_bytes"] += nbytes
+        per_app = self._app(app)
+        per_app[6] += 1
+        per_app[7] += nbytes
         return Reply(wire.encode_partition_info_resp(self.storage.path, records, nbytes, blocks, files))
 
     def _delete_shuffle(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
@@ -531,6 +581,19 @@ class Controller:
             return reply
 
         return run()
+
+    def _app(self, app: str) -> list[int]:
+        counts = self.app_counters.get(app)
+        if counts is None:
+            counts = self.app_counters[app] = [0] * len(APP_COUNTERS)
+        return counts
+
+    def retire_apps(self, held: Iterable[str]) -> None:
+        """Fold the counts of apps not in `held` (deleted, expired) into the retired sums."""
+        keep = set(held)
+        for app in [a for a in self.app_counters if a not in keep]:
+            self.retired_app_counters = [x + y for x, y in zip(self.retired_app_counters, self.app_counters.pop(app),
+                                                               strict=True)]
 
     def _held_apps(self) -> set[str]:
         store = self.storage.shuffles

@@ -97,6 +97,7 @@ class Connection(asyncio.BufferedProtocol):
             self.fd = sock.fileno()
         self.peer = str(transport.get_extra_info("peername"))
         if len(self.server.connections) >= self.server.max_connections and not self.server.evict_idle():
+            self.server.count_error(ErrorCode.UNAVAILABLE)
             self._write([wire.error_frame(0, 0, ErrorCode.UNAVAILABLE,
                                           f"node has {self.server.max_connections} connections already")])
             transport.close()
@@ -452,10 +453,12 @@ class Connection(asyncio.BufferedProtocol):
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
+            self.server.count_error(err.code)
             self._write([wire.error_frame(op, rid, int(err.code), str(err.message))])
 
     def _fatal(self, op: int, rid: int, code: int, message: str) -> None:
         log.warning("closing connection from %s: %s", self.peer, message)
+        self.server.count_error(code)
         self._write([wire.error_frame(op, rid, code, message)])
         self.transport.close()
         self.closed = True
@@ -518,7 +521,11 @@ class NetworkServer:
         self.counters = {"sendfile_replies": 0, "sendfile_bytes": 0, "dropped_connections": 0,
                          "evicted_connections": 0, "timed_out_frames": 0, "idle_closed": 0, "staging_waits": 0,
                          "room_waits": 0}
+        self.errors: dict[int, int] = {}  # error frames sent, by code (the metrics' rpmp_errors_total)
         self.sendfile = sendfile  # send FETCH ranges with sendfile(2) (those whose FileRange has a file)
+
+    def count_error(self, code: int) -> None:
+        self.errors[int(code)] = self.errors.get(int(code), 0) + 1
 
     # ---- the node-wide staging budget -----------------------------------------------------------
     def take_staging(self, n: int) -> bool:

@@ -14,6 +14,7 @@ from rpmp.protocol import VERSION, Node, NodeState, Op
 from rpmp.server.config import NodeConfig, parse_hostport
 from rpmp.server.controller import Controller
 from rpmp.server.membership import Membership
+from rpmp.server.metrics import MetricsServer
 from rpmp.server.network import NetworkServer
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Storage
@@ -37,6 +38,7 @@ class RpmpNode:
         self._drainer: asyncio.Task[None] | None = None  # after DRAIN: stops the node once it holds nothing
         self._drain_deadline: float | None = None
         self.controller: Controller | None = None
+        self.metrics: MetricsServer | None = None  # --metrics-port: Prometheus /metrics, on a thread of its own
         self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
 
     async def start(self) -> None:
@@ -48,12 +50,21 @@ class RpmpNode:
         if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
             cfg.node_id = f"{cfg.host}:{self.port}"
         cfg.port = self.port
+        if cfg.metrics_port:  # bound before the pool is touched; process metrics only until the node is built
+            self.metrics = MetricsServer(self, cfg.host, cfg.metrics_port)
+            try:
+                self.metrics.start()
+            except OSError:  # its message says which port and what to do
+                sock.close()
+                raise
         try:
             self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
                                    on_room=self._room_freed, spill_dirs=cfg.spill_dirs, spill_size=cfg.spill_size,
                                    app_quota=cfg.app_quota)
         except BaseException:
             sock.close()
+            if self.metrics is not None:
+                self.metrics.stop()
             raise
         rec = self.storage.pool.recovery
         if any(rec.values()):
@@ -149,6 +160,8 @@ class RpmpNode:
         self._stopped.set()
 
     async def stop(self) -> None:
+        if self.metrics is not None:  # its shutdown waits for the server thread's poll (0.5 s): not on the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.metrics.stop)
         if self._janitor is not None:
             self._janitor.cancel()
         for task in (self._expirer, self._drainer):
