@@ -196,6 +196,14 @@ def test_dashboard_names_only_exported_metrics(scraped):
                    "rpmp_errors_total", "rpmp_live_nodes", "rpmp_membership_epoch", "rpmp_app_held_bytes"):
         assert needed in used, needed
     assert any("histogram_quantile(0.99" in e for e in exprs) and any("histogram_quantile(0.5" in e for e in exprs)
+    for e in exprs:  # no PromQL parser here: at least brackets balance and label values are quoted
+        stack = []
+        for ch in re.sub(r'"[^"]*"', '""', e):
+            if ch in "([{":
+                stack.append(ch)
+            elif ch in ")]}":
+                assert stack and stack.pop() + ch in ("()", "[]", "{}"), e
+        assert not stack and e.count('"') % 2 == 0, e
 
 
 def test_operations_doc_lists_every_metric(scraped):
@@ -227,3 +235,17 @@ def test_metrics_port_in_use_is_one_line(tmp_path):
             assert not os.path.exists(node.pool)  # refused before the pool was created
         finally:
             node.close()
+
+
+def test_top_apps_bound_the_series_and_the_rest_is_other():
+    from rpmp.server.controller import APP_COUNTERS
+    from rpmp.server.metrics import NodeCollector
+
+    held = {f"app{i}": {"shuffles": 1, "bytes": 100 * i, "records": i, "spilled_bytes": 0} for i in range(1, 6)}
+    counts = {app: [i] * len(APP_COUNTERS) for i, app in enumerate(held, 1)}
+    snap = {"stats": {"apps": held}, "apps": counts, "retired": [1000] * len(APP_COUNTERS)}
+    fams = {f.name: f for f in NodeCollector(None, None, top_apps=2)._app_families(snap)}
+    pushed = {s.labels["app"]: s.value for s in fams["rpmp_app_pushed_bytes"].samples}
+    assert pushed == {"app5": 5, "app4": 4, "_other": 1000 + 1 + 2 + 3}  # the two holding most; deleted apps too
+    held_bytes = {s.labels["app"]: s.value for s in fams["rpmp_app_held_bytes"].samples}
+    assert held_bytes == {"app5": 500, "app4": 400, "_other": 600}
