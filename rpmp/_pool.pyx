@@ -20,7 +20,11 @@ from libc.string cimport memset
 
 from rpmp._cpool cimport *
 
+import logging
 import os
+import stat as _stat
+
+log = logging.getLogger("rpmp.pool")
 
 DEFAULT_BLOCK_CAPACITY = RPMP_DEFAULT_BLOCK_CAPACITY
 HEADER_SIZE = RPMP_HDR_SIZE
@@ -107,6 +111,107 @@ cdef inline int _check(int rc) except -1:
     if rc != RPMP_OK:
         _raise(rc)
     return 0
+
+
+# ---- checks before libpmemobj maps a file: one-line errors instead of a SIGBUS or a cryptic libpmemobj message ----
+
+POOL_SIGNATURE = b"PMEMOBJ\0"  # the first bytes of every libpmemobj pool file (its pool header)
+POOL_HEADER_BYTES = 4096  # libpmemobj's pool header: a pool whose header is still all zeros was never created
+
+
+def _mib(n):
+    return f"{n / (1 << 20):.0f} MiB" if n < (10 << 30) else f"{n / (1 << 30):.1f} GiB"
+
+
+def _check_creatable(str path, uint64_t size):
+    """Why a new pool of `size` bytes cannot be created at `path` (a PoolError of one line), or None."""
+    if size < RPMP_MIN_POOL_SIZE:
+        raise PoolSizeError(f"pool size {size} is below the minimum of {_mib(RPMP_MIN_POOL_SIZE)}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.exists(folder):
+        raise PoolNotFoundError(f"cannot create pool {path}: its folder {folder} does not exist")
+    if not os.path.isdir(folder):
+        raise PoolIOError(f"cannot create pool {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "is on a read-only file system" if _read_only_fs(folder) else "is not writable"
+        raise PoolIOError(f"cannot create pool {path}: its folder {folder} {why}")
+    fs = os.statvfs(folder)
+    free = fs.f_bavail * fs.f_frsize
+    if size > free:
+        raise PoolFullError(f"cannot create pool {path} of {_mib(size)}: its file system has {_mib(free)} free "
+                            f"(of {_mib(fs.f_blocks * fs.f_frsize)}); give a smaller --pool-size or another folder")
+
+
+def _read_only_fs(path):
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _inspect(str path):
+    """What the existing file at `path` is: "pool" (it has a pool header: libpmemobj opens it), "unfinished" (a
+    pool file libpmemobj began to create but never wrote the header of: it holds no data), or a PoolError of one
+    line saying why it cannot be a pool. Reads at most the first 4 KiB; never maps it (an empty or short file
+    mapped by libpmemobj ends the process with SIGBUS)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PoolNotFoundError(f"pool {path} does not exist") from None
+    if _stat.S_ISDIR(st.st_mode):
+        raise PoolIOError(f"pool {path} is a folder, not a file; name a file in it (e.g. {path.rstrip('/')}/rpmp.pool)")
+    if not _stat.S_ISREG(st.st_mode):
+        raise PoolIOError(f"pool {path} is not a regular file")
+    # libpmemobj creates the file with mode 0000 and gives it its mode once the pool is made: a file of ours with
+    # mode 0000 whose header is blank is a creation cut short (by a kill, a crash, a full medium).
+    unfinished = (st.st_mode & 0o777) == 0 and st.st_uid == os.geteuid()
+    if st.st_size < POOL_HEADER_BYTES:
+        if unfinished:
+            return "unfinished"
+        what = "an empty file" if st.st_size == 0 else f"a file of {st.st_size} bytes"
+        raise PoolLayoutError(f"pool {path} is {what}, not an RPMP pool: remove it (the node then creates a new "
+                              f"pool there) or name another --pool")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(POOL_HEADER_BYTES)
+    except PermissionError:
+        if unfinished:
+            raise PoolLayoutError(f"pool {path} has mode 0000: a pool whose creation was cut short, or not a pool; "
+                                  f"remove it if it holds nothing you need (the node then creates a new one)") from None
+        raise PoolIOError(f"pool {path} is not readable by this user") from None
+    except OSError as e:
+        raise PoolIOError(f"pool {path}: cannot read it ({e.strerror})") from None
+    if head.startswith(POOL_SIGNATURE):
+        if not os.access(path, os.R_OK | os.W_OK):
+            why = "is on a read-only file system" if _read_only_fs(path) else "is not writable by this user"
+            raise PoolIOError(f"pool {path} {why}; the node writes to its pool")
+        return "pool"
+    if head.count(0) == len(head):
+        if unfinished:
+            return "unfinished"
+        raise PoolLayoutError(f"pool {path} is a file of {_mib(st.st_size)} whose first 4 KiB are zeros: not an RPMP "
+                              f"pool (or one whose creation was cut short); if it holds nothing you need, remove it and "
+                              f"the node creates a new pool there")
+    raise PoolLayoutError(f"{path} is not an RPMP pool (it begins {head[:8]!r}, not {POOL_SIGNATURE!r}): name another "
+                          f"--pool, or remove this file if it is not needed")
+
+
+def check_pool(path, uint64_t size):
+    """What opening or creating the pool at `path` (`size` bytes if new) will do: "open", "create" or "recreate"
+    (a pool file whose creation was cut short, holding no data: open_or_create removes it and creates the pool
+    anew); or a PoolError of one line saying why neither can work. Touches nothing."""
+    cdef str p = os.fsdecode(path)
+    if not p:
+        raise PoolIOError("empty pool path")
+    if not os.path.lexists(p):
+        _check_creatable(p, size)
+        return "create"
+    what = _inspect(p)
+    if what == "unfinished":
+        _check_creatable(p, size)
+        return "recreate"
+    return "open"
+
 
 
 class BlockInfo:
@@ -223,6 +328,9 @@ cdef class Pool:
         cdef bytes bpath = os.fsencode(path)
         cdef const char *cpath = bpath
         cdef int rc
+        if os.path.lexists(os.fsdecode(bpath)):
+            raise PoolExistsError(f"pool {os.fsdecode(bpath)} already exists")
+        _check_creatable(os.fsdecode(bpath), size)
         with nogil:
             rc = rpmp_pool_create(cpath, size, &p._pool)
         _check(rc)
@@ -246,6 +354,9 @@ cdef class Pool:
         cdef uint64_t n, i
         cdef uint64_t *ids
         memset(&rec, 0, sizeof(rec))
+        if _inspect(os.fsdecode(bpath)) == "unfinished":
+            raise PoolLayoutError(f"pool {os.fsdecode(bpath)} was left half-created (its creation was cut short) and "
+                                  f"holds no data: open_or_create creates it anew")
         with nogil:
             rc = rpmp_pool_open(cpath, verify, &p._pool, &rec)
         _check(rc)
@@ -268,9 +379,15 @@ cdef class Pool:
 
     @staticmethod
     def open_or_create(path, uint64_t size, bint verify=True):
-        """Open the pool at `path`, creating it with `size` bytes when the file does not exist."""
-        if os.path.exists(path):
+        """Open the pool at `path`, creating it with `size` bytes when the file does not exist, or anew when it
+        is a pool file whose creation was cut short (check_pool: "recreate"; it holds no data)."""
+        what = check_pool(path, size)
+        if what == "open":
             return Pool.open(path, verify)
+        if what == "recreate":
+            log.warning("pool %s was left half-created (a creation cut short, by a kill or a crash) and holds no "
+                        "data: creating it anew", os.fsdecode(path))
+            os.unlink(path)
         return Pool.create(path, size)
 
     cdef inline rpmp_pool *_p(self) except NULL:
