@@ -10,10 +10,24 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import time
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
-from rpmp.server.config import NodeConfig, parse_size
+from rpmp.server.config import DEFAULT_PORT, NodeConfig, parse_size
+
+T = TypeVar("T")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rpmp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _size(text: str) -> int:
@@ -23,11 +37,22 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _port(text: str) -> int:
+    """A TCP port 0..65535 (argparse type: a bad one is a usage error, exit 2)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: a TCP port is 0..65535")
+    return port
+
+
 def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="node config file (`name = value` lines, e.g. "
                    "spark-conf/rpmp-node.conf of the source tree); default: env RPMP_CONFIG, else none")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; env RPMP_HOST)")
-    p.add_argument("--port", type=int, help="TCP port, 0 picks a free one (default 7077; env RPMP_PORT)")
+    p.add_argument("--port", type=_port, help=f"TCP port, 0 picks a free one (default {DEFAULT_PORT}; env RPMP_PORT)")
     p.add_argument("--node-id", help="name of this node in the cluster (default host:port)")
     p.add_argument("--pool", help="pool file: a file on /dev/shm or on a PMem (fsdax) mount; created if "
                    "missing (default /dev/shm/rpmp.pool; env RPMP_POOL)")
@@ -67,7 +92,8 @@ def _spill_args(p: argparse.ArgumentParser, cluster: bool = False) -> None:
     """The disk tier's flags (rpmp server, and rpmp cluster for each of its nodes)."""
     p.add_argument("--spill-dir", action="append", metavar="DIR[,DIR...]",
                    help=("directory of spill files, where blocks move when the pool fills; repeatable or a comma list "
-                         "(spread over them). Each node uses its own subdirectory DIR/<node> (rpmp-node0, ...)"
+                         "(spread over them). Each node uses its own subdirectory DIR/<name>-node<i> "
+                         "(rpmp-<user>-node0, ...)"
                          if cluster else
                          "directory of spill files, where idle blocks move when the pool fills; repeatable or a comma "
                          "list (spread over them); created (mode 0700) if only its parent exists (default: none, "
@@ -101,8 +127,10 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
                                                "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
                                                "log_level", "app_ttl", "metrics_port", *SPILL_KEYS)}
-    if getattr(args, "seeds", None):
-        over["seeds"] = [s for s in args.seeds.split(",") if s]
+    if getattr(args, "seeds", None) is not None:
+        over["seeds"] = [s.strip() for s in args.seeds.split(",") if s.strip()]
+        if not over["seeds"]:
+            raise ValueError(f"--seeds {args.seeds!r}: names no host:port")
     dirs = _spill_dirs(args)
     if dirs is not None:
         if not dirs:
@@ -113,9 +141,14 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from rpmp.server.node import run
+    from rpmp.server.node import StartError, run
 
-    run(_config(args), parent_fd=args.parent_fd, remove_pool_with_parent=args.remove_pool_with_parent)
+    config = _config(args)  # a bad setting: ValueError, exit 2 (main), before anything is created
+    try:
+        run(config, parent_fd=args.parent_fd, remove_pool_with_parent=args.remove_pool_with_parent)
+    except StartError as e:  # port in use, pool unusable, ...: checked before anything was created
+        print(f"rpmp server: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -123,12 +156,16 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     """Start N nodes on loopback (node 0 is the seed of the others) and wait for Ctrl-C or SIGTERM."""
     from rpmp.cluster import LocalCluster, NodeError
 
-    # Pools named per node index and kept: a later `rpmp cluster` on the same --pool-dir finds its data.
+    # Pools named per cluster and node index, and kept: a later `rpmp cluster` of the same --name on the same
+    # --pool-dir finds its data; two users' clusters (the name holds the user's) never share a pool.
     dirs = _spill_dirs(args)
     if dirs is not None and not dirs:
         raise ValueError("--spill-dir: names no directory")
+    if not args.name or not all(c.isalnum() or c in "._-" for c in args.name) or args.name[0] in ".-":
+        raise ValueError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' (it names the pool files)")
     # Checked here (ValueError: one line, exit 2) before any node, pool or directory is made.
-    cluster = LocalCluster(args.nodes, pool_size=args.pool_size, pool_dir=args.pool_dir, pool_prefix="rpmp-node",
+    cluster = LocalCluster(args.nodes, pool_size=args.pool_size, pool_dir=args.pool_dir,
+                           pool_prefix=f"{args.name}-node",
                            host=args.host, base_port=args.base_port, stderr="inherit", spill_dirs=dirs,
                            **{k: getattr(args, k) for k in SPILL_KEYS})
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
@@ -139,6 +176,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         print(f"RPMP cluster ready: {','.join(cluster.addresses)}", flush=True)
         while all(node.running for node in cluster):
             time.sleep(0.5)
+        for i, node in enumerate(cluster):
+            if not node.running:
+                code = node.returncode
+                how = f"was killed by {signal.Signals(-code).name}" if code is not None and code < 0 \
+                    else f"exited with code {code}"
+                print(f"rpmp cluster: node {i} ({node.address}, pool {node.pool}) {how}; stopping the others",
+                      file=sys.stderr, flush=True)
         return 1
     except KeyboardInterrupt:
         return 0
@@ -156,8 +200,10 @@ def cmd_stat(args: argparse.Namespace) -> int:
     from rpmp.client import Client
     from rpmp.protocol import NodeState
 
-    with Client(args.nodes) as client:
-        epoch, nodes = client.members()
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout}: must be seconds > 0")
+    with Client(args.nodes, timeout=args.timeout) as client:
+        epoch, nodes = _ask(client, args.timeout, client.members)
         console = Console()
         nt = Table(title=f"RPMP nodes (epoch {epoch})")
         cols = ("node", "state", "pool", "used", "free", "blocks", "on disk", "spilled", "apps", "shuffles", "pushed",
@@ -170,7 +216,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
             if n.state not in (NodeState.ALIVE, NodeState.DRAINING):  # a draining node still holds data
                 nt.add_row(n.node_id, state, *[""] * (len(cols) - 2))
                 continue
-            st = client.stats(node=f"{n.host}:{n.port}")
+            st = _ask(client, args.timeout, client.stats, node=f"{n.host}:{n.port}")
             pool, ctr, disk = st["pool"], st["counters"], st.get("spill")
             for app, a in st["apps"].items():
                 agg = apps.setdefault(app, {"shuffles": 0, "records": 0, "bytes": 0, "spilled_bytes": 0})
@@ -192,6 +238,36 @@ def cmd_stat(args: argparse.Namespace) -> int:
                 at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]), _human(a["spilled_bytes"]))
             console.print(at)
     return 0
+
+
+class _Unreachable(Exception):
+    """A node that `rpmp stat` asked did not answer as an RPMP node: one line saying how."""
+
+
+def _ask(client: object, timeout: float, call: Callable[..., T], node: str | None = None) -> T:
+    """call(node=...) on the client, its failures as one _Unreachable line naming the node."""
+    from rpmp.client import UnavailableError
+    from rpmp.protocol import ProtocolError
+
+    addr = node or ",".join(f"{h}:{p}" for h, p in client.nodes)  # type: ignore[attr-defined]
+    try:
+        return call(node=node) if node is not None else call()
+    except ConnectionRefusedError:
+        raise _Unreachable(f"{addr}: connection refused: no RPMP node listens there") from None
+    except TimeoutError:
+        raise _Unreachable(f"{addr}: no answer within {timeout:g} s: not an RPMP node, or one too busy to answer "
+                           f"(--timeout)") from None
+    except UnavailableError as e:
+        raise _Unreachable(f"{addr}: the node refuses: {e.args[-1]}") from None
+    except ProtocolError as e:
+        raise _Unreachable(f"{addr}: answered, but not as an RPMP node (is another service on that port?): "
+                           f"{e.args[-1]}") from None
+    except (ConnectionError, EOFError):
+        raise _Unreachable(f"{addr}: closed the connection without an answer: not an RPMP node?") from None
+    except socket.gaierror as e:
+        raise _Unreachable(f"{addr}: cannot resolve the host ({e.strerror})") from None
+    except OSError as e:
+        raise _Unreachable(f"{addr}: {e.strerror or e}") from None
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
@@ -219,8 +295,26 @@ def _human(n: float) -> str:
     return str(n)
 
 
+def _default_cluster_name() -> str:
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = str(os.getuid())
+    return "rpmp-" + "".join(c if c.isalnum() or c in "._-" else "_" for c in user)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line (with where to read more), not the usage block and then the error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="rpmp", description="RPMP: a remote persistent-memory shuffle service.")
+    ap = _Parser(prog="rpmp", description="RPMP: a remote persistent-memory shuffle service.")
+    ap.add_argument("--version", action="version", version=f"rpmp {_version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("server", help="run one RPMP node", description="Run one RPMP node until SIGINT/SIGTERM.")
@@ -236,16 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start N nodes on loopback ports; the first is the seed of the others.")
     p.add_argument("--nodes", type=int, default=3, help="how many nodes (default 3)")
     p.add_argument("--host", default="127.0.0.1", help="address of every node (default 127.0.0.1)")
-    p.add_argument("--base-port", type=int, default=0, help="first port; the others follow (default: free ports)")
+    p.add_argument("--base-port", type=_port, default=0, help="first port; the others follow (default: free ports)")
     p.add_argument("--pool-dir", default="/dev/shm", help="directory of the pool files (default /dev/shm)")
+    p.add_argument("--name", default=_default_cluster_name(), help="names the pool files, <pool-dir>/<name>-node<i>"
+                   ".pool, kept for the next start of the same name (default rpmp-<user>: two users' clusters never "
+                   "share a pool)")
     p.add_argument("--pool-size", default="512m", help="size of each node's pool (default 512m)")
     _spill_args(p, cluster=True)
     p.set_defaults(func=cmd_cluster)
 
     p = sub.add_parser("stat", help="show nodes, pools, apps, shuffles and bytes",
                        description="Print a table of the cluster's nodes and applications.")
-    p.add_argument("--nodes", default=os.environ.get("RPMP_NODES", "127.0.0.1:7077"),
+    p.add_argument("--nodes", default=os.environ.get("RPMP_NODES", f"127.0.0.1:{DEFAULT_PORT}"),
                    help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                   help="how long to wait for each node's answer (default 10)")
     p.set_defaults(func=cmd_stat)
 
     p = sub.add_parser("drain", help="take a node out of service once its shuffles are gone",
@@ -267,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"rpmp {args.command}: {e}", file=sys.stderr)
         return 2
+    except _Unreachable as e:
+        print(f"rpmp {args.command}: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -144,7 +144,11 @@ def test_spill_settings_from_flags_file_and_environment(tmp_path):
     assert cfg.spill_dirs == [f"{tmp_path}/a", f"{tmp_path}/b"]
     assert (cfg.spill_size, cfg.spill_high, cfg.spill_low, cfg.full_wait, cfg.app_quota) == (
         10 << 30, 0.9, 0.5, 5.0, 1 << 30)
-    for d in ("a", "b"):   # created, private
+    # load() checks and creates nothing (the node creates them once its port and pool checks passed); validate()
+    # creates them, private
+    assert not (tmp_path / "a").exists()
+    cfg.validate()
+    for d in ("a", "b"):
         assert (tmp_path / d).is_dir() and (tmp_path / d).stat().st_mode & 0o777 == 0o700
     # the field's own name wins over its alias, in the environment as in a file
     cfg = NodeConfig.load(None, env={"RPMP_SPILL_DIR": f"{tmp_path}/a", "RPMP_SPILL_DIRS": f"{tmp_path}/b"})
@@ -176,7 +180,8 @@ BAD_CLUSTER_SPILL = [
 def test_cluster_rejects_bad_spill_settings_before_starting_a_node(tmp_path, flags, message):
     tmp = str(tmp_path)
     (tmp_path / "s").mkdir()
-    out = rpmp("cluster", "--nodes", "2", "--pool-dir", tmp, "--pool-size", "64m", *(f.format(tmp=tmp) for f in flags))
+    out = rpmp("cluster", "--nodes", "2", "--name", "rpmp", "--pool-dir", tmp, "--pool-size", "64m",
+               *(f.format(tmp=tmp) for f in flags))
     assert out.returncode == 2, out
     assert out.stderr.startswith("rpmp cluster: ") and message.format(tmp=tmp) in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and out.stdout == ""
@@ -187,9 +192,10 @@ def test_cluster_gives_each_node_its_own_spill_subdirectory_and_keeps_it(tmp_pat
     import signal
 
     spill = tmp_path / "spill"   # missing: created, its parent exists
-    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "cluster", "--nodes", "2", "--pool-dir",
-                             str(tmp_path), "--pool-size", "64m", "--spill-dir", str(spill), "--spill-high", "0.9",
-                             "--app-quota", "1g"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", "cluster", "--nodes", "2", "--name", "rpmp",
+                             "--pool-dir", str(tmp_path), "--pool-size", "64m", "--spill-dir", str(spill),
+                             "--spill-high", "0.9", "--app-quota", "1g"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline() for _ in range(3)]
         assert lines[-1].startswith("RPMP cluster ready: "), (lines, proc.stderr.read() if proc.poll() else "")

@@ -6,9 +6,13 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from rpmp import protocol
+
+MIN_POOL_SIZE = 8 << 20  # rpmp._pool.MIN_POOL_SIZE (native/rpmp_pool.h), without importing the extension
+
+V = TypeVar("V")
 
 UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -28,15 +32,40 @@ def parse_size(text: str | int) -> int:
 
 def parse_hostport(text: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not a host:port: {text!r}")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or host_problem(host) is not None:
+        raise ValueError(f"not a host:port: {text!r} (e.g. 10.0.0.5:{DEFAULT_PORT})")
     return host, int(port)
+
+
+def host_problem(host: str) -> str | None:
+    """Why `host` cannot be a host name or address (None if it may be one; whether it resolves is for bind or
+    connect to find out). Touches nothing."""
+    h = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not h:
+        return "an empty host"
+    if any(c.isspace() or c in "/,;@" for c in h) or ".." in h or h.startswith(("-", ".")):
+        return f"not a host name or address: {host!r}"
+    return None
+
+
+# Not 7077 (Spark's standalone master), 7337 (Spark's external shuffle service), 4040, 8080/8081, 9097 (Celeborn),
+# 19997/19999 (Uniffle), 9092 (Kafka) nor any port /etc/services names: RPMP nodes often run beside all of these.
+DEFAULT_PORT = 7177
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL")
+
+
+class SettingError(ValueError):
+    """A setting's value is wrong; `key` names the setting, so that NodeConfig.load can say where it came from."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
 class NodeConfig:
     host: str = "127.0.0.1"
-    port: int = 7077
+    port: int = DEFAULT_PORT
     node_id: str = ""  # default host:port
     pool: str = "/dev/shm/rpmp.pool"
     pool_size: int = 1 << 30
@@ -74,8 +103,44 @@ class NodeConfig:
         touched, so it runs on every construction; validate() adds the directories."""
         check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
         check_app_ttl(self.app_ttl)
+        self.check_node_values()
+
+    def check_node_values(self) -> None:
+        """SettingError (one line naming the setting) for an address, port, size, count or time out of range."""
+        problem = host_problem(self.host)
+        if problem:
+            raise SettingError("host", f"host={self.host!r}: {problem}")
+        if not (isinstance(self.port, int) and 0 <= self.port <= 65535):
+            raise SettingError("port", f"port={self.port}: must be a TCP port in 0..65535 (0: any free port)")
+        if not self.pool:
+            raise SettingError("pool", "pool='': names no file")
+        if not isinstance(self.pool_size, int) or self.pool_size < MIN_POOL_SIZE:
+            raise SettingError("pool_size", f"pool_size={self.pool_size}: must be at least {MIN_POOL_SIZE >> 20} "
+                               f"MiB (e.g. 512m, 4g)")
+        for seed in self.seeds:
+            try:
+                parse_hostport(seed)
+            except ValueError as e:
+                raise SettingError("seeds", f"seeds: {e}") from None
+        for name in ("heartbeat_interval", "dead_after", "send_timeout", "frame_timeout", "idle_timeout"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise SettingError(name, f"{name}={v}: must be a number of seconds > 0")
+        if not self.dead_after > self.heartbeat_interval:
+            raise SettingError("dead_after", f"dead_after={self.dead_after} must be above heartbeat_interval="
+                               f"{self.heartbeat_interval} (a node is dead after missing several heartbeats)")
+        if not (isinstance(self.max_connections, int) and self.max_connections >= 1):
+            raise SettingError("max_connections", f"max_connections={self.max_connections}: must be at least 1")
+        if not (isinstance(self.max_data, int) and self.max_data > 0):
+            raise SettingError("max_data", f"max_data={self.max_data}: must be > 0 bytes")
+        if not (isinstance(self.staging_memory, int) and self.staging_memory >= 0):
+            raise SettingError("staging_memory", f"staging_memory={self.staging_memory}: must be >= 0 bytes")
+        if str(self.log_level).upper() not in LOG_LEVELS:
+            raise SettingError("log_level", f"log_level={self.log_level!r}: must be one of DEBUG, INFO, WARNING, "
+                               f"ERROR, CRITICAL")
         if not 0 <= self.metrics_port < 65536:
-            raise ValueError(f"metrics_port={self.metrics_port}: must be a TCP port in 1..65535 (0: no metrics)")
+            raise SettingError("metrics_port", f"metrics_port={self.metrics_port}: must be a TCP port in 1..65535 "
+                               f"(0: no metrics)")
 
     def validate(self) -> NodeConfig:
         """check_values(), then the spill directories: each must be a writable directory, or be creatable (its
@@ -86,19 +151,42 @@ class NodeConfig:
         prepare_spill_dirs(self.spill_dirs)
         return self
 
+    def check(self) -> NodeConfig:
+        """check_values(), then the spill directories as check_spill_dirs() sees them: everything validate() checks,
+        creating nothing (the node creates the directories once its port and pool checks passed too)."""
+        self.check_values()
+        check_spill_dirs(self.spill_dirs)
+        return self
+
     @classmethod
     def load(cls, path: str | None = None, env: Mapping[str, str] | None = None, **overrides: object) -> NodeConfig:
-        """Build a config from a key = value file, RPMP_<NAME> variables and explicit overrides."""
+        """Build a config from a key = value file, RPMP_<NAME> variables and explicit overrides, and check it
+        (check(): nothing is created). A bad value is a ValueError of one line naming where it came from: the
+        file and line, or the environment variable (a flag's is named by the caller)."""
         values: dict[str, object] = {}
+        where: dict[str, str] = {}  # setting -> where its value came from, for messages
         if path:
-            values.update(_unalias(read_conf_file(path)))
+            for k, (n, text) in _unalias(read_conf_lines(path)).items():
+                values[k], where[k] = text, f"{path}:{n}: "
         environ: Mapping[str, str] = os.environ if env is None else env
         for name in (*ALIASES, *(f.name for f in fields(cls))):  # aliases first: the field's own name wins
-            v = environ.get("RPMP_" + name.upper())
-            if v is not None:
-                values[ALIASES.get(name, name)] = v
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**{k: _convert(cls, k, v) for k, v in values.items()}).validate()
+            got = environ.get("RPMP_" + name.upper())
+            if got is not None:
+                values[ALIASES.get(name, name)], where[ALIASES.get(name, name)] = got, f"RPMP_{name.upper()}: "
+        for k, given in overrides.items():
+            if given is not None:
+                values[k] = given
+                where.pop(k, None)
+        converted = {}
+        for k, value in values.items():
+            try:
+                converted[k] = _convert(cls, k, value)
+            except ValueError as e:
+                raise ValueError(f"{where.get(k, '')}{e}") from None
+        try:
+            return cls(**converted).check()
+        except SettingError as e:
+            raise ValueError(f"{where.get(e.key, '')}{e}") from None
 
 
 # Other names a setting is known by in a file (`spill_dir = /a,/b`, `spill-dir`) and the environment
@@ -106,7 +194,7 @@ class NodeConfig:
 ALIASES = {"spill_dir": "spill_dirs"}
 
 
-def _unalias(values: dict[str, str]) -> dict[str, str]:
+def _unalias(values: dict[str, V]) -> dict[str, V]:
     out = {ALIASES.get(k, k): v for k, v in values.items() if k in ALIASES}
     out.update({k: v for k, v in values.items() if k not in ALIASES})
     return out
@@ -119,16 +207,17 @@ def check_spill_values(spill_size: int | None = None, spill_high: float | None =
     (NodeConfig checks all of them; LocalNode and LocalCluster check theirs before they start anything)."""
     for name, v in (("spill_high", spill_high), ("spill_low", spill_low)):
         if v is not None and not 0 < v <= 1:
-            raise ValueError(f"{name}={v}: must be a fraction of the pool's capacity in (0, 1]")
+            raise SettingError(name, f"{name}={v}: must be a fraction of the pool's capacity in (0, 1]")
     if spill_high is not None and spill_low is not None and not spill_low < spill_high:
-        raise ValueError(f"spill_low={spill_low} must be below spill_high={spill_high} (spilling runs from high "
-                         f"down to low)")
+        raise SettingError("spill_low", f"spill_low={spill_low} must be below spill_high={spill_high} (spilling "
+                           f"runs from high down to low)")
     if full_wait is not None and not (math.isfinite(full_wait) and full_wait >= 0):
-        raise ValueError(f"full_wait={full_wait}: must be a number of seconds >= 0")
+        raise SettingError("full_wait", f"full_wait={full_wait}: must be a number of seconds >= 0")
     if spill_size is not None and spill_size < 0:
-        raise ValueError(f"spill_size={spill_size}: must be >= 0 bytes (0: what the directories' file systems have)")
+        raise SettingError("spill_size", f"spill_size={spill_size}: must be >= 0 bytes (0: what the directories' "
+                           f"file systems have)")
     if app_quota is not None and app_quota < 0:
-        raise ValueError(f"app_quota={app_quota}: must be >= 0 bytes (0: no quota)")
+        raise SettingError("app_quota", f"app_quota={app_quota}: must be >= 0 bytes (0: no quota)")
 
 
 MAX_APP_TTL = 0xFFFFFFFF / 1000  # LEASE answers the TTL as u32 milliseconds: about 49.7 days
@@ -137,7 +226,8 @@ MAX_APP_TTL = 0xFFFFFFFF / 1000  # LEASE answers the TTL as u32 milliseconds: ab
 def check_app_ttl(app_ttl: float) -> None:
     """ValueError (one line) for an app TTL that is not 0 (never expire) or a number of seconds up to ~49 days."""
     if not (math.isfinite(app_ttl) and 0 <= app_ttl <= MAX_APP_TTL):
-        raise ValueError(f"app_ttl={app_ttl}: must be seconds in [0, {MAX_APP_TTL:.0f}] (0: apps never expire)")
+        raise SettingError("app_ttl", f"app_ttl={app_ttl}: must be seconds in [0, {MAX_APP_TTL:.0f}] (0: apps "
+                           f"never expire)")
 
 
 def spill_dir_problem(path: str) -> str | None:
@@ -192,37 +282,69 @@ def prepare_spill_dirs(dirs: Sequence[str]) -> list[str]:
 
 def read_conf_file(path: str) -> dict[str, str]:
     """Lines of `name = value` (or `rpmp.node.name value`); `#` starts a comment."""
-    out: dict[str, str] = {}
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            if "=" in line:
-                k, v = (s.strip() for s in line.split("=", 1))
-            else:
-                k, _, v = line.partition(" ")
-                v = v.strip()
-            k = k.removeprefix("rpmp.node.").replace("-", "_").replace(".", "_")
-            if not k or not v:
-                raise ValueError(f"{path}:{n}: expected `name = value`")
-            out[k] = v
+    return {k: v for k, (_, v) in read_conf_lines(path).items()}
+
+
+def read_conf_lines(path: str) -> dict[str, tuple[int, str]]:
+    """read_conf_file's settings with the line each came from. ValueError (one line) for a file that cannot be
+    read or a line that is not a setting."""
+    out: dict[str, tuple[int, str]] = {}
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise ValueError(f"config file {path}: does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {path}: is a directory") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config file {path}: not a text file") from None
+    except OSError as e:
+        raise ValueError(f"config file {path}: cannot read it ({e.strerror})") from None
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if "=" in line:
+            k, v = (s.strip() for s in line.split("=", 1))
+        else:
+            k, _, v = line.partition(" ")
+            v = v.strip()
+        k = k.removeprefix("rpmp.node.").replace("-", "_").replace(".", "_")
+        if not k or not v:
+            raise ValueError(f"{path}:{n}: expected `name = value`")
+        out[k] = (n, v)
     return out
 
 
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def _convert(cls: type[NodeConfig], name: str, value: object) -> Any:
-    """`value` as the field's type (a str from a file or the environment is parsed; anything else is kept)."""
+    """`value` as the field's type (a str from a file or the environment is parsed strictly: ValueError naming the
+    setting for anything but a value of its type; anything else is kept)."""
     kinds = {f.name: f.type for f in fields(cls)}
     if name not in kinds:
         raise ValueError(f"unknown setting {name!r} (known: {', '.join(sorted(kinds))})")
     kind = kinds[name]
     if isinstance(value, str):
+        text = value.strip()
         if kind == "int":
-            return parse_size(value)
+            try:
+                return parse_size(text)
+            except ValueError:
+                raise ValueError(f"{name} = {value!r}: not a whole number or size (e.g. 1024, 512m, 4g)") from None
         if kind == "float":
-            return float(value)
+            try:
+                return float(text)
+            except ValueError:
+                raise ValueError(f"{name} = {value!r}: not a number") from None
         if kind == "bool":
-            return value.strip().lower() in ("1", "true", "yes", "on")
+            if text.lower() in TRUE:
+                return True
+            if text.lower() in FALSE:
+                return False
+            raise ValueError(f"{name} = {value!r}: not a boolean (true/false, yes/no, on/off, 1/0)")
         if kind == "list[str]":
             return [s.strip() for s in value.split(",") if s.strip()]
+        return text
     return value

@@ -25,6 +25,7 @@ from rpmp.protocol import ErrorCode, Node, NodeState, ProtocolError
 from rpmp.ring import HashRing
 
 log = logging.getLogger("rpmp.membership")
+SEED_WARN_EVERY = 60.0  # seconds between WARNINGs about one seed that keeps failing
 
 NAME_MAX = 255  # bytes of a node id or host name
 MAX_MEMBERS = 1024  # the table (and so a MEMBERS reply) stays bounded whoever sends heartbeats
@@ -82,6 +83,9 @@ class Membership:
         self._probe = probe
         self._probing: set[tuple[str, int]] = set()
         self._refused: dict[tuple[str, int], float] = {}  # address -> until when its heartbeats are ignored
+        # seed -> (when its failures were last logged, failures since, since when it fails): a seed that does not
+        # answer is a WARNING at once, then at most every SEED_WARN_EVERY seconds while it stays silent
+        self._seed_failing: dict[tuple[str, int], tuple[float, int, float]] = {}
 
     # ---- the table ------------------------------------------------------------------------------
     def live(self) -> list[Node]:
@@ -283,6 +287,21 @@ class Membership:
             await self.beat_once()
             await asyncio.sleep(self.interval)
 
+    def _seed_failed(self, host: str, port: int, e: BaseException) -> None:
+        """A heartbeat to a seed failed: WARNING the first time, then once per SEED_WARN_EVERY s (with how many
+        failed since); DEBUG in between."""
+        now = time.monotonic()
+        logged, since_logged, failing_since = self._seed_failing.get((host, port), (0.0, 0, now))
+        why = str(e) or type(e).__name__
+        if not logged or now - logged >= SEED_WARN_EVERY:
+            log.warning("seed %s:%d does not answer heartbeats (%s)%s", host, port, why,
+                        f"; {since_logged + 1} failed in the last {now - failing_since:.0f} s" if logged else
+                        f"; retrying every {self.interval:g} s, logged again at most every {SEED_WARN_EVERY:.0f} s")
+            self._seed_failing[(host, port)] = (now, 0, failing_since)
+        else:
+            log.debug("heartbeat to seed %s:%d failed: %s", host, port, why)
+            self._seed_failing[(host, port)] = (logged, since_logged + 1, failing_since)
+
     async def beat_once(self) -> None:
         """One round: heartbeat every seed, adopt the newest answer, expire silent peers."""
         best: tuple[int, list[Node]] | None = None
@@ -291,8 +310,10 @@ class Membership:
                 epoch, nodes = await asyncio.wait_for(self._heartbeat(host, port, self.me, self.epoch),
                                                       timeout=max(self.interval, 1.0))
             except Exception as e:
-                log.debug("heartbeat to seed %s:%d failed: %s", host, port, e)
+                self._seed_failed(host, port, e)
                 continue
+            if self._seed_failing.pop((host, port), None) is not None:
+                log.warning("seed %s:%d answers again", host, port)
             for n in nodes:  # a seed that answers is alive, and we heard it ourselves
                 if (n.host, n.port) == (host, port) \
                         and self._set(Node(n.node_id, host, port, _up_state(n.state)), True):

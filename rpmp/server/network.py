@@ -20,7 +20,8 @@ Bounds, so that one bad client can neither take the node down nor starve the oth
   than any frame holding room may live); then the frame is answered POOL_FULL (back-pressure first).
 - fairness: one read callback handles at most FRAMES_PER_TURN frames, then yields the loop to the others.
 - connections: at `max_connections`, a new client takes the place of the longest-idle one (idle at least
-  EVICT_IDLE seconds) or is refused.
+  EVICT_IDLE seconds) or, if none is, gets the one spare control slot (CONTROL_OPS only: `rpmp stat` answers at
+  the limit) or is refused.
 A frame whose framing is broken gets an error frame and the connection is closed; a well-framed bad
 request gets an error frame and the connection stays open.
 """
@@ -41,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from rpmp import _wire as wire
-from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, ProtocolError
+from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, Op, ProtocolError
 from rpmp.server.contract import Busy, FileRange, Handler, Part, Reply, Sink, nbytes
 
 log = logging.getLogger("rpmp.network")
@@ -51,6 +52,9 @@ SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport tha
 FRAMES_PER_TURN = 32  # frames one connection may have handled before the loop turns to the others
 MIN_RATE = 8 << 20  # bytes/s a frame's data part must arrive at, at least, on top of frame_timeout
 EVICT_IDLE = 5.0  # seconds without a byte before a connection may make room for a new one
+# What a connection admitted in the control slot (one beyond max_connections) may ask: an operator's `rpmp stat`
+# or `rpmp drain`, and a peer's heartbeat, still reach a node that clients keep at its connection limit.
+CONTROL_OPS = frozenset({Op.HELLO, Op.PING, Op.STATS, Op.MEMBERS, Op.HEARTBEAT, Op.DRAIN})
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -73,6 +77,7 @@ class Connection(asyncio.BufferedProtocol):
         self.room_wait_began: float | None = None  # when the frame began to wait for room
         self.frame_began = 0.0
         self.closed = False
+        self.control_only = False  # admitted above max_connections, in the control slot: CONTROL_OPS only
         # Set by connection_made, which the loop calls before any other callback; a connection joins
         # server.connections there too, so whatever reaches it finds its transport.
         self.transport: asyncio.Transport
@@ -96,7 +101,12 @@ class Connection(asyncio.BufferedProtocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.fd = sock.fileno()
         self.peer = str(transport.get_extra_info("peername"))
-        if len(self.server.connections) >= self.server.max_connections and not self.server.evict_idle():
+        if self.server.at_limit() and not self.server.evict_idle():
+            if self.server.control is None:  # the spare slot: an operator's `rpmp stat` still gets its answer
+                self.control_only = True
+                self.server.control = self
+                self.server.connections.add(self)
+                return
             self.server.count_error(ErrorCode.UNAVAILABLE)
             self._write([wire.error_frame(0, 0, ErrorCode.UNAVAILABLE,
                                           f"node has {self.server.max_connections} connections already")])
@@ -108,6 +118,8 @@ class Connection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self.server.control is self:
+            self.server.control = None
         self._release_staging()
         if self.sink is not None and self.sink.on_abort is not None:
             self.sink.on_abort()
@@ -220,6 +232,10 @@ class Connection(asyncio.BufferedProtocol):
                 return self._fatal(op, rid, e.code, e.message)
             if flags & FLAG_RESPONSE:
                 return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
+            if self.control_only and op not in CONTROL_OPS:
+                return self._fatal(op, rid, ErrorCode.UNAVAILABLE, f"node has {self.server.max_connections} "
+                                   f"connections already (this one, in the spare control slot, may only ask "
+                                   f"HELLO, PING, STATS, MEMBERS, HEARTBEAT, DRAIN)")
             if self.frame_deadline is None and (data_len or avail < HEADER_SIZE + meta_len):
                 self.frame_began = time.monotonic()  # a frame that is not here whole: it has a deadline
                 self.frame_deadline = self.frame_began + self.server.frame_timeout + data_len / MIN_RATE
@@ -515,6 +531,7 @@ class NetworkServer:
         self._room_waiters: deque[Connection] = deque()
         self._room_wake_scheduled = False
         self.connections: set[Connection] = set()
+        self.control: Connection | None = None  # the one connection admitted above max_connections (CONTROL_OPS)
         self.server: asyncio.AbstractServer | None = None
         self._janitor: asyncio.Task[None] | None = None
         self.now = time.monotonic()  # a clock the janitor moves once a second: cheap for per-read stamps
@@ -572,11 +589,15 @@ class NetworkServer:
                 return
 
     # ---- connection bounds ----------------------------------------------------------------------
+    def at_limit(self) -> bool:
+        """max_connections are open (the control slot's is not counted)."""
+        return len(self.connections) - (self.control is not None) >= self.max_connections
+
     def evict_idle(self) -> bool:
         """Close the longest-idle connection (nothing in flight, silent for EVICT_IDLE s) to admit a new one."""
         now = time.monotonic()
-        idle = [c for c in self.connections if not c.blocked and c.sink is None and c.start == c.end
-                and now - c.last_active >= EVICT_IDLE]
+        idle = [c for c in self.connections if c is not self.control and not c.blocked and c.sink is None
+                and c.start == c.end and now - c.last_active >= EVICT_IDLE]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.last_active)

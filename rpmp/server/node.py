@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from rpmp import _wire as wire
+from rpmp._pool import PoolError, check_pool
 from rpmp.protocol import VERSION, Node, NodeState, Op
-from rpmp.server.config import NodeConfig, parse_hostport
+from rpmp.server.config import NodeConfig, parse_hostport, prepare_spill_dirs
 from rpmp.server.controller import Controller
 from rpmp.server.membership import Membership
 from rpmp.server.metrics import MetricsServer
@@ -21,6 +27,10 @@ from rpmp.server.storage import Storage
 from rpmp.server.storage.spiller import Spiller
 
 log = logging.getLogger("rpmp.node")
+
+
+class StartError(Exception):
+    """The node cannot start (port in use, pool unusable, ...): one line saying why; nothing was created."""
 
 
 class RpmpNode:
@@ -40,12 +50,35 @@ class RpmpNode:
         self.controller: Controller | None = None
         self.metrics: MetricsServer | None = None  # --metrics-port: Prometheus /metrics, on a thread of its own
         self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
+        self.stop_reason = "stopped"  # why it stops: a signal, the parent gone, drained (the shutdown line says)
+        self.started_at = 0.0
 
     async def start(self) -> None:
-        """Build the node in one pass: bind (the node id names the port; a port in use fails before the pool
-        is touched), open storage, then membership, the controller and the network over them."""
+        """Build the node in one pass: check everything that can be checked (settings, the pool file or its
+        folder and medium), bind (a port in use fails before anything is created), create the spill directories
+        and open or create storage, then membership, the controller and the network over them. StartError (one
+        line) for what stops it; nothing is left behind then."""
         cfg = self.config
-        sock = socket.create_server((cfg.host, cfg.port), backlog=1024)  # SO_REUSEADDR, as a restart needs
+        self.started_at = time.monotonic()
+        try:
+            cfg.check()
+            pool_action = check_pool(cfg.pool, cfg.pool_size)
+        except (ValueError, PoolError) as e:
+            raise StartError(str(e)) from None
+        try:
+            socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as e:
+            raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: host {cfg.host!r} does not resolve "
+                             f"({e.strerror})") from None
+        try:
+            sock = socket.create_server((cfg.host, cfg.port), backlog=1024)  # SO_REUSEADDR, as a restart needs
+        except OSError as e:
+            why = os.strerror(e.errno) if e.errno else str(e)
+            if e.errno == errno.EADDRINUSE:
+                why += ": another process listens there (another RPMP node?); pick another --port"
+            elif e.errno == errno.EADDRNOTAVAIL:
+                why += f": {cfg.host} is not an address of this host"
+            raise StartError(f"cannot listen on {cfg.host}:{cfg.port}: {why}") from None
         self.port = sock.getsockname()[1]
         if cfg.port == 0 or cfg.node_id == f"{cfg.host}:{cfg.port}":
             cfg.node_id = f"{cfg.host}:{self.port}"
@@ -54,18 +87,32 @@ class RpmpNode:
             self.metrics = MetricsServer(self, cfg.host, cfg.metrics_port)
             try:
                 self.metrics.start()
-            except OSError:  # its message says which port and what to do
+            except OSError as e:  # its strerror says which port and what to do
                 sock.close()
-                raise
+                raise StartError(e.strerror or str(e)) from None
+        made: list[str] = []
         try:
-            self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
-                                   on_room=self._room_freed, spill_dirs=cfg.spill_dirs, spill_size=cfg.spill_size,
-                                   app_quota=cfg.app_quota)
-        except BaseException:
+            made = prepare_spill_dirs(cfg.spill_dirs)
+            with _creating(cfg.pool, cfg.pool_size, pool_action):
+                self.storage = Storage(cfg.pool, cfg.pool_size, verify=cfg.verify_on_open, name=cfg.node_id,
+                                       on_room=self._room_freed, spill_dirs=cfg.spill_dirs,
+                                       spill_size=cfg.spill_size, app_quota=cfg.app_quota)
+        except BaseException as e:
             sock.close()
             if self.metrics is not None:
                 self.metrics.stop()
+            for d in made:  # created above for this node: gone again, unless something is in them now
+                try:
+                    os.rmdir(d)
+                except OSError:
+                    pass
+            if isinstance(e, (PoolError, ValueError)):
+                raise StartError(str(e)) from None
             raise
+        pool_bytes = os.path.getsize(cfg.pool)
+        if pool_action == "open" and pool_bytes != cfg.pool_size:
+            log.info("pool %s exists with %d MiB, not the %d MiB of pool_size (which sizes a new pool only)",
+                     cfg.pool, pool_bytes >> 20, cfg.pool_size >> 20)
         rec = self.storage.pool.recovery
         if any(rec.values()):
             log.info("pool %s recovered: %s", cfg.pool, rec)
@@ -89,7 +136,7 @@ class RpmpNode:
             spiller = Spiller(self.storage, cfg.spill_high, cfg.spill_low, cfg.full_wait)
             self._spiller = asyncio.ensure_future(spiller.run())
         log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s%s", cfg.node_id, cfg.host, self.port,
-                 cfg.pool, cfg.pool_size >> 20, cfg.seeds or "none",
+                 cfg.pool, pool_bytes >> 20, cfg.seeds or "none",
                  "" if disk is None else f", spilling to {', '.join(disk.dirs)} above {cfg.spill_high:.0%} of the pool "
                  f"({len(disk.extents)} blocks, {disk.bytes >> 20} MiB there now)")
 
@@ -148,6 +195,7 @@ class RpmpNode:
             if not held and loop.time() >= settle:
                 log.info("drained: node %s holds no shuffles %.1f s after DRAIN; stopping", self.config.node_id,
                          loop.time() - started)
+                self.stop_reason = "drained"
                 break
             if self._drain_deadline is not None and loop.time() >= self._drain_deadline:
                 nbytes = sum(p.bytes for sh in store.shuffles.values() for p in sh.partitions.values())
@@ -155,6 +203,7 @@ class RpmpNode:
                 log.warning("drain timeout: node %s stops %.0f s after DRAIN still holding %d shuffles of %d apps "
                             "(%s), %d bytes", self.config.node_id, loop.time() - started, len(held), len(apps),
                             ", ".join(apps[:10]) + (" ..." if len(apps) > 10 else ""), nbytes)
+                self.stop_reason = "drain timeout"
                 break
             await asyncio.sleep(0.2)
         self._stopped.set()
@@ -193,14 +242,19 @@ class RpmpNode:
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self._stopped.set)
+            loop.add_signal_handler(sig, self._signalled, sig)
         if parent_fd is not None:
             loop.add_reader(parent_fd, self._parent_readable, parent_fd)
         print(f"RPMP node listening on {self.config.host}:{self.port}", flush=True)
         await self._stopped.wait()
         self._stopped.clear()
         await self.stop()
+        log.info("RPMP node %s stopped (%s) after %s; pool %s closed", self.config.node_id, self.stop_reason,
+                 _duration(time.monotonic() - self.started_at), self.config.pool)
 
+    def _signalled(self, sig: int) -> None:
+        self.stop_reason = signal.Signals(sig).name
+        self._stopped.set()
 
     def _parent_readable(self, fd: int) -> None:
         try:
@@ -210,8 +264,47 @@ class RpmpNode:
             pass
         asyncio.get_running_loop().remove_reader(fd)
         log.warning("parent process gone (pipe fd %d closed): stopping", fd)
+        self.stop_reason = "parent gone"
         self.orphaned = True
         self._stopped.set()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@contextmanager
+def _creating(path: str, size: int, action: str) -> Iterator[None]:
+    """Around opening storage: when the pool is being created (seconds for GiBs: the medium is allocated and
+    touched page by page), a line before, one every second with how much the file holds, and one after."""
+    if action == "open":
+        yield
+        return
+    began = time.monotonic()
+    log.info("creating pool %s of %d MiB", path, size >> 20)
+    done = threading.Event()
+
+    def progress() -> None:
+        while not done.wait(1.0):
+            try:
+                held = os.stat(path).st_blocks * 512
+            except OSError:
+                held = 0
+            log.info("creating pool %s: %d of %d MiB allocated (%.0f s)", path, min(held, size) >> 20, size >> 20,
+                     time.monotonic() - began)
+
+    ticker = threading.Thread(target=progress, name="rpmp-pool-create", daemon=True)
+    ticker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        ticker.join()
+    log.info("pool %s created: %d MiB in %.1f s", path, size >> 20, time.monotonic() - began)
 
 
 def run(config: NodeConfig, parent_fd: int | None = None, remove_pool_with_parent: bool = False) -> None:
