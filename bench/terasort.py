@@ -4,7 +4,7 @@
     python bench/terasort.py                                  # 100m (1M rows), both shuffles, 2 runs each
     python bench/terasort.py --size 1g --json /tmp/ts1g.json --plot /tmp/ts1g.png
     python bench/terasort.py --size 1g --kill-executor        # recovery: is the map stage recomputed?
-    python bench/terasort.py --nodes 10.0.0.5:7077 --shuffle rpmp --conf spark.rpmp.push.size=16m
+    python bench/terasort.py --nodes 10.0.0.5:7177 --shuffle rpmp --conf spark.rpmp.push.size=16m
     python bench/terasort.py --size 4g --pool-size 2g --spill-dir /mnt/ssd   # more shuffle than pool: disk tier
 
 Phases (each with its own progress bar):

@@ -3,7 +3,7 @@
     import pyarrow as pa
     import rpmp
 
-    with rpmp.Client("127.0.0.1:7077") as c:
+    with rpmp.Client("127.0.0.1:7177") as c:
         c.put("k", b"value"); buf = c.get("k")                  # pyarrow.Buffer, no copy after the socket
         c.put_table("t", pa.table({"x": [1, 2]})); c.get_table("t")   # Arrow tables (IPC stream)
         addr = c.alloc(4096); c.write(addr, b"x"); c.read(addr, 1); c.free(addr)
@@ -375,7 +375,7 @@ class Connection:
 class Client:
     """Talks to one or more RPMP nodes; safe to share between threads."""
 
-    def __init__(self, nodes: str | Iterable[NodeAddr] = "127.0.0.1:7077", timeout: float = 120.0,
+    def __init__(self, nodes: str | Iterable[NodeAddr] = "127.0.0.1:7177", timeout: float = 120.0,
                  max_idle: int = 8, zero_copy: bool = True):
         items: list[NodeAddr] = list(nodes.split(",")) if isinstance(nodes, str) else list(nodes)
         self.nodes = [_addr(n) for n in items if str(n).strip()]

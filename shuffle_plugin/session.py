@@ -2,7 +2,7 @@
 
     from shuffle_plugin import rpmp_session, metrics
     spark = rpmp_session("my-job", master="local-cluster[2,1,2048]")   # embedded RPMP node
-    spark = rpmp_session("my-job", nodes="10.0.0.5:7077,10.0.0.6:7077")  # an existing RPMP cluster
+    spark = rpmp_session("my-job", nodes="10.0.0.5:7177,10.0.0.6:7177")  # an existing RPMP cluster
     ...
     metrics(spark)      # bytes pushed / fetched per shuffle, push and fetch times (from the driver JVM)
     spark.stop()        # also stops the embedded node and removes its pool (EmbeddedNode.close())

@@ -1,7 +1,7 @@
 """A bounded, seeded protocol fuzzer for one RPMP node, with an honest client working beside it.
 
     python tests/fuzz.py --seconds 600 --seed 1            # starts its own node, prints JSON figures
-    python tests/fuzz.py --node 127.0.0.1:7077 --pid 1234  # attack a node that is already running
+    python tests/fuzz.py --node 127.0.0.1:7177 --pid 1234  # attack a node that is already running
 
 `run_fuzz(node_addr, node_pid, seconds, seed, connections)` is the harness (tests/test_fuzz.py runs it in CI):
 

@@ -28,11 +28,11 @@ def docstring_example(module) -> str:
 
 def test_client_docstring_example_runs_as_written(node):
     code = docstring_example(rpmp.client)
-    assert "rpmp.Client(" in code and '"127.0.0.1:7077"' in code
+    assert "rpmp.Client(" in code and '"127.0.0.1:7177"' in code
     out = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(out):
-        exec(compile(code.replace('"127.0.0.1:7077"', repr(node.addr)), "rpmp.client docstring", "exec"), namespace)
+        exec(compile(code.replace('"127.0.0.1:7177"', repr(node.addr)), "rpmp.client docstring", "exec"), namespace)
     assert namespace["buf"].to_pybytes() == b"value"
     assert bytes(namespace["seg"].data) == b"..." and namespace["seg"].last
     assert "Segment(map_index=0, attempt=17, seq=0" in out.getvalue()
@@ -43,7 +43,7 @@ def test_readme_client_example_runs_as_written(node):
     start = readme.index("import rpmp, pyarrow as pa")
     code = readme[start:readme.index("```", start)]
     namespace: dict = {}
-    exec(compile(code.replace('"127.0.0.1:7077"', repr(node.addr)), "README.md", "exec"), namespace)
+    exec(compile(code.replace('"127.0.0.1:7177"', repr(node.addr)), "README.md", "exec"), namespace)
     assert len(namespace["pl"].prefs) == 8
     with rpmp.Client(node.addr) as c:  # what the example stored is there
         assert c.get("k").to_pybytes() == b"value"

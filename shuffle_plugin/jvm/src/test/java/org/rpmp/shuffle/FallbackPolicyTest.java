@@ -12,7 +12,7 @@ import org.junit.jupiter.api.Test;
 /** spark.rpmp.fallback: its parsing and which path a registration outcome selects (no nodes, no Spark job). */
 class FallbackPolicyTest {
     private static RpmpConf conf(String fallback) {
-        SparkConf c = new SparkConf(false).set(RpmpConf.NODES, "127.0.0.1:7077");
+        SparkConf c = new SparkConf(false).set(RpmpConf.NODES, "127.0.0.1:7177");
         if (fallback != null) c.set(RpmpConf.FALLBACK, fallback);
         return new RpmpConf(c);
     }
