@@ -14,6 +14,8 @@ Per repeat, in the same process tree and the same directory:
             at work, the baseline for "pushes keep flowing".
   spill     a node with --pool-size and --spill-dir: the same pushes; the node's spill rate (bytes moved /
             seconds its spill thread spent writing and syncing, from STATS) and the clients' push rate.
+Then each node's partitions are FETCHed back over one connection (best of 3): from the pool, and mostly
+from the spill files.
 
 It prints the ratios spill-rate / dd-rate (and / seqwrite-rate) and push-rate(spill) / push-rate(nospill),
 and the p50/p99 round trip of PINGs sent every 10 ms during each node run (is the event loop free while the
@@ -114,15 +116,30 @@ def push_all(addr: str, nbytes: int, clients: int) -> tuple[float, list[float]]:
     return per_client * clients * SEGMENT / seconds, pings
 
 
+def fetch_rate(addr: str, rounds: int = 3) -> float:
+    """Bytes per second of FETCHing every partition back over one connection (best of `rounds`)."""
+    best, total = float("inf"), 0
+    with Client(addr) as c:
+        for _ in range(rounds):
+            began, total = time.perf_counter(), 0
+            for p in range(PARTITIONS):
+                for _, buf in c.iter_fetch_raw("bench-spill", 1, p):
+                    total += buf.size if buf is not None else 0
+            best = min(best, time.perf_counter() - began)
+    return total / best
+
+
 def node_run(pool_size: int, spill_dir: str | None, nbytes: int, clients: int) -> dict:
     node = LocalNode(pool_size=pool_size, spill_dir=spill_dir, spill_subdir="node" if spill_dir else None)
     with node.start():
         rate, pings = push_all(node.addr, nbytes, clients)
+        fetched = fetch_rate(node.addr)
         with Client(node.addr) as c:
             st = c.stats()
     spill = st.get("spill") or {}
     q = statistics.quantiles(pings, n=100) if len(pings) >= 2 else [0.0] * 99
-    out = {"push_rate": rate, "spilled_bytes": spill.get("spilled_bytes", 0), "ping_p50": q[49], "ping_p99": q[98]}
+    out = {"push_rate": rate, "fetch_rate": fetched, "on_disk": spill.get("bytes", 0),
+           "spilled_bytes": spill.get("spilled_bytes", 0), "ping_p50": q[49], "ping_p99": q[98]}
     if spill.get("spill_seconds"):
         out["spill_rate"] = spill["spilled_bytes"] / spill["spill_seconds"]
     return out
@@ -150,7 +167,9 @@ def main() -> None:
                    "spill_push_rate": spill["push_rate"], "spill_rate": spill.get("spill_rate", 0.0),
                    "spilled_bytes": spill["spilled_bytes"], "ping_p50_nospill": base["ping_p50"],
                    "ping_p99_nospill": base["ping_p99"], "ping_p50_spill": spill["ping_p50"],
-                   "ping_p99_spill": spill["ping_p99"]}
+                   "ping_p99_spill": spill["ping_p99"], "fetch_rate_nospill": base["fetch_rate"],
+                   "fetch_rate_spill": spill["fetch_rate"], "on_disk_at_fetch": spill["on_disk"]}
+            run["fetch_spill_vs_nospill"] = spill["fetch_rate"] / base["fetch_rate"]
             run["spill_vs_dd"] = run["spill_rate"] / dd
             run["spill_vs_seqwrite"] = run["spill_rate"] / seq
             run["push_spill_vs_nospill"] = spill["push_rate"] / base["push_rate"]
@@ -162,12 +181,15 @@ def main() -> None:
                   f"{spill['push_rate'] / 1e9:.2f} GB/s spilling vs {base['push_rate'] / 1e9:.2f} GB/s not "
                   f"({run['push_spill_vs_nospill']:.2f}) | PING p50/p99 {1e3 * spill['ping_p50']:.1f}/"
                   f"{1e3 * spill['ping_p99']:.1f} ms spilling, "
-                  f"{1e3 * base['ping_p50']:.1f}/{1e3 * base['ping_p99']:.1f} ms not", flush=True)
+                  f"{1e3 * base['ping_p50']:.1f}/{1e3 * base['ping_p99']:.1f} ms not | fetch "
+                  f"{spill['fetch_rate'] / 1e9:.2f} GB/s ({spill['on_disk'] / 1e9:.2f} GB of it on disk) vs "
+                  f"{base['fetch_rate'] / 1e9:.2f} GB/s from the pool ({run['fetch_spill_vs_nospill']:.2f})",
+                  flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     summary = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"median: spill/dd {summary['spill_vs_dd']:.2f}, spill/seqwrite {summary['spill_vs_seqwrite']:.2f}, "
-          f"push rate spilling/not "
+          f"fetch spilled/pool {summary['fetch_spill_vs_nospill']:.2f}, push rate spilling/not "
           f"{summary['push_spill_vs_nospill']:.2f} ({args.bytes} through a {args.pool_size} pool, "
           f"{args.clients} clients, {os.cpu_count()} cores)")
     if args.json:

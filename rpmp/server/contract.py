@@ -39,7 +39,7 @@ class FileRange:
     view: memoryview
     offset: int
     fd: int | None = None
-    disk: bool = False  # a spill file's bytes: sent with sendfile(2), and verified off the loop (disk reads)
+    disk: bool = False  # a spill file's bytes: reading them may wait for the disk, so they are verified off the loop
 
     @property
     def nbytes(self) -> int:

@@ -489,7 +489,7 @@ class Controller:
         total = sum(r.view.nbytes for r in runs)
         if not self.config.verify_fetch:
             return self._fetch_reply(runs, total, app, began)
-        if total <= VERIFY_INLINE_BYTES:
+        if total <= VERIFY_INLINE_BYTES and not any(r.range.disk for r in runs):  # spill files: off the loop
             return self._checked_fetch(sh, p, runs, total, self.storage.shuffles.find_corrupt(runs), began)
 
         async def verify() -> Reply:  # a large reply is hashed on a worker thread: the loop serves others

@@ -382,14 +382,11 @@ class Connection(asyncio.BufferedProtocol):
         self._write(out, size)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
-        """Replies with bytes of spill files always (the disk tier's bytes leave by sendfile(2)); with
-        `sendfile` on, large replies of pool bytes too."""
-        if reply.frames is None:
+        """With `sendfile` on, large replies of file bytes (pool or spill files) leave by sendfile(2)."""
+        if not self.server.sendfile or reply.frames is None:
             return False
-        ranges = [d for _, data in reply.frames for d in data if isinstance(d, FileRange) and d.fd is not None]
-        if any(d.disk for d in ranges):
-            return True
-        return self.server.sendfile and sum(d.nbytes for d in ranges) >= SENDFILE_MIN
+        return sum(d.nbytes for _, data in reply.frames for d in data
+                   if isinstance(d, FileRange) and d.fd is not None) >= SENDFILE_MIN
 
     async def _send_file(self, op: int, rid: int, reply: Reply) -> None:
         """Write a reply past the transport: headers with send, pool bytes with sendfile(2).
@@ -416,7 +413,7 @@ class Connection(asyncio.BufferedProtocol):
                 flags = FLAG_RESPONSE | (FLAG_MORE if i < last else 0)
                 parts: list[Part] = [wire.frame(op, flags, rid, meta, sum(nbytes(d) for d in data)), *data]
                 for part in parts:
-                    if isinstance(part, FileRange) and part.fd is not None and (part.disk or self.server.sendfile):
+                    if isinstance(part, FileRange) and part.fd is not None:
                         ok = await self._out(fd, part.nbytes, functools.partial(
                             _sendfile_from, fd, part.fd, part.offset, part.nbytes))
                         self.server.counters["sendfile_bytes"] += part.nbytes if ok else 0
