@@ -139,6 +139,7 @@ def node_run(pool_size: int, spill_dir: str | None, nbytes: int, clients: int) -
     spill = st.get("spill") or {}
     q = statistics.quantiles(pings, n=100) if len(pings) >= 2 else [0.0] * 99
     out = {"push_rate": rate, "fetch_rate": fetched, "on_disk": spill.get("bytes", 0),
+           "room_waits": st["counters"].get("room_waits", 0),
            "spilled_bytes": spill.get("spilled_bytes", 0), "ping_p50": q[49], "ping_p99": q[98]}
     if spill.get("spill_seconds"):
         out["spill_rate"] = spill["spilled_bytes"] / spill["spill_seconds"]
@@ -168,7 +169,8 @@ def main() -> None:
                    "spilled_bytes": spill["spilled_bytes"], "ping_p50_nospill": base["ping_p50"],
                    "ping_p99_nospill": base["ping_p99"], "ping_p50_spill": spill["ping_p50"],
                    "ping_p99_spill": spill["ping_p99"], "fetch_rate_nospill": base["fetch_rate"],
-                   "fetch_rate_spill": spill["fetch_rate"], "on_disk_at_fetch": spill["on_disk"]}
+                   "fetch_rate_spill": spill["fetch_rate"], "on_disk_at_fetch": spill["on_disk"],
+                   "room_waits_spill": spill["room_waits"], "room_waits_nospill": base["room_waits"]}
             run["fetch_spill_vs_nospill"] = spill["fetch_rate"] / base["fetch_rate"]
             run["spill_vs_dd"] = run["spill_rate"] / dd
             run["spill_vs_seqwrite"] = run["spill_rate"] / seq
@@ -179,7 +181,8 @@ def main() -> None:
                   f"{run['spill_vs_seqwrite']:.2f} of seqwrite), {spill['spilled_bytes'] / 1e9:.2f} GB spilled | "
                   f"pushes "
                   f"{spill['push_rate'] / 1e9:.2f} GB/s spilling vs {base['push_rate'] / 1e9:.2f} GB/s not "
-                  f"({run['push_spill_vs_nospill']:.2f}) | PING p50/p99 {1e3 * spill['ping_p50']:.1f}/"
+                  f"({run['push_spill_vs_nospill']:.2f}), {spill['room_waits']} waits for room | "
+                  f"PING p50/p99 {1e3 * spill['ping_p50']:.1f}/"
                   f"{1e3 * spill['ping_p99']:.1f} ms spilling, "
                   f"{1e3 * base['ping_p50']:.1f}/{1e3 * base['ping_p99']:.1f} ms not | fetch "
                   f"{spill['fetch_rate'] / 1e9:.2f} GB/s ({spill['on_disk'] / 1e9:.2f} GB of it on disk) vs "

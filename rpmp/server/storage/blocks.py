@@ -80,6 +80,7 @@ class Blocks:
         # Told when data arriving finds the pool full; returns the error to answer with ("busy": wait for the
         # spiller to make room). None: POOL_FULL at once.
         self.on_full: Callable[[StorageError], StorageError] | None = None
+        self.on_alloc: Callable[[], None] | None = None  # told after each allocation (the spiller's high mark)
         self.index: dict[int, Block] = {}
         self.pending_free: set[int] = set()  # retired blocks readers still pin: freed when released
         self.fd = _open_for_ranges(path)
@@ -138,6 +139,8 @@ class Blocks:
             raise StorageError("bad_request", str(e)) from None
         info = self.pool.info(block)
         self.index[block] = Block(info.capacity, info.used, info.payload_offset)
+        if self.on_alloc is not None:
+            self.on_alloc()
         return block
 
     def when_full(self, e: StorageError) -> StorageError:
