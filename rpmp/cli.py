@@ -163,6 +163,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         raise ValueError("--spill-dir: names no directory")
     if not args.name or not all(c.isalnum() or c in "._-" for c in args.name) or args.name[0] in ".-":
         raise ValueError(f"--name {args.name!r}: use letters, digits, '.', '_' and '-' (it names the pool files)")
+    _check_cluster_pools(args)
     # Checked here (ValueError: one line, exit 2) before any node, pool or directory is made.
     cluster = LocalCluster(args.nodes, pool_size=args.pool_size, pool_dir=args.pool_dir,
                            pool_prefix=f"{args.name}-node",
@@ -186,11 +187,34 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         return 1
     except KeyboardInterrupt:
         return 0
-    except NodeError as e:
-        print(f"rpmp cluster: {e}", file=sys.stderr)
+    except NodeError as e:  # the node's own stderr (inherited) said why above: one line here
+        print(f"rpmp cluster: {str(e).split('; stdout ', 1)[0]}", file=sys.stderr)
         return 1
     finally:
         cluster.close()  # never leaves a node behind (SIGKILL after 20 s); the pools stay
+
+
+def _check_cluster_pools(args: argparse.Namespace) -> None:
+    """Before any node starts: each node's pool can be opened or created, and the new ones fit the medium together
+    (one line, exit 1, otherwise: node 0 would have made its pool before node 1 found no room)."""
+    from rpmp._pool import PoolError, check_pool
+
+    if args.nodes < 1:
+        raise ValueError(f"a cluster needs at least one node, not {args.nodes}")
+    new = 0
+    for i in range(args.nodes):
+        path = os.path.join(args.pool_dir, f"{args.name}-node{i}.pool")
+        try:
+            if check_pool(path, args.pool_size) != "open":
+                new += args.pool_size
+        except PoolError as e:
+            raise _Unreachable(str(e)) from None
+    if new:
+        fs = os.statvfs(args.pool_dir)
+        free = fs.f_bavail * fs.f_frsize
+        if new > free:
+            raise _Unreachable(f"{new // args.pool_size} new pools of {args.pool_size >> 20} MiB do not fit in "
+                               f"{args.pool_dir} ({free >> 20} MiB free): a smaller --pool-size or fewer --nodes")
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
@@ -241,7 +265,8 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
 
 class _Unreachable(Exception):
-    """A node that `rpmp stat` asked did not answer as an RPMP node: one line saying how."""
+    """What the machine refuses (a node that did not answer as an RPMP node, a pool that cannot be): one line,
+    exit 1."""
 
 
 def _ask(client: object, timeout: float, call: Callable[..., T], node: str | None = None) -> T:
@@ -276,10 +301,10 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     if not 0 <= args.timeout <= 0xFFFFFFFF:
         raise ValueError(f"--timeout {args.timeout}: must be 0..4294967295 seconds (0: no limit)")
-    with Client(args.node) as client:
+    with Client(args.node, timeout=30) as client:
         try:
-            client.drain(args.node, timeout=args.timeout)
-        except (OSError, RpmpError) as e:
+            _ask(client, 30, lambda node: client.drain(node, timeout=args.timeout), node=args.node)
+        except RpmpError as e:
             print(f"rpmp drain: {args.node}: {e}", file=sys.stderr)
             return 1
     print(f"{args.node} is draining: no new shuffles go there; it exits once it holds none"
@@ -335,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=_default_cluster_name(), help="names the pool files, <pool-dir>/<name>-node<i>"
                    ".pool, kept for the next start of the same name (default rpmp-<user>: two users' clusters never "
                    "share a pool)")
-    p.add_argument("--pool-size", default="512m", help="size of each node's pool (default 512m)")
+    p.add_argument("--pool-size", type=_size, default=512 << 20, help="size of each node's pool (default 512m)")
     _spill_args(p, cluster=True)
     p.set_defaults(func=cmd_cluster)
 

@@ -360,15 +360,30 @@ OTHER_MISTAKES = [
      "rpmp: unrecognized arguments: --pool-szie 1g (see rpmp --help)", 2),
     ("cluster-bad-name", ["cluster", "--name", "../x"], "rpmp cluster: --name '../x': use letters, digits", 2),
     ("cluster-bad-port", ["cluster", "--base-port", "65536"], "argument --base-port: 65536: a TCP port is", 2),
+    ("cluster-bad-pool-size", ["cluster", "--pool-size", "huge"], "argument --pool-size: not a size: 'huge'", 2),
+    ("cluster-pool-folder-missing", ["cluster", "--nodes", "2", "--pool-dir", "{tmp}/no"],
+     "rpmp cluster: cannot create pool {tmp}/no/rpmp-", 1),
+    # each pool fits the file system, the two together do not: refused before node 0 makes its pool
+    ("cluster-pools-do-not-fit", ["cluster", "--nodes", "2", "--pool-dir", "{tmp}", "--pool-size", "{most}"],
+     "rpmp cluster: 2 new pools of ", 1),
+    ("cluster-node-fails", ["cluster", "--nodes", "2", "--pool-dir", "{tmp}", "--pool-size", "16m", "--host",
+                            "no-such-host.invalid"], "rpmp cluster: rpmp node (pool {tmp}/rpmp-", 1),
+    ("drain-closed-port", ["drain", "127.0.0.1:{closed}"],
+     "rpmp drain: 127.0.0.1:{closed}: connection refused: no RPMP node listens there", 1),
 ]
 
 
 @pytest.mark.parametrize(("args", "message", "code"), [c[1:] for c in OTHER_MISTAKES],
                          ids=[c[0] for c in OTHER_MISTAKES])
-def test_other_mistakes_are_one_line(args, message, code):
-    out = rpmp(*args)
+def test_other_mistakes_are_one_line(tmp_path, args, message, code):
+    tmp = str(tmp_path)
+    fs = os.statvfs(tmp)
+    fill = {"tmp": tmp, "closed": str(free_port()), "most": str(fs.f_bavail * fs.f_frsize * 6 // 10)}
+    out = rpmp(*(a.format(**fill) for a in args))
     assert out.returncode == code, out
-    assert message in out.stderr and out.stderr.count("\n") == 1, out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("rpmp")]   # a cluster's node says why, then it
+    assert message.format(**fill) in lines[-1] and len(lines) <= 2, out.stderr
+    assert "Traceback" not in out.stderr and os.listdir(tmp) == []
 
 
 def test_version():
