@@ -294,8 +294,12 @@ def _creating(path: str, size: int, action: str) -> Iterator[None]:
                 held = os.stat(path).st_blocks * 512
             except OSError:
                 held = 0
-            log.info("creating pool %s: %d of %d MiB allocated (%.0f s)", path, min(held, size) >> 20, size >> 20,
-                     time.monotonic() - began)
+            if held < size:
+                log.info("creating pool %s: %d of %d MiB allocated (%.0f s)", path, held >> 20, size >> 20,
+                         time.monotonic() - began)
+            else:  # libpmemobj touches every page and lays out its heap: the file size says nothing more
+                log.info("creating pool %s: %d MiB allocated, libpmemobj is preparing them (%.0f s)", path,
+                         size >> 20, time.monotonic() - began)
 
     ticker = threading.Thread(target=progress, name="rpmp-pool-create", daemon=True)
     ticker.start()
