@@ -186,6 +186,11 @@ def test_server_refuses_a_pool_file_it_cannot_write(shm_dir):
 
 # ---- pools the node finds: half-created, of another size -------------------------------------------------------
 
+NOT_ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="a mode-0000 file is unreadable to its non-root owner: "
+                              "refused with what to do instead (check_pool cannot tell its header is blank)")
+
+
+@NOT_ROOT
 def test_a_pool_left_half_created_holds_no_data_and_is_created_anew(shm_dir):
     # What a kill during creation leaves: libpmemobj made the file (mode 0000 until it is done) and never wrote the
     # pool header. Today's node recreates it, saying so; a file that is not ours to recreate is refused (below).
@@ -206,6 +211,25 @@ def test_a_pool_left_half_created_holds_no_data_and_is_created_anew(shm_dir):
     assert os.stat(pool).st_mode & 0o777 == 0o600
 
 
+@NOT_ROOT
+def test_a_pool_cut_short_after_its_header_is_refused_with_what_to_do(tmp_path):
+    # mode 0000 (libpmemobj had not finished) but a header libpmemobj cannot open: not recreated (it might be a
+    # pool that holds data), refused in one line that says what to do
+    pool = tmp_path / "node.pool"
+    with open(pool, "wb") as f:
+        f.write(b"PMEMOBJ\0" + b"\x01" * 4088)
+        f.truncate(16 << 20)
+    os.chmod(pool, 0)
+    out = rpmp("server", "--port", "0", "--pool", str(pool), "--pool-size", "16m", timeout=20)
+    assert out.returncode == 1, out
+    assert out.stderr.startswith(f"rpmp server: {pool} is not an RPMP pool of layout rpmp-pool-v1") \
+        and out.stderr.endswith("; its mode is 0000, which libpmemobj gives a pool file until the pool is made: its "
+                                "creation was cut short. If it holds nothing you need, remove it and start again (a "
+                                "new pool is created)\n") and out.stderr.count("\n") == 1, out.stderr
+    assert os.path.getsize(pool) == 16 << 20 and os.listdir(tmp_path) == ["node.pool"]
+
+
+@NOT_ROOT
 def test_a_real_kill_during_creation_leaves_a_pool_the_next_start_recreates(shm_dir):
     pool = os.path.join(shm_dir, "node.pool")
     proc = spawn("server", "--port", "0", "--pool", pool, "--pool-size", "2g")

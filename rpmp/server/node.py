@@ -107,7 +107,7 @@ class RpmpNode:
                 except OSError:
                     pass
             if isinstance(e, (PoolError, ValueError)):
-                raise StartError(str(e)) from None
+                raise StartError(str(e) + _half_created_hint(cfg.pool)) from None
             raise
         pool_bytes = os.path.getsize(cfg.pool)
         if pool_action == "open" and pool_bytes != cfg.pool_size:
@@ -267,6 +267,19 @@ class RpmpNode:
         self.stop_reason = "parent gone"
         self.orphaned = True
         self._stopped.set()
+
+
+def _half_created_hint(path: str) -> str:
+    """What to do with a pool file libpmemobj could not open whose mode is still 0000: libpmemobj gives a pool file
+    its mode once the pool is made, so its creation was cut short after the header (check_pool recreates those cut
+    short before it)."""
+    try:
+        if os.stat(path).st_mode & 0o777 == 0:
+            return ("; its mode is 0000, which libpmemobj gives a pool file until the pool is made: its creation was "
+                    "cut short. If it holds nothing you need, remove it and start again (a new pool is created)")
+    except OSError:
+        pass
+    return ""
 
 
 def _duration(seconds: float) -> str:
