@@ -24,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import astuple, dataclass, fields
 from types import TracebackType
 from typing import IO, Any, Literal
 
@@ -48,6 +49,39 @@ def default_pool_dir() -> str:
 def new_pool_path(prefix: str = "rpmp-node", directory: str | None = None) -> str:
     """A fresh, unused pool file name (the node creates the file)."""
     return os.path.join(directory or default_pool_dir(), f"{prefix}-{uuid.uuid4().hex[:12]}.pool")
+
+
+@dataclass(frozen=True)
+class SpillOptions:
+    """The disk-tier flags a LocalNode passes to `rpmp server`, parsed and checked (None: not given, so the
+    node's default, or its config file's or RPMP_* variable's, applies)."""
+
+    spill_size: int | None = None
+    spill_high: float | None = None
+    spill_low: float | None = None
+    full_wait: float | None = None
+    app_quota: int | None = None
+
+    @classmethod
+    def parse(cls, spill_size: str | int | None, spill_high: float | None, spill_low: float | None,
+              full_wait: float | None, app_quota: str | int | None) -> SpillOptions:
+        """From sizes ("100g") and numbers; a bad value is a ValueError here, before anything is created."""
+        opts = cls(None if spill_size is None else parse_size(spill_size),
+                   None if spill_high is None else float(spill_high),
+                   None if spill_low is None else float(spill_low),
+                   None if full_wait is None else float(full_wait),
+                   None if app_quota is None else parse_size(app_quota))
+        check_spill_values(*astuple(opts))
+        return opts
+
+    def flags(self) -> list[str]:
+        """The `rpmp server` flags of the values given."""
+        out: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out += ["--" + f.name.replace("_", "-"), repr(value) if isinstance(value, float) else str(value)]
+        return out
 
 
 def _dir_list(dirs: str | Sequence[str] | None) -> list[str]:
@@ -134,12 +168,7 @@ class LocalNode:
             raise ValueError(f"spill_subdir={spill_subdir!r}: must be one directory name")
         self.spill_subdir = spill_subdir
         self.spill_dirs = [os.path.join(d, spill_subdir) if spill_subdir else d for d in self.spill_base_dirs]
-        self.spill_size = None if spill_size is None else parse_size(spill_size)
-        self.spill_high = None if spill_high is None else float(spill_high)
-        self.spill_low = None if spill_low is None else float(spill_low)
-        self.full_wait = None if full_wait is None else float(full_wait)
-        self.app_quota = None if app_quota is None else parse_size(app_quota)
-        check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+        self.spill = SpillOptions.parse(spill_size, spill_high, spill_low, full_wait, app_quota)
         check_spill_dirs(self.spill_base_dirs)  # a subdirectory of a usable one is usable
         self._made_spill_dirs: list[str] = []  # created by this node (parents first): close() may empty them
         self.pool = pool or new_pool_path()
@@ -189,12 +218,7 @@ class LocalNode:
             cmd += ["--seeds", ",".join(self.seeds)]
         for d in self.spill_dirs:
             cmd += ["--spill-dir", d]
-        for flag, value in (("--spill-size", self.spill_size), ("--spill-high", self.spill_high),
-                            ("--spill-low", self.spill_low), ("--full-wait", self.full_wait),
-                            ("--app-quota", self.app_quota)):
-            if value is not None:
-                cmd += [flag, repr(value) if isinstance(value, float) else str(value)]
-        return cmd + self.args
+        return cmd + self.spill.flags() + self.args
 
     def stderr_text(self, incarnation: bool = False) -> str:
         """What the node wrote to stderr since it was created (with `incarnation`: since its last start), when
@@ -417,12 +441,7 @@ class LocalCluster:
         if spill_dir is not None and spill_dirs is not None:
             raise ValueError("give spill_dir or spill_dirs, not both")
         self.spill_dirs = _dir_list(spill_dir if spill_dir is not None else spill_dirs)
-        self.spill_size = None if spill_size is None else parse_size(spill_size)
-        self.spill_high = None if spill_high is None else float(spill_high)
-        self.spill_low = None if spill_low is None else float(spill_low)
-        self.full_wait = None if full_wait is None else float(full_wait)
-        self.app_quota = None if app_quota is None else parse_size(app_quota)
-        check_spill_values(self.spill_size, self.spill_high, self.spill_low, self.full_wait, self.app_quota)
+        self.spill = SpillOptions.parse(spill_size, spill_high, spill_low, full_wait, app_quota)
         check_spill_dirs(self.spill_dirs)
         if pool_prefix is not None and self.spill_dirs:  # the nodes' names are known: check them all now
             planned: list[list[str]] = []
@@ -548,8 +567,7 @@ class LocalCluster:
                          port=self.base_port + i if self.base_port else 0,
                          seeds=self.nodes[0].address if self.nodes else None, args=self.node_args,
                          stderr=self.stderr, remove_pool=remove, timeout=timeout, spill_dirs=self.spill_dirs,
-                         spill_subdir=subdir, spill_size=self.spill_size, spill_high=self.spill_high,
-                         spill_low=self.spill_low, full_wait=self.full_wait, app_quota=self.app_quota)
+                         spill_subdir=subdir, **vars(self.spill))
         _shared_spill_dir([other.spill_dirs for other in self.nodes], node.spill_dirs)
         self._made_spill_dirs += prepare_spill_dirs([d for d in self.spill_dirs if d not in self._made_spill_dirs])
         self.nodes.append(node)  # before start: a failed start is still cleaned up by close()

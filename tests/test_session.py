@@ -42,7 +42,7 @@ def test_session_with_embedded_node_shuffles_through_it_and_stops_it(tmp_path):
     node = spark._rpmp_node
     try:
         assert node.spill_dirs == [str(tmp_path / os.path.basename(node.pool).removesuffix(".pool"))]
-        assert os.path.isdir(node.spill_dirs[0]) and node.spill_size == 1 << 30
+        assert os.path.isdir(node.spill_dirs[0]) and node.spill.spill_size == 1 << 30
         sc = spark.sparkContext
         assert sc.getConf().get("spark.shuffle.manager") == MANAGER
         assert sc.getConf().get("spark.rpmp.nodes") == node.address
