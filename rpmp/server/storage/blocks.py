@@ -96,10 +96,18 @@ class Blocks:
         """Index a block found in the pool at open."""
         self.index[info.id] = Block(info.capacity, info.used, info.payload_offset)
 
+    def _disk_of(self, block: int) -> DiskTier | None:
+        """The disk tier when `block` is one of its ids (`disk.SPILLED` set); None for a pool block."""
+        if not is_spilled(block):
+            return None
+        assert self.disk is not None, f"block {block:#x} names a spill file, and this node has no disk tier"
+        return self.disk
+
     def load_spilled(self, block: int) -> None:
         """Index a block of the disk tier (found at open, or just moved there)."""
-        assert self.disk is not None
-        extent = self.disk.extent(block)
+        disk = self._disk_of(block)
+        assert disk is not None
+        extent = disk.extent(block)
         self.index[block] = Block(extent.length, extent.length, extent.body_offset)
 
     def capacity(self, block: int) -> int:
@@ -117,14 +125,13 @@ class Blocks:
 
     def key(self, block: int) -> bytes:
         """A block's key (the pool's, or the one its extent keeps)."""
-        if is_spilled(block):
-            assert self.disk is not None
-            return self.disk.extent(block).key
-        return self.pool.info(block).key
+        disk = self._disk_of(block)
+        return disk.extent(block).key if disk is not None else self.pool.info(block).key
 
     def spill_path(self, block: int) -> str | None:
         """The spill file that holds a block moved to disk; None for a block in the pool."""
-        return self.disk.path(block) if self.disk is not None and is_spilled(block) else None
+        disk = self._disk_of(block)
+        return disk.path(block) if disk is not None else None
 
     # ---- allocation -------------------------------------------------------------------------------
     def alloc(self, capacity: int, key: bytes, seal_required: bool = False, checked: bool = False) -> int:
@@ -153,9 +160,9 @@ class Blocks:
         once: a crash can never bring it back, e.g. under a re-registered shuffle id) and freed later.
         A spilled block's free is durable after `sync_frees`."""
         self.index.pop(block, None)
-        if is_spilled(block):
-            assert self.disk is not None
-            if self.disk.free(block):
+        disk = self._disk_of(block)
+        if disk is not None:
+            if disk.free(block):
                 self.pending_free.discard(block)
             else:
                 self.pending_free.add(block)
@@ -209,31 +216,27 @@ class Blocks:
 
     def view(self, block: int, offset: int = 0, length: int | None = None) -> memoryview:
         """A zero-copy view of published bytes; it pins the block (a free waits) until released."""
-        if is_spilled(block):
-            assert self.disk is not None
-            return self.disk.view(block, offset, length)
-        return self.pool.view(block, offset, length)
+        disk = self._disk_of(block)
+        return disk.view(block, offset, length) if disk is not None else self.pool.view(block, offset, length)
 
     def range(self, block: int, offset: int, length: int) -> FileRange:
         """Published bytes as a range of the file that holds them (the pool's, or a spill file), which the
         network may send as they are."""
-        if is_spilled(block):
-            assert self.disk is not None
-            return FileRange(self.disk.view(block, offset, length), self.index[block].file_offset + offset,
-                             self.disk.fd(block), disk=True)
+        disk = self._disk_of(block)
+        if disk is not None:
+            return FileRange(disk.view(block, offset, length), self.index[block].file_offset + offset,
+                             disk.fd(block), disk=True)
         return FileRange(self.pool.view(block, offset, length), self.index[block].file_offset + offset, self.fd)
 
     def read(self, block: int, offset: int = 0) -> bytes:
-        if is_spilled(block):
-            assert self.disk is not None
-            return self.disk.read(block, offset)
-        return self.pool.read(block, offset)
+        disk = self._disk_of(block)
+        return disk.read(block, offset) if disk is not None else self.pool.read(block, offset)
 
     def verify(self, block: int) -> bool:
         """Whether a sealed or checked block's bytes match its checksum; thread-safe while a view pins it."""
-        if is_spilled(block):
-            assert self.disk is not None
-            return self.disk.verify(block)
+        disk = self._disk_of(block)
+        if disk is not None:
+            return disk.verify(block)
         try:
             self.pool.verify(block)
             return True

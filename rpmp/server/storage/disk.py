@@ -87,7 +87,7 @@ class DiskTier:
         self.used = 0  # bytes of live extents in the files (header pages and padding included)
         self.bytes = 0  # their bodies' bytes
         self.counters = {"spilled_bytes": 0, "spilled_blocks": 0, "spill_seconds": 0.0, "spill_errors": 0,
-                         "freed_extents": 0, "lost_extents": 0}
+                         "freed_extents": 0}
         self._next_number = 0
         self._turn = 0
         self._paused: dict[str, float] = {}  # directory -> until when it is not written (it ran out of space)
