@@ -16,7 +16,11 @@
 #define RPMP_MAX_META 1048576u /* 1 << 20 */
 #define RPMP_DEFAULT_MAX_DATA 268435456u /* 256 << 20 */
 #define RPMP_MAX_SEGMENT 67108864u /* 64 << 20 */
-#define RPMP_APP_MAX 120u
+#define RPMP_APP_MAX 160u /* what a frame may carry: nodes forward apps by qualified name (tenant U+001F app) */
+#define RPMP_CLIENT_APP_MAX 120u /* what a client may name */
+#define RPMP_TENANT_MAX 32u
+#define RPMP_NONCE_SIZE 32u /* AUTH nonces */
+#define RPMP_PROOF_SIZE 32u /* HMAC-SHA256 */
 #define RPMP_KEY_MAX 160u
 #define RPMP_STR_MAX 0xFFFFu /* a `str` carries a u16 length */
 #define RPMP_MAX_PARTITIONS 16777216u /* 1 << 24 */
@@ -34,6 +38,8 @@
 #define RPMP_OP_MEMBERS 0x04u
 #define RPMP_OP_HEARTBEAT 0x05u
 #define RPMP_OP_DRAIN 0x06u
+#define RPMP_OP_AUTH 0x07u
+#define RPMP_OP_AUTH_PROOF 0x08u
 #define RPMP_OP_REGISTER_SHUFFLE 0x10u
 #define RPMP_OP_PUSH 0x11u
 #define RPMP_OP_MAP_END 0x12u
@@ -65,6 +71,8 @@
 #define RPMP_ERR_INCOMPLETE 12u
 #define RPMP_ERR_CORRUPT 13u
 #define RPMP_ERR_QUOTA_EXCEEDED 14u
+#define RPMP_ERR_AUTH_FAILED 15u
+#define RPMP_ERR_FORBIDDEN 16u
 
 /* Node states (NodeState). */
 #define RPMP_STATE_ALIVE 1u
@@ -89,13 +97,15 @@ static inline const char *rpmp_error_name(unsigned code) {
     case RPMP_ERR_INCOMPLETE: return "INCOMPLETE";
     case RPMP_ERR_CORRUPT: return "CORRUPT";
     case RPMP_ERR_QUOTA_EXCEEDED: return "QUOTA_EXCEEDED";
+    case RPMP_ERR_AUTH_FAILED: return "AUTH_FAILED";
+    case RPMP_ERR_FORBIDDEN: return "FORBIDDEN";
     default: return 0;
     }
 }
 
 /* Errors after which the node closes the connection. */
 static inline int rpmp_error_is_fatal(unsigned code) {
-    return code == RPMP_ERR_BAD_FRAME || code == RPMP_ERR_BAD_VERSION || code == RPMP_ERR_TOO_LARGE;
+    return code == RPMP_ERR_BAD_FRAME || code == RPMP_ERR_BAD_VERSION || code == RPMP_ERR_TOO_LARGE || code == RPMP_ERR_AUTH_FAILED;
 }
 
 /* The name of an opcode, or NULL. */
@@ -107,6 +117,8 @@ static inline const char *rpmp_op_name(unsigned op) {
     case RPMP_OP_MEMBERS: return "MEMBERS";
     case RPMP_OP_HEARTBEAT: return "HEARTBEAT";
     case RPMP_OP_DRAIN: return "DRAIN";
+    case RPMP_OP_AUTH: return "AUTH";
+    case RPMP_OP_AUTH_PROOF: return "AUTH_PROOF";
     case RPMP_OP_REGISTER_SHUFFLE: return "REGISTER_SHUFFLE";
     case RPMP_OP_PUSH: return "PUSH";
     case RPMP_OP_MAP_END: return "MAP_END";

@@ -36,7 +36,11 @@ FLAGS_KNOWN = FLAG_RESPONSE | FLAG_ERROR | FLAG_MORE | FLAG_FORWARDED
 MAX_META = 1 << 20
 DEFAULT_MAX_DATA = 256 << 20
 MAX_SEGMENT = 64 << 20
-APP_MAX = 120
+APP_MAX = 160  # what a frame may carry: nodes forward apps by qualified name (tenant U+001F app)
+CLIENT_APP_MAX = 120  # what a client may name
+TENANT_MAX = 32
+NONCE_SIZE = 32  # AUTH nonces
+PROOF_SIZE = 32  # HMAC-SHA256
 KEY_MAX = 160
 STR_MAX = 0xFFFF  # a `str` carries a u16 length
 MAX_PARTITIONS = 1 << 24
@@ -57,6 +61,8 @@ class Op(IntEnum):
     MEMBERS = 0x04
     HEARTBEAT = 0x05
     DRAIN = 0x06
+    AUTH = 0x07
+    AUTH_PROOF = 0x08
     REGISTER_SHUFFLE = 0x10
     PUSH = 0x11
     MAP_END = 0x12
@@ -91,10 +97,12 @@ class ErrorCode(IntEnum):
     INCOMPLETE = 12
     CORRUPT = 13
     QUOTA_EXCEEDED = 14
+    AUTH_FAILED = 15
+    FORBIDDEN = 16
 
 
 #: Error codes after which the sender closes the connection (the byte stream can no longer be trusted).
-FATAL_ERRORS = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_VERSION, ErrorCode.TOO_LARGE})
+FATAL_ERRORS = frozenset({ErrorCode.BAD_FRAME, ErrorCode.BAD_VERSION, ErrorCode.TOO_LARGE, ErrorCode.AUTH_FAILED})
 
 
 class ProtocolError(Exception):

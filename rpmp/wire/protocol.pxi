@@ -20,7 +20,11 @@ cdef enum:
     C_MAX_META = 1048576  # 1 << 20
     C_DEFAULT_MAX_DATA = 268435456  # 256 << 20
     C_MAX_SEGMENT = 67108864  # 64 << 20
-    C_APP_MAX = 120
+    C_APP_MAX = 160  # what a frame may carry: nodes forward apps by qualified name (tenant U+001F app)
+    C_CLIENT_APP_MAX = 120  # what a client may name
+    C_TENANT_MAX = 32
+    C_NONCE_SIZE = 32  # AUTH nonces
+    C_PROOF_SIZE = 32  # HMAC-SHA256
     C_KEY_MAX = 160
     C_STR_MAX = 0xFFFF  # a `str` carries a u16 length
     C_MAX_PARTITIONS = 16777216  # 1 << 24
@@ -41,6 +45,8 @@ cdef enum:
     C_OP_MEMBERS = 0x04
     C_OP_HEARTBEAT = 0x05
     C_OP_DRAIN = 0x06
+    C_OP_AUTH = 0x07
+    C_OP_AUTH_PROOF = 0x08
     C_OP_REGISTER_SHUFFLE = 0x10
     C_OP_PUSH = 0x11
     C_OP_MAP_END = 0x12
@@ -73,6 +79,8 @@ cdef enum:
     C_ERR_INCOMPLETE = 12
     C_ERR_CORRUPT = 13
     C_ERR_QUOTA_EXCEEDED = 14
+    C_ERR_AUTH_FAILED = 15
+    C_ERR_FORBIDDEN = 16
 
 # Node states (NodeState).
 cdef enum:

@@ -19,7 +19,11 @@ public final class Protocol {
     public static final int MAX_META = 1048576;  // 1 << 20
     public static final long DEFAULT_MAX_DATA = 268435456L;  // 256 << 20
     public static final int MAX_SEGMENT = 67108864;  // 64 << 20
-    public static final int APP_MAX = 120;
+    public static final int APP_MAX = 160;  // what a frame may carry: nodes forward apps by qualified name (tenant U+001F app)
+    public static final int CLIENT_APP_MAX = 120;  // what a client may name
+    public static final int TENANT_MAX = 32;
+    public static final int NONCE_SIZE = 32;  // AUTH nonces
+    public static final int PROOF_SIZE = 32;  // HMAC-SHA256
     public static final int KEY_MAX = 160;
     public static final int STR_MAX = 0xFFFF;  // a `str` carries a u16 length
     public static final int MAX_PARTITIONS = 16777216;  // 1 << 24
@@ -37,6 +41,8 @@ public final class Protocol {
     public static final int OP_MEMBERS = 0x04;
     public static final int OP_HEARTBEAT = 0x05;
     public static final int OP_DRAIN = 0x06;
+    public static final int OP_AUTH = 0x07;
+    public static final int OP_AUTH_PROOF = 0x08;
     public static final int OP_REGISTER_SHUFFLE = 0x10;
     public static final int OP_PUSH = 0x11;
     public static final int OP_MAP_END = 0x12;
@@ -68,6 +74,8 @@ public final class Protocol {
     public static final int INCOMPLETE = 12;
     public static final int CORRUPT = 13;
     public static final int QUOTA_EXCEEDED = 14;
+    public static final int AUTH_FAILED = 15;
+    public static final int FORBIDDEN = 16;
 
     // Node states (NodeState) in MEMBERS, HEARTBEAT and REGISTER_SHUFFLE.
     public static final int STATE_ALIVE = 1;
@@ -92,13 +100,15 @@ public final class Protocol {
             case INCOMPLETE: return "INCOMPLETE";
             case CORRUPT: return "CORRUPT";
             case QUOTA_EXCEEDED: return "QUOTA_EXCEEDED";
+            case AUTH_FAILED: return "AUTH_FAILED";
+            case FORBIDDEN: return "FORBIDDEN";
             default: return "ERROR_" + code;
         }
     }
 
     /** Errors after which the node closes the connection: the byte stream cannot be trusted any more. */
     public static boolean isFatal(int code) {
-        return code == BAD_FRAME || code == BAD_VERSION || code == TOO_LARGE;
+        return code == BAD_FRAME || code == BAD_VERSION || code == TOO_LARGE || code == AUTH_FAILED;
     }
 
     /** The name of an opcode, or its value in hex. */
@@ -110,6 +120,8 @@ public final class Protocol {
             case OP_MEMBERS: return "MEMBERS";
             case OP_HEARTBEAT: return "HEARTBEAT";
             case OP_DRAIN: return "DRAIN";
+            case OP_AUTH: return "AUTH";
+            case OP_AUTH_PROOF: return "AUTH_PROOF";
             case OP_REGISTER_SHUFFLE: return "REGISTER_SHUFFLE";
             case OP_PUSH: return "PUSH";
             case OP_MAP_END: return "MAP_END";
