@@ -20,9 +20,9 @@ from sparkutil import plugin_conf, spark_session  # noqa: E402
 from rpmp.client import Client  # noqa: E402
 from rpmp.cluster import LocalCluster  # noqa: E402
 
-ROWS = 4_000_000
+ROWS = 2_000_000
 KEYS = 1000
-POOL = 64 << 20  # per node; two nodes: 128 MiB of pool for a shuffle of about 1.1 GB
+POOL = 32 << 20  # per node; two nodes: 64 MiB of pool for a shuffle of about 560 MB
 
 
 def value_of(i: int) -> str:
