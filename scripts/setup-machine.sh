@@ -38,3 +38,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || ! installed; then
   "$PY" -m pip install -q --root-user-action=ignore --disable-pip-version-check -e ".[spark,test]"
   echo "$sum" > "$stamp"
 fi
+
+# Helm, for tests/test_deploy.py (helm lint and helm template of deploy/helm/rpmp). Not packaged for Debian 12:
+# built from the Go module proxy once (about 5 minutes on 2 cores) and cached; skipped when helm is on PATH.
+HELM_BIN=${RPMP_HELM_BIN:-$HOME/.cache/rpmp/bin}
+if ! command -v helm >/dev/null 2>&1 && [ ! -x "$HELM_BIN/helm" ]; then
+  GO=$(command -v go || echo /usr/local/go/bin/go)   # the official tarball's place, when not on PATH
+  if [ -x "$GO" ]; then
+    echo "setup: building helm v3.22.0 into $HELM_BIN (go install, a few minutes, once)"
+    mkdir -p "$HELM_BIN"
+    GOBIN="$HELM_BIN" "$GO" install helm.sh/helm/v3/cmd/helm@v3.22.0
+  else
+    echo "setup: helm is missing and there is no Go toolchain to build it: tests/test_deploy.py will fail" >&2
+  fi
+fi

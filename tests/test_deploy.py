@@ -1,0 +1,405 @@
+"""The deployment recipes in deploy/: the systemd unit runs a node whose pool survives a restart, and the Helm
+chart renders manifests whose seeds, ports, probes, volumes and secrets wire together.
+
+Helm is not a Python package: `./dev setup` (scripts/setup-machine.sh) builds it once into ~/.cache/rpmp/bin;
+without it the chart tests fail, saying so (CI installs it), rather than skip.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from rpmp.cli import build_parser
+from rpmp.client import Client
+from rpmp.server.config import NodeConfig, parse_size, read_conf_file
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "deploy" / "helm" / "rpmp"
+SYSTEMD = ROOT / "deploy" / "systemd"
+# where scripts/setup-machine.sh puts the helm it builds
+HELM_CACHE = Path(os.environ.get("RPMP_HELM_BIN") or Path.home() / ".cache" / "rpmp" / "bin") / "helm"
+NAMESPACE = "shuffle"
+MiB = 1 << 20
+# Flags of issue 15 (authentication, TLS) that the chart passes; accepted once `rpmp server` knows them.
+PENDING_FLAGS = {"--auth-file", "--cluster-secret-file", "--tls-cert", "--tls-key", "--tls-ca"}
+
+
+# ---------------------------------------------------------------------------------------------------- systemd
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """A unit file's `Key=value` lines, every value of a repeated key kept."""
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_systemd_unit_keeps_the_pool_and_limits_the_node():
+    unit = unit_settings(SYSTEMD / "rpmp.service")
+    conf = NodeConfig.load(str(SYSTEMD / "rpmp-node.conf"), env={}, spill_dirs=[])  # every value in it parses
+    assert unit["ExecStart"] == ["/opt/rpmp/bin/rpmp server --config /etc/rpmp/rpmp-node.conf"]
+    assert unit["Restart"] == ["on-failure"] and unit["RestartPreventExitStatus"] == ["2"]
+    assert unit["RemoveIPC"] == ["no"]  # yes would delete the rpmp user's /dev/shm files at stop: the pool
+    for key in ("ExecStop", "ExecStopPost", "ExecStartPre", "ExecStartPost", "ExecReload"):
+        assert key not in unit, f"{key}: nothing may run around the node (the pool must stay)"
+    assert unit["ProtectSystem"] == ["strict"] and unit["NoNewPrivileges"] == ["yes"]
+    writable = " ".join(unit["ReadWritePaths"]).split() + ["/var/lib/" + d for d in unit["StateDirectory"]]
+    assert any(conf.pool.startswith(d + "/") for d in writable), (conf.pool, writable)
+    spill = read_conf_file(str(SYSTEMD / "rpmp-node.conf"))["spill_dir"].split(",")
+    assert spill and all(any(s.startswith(d + "/") for d in writable) for s in spill), (spill, writable)
+    assert int(unit["LimitNOFILE"][0]) > 4 * conf.max_connections
+    assert int(unit["TimeoutStopSec"][0]) == 30
+    assert unit["User"] == ["rpmp"] and (SYSTEMD / "rpmp.sysusers").read_text().count("\nu rpmp ") == 1
+    assert set(env_file(SYSTEMD / "rpmp.env")) <= {"RPMP_" + f.upper() for f in NodeConfig.__dataclass_fields__}
+
+
+def test_systemd_unit_verifies(tmp_path):
+    """`systemd-analyze verify` on the unit, its ExecStart pointed at this machine's rpmp (the real one is in
+    /opt/rpmp, which the unit's install notes create)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed here (Debian: apt-get install systemd)")
+    exe = shutil.which("rpmp") or sys.executable
+    unit = tmp_path / "rpmp.service"
+    unit.write_text((SYSTEMD / "rpmp.service").read_text().replace("/opt/rpmp/bin/rpmp", exe))
+    got = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0 and "rpmp.service" not in got.stderr, got.stderr
+
+
+def test_systemd_execstart_serves_and_the_pool_survives_a_restart(tmp_path):
+    """The unit's ExecStart arguments with its config file and env file, as systemd would run them; only what a
+    test cannot use here is overridden through the environment (the mechanism rpmp.env uses): address, ports,
+    pool path and size, spill dir, seeds. The node answers PING, stops on SIGTERM within TimeoutStopSec, and a
+    second start on the same pool returns what the first one held."""
+    unit = unit_settings(SYSTEMD / "rpmp.service")
+    argv = unit["ExecStart"][0].split()
+    conf = argv[argv.index("--config") + 1]
+    assert conf == "/etc/rpmp/rpmp-node.conf"
+    args = [a if a != conf else str(SYSTEMD / "rpmp-node.conf") for a in argv[1:]]
+    port = free_port()
+    pool = f"/dev/shm/rpmp-deploy-{uuid.uuid4().hex[:12]}.pool"
+    env = {**os.environ, **env_file(SYSTEMD / "rpmp.env"),
+           "RPMP_HOST": "127.0.0.1", "RPMP_PORT": str(port), "RPMP_METRICS_PORT": str(free_port()),
+           "RPMP_POOL": pool, "RPMP_POOL_SIZE": "64m", "RPMP_SPILL_DIRS": str(tmp_path / "spill"),
+           "RPMP_SEEDS": f"127.0.0.1:{port}"}  # itself: a node drops its own address from its seeds
+    stop_limit = float(unit["TimeoutStopSec"][0])
+
+    def run_once(action) -> tuple[float, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", *args], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[1]
+                try:
+                    with Client(f"127.0.0.1:{port}", timeout=5) as c:
+                        c.ping()
+                        action(c)
+                    break
+                except ConnectionRefusedError:
+                    assert time.monotonic() < deadline, "the node did not answer PING within 60 s"
+                    time.sleep(0.1)
+            began = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=stop_limit)
+            return time.monotonic() - began, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    try:
+        took, err = run_once(lambda c: c.put("deploy-key", b"kept across restarts"))
+        assert took < stop_limit / 3, f"stopped in {took:.1f} s: TimeoutStopSec={stop_limit:g} is too tight"
+        assert "stopped (SIGTERM)" in err, err
+        assert os.path.exists(pool)
+        got: list[bytes] = []
+        run_once(lambda c: got.append(c.get("deploy-key").to_pybytes()))
+        assert got == [b"kept across restarts"]
+    finally:
+        if os.path.exists(pool):
+            os.unlink(pool)
+
+
+# ---------------------------------------------------------------------------------------------------- helm
+
+
+def helm() -> str:
+    found = shutil.which("helm") or (str(HELM_CACHE) if os.access(HELM_CACHE, os.X_OK) else None)
+    if found is None:
+        pytest.fail(f"helm is not installed: run ./dev setup (it builds helm v3.22.0 into {HELM_CACHE.parent}; "
+                    f"CI does)", pytrace=False)
+    return found
+
+
+def render(*sets: str) -> list[dict[str, Any]]:
+    cmd = [helm(), "template", "rpmp", str(CHART), "--namespace", NAMESPACE]
+    for s in sets:
+        cmd += ["--set", s]
+    got = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    return [d for d in yaml.safe_load_all(got.stdout) if d]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def flags(args: list[str]) -> dict[str, str]:
+    out = {}
+    for a in args[1:]:
+        assert a.startswith("--") and "=" in a, a
+        k, _, v = a.partition("=")
+        assert k not in out, f"{k} given twice"
+        out[k] = v
+    return out
+
+
+def under(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mount `path` is inside of (the deepest one)."""
+    inside = [m for m in mounts if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert inside, f"{path} is in no mounted volume ({[m['mountPath'] for m in mounts]})"
+    return max(inside, key=lambda m: len(m["mountPath"]))
+
+
+def quantity(text: str) -> int:
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", str(text))
+    assert m, text
+    return int(m.group(1)) << {None: 0, "Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40}[m.group(2)]
+
+
+CASES = {
+    "defaults": [],
+    "auth": ["auth.enabled=true"],
+    "tls": ["tls.enabled=true"],
+    "tls-no-client-certs": ["tls.enabled=true", "tls.verifyClients=false"],
+    "monitors": ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"],
+    "hostpath-pvc": ["pool.medium=hostPath", "spill.type=pvc", "spill.size=50g"],
+    "hostpath-tmpfs": ["pool.medium=hostPath", "pool.hostPath.path=/dev/shm/rpmp", "pool.hostPath.memoryBacked=true"],
+    "five-replicas": ["replicas=5", "spill.type=emptyDir", "pool.sizeMi=4096", "port=7200", "metrics.port=9500"],
+    "everything": ["replicas=4", "auth.enabled=true", "tls.enabled=true", "metrics.serviceMonitor.enabled=true",
+                   "metrics.podMonitor.enabled=true", "spill.type=pvc", "pool.medium=hostPath"],
+    "no-metrics": ["metrics.enabled=false", "metrics.serviceMonitor.enabled=true"],
+}
+
+
+def test_helm_lint():
+    for sets in (CASES["defaults"], CASES["everything"]):
+        cmd = [helm(), "lint", "--strict", str(CHART)] + [x for s in sets for x in ("--set", s)]
+        got = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert got.returncode == 0 and "0 chart(s) failed" in got.stdout, got.stdout + got.stderr
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_helm_manifests_wire_together(case):
+    docs = render(*CASES[case])
+    values = dict(s.split("=", 1) for s in CASES[case])
+    replicas = int(values.get("replicas", 3))
+    sts = only(docs, "StatefulSet")
+    name = sts["metadata"]["name"]
+    pod = sts["spec"]["template"]["spec"]
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    (node,) = pod["containers"]
+    inits = pod.get("initContainers", [])
+    a = flags(node["args"])
+    assert node["args"][0] == "server" and sts["spec"]["replicas"] == replicas
+    assert sts["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+    # Names: each pod listens on and announces <pod>.<headless>.<ns>.svc.cluster.local; seeds are every pod.
+    headless = [s for s in docs if s["kind"] == "Service" and s["spec"].get("clusterIP") == "None"]
+    assert len(headless) == 1 and headless[0]["metadata"]["name"] == sts["spec"]["serviceName"]
+    svc = headless[0]
+    assert svc["spec"]["publishNotReadyAddresses"] is True
+    assert svc["spec"]["selector"].items() <= pod_labels.items()
+    env = {e["name"]: e for e in node["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert list(env).index("POD_NAME") < list(env).index("RPMP_HOST")  # $(POD_NAME) must be defined before
+    assert a["--host"] == "$(RPMP_HOST)"
+    domain = f"{svc['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert env["RPMP_HOST"]["value"] == f"$(POD_NAME).{domain}"
+    ports = {p["name"]: p["containerPort"] for p in node["ports"]}
+    port = int(a["--port"])
+    assert ports["rpmp"] == port == int(env["RPMP_PORT"]["value"]) == int(values.get("port", 7177))
+    seeds = a["--seeds"].split(",")
+    pods = [f"{name}-{i}" for i in range(replicas)]
+    assert seeds == [f"{p}.{domain}:{port}" for p in pods]
+    for p in pods:  # the node drops its own address (rpmp/server/membership.py): the others remain, once each
+        own = f"{env['RPMP_HOST']['value'].replace('$(POD_NAME)', p)}:{port}"
+        others = [s for s in seeds if s != own]
+        assert len(others) == replicas - 1 and own in seeds
+
+    # Ports: the Service, probes and monitors use what the container exposes.
+    for sp in svc["spec"]["ports"]:
+        assert ports[sp["targetPort"]] == sp["port"] and sp["name"] == sp["targetPort"]
+    assert ports[node["livenessProbe"]["tcpSocket"]["port"]] == port
+    probe = node["readinessProbe"]["exec"]["command"]
+    assert probe[:2] == ["python3", "/etc/rpmp/conf/rpmp-ping.py"] and f"--port={port}" in probe
+    if values.get("metrics.enabled") == "false":
+        assert "--metrics-port" not in a and "metrics" not in ports
+        assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor")]
+    else:
+        assert ports["metrics"] == int(a["--metrics-port"]) == int(values.get("metrics.port", 9464))
+    for kind, key in (("ServiceMonitor", "endpoints"), ("PodMonitor", "podMetricsEndpoints")):
+        monitors = [d for d in docs if d["kind"] == kind]
+        assert len(monitors) == (values.get(f"metrics.{kind[0].lower()}{kind[1:]}.enabled") == "true"
+                                 and values.get("metrics.enabled") != "false")
+        for m in monitors:
+            (ep,) = m["spec"][key]
+            target = svc["metadata"]["labels"] if kind == "ServiceMonitor" else pod_labels
+            assert m["spec"]["selector"]["matchLabels"].items() <= target.items()
+            assert m["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+            assert ep["path"] == "/metrics" and ports[ep["port"]] == int(a["--metrics-port"])
+            if kind == "ServiceMonitor":
+                assert ep["port"] in {sp["name"] for sp in svc["spec"]["ports"]}
+
+    # Volumes: every mount names a volume (or a claim template); every volume is mounted; files are in mounts.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claims = {c["metadata"]["name"]: c for c in sts["spec"].get("volumeClaimTemplates", [])}
+    assert not volumes.keys() & claims.keys()
+    mounted = set()
+    for c in [node, *inits]:
+        for m in c["volumeMounts"]:
+            assert m["name"] in volumes or m["name"] in claims, f"{c['name']} mounts unknown volume {m['name']}"
+            mounted.add(m["name"])
+    assert mounted == volumes.keys() | claims.keys()
+    mounts = node["volumeMounts"]
+
+    def volume_of(path: str) -> dict[str, Any]:
+        m = under(path, mounts)
+        return volumes.get(m["name"]) or claims[m["name"]]
+
+    cm = only(docs, "ConfigMap")
+    for path in (a["--config"], probe[1]):
+        v = volume_of(path)
+        assert v["configMap"]["name"] == cm["metadata"]["name"] and path.rsplit("/", 1)[1] in cm["data"]
+
+    pool_size = parse_size(a["--pool-size"])
+    assert pool_size == int(values.get("pool.sizeMi", 1024)) * MiB
+    assert a["--pool"].endswith("/$(POD_NAME).pool")  # one pool per pod, on a shared hostPath too
+    pool_volume = volume_of(a["--pool"])
+    medium = values.get("pool.medium", "memory")
+    if medium == "memory":
+        assert pool_volume["emptyDir"]["medium"] == "Memory"
+        assert quantity(pool_volume["emptyDir"]["sizeLimit"]) >= pool_size
+    else:
+        assert pool_volume["hostPath"]["path"] == values.get("pool.hostPath.path", "/mnt/pmem0/rpmp")
+    in_memory = medium == "memory" or values.get("pool.hostPath.memoryBacked") == "true"
+    res = node["resources"]
+    assert quantity(res["requests"]["memory"]) == quantity(res["limits"]["memory"])
+    assert quantity(res["requests"]["memory"]) >= (pool_size if in_memory else 0) + 200 * MiB
+
+    spill = values.get("spill.type", "none")
+    if spill == "none":
+        assert "--spill-dir" not in a
+    else:
+        v = volume_of(a["--spill-dir"] + "/x")
+        assert ("emptyDir" in v) == (spill == "emptyDir") and (v in claims.values()) == (spill == "pvc")
+        if "spill.size" in values:
+            assert parse_size(a["--spill-size"]) == parse_size(values["spill.size"])
+
+    # Authentication: the node's files are copies (mode 0400) the init container makes from the Secret.
+    auth = values.get("auth.enabled") == "true"
+    assert ("--auth-file" in a) == ("--cluster-secret-file" in a) == auth == bool(inits)
+    if auth:
+        (init,) = inits
+        script = " ".join(init["command"])
+        secret_mount = next(m for m in init["volumeMounts"] if "secret" in volumes[m["name"]])
+        assert volumes[secret_mount["name"]]["secret"]["secretName"] == "rpmp-auth"
+        for flag, key in (("--auth-file", "auth"), ("--cluster-secret-file", "cluster-secret")):
+            target = a[flag]
+            assert under(target, init["volumeMounts"])["name"] == under(target, mounts)["name"]
+            assert f"install -m 0400 {secret_mount['mountPath']}/{key} {target}" in script
+            assert volumes[under(target, mounts)["name"]]["emptyDir"]["medium"] == "Memory"
+
+    # TLS: certificate, key and CA come from the TLS Secret's volume, and the probe speaks TLS with them.
+    tls = values.get("tls.enabled") == "true"
+    verify = tls and values.get("tls.verifyClients") != "false"
+    assert ("--tls-cert" in a) == tls and ("--tls-key" in a) == tls and ("--tls" in probe) == tls
+    assert ("--tls-ca" in a) == verify
+    for flag, key in (("--tls-cert", "tls.crt"), ("--tls-key", "tls.key"), ("--tls-ca", "ca.crt")):
+        if flag in a:
+            v = volume_of(a[flag])
+            assert v["secret"]["secretName"] == "rpmp-tls" and a[flag].endswith("/" + key)
+    if verify:
+        assert f"--cert={a['--tls-cert']}" in probe and f"--key={a['--tls-key']}" in probe
+        assert f"--ca={a['--tls-ca']}" in probe
+
+    # The node's flags are ones `rpmp server` takes, and the config file's keys are settings.
+    server = build_parser()._subparsers._group_actions[0].choices["server"]  # type: ignore[union-attr]
+    known = {o for act in server._actions for o in act.option_strings}
+    assert set(a) <= known | PENDING_FLAGS, set(a) - known - PENDING_FLAGS
+    pdb = only(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1 and pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert 10 <= pod["terminationGracePeriodSeconds"] <= 120
+    assert sts["spec"]["podManagementPolicy"] == "Parallel"
+
+
+def test_helm_node_config_and_probe_work_against_a_real_node(node, tmp_path):
+    """The ConfigMap's rpmp-node.conf loads as node settings, and its rpmp-ping.py, run as the readiness probe
+    runs it (host from $RPMP_HOST), exits 0 for a node, 1 with one line for a closed port and for a port where
+    something else answers."""
+    docs = render("nodeConfig.full_wait=12", "nodeConfig.verify_push=false")
+    cm = only(docs, "ConfigMap")["data"]
+    conf = tmp_path / "rpmp-node.conf"
+    conf.write_text(cm["rpmp-node.conf"])
+    loaded = NodeConfig.load(str(conf), env={})
+    assert (loaded.full_wait, loaded.verify_push, loaded.app_ttl, loaded.log_level) == (12.0, False, 3600.0, "INFO")
+    script = tmp_path / "rpmp-ping.py"
+    script.write_text(cm["rpmp-ping.py"])
+    env = {**os.environ, "RPMP_HOST": "127.0.0.1"}
+
+    def probe(port: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), f"--port={port}"], env=env, capture_output=True,
+                              text=True, timeout=30)
+
+    got = probe(node.port)
+    assert (got.returncode, got.stderr) == (0, "")
+    closed = free_port()
+    got = probe(closed)
+    assert got.returncode == 1 and got.stderr.startswith(f"rpmp-ping: 127.0.0.1:{closed}: ") and "refused" in got.stderr
+    with socket.socket() as other:  # a port that answers with something else
+        other.bind(("127.0.0.1", 0))
+        other.listen(1)
+        proc = subprocess.Popen([sys.executable, str(script), f"--port={other.getsockname()[1]}"], env=env,
+                                stderr=subprocess.PIPE, text=True)
+        conn, _ = other.accept()
+        conn.recv(64)
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"\0" * 16)
+        conn.close()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "not as an RPMP node" in err, err
