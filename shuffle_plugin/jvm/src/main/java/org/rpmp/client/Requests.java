@@ -21,9 +21,9 @@ public final class Requests {
     /** Application names: 1..120 UTF-8 bytes, no '/' (it separates placement key parts), no NUL. */
     public static void checkApp(String app) {
         int n = app.getBytes(StandardCharsets.UTF_8).length;
-        if (n < 1 || n > Protocol.APP_MAX || app.indexOf('/') >= 0 || app.indexOf('\0') >= 0) {
+        if (n < 1 || n > Protocol.CLIENT_APP_MAX || app.indexOf('/') >= 0 || app.indexOf('\0') >= 0) {
             throw new IllegalArgumentException("bad RPMP application name '" + app
-                + "': needs 1.." + Protocol.APP_MAX + " UTF-8 bytes, no '/' and no NUL");
+                + "': needs 1.." + Protocol.CLIENT_APP_MAX + " UTF-8 bytes, no '/' and no NUL");
         }
     }
 

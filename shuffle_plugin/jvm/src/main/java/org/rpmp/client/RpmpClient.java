@@ -3,14 +3,8 @@ package org.rpmp.client;
 import java.io.Closeable;
 import java.io.EOFException;
 import java.io.IOException;
-import java.net.InetSocketAddress;
-import java.net.SocketTimeoutException;
-import java.net.StandardSocketOptions;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
-import java.nio.channels.SelectionKey;
-import java.nio.channels.Selector;
-import java.nio.channels.SocketChannel;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayDeque;
 import java.util.List;
@@ -18,9 +12,10 @@ import java.util.List;
 /**
  * A blocking client of one RPMP node over one TCP connection (not thread-safe: one user at a time).
  *
- * <p>The channel is non-blocking underneath and every wait goes through a Selector with the read
- * timeout, because a blocking SocketChannel ignores SO_TIMEOUT: a silent node must not hang a task.
- * All bytes pass through two fixed direct buffers (no per-call direct allocations, no JDK temporary
+ * <p>The bytes travel over a Transport: plain TCP (a non-blocking channel whose every wait goes through a
+ * Selector with the read timeout: a silent node must not hang a task) or TLS (Options.tls). With
+ * Options.credentials, every connection authenticates after HELLO (AuthHandshake: AUTH, the node's proof
+ * checked, AUTH_PROOF) before it is handed out. All bytes pass through two fixed direct buffers (no per-call direct allocations, no JDK temporary
  * direct-buffer cache growing to the largest payload). Every frame received is validated (magic,
  * version, reserved, meta and data lengths, response flag, opcode, request id) before anything is
  * allocated for it.
@@ -45,6 +40,10 @@ public final class RpmpClient implements Closeable {
         public String clientName = "rpmp-java";
         /** The largest data part accepted from a node, whatever its HELLO says. */
         public long maxDataCap = Protocol.DEFAULT_MAX_DATA;
+        /** Tenant and secret to authenticate every connection with; null: the nodes run open. */
+        public Credentials credentials;
+        /** TLS to the nodes; null: plain TCP. */
+        public TlsSettings tls;
 
         public Options copy() {
             Options o = new Options();
@@ -53,6 +52,8 @@ public final class RpmpClient implements Closeable {
             o.maxInflight = maxInflight;
             o.clientName = clientName;
             o.maxDataCap = maxDataCap;
+            o.credentials = credentials;
+            o.tls = tls;
             return o;
         }
     }
@@ -63,9 +64,7 @@ public final class RpmpClient implements Closeable {
     private final int port;
     private final String address;
     private final Options options;
-    private final SocketChannel channel;
-    private final Selector selector;
-    private final SelectionKey key;
+    private final Transport transport;
     private final ByteBuffer out = ByteBuffer.allocateDirect(BUFFER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
     /** Received, unread bytes are in [position, limit). */
     private final ByteBuffer in = ByteBuffer.allocateDirect(BUFFER_SIZE).order(ByteOrder.LITTLE_ENDIAN);
@@ -77,52 +76,30 @@ public final class RpmpClient implements Closeable {
     /** The byte stream is out of sync (I/O error, bad frame, abandoned stream): never reuse. */
     private boolean broken;
     private boolean closed;
-    private long ioWaitNanos;
+    /** The tenant this connection acts for (null: it did not authenticate). */
+    private String tenant;
 
-    private RpmpClient(String host, int port, Options options, SocketChannel channel, Selector selector) throws IOException {
+    private RpmpClient(String host, int port, Options options, Transport transport) {
         this.host = host;
         this.port = port;
         this.address = host + ":" + port;
         this.options = options;
-        this.channel = channel;
-        this.selector = selector;
-        this.key = channel.register(selector, 0);
+        this.transport = transport;
         in.flip();
     }
 
-    /** Opens a connection and performs HELLO. */
+    /** Opens a connection, performs HELLO and, with credentials, authenticates. */
     public static RpmpClient connect(String host, int port, Options options) throws IOException {
-        SocketChannel ch = SocketChannel.open();
-        Selector sel = null;
-        RpmpClient client = null;
+        Transport t = options.tls == null
+            ? PlainTransport.connect(host, port, options.connectTimeoutMs, options.readTimeoutMs)
+            : TlsTransport.connect(host, port, options.connectTimeoutMs, options.readTimeoutMs, options.tls);
+        RpmpClient client = new RpmpClient(host, port, options, t);
         try {
-            ch.setOption(StandardSocketOptions.TCP_NODELAY, true);
-            ch.setOption(StandardSocketOptions.SO_KEEPALIVE, true);
-            ch.configureBlocking(false);
-            sel = Selector.open();
-            InetSocketAddress addr = new InetSocketAddress(host, port);
-            if (addr.isUnresolved()) throw new java.net.UnknownHostException("cannot resolve RPMP node host " + host);
-            if (!ch.connect(addr)) {
-                SelectionKey k = ch.register(sel, SelectionKey.OP_CONNECT);
-                long deadline = System.nanoTime() + options.connectTimeoutMs * 1_000_000L;
-                while (!ch.finishConnect()) {
-                    long left = (deadline - System.nanoTime()) / 1_000_000L;
-                    if (left <= 0) throw new SocketTimeoutException("connect to " + host + ":" + port + " timed out");
-                    sel.select(left);
-                    sel.selectedKeys().clear();
-                }
-                k.interestOps(0);
-            }
-            client = new RpmpClient(host, port, options, ch, sel);
             client.hello = client.doHello();
+            if (options.credentials != null) client.authenticate(new AuthHandshake(options.credentials));
             return client;
         } catch (IOException | RuntimeException e) {
-            if (client != null) {
-                client.close();
-            } else {
-                ch.close();
-                if (sel != null) sel.close();
-            }
+            client.close();
             throw e;
         }
     }
@@ -140,7 +117,10 @@ public final class RpmpClient implements Closeable {
     public long maxData() { return maxData; }
 
     /** Nanoseconds this client spent blocked waiting for the network since it was created. */
-    public long ioWaitNanos() { return ioWaitNanos; }
+    public long ioWaitNanos() { return transport.ioWaitNanos(); }
+
+    /** The tenant this connection authenticated as, or null (a node running open). */
+    public String tenant() { return tenant; }
 
     /** Whether the connection can be handed to another user: in sync, nothing outstanding. */
     public boolean isReusable() {
@@ -152,8 +132,12 @@ public final class RpmpClient implements Closeable {
         if (!isReusable()) return false;
         try {
             in.compact();
-            int n = channel.read(in);
-            in.flip();
+            int n;
+            try {
+                n = transport.readNow(in);
+            } finally {
+                in.flip();
+            }
             return n == 0;
         } catch (IOException e) {
             broken = true;
@@ -172,6 +156,25 @@ public final class RpmpClient implements Closeable {
         }
         maxData = Math.min(h.maxData(), options.maxDataCap);
         return h;
+    }
+
+    /**
+     * AUTH, the node's proof checked, AUTH_PROOF (PROTOCOL.md "Authentication and tenants"). Any failure is
+     * AUTH_FAILED naming this node and what to check, and leaves the connection unusable (the node closes it).
+     */
+    void authenticate(AuthHandshake handshake) throws IOException {
+        try {
+            byte[] answer = call(Protocol.OP_AUTH, handshake.authRequest());
+            byte[] proof = handshake.answer(answer, address);
+            Responses.empty(new MetaReader(call(Protocol.OP_AUTH_PROOF, proof), address), Protocol.OP_AUTH_PROOF);
+        } catch (RpmpException e) {
+            broken = true;
+            if (e.code() != Protocol.AUTH_FAILED) throw e;
+            if (e.nodeMessage() != null && e.nodeMessage().contains(AuthHandshake.CHECK)) throw e;
+            throw new RpmpException(Protocol.AUTH_FAILED, "the node refused tenant '" + handshake.tenant() + "' ("
+                + e.nodeMessage() + "); " + AuthHandshake.CHECK, address);
+        }
+        tenant = handshake.tenant();
     }
 
     public void ping() throws IOException {
@@ -432,10 +435,7 @@ public final class RpmpClient implements Closeable {
             writeBytes(ByteBuffer.wrap(meta));
             if (len > 0 && data.isDirect()) {
                 out.flip();
-                ByteBuffer[] parts = {out, data};
-                while (data.hasRemaining()) {
-                    if (channel.write(parts) == 0) waitFor(SelectionKey.OP_WRITE, "sending");
-                }
+                transport.write(out, data);
                 out.clear();
             } else {
                 if (len > 0) writeBytes(data);
@@ -462,9 +462,7 @@ public final class RpmpClient implements Closeable {
 
     private void flushOut() throws IOException {
         out.flip();
-        while (out.hasRemaining()) {
-            if (channel.write(out) == 0) waitFor(SelectionKey.OP_WRITE, "sending");
-        }
+        transport.write(out);
         out.clear();
     }
 
@@ -486,6 +484,11 @@ public final class RpmpClient implements Closeable {
                 byte[] meta = readMeta(h);
                 if (h.dataLen() != 0) throw new RpmpException(Protocol.BAD_FRAME, "error frame with a data part", address);
                 nodeError = Responses.error(new MetaReader(meta, address), address);
+                if (nodeError.code() == Protocol.AUTH_FAILED && opcode != Protocol.OP_AUTH && opcode != Protocol.OP_AUTH_PROOF) {
+                    nodeError = new RpmpException(Protocol.AUTH_FAILED, nodeError.nodeMessage() + " (the node requires "
+                        + "authentication: give a tenant and secret; Spark: spark.rpmp.auth.tenant and "
+                        + "spark.rpmp.auth.secret)", address);
+                }
                 // The node closes the connection after a fatal error; an error for another request means
                 // the two sides lost track of each other.
                 if (Protocol.isFatal(nodeError.code()) || h.requestId() != requestId) broken = true;
@@ -542,40 +545,12 @@ public final class RpmpClient implements Closeable {
         in.compact();
         try {
             while (true) {
-                int n = channel.read(in);
+                int n = transport.read(in);
                 if (n > 0) return;
                 if (n < 0) throw new EOFException("node " + address + " closed the connection");
-                waitFor(SelectionKey.OP_READ, "waiting for a response");
             }
         } finally {
             in.flip();
-        }
-    }
-
-    private void waitFor(int op, String what) throws IOException {
-        long timeoutMs = Math.max(1, options.readTimeoutMs);
-        long start = System.nanoTime();
-        long deadline = start + timeoutMs * 1_000_000L;
-        key.interestOps(op);
-        try {
-            while (true) {
-                long left = (deadline - System.nanoTime()) / 1_000_000L;
-                if (left <= 0) {
-                    broken = true;
-                    throw new SocketTimeoutException("node " + address + ": no progress " + what + " for "
-                        + timeoutMs + " ms");
-                }
-                int ready = selector.select(left);
-                selector.selectedKeys().clear();
-                if (ready > 0) return;
-                if (Thread.currentThread().isInterrupted()) {
-                    broken = true;
-                    throw new java.io.InterruptedIOException("interrupted while " + what);
-                }
-            }
-        } finally {
-            key.interestOps(0);
-            ioWaitNanos += System.nanoTime() - start;
         }
     }
 
@@ -583,16 +558,7 @@ public final class RpmpClient implements Closeable {
     public void close() {
         if (closed) return;
         closed = true;
-        try {
-            selector.close();
-        } catch (IOException ignored) {
-            // closing anyway
-        }
-        try {
-            channel.close();
-        } catch (IOException ignored) {
-            // closing anyway
-        }
+        transport.close();
     }
 
     @Override

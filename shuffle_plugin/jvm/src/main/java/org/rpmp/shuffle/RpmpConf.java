@@ -1,13 +1,19 @@
 package org.rpmp.shuffle;
 
+import java.io.IOException;
 import java.io.Serializable;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
 
 import org.apache.spark.SparkConf;
+import org.rpmp.client.Credentials;
 import org.rpmp.client.Protocol;
 import org.rpmp.client.RpmpClient;
+import org.rpmp.client.TlsSettings;
 
 /** The spark.rpmp.* settings, read once per ShuffleManager (driver and each executor). */
 public final class RpmpConf implements Serializable {
@@ -27,6 +33,22 @@ public final class RpmpConf implements Serializable {
     public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
     public static final String REGISTER_TIMEOUT = "spark.rpmp.register.timeout";
     public static final String FALLBACK = "spark.rpmp.fallback";
+    public static final String AUTH_TENANT = "spark.rpmp.auth.tenant";
+    public static final String AUTH_SECRET = "spark.rpmp.auth.secret";
+    public static final String AUTH_SECRET_FILE = "spark.rpmp.auth.secretFile";
+    public static final String TLS_ENABLED = "spark.rpmp.tls.enabled";
+    public static final String TLS_TRUST_STORE = "spark.rpmp.tls.trustStore";
+    public static final String TLS_TRUST_STORE_PASSWORD = "spark.rpmp.tls.trustStorePassword";
+    public static final String TLS_CA_PEM = "spark.rpmp.tls.caPem";
+    public static final String TLS_KEY_STORE = "spark.rpmp.tls.keyStore";
+    public static final String TLS_KEY_STORE_PASSWORD = "spark.rpmp.tls.keyStorePassword";
+    public static final String TLS_VERIFY_HOSTNAME = "spark.rpmp.tls.verifyHostname";
+    /** Spark's own shared secret (spark.authenticate), the default of spark.rpmp.auth.secret. */
+    static final String SPARK_AUTHENTICATE = "spark.authenticate";
+    static final String SPARK_AUTH_SECRET = "spark.authenticate.secret";
+    static final String SPARK_AUTH_SECRET_FILE = "spark.authenticate.secret.file";
+    /** How a standalone Worker hands an executor Spark's secret (SecurityManager.ENV_AUTH_SECRET), not in its conf. */
+    static final String SPARK_AUTH_SECRET_ENV = "_SPARK_AUTH_SECRET";
 
     /** A seed node: host and port. */
     public record Address(String host, int port) implements Serializable {
@@ -48,8 +70,22 @@ public final class RpmpConf implements Serializable {
     public final boolean fetchLocal;
     public final long registerTimeoutMs;
     public final FallbackPolicy fallback;
+    /** Tenant and secret for the nodes, or null: they run open. Transient: never serialized with the conf. */
+    private final transient Credentials credentials;
+    public final boolean tlsEnabled;
+    private final String tlsTrustStore;
+    private final transient String tlsTrustStorePassword;
+    private final String tlsCaPem;
+    private final String tlsKeyStore;
+    private final transient String tlsKeyStorePassword;
+    public final boolean tlsVerifyHostname;
 
     public RpmpConf(SparkConf conf) {
+        this(conf, System.getenv(SPARK_AUTH_SECRET_ENV));
+    }
+
+    /** sparkSecretFromEnv: what the executor's environment holds of Spark's secret (null if nothing). */
+    RpmpConf(SparkConf conf, String sparkSecretFromEnv) {
         this.nodes = parseNodes(conf.get(NODES, ""));
         this.replicas = conf.getInt(REPLICAS, 1);
         long size = conf.getSizeAsBytes(PUSH_SIZE, "4m");
@@ -67,7 +103,92 @@ public final class RpmpConf implements Serializable {
         this.registerTimeoutMs = Math.max(0, conf.getTimeAsMs(REGISTER_TIMEOUT, "30s"));
         this.fallback = FallbackPolicy.parse(conf.get(FALLBACK, "auto"));
         if (replicas < 1 || replicas > 255) throw new IllegalArgumentException(REPLICAS + " must be 1..255, got " + replicas);
+        String secret = secret(conf, sparkSecretFromEnv);
+        this.credentials = secret == null ? null : new Credentials(tenant(conf), secret);
+        this.tlsEnabled = conf.getBoolean(TLS_ENABLED, false);
+        this.tlsTrustStore = blankToNull(conf.get(TLS_TRUST_STORE, ""));
+        this.tlsTrustStorePassword = blankToNull(conf.get(TLS_TRUST_STORE_PASSWORD, ""));
+        this.tlsCaPem = blankToNull(conf.get(TLS_CA_PEM, ""));
+        this.tlsKeyStore = blankToNull(conf.get(TLS_KEY_STORE, ""));
+        this.tlsKeyStorePassword = blankToNull(conf.get(TLS_KEY_STORE_PASSWORD, ""));
+        this.tlsVerifyHostname = conf.getBoolean(TLS_VERIFY_HOSTNAME, true);
     }
+
+    private static String blankToNull(String s) {
+        return s == null || s.isBlank() ? null : s.trim();
+    }
+
+    /**
+     * The secret for the nodes: spark.rpmp.auth.secret, else the file spark.rpmp.auth.secretFile names (its first
+     * line), else, with spark.authenticate on, Spark's own secret: spark.authenticate.secret as the driver has it,
+     * the _SPARK_AUTH_SECRET environment variable through which a standalone Worker hands it to executors, or
+     * spark.authenticate.secret.file. null: no secret, the nodes are expected to run open.
+     */
+    static String secret(SparkConf conf, String sparkSecretFromEnv) {
+        String s = blankToNull(conf.get(AUTH_SECRET, ""));
+        if (s != null) return s;
+        String file = blankToNull(conf.get(AUTH_SECRET_FILE, ""));
+        if (file != null) return readSecretFile(file, AUTH_SECRET_FILE);
+        if (!conf.getBoolean(SPARK_AUTHENTICATE, false)) return null;
+        s = blankToNull(conf.get(SPARK_AUTH_SECRET, ""));
+        if (s != null) return s;
+        s = blankToNull(sparkSecretFromEnv);
+        if (s != null) return s;
+        file = blankToNull(conf.get(SPARK_AUTH_SECRET_FILE, ""));
+        return file == null ? null : readSecretFile(file, SPARK_AUTH_SECRET_FILE);
+    }
+
+    private static String readSecretFile(String path, String key) {
+        try {
+            List<String> lines = Files.readAllLines(Path.of(path), StandardCharsets.UTF_8);
+            String first = lines.isEmpty() ? "" : lines.get(0).trim();
+            if (first.isEmpty()) throw new IllegalArgumentException(key + ": the file " + path + " holds no secret");
+            return first;
+        } catch (IOException e) {
+            throw new IllegalArgumentException(key + ": cannot read the secret file " + path + ": " + e, e);
+        }
+    }
+
+    /**
+     * spark.rpmp.auth.tenant, else the Spark user (SPARK_USER, which Spark sets for the executors to the driver's
+     * user, else the login user): it must be a valid tenant name, or the user is told to set the tenant.
+     */
+    static String tenant(SparkConf conf) {
+        return tenant(conf, null);
+    }
+
+    /** As tenant(conf), with sparkUser standing for the Spark user when not null (tests). */
+    static String tenant(SparkConf conf, String sparkUser) {
+        String t = blankToNull(conf.get(AUTH_TENANT, ""));
+        if (t != null) {
+            if (!Credentials.isValidTenant(t)) {
+                throw new IllegalArgumentException(AUTH_TENANT + "='" + t + "' is not a tenant name: 1.."
+                    + Protocol.TENANT_MAX + " characters of A-Z a-z 0-9 . _ -");
+            }
+            return t;
+        }
+        String user = sparkUser != null ? sparkUser : sparkUser();
+        if (!Credentials.isValidTenant(user)) {
+            throw new IllegalArgumentException("the Spark user '" + user + "' is not a valid RPMP tenant name (1.."
+                + Protocol.TENANT_MAX + " characters of A-Z a-z 0-9 . _ -): set " + AUTH_TENANT
+                + " to the tenant of your secret in the nodes' auth file");
+        }
+        return user;
+    }
+
+    static String sparkUser() {
+        try {
+            return org.apache.spark.util.Utils.getCurrentUserName();
+        } catch (RuntimeException | LinkageError e) {
+            String env = System.getenv("SPARK_USER");
+            return env != null ? env : System.getProperty("user.name", "");
+        }
+    }
+
+    /** The tenant connections authenticate as, or null when the nodes are expected to run open. */
+    public String tenant() { return credentials == null ? null : credentials.tenant(); }
+
+    public boolean authEnabled() { return credentials != null; }
 
     /** "host:port,host:port" (IPv6 as [addr]:port) into addresses; blanks are skipped. */
     public static List<Address> parseNodes(String spec) {
@@ -99,6 +220,11 @@ public final class RpmpConf implements Serializable {
         o.readTimeoutMs = fetchTimeoutMs;
         o.maxInflight = pushInflight;
         o.clientName = clientName;
+        o.credentials = credentials;
+        if (tlsEnabled) {
+            o.tls = TlsSettings.create(tlsTrustStore, tlsTrustStorePassword, tlsCaPem, tlsKeyStore, tlsKeyStorePassword,
+                tlsVerifyHostname);
+        }
         return o;
     }
 }

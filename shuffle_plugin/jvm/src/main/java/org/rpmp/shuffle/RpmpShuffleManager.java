@@ -99,8 +99,12 @@ public class RpmpShuffleManager extends SortShuffleManager {
             }
             RpmpMetrics.reset();
             if (conf.fallback.triesRpmp()) sqlDefaults(sparkConf);
+            // The executors authenticate as the driver's tenant, whatever user their JVMs run as.
+            if (conf.authEnabled()) sparkConf.setIfMissing(RpmpConf.AUTH_TENANT, conf.tenant());
             LOG.info("RPMP shuffle manager on the driver: nodes {}, replicas {}, push size {}, push memory {}, "
-                + "fallback {}", conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory, conf.fallback);
+                + "fallback {}, {}, {}", conf.nodes, conf.replicas, conf.pushSize, conf.pushMemory, conf.fallback,
+                conf.authEnabled() ? "authenticated as tenant " + conf.tenant() : "no authentication",
+                conf.tlsEnabled ? "TLS" : "no TLS");
         }
     }
 
@@ -159,6 +163,9 @@ public class RpmpShuffleManager extends SortShuffleManager {
                 placement = null;
                 failure = e;
             }
+            // A refused tenant or secret, or a TLS failure, is a configuration error: falling back to the sort
+            // shuffle would hide it (and, with a wrong secret, every later shuffle would fall back too).
+            if (failure != null && isSecurityFailure(failure.getCause())) throw failure;
             switch (conf.fallback.route(placement != null)) {
                 case FAIL:
                     throw failure;
@@ -205,7 +212,14 @@ public class RpmpShuffleManager extends SortShuffleManager {
                     if (e.code() == Protocol.CONFLICT || e.code() == Protocol.BAD_REQUEST) {
                         throw new IllegalStateException("RPMP refused shuffle " + shuffleId + ": " + e.getMessage(), e);
                     }
+                    if (isSecurityFailure(e)) {
+                        throw new IllegalStateException("RPMP node " + seed + " refused this application: " + e.getMessage(), e);
+                    }
                     last = e;
+                } catch (javax.net.ssl.SSLException e) {
+                    pool.discard(c);
+                    throw new IllegalStateException("TLS with RPMP node " + seed + " failed (check "
+                        + RpmpConf.TLS_TRUST_STORE + " / " + RpmpConf.TLS_CA_PEM + " and the node's certificate): " + e, e);
                 } catch (IOException e) {
                     pool.discard(c);
                     last = e;
@@ -226,6 +240,12 @@ public class RpmpShuffleManager extends SortShuffleManager {
         throw new IllegalStateException("no RPMP node of " + conf.nodes + " could register shuffle " + shuffleId
             + (retry ? " within " + conf.registerTimeoutMs + " ms" : " (nodes were down for an earlier shuffle)")
             + ": " + last, last);
+    }
+
+    /** AUTH_FAILED, FORBIDDEN or a TLS failure: retrying or falling back cannot help, the settings must change. */
+    static boolean isSecurityFailure(Throwable e) {
+        if (e instanceof javax.net.ssl.SSLException) return true;
+        return e instanceof RpmpException r && (r.code() == Protocol.AUTH_FAILED || r.code() == Protocol.FORBIDDEN);
     }
 
     private synchronized void holdLease(String appName) {
@@ -259,7 +279,7 @@ public class RpmpShuffleManager extends SortShuffleManager {
     static String appName(String applicationId) {
         String s = applicationId == null || applicationId.isEmpty() ? "spark-app" : applicationId;
         s = s.replace('/', '_').replace('\0', '_');
-        while (s.getBytes(StandardCharsets.UTF_8).length > Protocol.APP_MAX) s = s.substring(0, s.length() - 1);
+        while (s.getBytes(StandardCharsets.UTF_8).length > Protocol.CLIENT_APP_MAX) s = s.substring(0, s.length() - 1);
         return s;
     }
 
