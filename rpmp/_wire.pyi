@@ -69,6 +69,16 @@ def decode_heartbeat(meta: Buffer) -> tuple[Node, int]:
 def encode_drain(timeout_s: int) -> bytes:
     """DRAIN request: u32 timeout_s (0: no limit); the response meta is empty."""
 def decode_drain(meta: Buffer) -> int: ...
+def encode_auth(tenant: _Text, nonce: bytes) -> bytes:
+    """AUTH request: str tenant (1..32 bytes), bytes nonce (exactly 32)."""
+def decode_auth(meta: Buffer) -> tuple[str, bytes]:
+    """-> (tenant, nonce)"""
+def encode_auth_resp(nonce: bytes, proof: bytes) -> bytes: ...
+def decode_auth_resp(meta: Buffer) -> tuple[bytes, bytes]:
+    """-> (nonce, proof), 32 bytes each"""
+def encode_auth_proof(proof: bytes) -> bytes: ...
+def decode_auth_proof(meta: Buffer) -> bytes:
+    """-> proof (32 bytes)"""
 
 # ---- shuffle ------------------------------------------------------------------------------------------
 

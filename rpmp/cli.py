@@ -86,6 +86,38 @@ def _node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics at "
                    "http://HOST:PORT/metrics (docs/OPERATIONS.md; default 0: off)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING (default INFO)")
+    p.add_argument("--log-format", choices=("text", "json"), help="text lines, or one JSON object a line (ts, "
+                   "level, logger, msg, and app, shuffle, peer, ... when a line has them; default text; env "
+                   "RPMP_LOG_FORMAT)")
+    p.add_argument("--tls-cert", metavar="FILE", help="speak TLS on the port with this PEM certificate (and "
+                   "--tls-key); peers are reached with TLS too (docs/OPERATIONS.md \"TLS\"; env RPMP_TLS_CERT)")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert (unencrypted)")
+    p.add_argument("--tls-ca", metavar="FILE", help="PEM CA: clients and peers must present a certificate it "
+                   "signed; peers' certificates are checked against it")
+    p.add_argument("--auth-file", metavar="FILE", help="`tenant secret` lines (mode 0600): every connection "
+                   "authenticates; SIGHUP re-reads it (docs/OPERATIONS.md \"Authentication\"; default: none, open)")
+    p.add_argument("--cluster-secret-file", metavar="FILE", help="one line (mode 0600): the secret nodes and "
+                   "operator tools authenticate with as @cluster (needed with --auth-file and --seeds)")
+    p.add_argument("--pool-mode", metavar="OCTAL", help="mode of the pool and spill files the node creates (default "
+                   "0600; whoever may read them reads every tenant's data)")
+
+
+def _client_tls_args(p: argparse.ArgumentParser) -> None:
+    """`rpmp stat|drain` to nodes started with --tls-cert."""
+    p.add_argument("--tls", action="store_true", help="connect with TLS (nodes started with --tls-cert)")
+    p.add_argument("--tls-ca", metavar="FILE", help="with --tls: PEM CA the nodes' certificates are checked "
+                   "against (default: the system's)")
+    p.add_argument("--tls-cert", metavar="FILE", help="with --tls: client certificate (nodes started with --tls-ca)")
+    p.add_argument("--tls-key", metavar="FILE", help="with --tls: the client certificate's key")
+
+
+def _tls_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """Client(...) TLS arguments from _client_tls_args' flags."""
+    if not args.tls:
+        if args.tls_ca or args.tls_cert or args.tls_key:
+            raise ValueError("--tls-ca, --tls-cert and --tls-key need --tls")
+        return {}
+    return {"tls": True, "ca": args.tls_ca, "cert": args.tls_cert, "key": args.tls_key}
 
 
 def _spill_args(p: argparse.ArgumentParser, cluster: bool = False) -> None:
@@ -126,7 +158,10 @@ def _config(args: argparse.Namespace, **extra: object) -> NodeConfig:
                                                "heartbeat_interval", "dead_after", "max_data",
                                                "max_connections", "verify_push", "verify_fetch", "sendfile",
                                                "send_timeout", "frame_timeout", "idle_timeout", "staging_memory",
-                                               "log_level", "app_ttl", "metrics_port", *SPILL_KEYS)}
+                                               "log_level", "log_format",
+                                               "app_ttl", "metrics_port", "tls_cert", "tls_key",
+                                               "tls_ca", "auth_file", "cluster_secret_file", "pool_mode",
+                                               *SPILL_KEYS)}
     if getattr(args, "seeds", None) is not None:
         over["seeds"] = [s.strip() for s in args.seeds.split(",") if s.strip()]
         if not over["seeds"]:
@@ -218,49 +253,17 @@ def _check_cluster_pools(args: argparse.Namespace) -> None:
 
 
 def cmd_stat(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
+    from rpmp import admin
     from rpmp.client import Client
-    from rpmp.protocol import NodeState
 
     if not args.timeout > 0:
         raise ValueError(f"--timeout {args.timeout}: must be seconds > 0")
-    with Client(args.nodes, timeout=args.timeout) as client:
-        epoch, nodes = _ask(client, args.timeout, client.members)
-        console = Console()
-        nt = Table(title=f"RPMP nodes (epoch {epoch})")
-        cols = ("node", "state", "pool", "used", "free", "blocks", "on disk", "spilled", "apps", "shuffles", "pushed",
-                "fetched")
-        for col in cols:
-            nt.add_column(col, justify="right" if col not in ("node", "state", "pool") else "left")
-        apps: dict[str, dict] = {}
-        for n in nodes:
-            state = n.state.name.lower() if isinstance(n.state, NodeState) else str(n.state)
-            if n.state not in (NodeState.ALIVE, NodeState.DRAINING):  # a draining node still holds data
-                nt.add_row(n.node_id, state, *[""] * (len(cols) - 2))
-                continue
-            st = _ask(client, args.timeout, client.stats, node=f"{n.host}:{n.port}")
-            pool, ctr, disk = st["pool"], st["counters"], st.get("spill")
-            for app, a in st["apps"].items():
-                agg = apps.setdefault(app, {"shuffles": 0, "records": 0, "bytes": 0, "spilled_bytes": 0})
-                for k in agg:
-                    agg[k] += a.get(k, 0)
-            # The disk tier: bytes its files hold (of --spill-size, when set) and bytes moved there since start.
-            on_disk = "-" if disk is None else _human(disk["used"]) + (
-                f" / {_human(disk['capacity'])}" if disk["capacity"] else "")
-            nt.add_row(n.node_id, state, pool["path"], _human(pool["used"]), _human(pool["free"]), str(pool["blocks"]),
-                       on_disk, "-" if disk is None else _human(disk["spilled_bytes"]),
-                       str(len(st["apps"])), str(sum(a["shuffles"] for a in st["apps"].values())),
-                       _human(ctr["push_bytes"]), _human(ctr["fetch_bytes"]))
-        console.print(nt)
-        if apps:
-            at = Table(title="applications (all nodes)")
-            for col in ("app", "shuffles", "records", "bytes", "on disk"):
-                at.add_column(col, justify="left" if col == "app" else "right")
-            for app, a in sorted(apps.items()):
-                at.add_row(app, str(a["shuffles"]), str(a["records"]), _human(a["bytes"]), _human(a["spilled_bytes"]))
-            console.print(at)
+    with Client(args.nodes, timeout=args.timeout, **_tls_kwargs(args)) as client:
+        doc = admin.status(client, lambda call, node=None: _ask(client, args.timeout, call, node=node))
+    if args.json:  # the same figures as the tables, keys documented in docs/OPERATIONS.md "Status as JSON"
+        admin.print_json(doc)
+    else:
+        admin.print_status(doc)
     return 0
 
 
@@ -273,10 +276,13 @@ def _ask(client: object, timeout: float, call: Callable[..., T], node: str | Non
     """call(node=...) on the client, its failures as one _Unreachable line naming the node."""
     from rpmp.client import UnavailableError
     from rpmp.protocol import ProtocolError
+    from rpmp.tls import TlsError
 
     addr = node or ",".join(f"{h}:{p}" for h, p in client.nodes)  # type: ignore[attr-defined]
     try:
         return call(node=node) if node is not None else call()
+    except TlsError as e:  # its message names the node and what to do
+        raise _Unreachable(str(e)) from None
     except ConnectionRefusedError:
         raise _Unreachable(f"{addr}: connection refused: no RPMP node listens there") from None
     except TimeoutError:
@@ -288,7 +294,8 @@ def _ask(client: object, timeout: float, call: Callable[..., T], node: str | Non
         raise _Unreachable(f"{addr}: answered, but not as an RPMP node (is another service on that port?): "
                            f"{e.args[-1]}") from None
     except (ConnectionError, EOFError):
-        raise _Unreachable(f"{addr}: closed the connection without an answer: not an RPMP node?") from None
+        raise _Unreachable(f"{addr}: closed the connection without an answer: not an RPMP node, or one "
+                           f"that speaks TLS (--tls)?") from None
     except socket.gaierror as e:
         raise _Unreachable(f"{addr}: cannot resolve the host ({e.strerror})") from None
     except OSError as e:
@@ -301,7 +308,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     if not 0 <= args.timeout <= 0xFFFFFFFF:
         raise ValueError(f"--timeout {args.timeout}: must be 0..4294967295 seconds (0: no limit)")
-    with Client(args.node, timeout=30) as client:
+    with Client(args.node, timeout=30, **_tls_kwargs(args)) as client:
         try:
             _ask(client, 30, lambda node: client.drain(node, timeout=args.timeout), node=args.node)
         except RpmpError as e:
@@ -370,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
                    help="how long to wait for each node's answer (default 10)")
+    p.add_argument("--json", action="store_true", help="print the same figures as one JSON document (keys: "
+                   "docs/OPERATIONS.md \"Status as JSON\")")
+    _client_tls_args(p)
     p.set_defaults(func=cmd_stat)
 
     p = sub.add_parser("drain", help="take a node out of service once its shuffles are gone",
@@ -379,9 +389,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", metavar="HOST:PORT", help="the node to drain")
     p.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
                    help="exit after this long even if shuffles remain (logged; default 0: no limit)")
+    _client_tls_args(p)
     p.set_defaults(func=cmd_drain)
 
+    _admin_parser(sub)
     return ap
+
+
+def _admin_parser(sub: argparse._SubParsersAction) -> None:
+    """`rpmp admin apps|shuffles|delete-app|config` (rpmp/admin.py)."""
+    p = sub.add_parser("admin", help="list apps and shuffles, delete an app, show a node's configuration",
+                       description="What the nodes hold and how they are set, from their STATS (docs/OPERATIONS.md "
+                       "\"Admin commands\"). With authentication, use the cluster secret: a tenant sees its own apps.")
+    cmds = p.add_subparsers(dest="admin_command", required=True)
+
+    def common(q: argparse.ArgumentParser, nodes: bool = True) -> None:
+        if nodes:
+            q.add_argument("--nodes", default=os.environ.get("RPMP_NODES", f"127.0.0.1:{DEFAULT_PORT}"),
+                           help="any node(s) of the cluster, host:port[,host:port] (env RPMP_NODES)")
+        q.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS",
+                       help="how long to wait for each node's answer (default 10)")
+        q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        _admin_client_options(q)
+        q.set_defaults(func=cmd_admin)
+
+    common(cmds.add_parser("apps", help="apps with their shuffles and bytes in pools and on disk, per node and in "
+                                        "total"))
+    q = cmds.add_parser("shuffles", help="an app's shuffles: partitions, replicas, segments, bytes")
+    q.add_argument("app", metavar="APP", help="the application id")
+    common(q)
+    q = cmds.add_parser("delete-app", help="delete an app's data on every node (DELETE_APP); prints what was freed")
+    q.add_argument("app", metavar="APP", help="the application id")
+    q.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    common(q)
+    q = cmds.add_parser("config", help="a node's effective configuration (secrets never shown)")
+    q.add_argument("node", metavar="HOST:PORT", help="the node")
+    common(q, nodes=False)
+
+
+def _admin_client_options(p: argparse.ArgumentParser) -> None:
+    """The connection options of `rpmp admin`: those of `rpmp stat`. HOOK(auth): add the auth option helper
+    here (--tenant/--secret-file/--cluster-secret-file) as `rpmp stat` does, and its kwargs in
+    _admin_client_kwargs."""
+    _client_tls_args(p)
+
+
+def _admin_client_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """Client(...) arguments from _admin_client_options' flags. HOOK(auth): add the auth kwargs here."""
+    return _tls_kwargs(args)
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    from rpmp import admin
+    from rpmp.client import Client, RpmpError
+
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout}: must be seconds > 0")
+    nodes = args.node if args.admin_command == "config" else args.nodes
+    with Client(nodes, timeout=args.timeout, **_admin_client_kwargs(args)) as client:
+        try:
+            return admin.COMMANDS[args.admin_command](
+                args, client, lambda call, node=None: _ask(client, args.timeout, call, node=node))
+        except RpmpError as e:  # an error answer (FORBIDDEN without the cluster secret, ...): one line
+            print(f"rpmp admin {args.admin_command}: {e}", file=sys.stderr)
+            return 1
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -39,7 +40,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 
+from rpmp import auth as _auth
+from rpmp import tls as _tls
 from rpmp._wire import (
+    decode_auth_resp,
     decode_error,
     decode_fetch_resp,
     decode_hello_resp,
@@ -49,6 +53,8 @@ from rpmp._wire import (
     decode_register_resp,
     decode_u64,
     encode_alloc,
+    encode_auth,
+    encode_auth_proof,
     encode_delete_app,
     encode_delete_shuffle,
     encode_drain,
@@ -77,6 +83,7 @@ except ImportError:  # not Linux, or built without it: every send copies
     HAVE_SPLICE = False
 from rpmp.protocol import (
     END_MAP_ALL,
+    FATAL_ERRORS,
     FLAG_ERROR,
     FLAG_MORE,
     FLAG_RESPONSE,
@@ -142,11 +149,22 @@ class QuotaExceededError(RpmpError):
     """The app holds more than its quota on that node (both tiers); retrying helps only once it deleted data."""
 
 
+class AuthFailedError(RpmpError):
+    """Authentication failed: the node refused the tenant or proof, runs without authentication, or could not prove
+    it knows the tenant's secret (the message names the node). Retrying the same node with the same secret fails
+    again."""
+
+
+class ForbiddenError(RpmpError):
+    """The connection's identity may not make this request (a tenant sending what only nodes may send)."""
+
+
 _ERRORS: dict[int, type[RpmpError]] = {ErrorCode.NOT_FOUND: NotFoundError, ErrorCode.BAD_REQUEST: BadRequestError,
            ErrorCode.CHECKSUM_MISMATCH: ChecksumMismatchError, ErrorCode.POOL_FULL: PoolFullError,
            ErrorCode.CONFLICT: ConflictError, ErrorCode.UNAVAILABLE: UnavailableError,
            ErrorCode.INCOMPLETE: IncompleteError, ErrorCode.CORRUPT: CorruptError,
-           ErrorCode.QUOTA_EXCEEDED: QuotaExceededError}
+           ErrorCode.QUOTA_EXCEEDED: QuotaExceededError, ErrorCode.AUTH_FAILED: AuthFailedError,
+           ErrorCode.FORBIDDEN: ForbiddenError}
 
 
 def _error(code: int, message: str) -> RpmpError:
@@ -274,15 +292,18 @@ class _LeaseKeeper:
 class Connection:
     """One TCP connection to a node: framed requests out, framed responses in, in order."""
 
-    def __init__(self, host: str, port: int, timeout: float, zero_copy: bool = True):
+    def __init__(self, host: str, port: int, timeout: float, zero_copy: bool = True,
+                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
         self.host, self.port = host, port
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # TLS: a handshake first; then every byte goes through the TLS layer (no splice, no sendmsg)
+        self.sock = sock if tls is None else _tls.wrap(sock, tls, server_hostname or host, f"{host}:{port}")
         self._hdr = bytearray(HEADER_SIZE)
         self._hdr_view = memoryview(self._hdr)
         self._rid = 0
         self._pipe: Pipe | None = None
-        self.zero_copy = zero_copy and HAVE_SPLICE
+        self.zero_copy = zero_copy and HAVE_SPLICE and tls is None
         self.broken = False  # a frame went out in part, or replies are left unread: never reuse
         self.reused = False  # taken from the idle pool: the node may have closed it meanwhile
         self.replied = False  # some reply bytes arrived on it
@@ -314,6 +335,10 @@ class Connection:
 
     def _sendmsg(self, bufs: list[ReadableBuffer]) -> None:
         views = [memoryview(b).cast("B") for b in bufs]
+        if isinstance(self.sock, ssl.SSLSocket):  # TLS has no sendmsg: one record stream, buffer by buffer
+            for v in views:
+                self.sock.sendall(v)
+            return
         while views:
             sent = self.sock.sendmsg(views)
             while views and sent >= views[0].nbytes:
@@ -325,9 +350,19 @@ class Connection:
     def _recv_into(self, view: memoryview) -> None:
         pos, n = 0, view.nbytes
         while pos < n:
-            got = self.sock.recv_into(view[pos:], n - pos)
+            try:
+                got = self.sock.recv_into(view[pos:], n - pos)
+            except ssl.SSLError as e:  # e.g. TLS 1.3: a node refuses the client certificate after the handshake
+                raise _tls.TlsError(_tls.describe(e, f"{self.host}:{self.port}")) from None
             if not got:
-                raise ConnectionError(f"node {self.host}:{self.port} closed the connection")
+                if self._rid == 1 and not self.replied and isinstance(self.sock, ssl.SSLSocket):
+                    raise _tls.TlsError(f"{self.host}:{self.port}: TLS: the node closed the connection before "
+                                        f"answering the first request: it requires a client certificate signed by "
+                                        f"its --tls-ca (cert=..., key=...) and got none it trusts")
+                first = self._rid == 1 and not self.replied
+                raise ConnectionError(f"node {self.host}:{self.port} closed the connection" + (
+                    " before answering its first request (a node started with --tls-cert closes plaintext "
+                    "connections: connect with tls=True)" if first else ""))
             pos += got
             self.replied = True
 
@@ -343,6 +378,9 @@ class Connection:
         try:
             rop, flags, rrid, meta_len, data_len = unpack_header(self._hdr, MAX_REPLY_DATA)
         except ProtocolError as e:
+            if _tls.looks_like_tls(self._hdr):
+                raise _tls.TlsError(f"{self.host}:{self.port}: the node speaks TLS: connect with tls=True (rpmp "
+                                    f"stat --tls)") from None
             raise RpmpError(e.code, f"bad response frame from {self.host}:{self.port}: {e.message}") from None
         if not flags & FLAG_RESPONSE:
             raise RpmpError(ErrorCode.BAD_FRAME, f"{self.host}:{self.port} sent a request frame, not a response")
@@ -376,7 +414,9 @@ class Client:
     """Talks to one or more RPMP nodes; safe to share between threads."""
 
     def __init__(self, nodes: str | Iterable[NodeAddr] = "127.0.0.1:7177", timeout: float = 120.0,
-                 max_idle: int = 8, zero_copy: bool = True):
+                 max_idle: int = 8, zero_copy: bool = True, tls: bool = False, ca: str | None = None,
+                 cert: str | None = None, key: str | None = None, server_hostname: str | None = None,
+                 tenant: str | None = None, secret: str | bytes | None = None, secret_file: str | None = None):
         items: list[NodeAddr] = list(nodes.split(",")) if isinstance(nodes, str) else list(nodes)
         self.nodes = [_addr(n) for n in items if str(n).strip()]
         if not self.nodes:
@@ -384,6 +424,17 @@ class Client:
         self.timeout = timeout
         self.max_idle = max_idle
         self.zero_copy = zero_copy
+        # TLS (nodes started with --tls-cert): `ca` checks their certificates (default: the system's CAs),
+        # `cert`/`key` is a client certificate (nodes with --tls-ca), `server_hostname` the name to check when
+        # it is not the address connected to.
+        if not tls and (ca or cert or key or server_hostname):
+            raise ValueError("ca, cert, key and server_hostname are TLS settings: give tls=True too")
+        self.tls = _tls.client_context(ca, cert, key) if tls else None
+        self.server_hostname = server_hostname
+        # Authentication (nodes started with --auth-file): every connection opened proves `tenant` knows its secret
+        # and checks that the node knows it too. tenant "@cluster" with the cluster secret is the operator's.
+        self.tenant = tenant
+        self._secret = _auth.client_secret(tenant, secret, secret_file)
         self._idle: dict[tuple[str, int], list[Connection]] = {}
         self._lock = threading.Lock()
         self._leases = _LeaseKeeper(self)
@@ -412,13 +463,19 @@ class Client:
             idle = self._idle.get(key)
             conn = idle.pop() if idle else None
         if conn is None:
-            conn = Connection(key[0], key[1], self.timeout, self.zero_copy)
+            conn = Connection(key[0], key[1], self.timeout, self.zero_copy, self.tls, self.server_hostname)
+            if self.tenant is not None:
+                try:
+                    self._authenticate(conn)
+                except BaseException:
+                    conn.close()
+                    raise
         else:
             conn.reused = True
         try:
             yield conn
         except (RpmpError, ProtocolError) as e:
-            if e.code in (ErrorCode.BAD_FRAME, ErrorCode.BAD_VERSION, ErrorCode.TOO_LARGE):
+            if e.code in FATAL_ERRORS:  # the node closed the connection
                 conn.close()
             else:
                 self._release(key, conn)
@@ -428,6 +485,25 @@ class Client:
             raise
         else:
             self._release(key, conn)
+
+    def _authenticate(self, conn: Connection) -> None:
+        """AUTH, check the node's proof, AUTH_PROOF (docs/PROTOCOL.md "Authentication and tenants")."""
+        assert self.tenant is not None and self._secret is not None
+        where = f"{conn.host}:{conn.port}"
+        cn = _auth.new_nonce()
+        try:
+            nn, proof = decode_auth_resp(conn.call(Op.AUTH, encode_auth(self.tenant, cn))[0])
+        except AuthFailedError as e:
+            raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} refused tenant {self.tenant}: {e.message}") \
+                from None
+        if not _auth.proofs_equal(proof, _auth.node_proof(self._secret, self.tenant, cn, nn)):
+            raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} could not prove it knows the secret of tenant "
+                                  f"{self.tenant}: not the node you meant, or its auth file has another secret")
+        try:
+            conn.call(Op.AUTH_PROOF, encode_auth_proof(_auth.client_proof(self._secret, self.tenant, cn, nn)))
+        except AuthFailedError as e:
+            raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} refused tenant {self.tenant}: {e.message} "
+                                  f"(wrong secret?)") from None
 
     def _release(self, key: tuple[str, int], conn: Connection) -> None:
         if conn.broken:

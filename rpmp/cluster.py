@@ -126,6 +126,59 @@ def _shared_spill_dir(others: list[list[str]], mine: list[str]) -> None:
     others.append(list(mine))
 
 
+def _tls_files(cert: str | None, key: str | None, ca: str | None) -> tuple[str, str, str]:
+    """(cert, key, ca) of a local node's TLS, checked before anything starts (ValueError: one line)."""
+    from rpmp.tls import check_node_files
+
+    cert, key, ca = (os.path.abspath(f) if f else "" for f in (cert, key, ca))
+    check_node_files(cert, key, ca)
+    return cert, key, ca
+
+
+class AuthFiles:
+    """The auth files of local nodes: paths given by the caller, or written here from a {tenant: secret} dict
+    (and a random cluster secret when asked) into a private temporary directory that close() removes."""
+
+    def __init__(self, auth_file: str | Mapping[str, str] | None, cluster_secret_file: str | None,
+                 make_cluster_secret: bool = False):
+        from rpmp.auth import write_private
+
+        self._dir: str | None = None
+        self.auth_file = ""
+        self.cluster_secret_file = cluster_secret_file or ""
+        if isinstance(auth_file, Mapping):
+            self.auth_file = os.path.join(self._tmp(), "auth")
+            write_private(self.auth_file, "".join(f"{t} {s}\n" for t, s in auth_file.items()))
+        elif auth_file:
+            self.auth_file = auth_file
+        if make_cluster_secret and not self.cluster_secret_file:
+            import secrets
+
+            self.cluster_secret_file = os.path.join(self._tmp(), "cluster-secret")
+            write_private(self.cluster_secret_file, secrets.token_hex(32) + "\n")
+
+    def _tmp(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="rpmp-auth-")  # mode 0700
+        return self._dir
+
+    def flags(self) -> list[str]:
+        return ((["--auth-file", self.auth_file] if self.auth_file else [])
+                + (["--cluster-secret-file", self.cluster_secret_file] if self.cluster_secret_file else []))
+
+    def cluster_client(self) -> dict[str, Any]:
+        if not (self.auth_file and self.cluster_secret_file):
+            return {}
+        return {"tenant": "@cluster", "secret_file": self.cluster_secret_file}
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
 class LocalNode:
     """One `rpmp server` child process on `host`, its pool a file (on /dev/shm unless named).
 
@@ -160,9 +213,14 @@ class LocalNode:
                  spill_dir: str | Sequence[str] | None = None, spill_dirs: str | Sequence[str] | None = None,
                  spill_subdir: str | None = None, spill_size: str | int | None = None,
                  spill_high: float | None = None, spill_low: float | None = None, full_wait: float | None = None,
-                 app_quota: str | int | None = None):
+                 app_quota: str | int | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_ca: str | None = None, auth_file: str | Mapping[str, str] | None = None,
+                 cluster_secret_file: str | None = None):
         if spill_dir is not None and spill_dirs is not None:
             raise ValueError("give spill_dir or spill_dirs, not both")
+        self.tls = _tls_files(tls_cert, tls_key, tls_ca)
+        # --auth-file (a path, or {tenant: secret} written to a 0600 file that close() removes), --cluster-secret-file
+        self.auth = AuthFiles(auth_file, cluster_secret_file)
         self.spill_base_dirs = _dir_list(spill_dir if spill_dir is not None else spill_dirs)
         if spill_subdir is not None and (not spill_subdir or os.sep in spill_subdir or spill_subdir in (".", "..")):
             raise ValueError(f"spill_subdir={spill_subdir!r}: must be one directory name")
@@ -218,7 +276,24 @@ class LocalNode:
             cmd += ["--seeds", ",".join(self.seeds)]
         for d in self.spill_dirs:
             cmd += ["--spill-dir", d]
-        return cmd + self.spill.flags() + self.args
+        for flag, path in zip(("--tls-cert", "--tls-key", "--tls-ca"), self.tls, strict=True):
+            cmd += [flag, path] if path else []
+        return cmd + self.auth.flags() + self.spill.flags() + self.args
+
+    @property
+    def cluster_auth(self) -> dict[str, Any]:
+        """Client(...) arguments that act as @cluster on this node (with its cluster secret); {} when it runs open."""
+        return self.auth.cluster_client()
+
+    @property
+    def client_tls(self) -> dict[str, Any]:
+        """Client(...) arguments that reach this node: none for a plaintext node; with TLS its CA (the certificate
+        itself when no CA was given: a self-signed one) and, when it requires client certificates (tls_ca), its own
+        certificate and key as the client's."""
+        cert, key, ca = self.tls
+        if not cert:
+            return {}
+        return {"tls": True, "ca": ca or cert, **({"cert": cert, "key": key} if ca else {})}
 
     def stderr_text(self, incarnation: bool = False) -> str:
         """What the node wrote to stderr since it was created (with `incarnation`: since its last start), when
@@ -312,6 +387,7 @@ class LocalNode:
         if self._log is not None:
             os.close(self._log)
             self._log = None
+        self.auth.close()
 
     def __enter__(self) -> LocalNode:
         return self if self.running else self.start()
@@ -435,13 +511,18 @@ class LocalCluster:
                  timeout: float = 60.0, spill_dir: str | Sequence[str] | None = None,
                  spill_dirs: str | Sequence[str] | None = None, spill_size: str | int | None = None,
                  spill_high: float | None = None, spill_low: float | None = None, full_wait: float | None = None,
-                 app_quota: str | int | None = None):
+                 app_quota: str | int | None = None, tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_ca: str | None = None, auth_file: str | Mapping[str, str] | None = None,
+                 cluster_secret_file: str | None = None):
         if n < 1:
             raise ValueError(f"a cluster needs at least one node, not {n}")
         if spill_dir is not None and spill_dirs is not None:
             raise ValueError("give spill_dir or spill_dirs, not both")
         self.spill_dirs = _dir_list(spill_dir if spill_dir is not None else spill_dirs)
         self.spill = SpillOptions.parse(spill_size, spill_high, spill_low, full_wait, app_quota)
+        self.tls = _tls_files(tls_cert, tls_key, tls_ca)
+        # with authentication the nodes need a cluster secret to admit each other: a random one unless given
+        self.auth = AuthFiles(auth_file, cluster_secret_file, make_cluster_secret=auth_file is not None)
         check_spill_dirs(self.spill_dirs)
         if pool_prefix is not None and self.spill_dirs:  # the nodes' names are known: check them all now
             planned: list[list[str]] = []
@@ -517,7 +598,7 @@ class LocalCluster:
         want = {(node.host, node.port) for node in self.nodes}
         seen: dict[str, object] = {}
         for node in self.nodes:
-            with Client(node.address, timeout=max(timeout, 1.0)) as client:
+            with Client(node.address, timeout=max(timeout, 1.0), **node.client_tls, **node.cluster_auth) as client:
                 while True:
                     if not node.running:
                         raise NodeError(f"node {node.address} exited ({node.returncode}) while the cluster "
@@ -547,6 +628,12 @@ class LocalCluster:
             node.close()
         remove_spill_dirs(self._made_spill_dirs)  # only the empty ones go: kept nodes keep their subdirectories
         self._made_spill_dirs = []
+        self.auth.close()
+
+    @property
+    def cluster_auth(self) -> dict[str, Any]:
+        """Client(...) arguments that act as @cluster on these nodes; {} when they run open."""
+        return self.auth.cluster_client()
 
     def __enter__(self) -> LocalCluster:
         return self.start() if len(self.nodes) < self.n else self
@@ -567,7 +654,9 @@ class LocalCluster:
                          port=self.base_port + i if self.base_port else 0,
                          seeds=self.nodes[0].address if self.nodes else None, args=self.node_args,
                          stderr=self.stderr, remove_pool=remove, timeout=timeout, spill_dirs=self.spill_dirs,
-                         spill_subdir=subdir, **vars(self.spill))
+                         spill_subdir=subdir, **vars(self.spill), tls_cert=self.tls[0], tls_key=self.tls[1],
+                         tls_ca=self.tls[2], auth_file=self.auth.auth_file or None,
+                         cluster_secret_file=self.auth.cluster_secret_file or None)
         _shared_spill_dir([other.spill_dirs for other in self.nodes], node.spill_dirs)
         self._made_spill_dirs += prepare_spill_dirs([d for d in self.spill_dirs if d not in self._made_spill_dirs])
         self.nodes.append(node)  # before start: a failed start is still cleaned up by close()

@@ -23,6 +23,7 @@ import xxhash
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from rpmp import _wire as W  # noqa: E402
+from rpmp.auth import client_proof, key_tag, node_proof, qualify_app, qualify_key  # noqa: E402
 from rpmp.protocol import (  # noqa: E402
     DEFAULT_MAX_DATA,
     END_MAP_ALL,
@@ -64,11 +65,15 @@ CONVENTIONS = {
            "segment for a partition, seq & 0x7FFFFFFF is its index",
     "Block": "PARTITION_INFO response: {address, file_offset, used, sealed, file}; file 0 is pool_path, k > 0 "
              "spill_files[k - 1] (a spilled block is sealed; file_offset is where its bytes start in that file)",
+    "auth_example": "PROTOCOL.md 'Authentication and tenants' for the auth_* vectors: the secret, both nonces, both "
+                    "HMAC-SHA256 proofs, the tenant's key tag (XXH3-64 of its name, u64 LE), a qualified app and key",
     "complete_attempts": "on a FETCH response: the attempts whose records there are whole (indices 0..n-1, "
                          "SEQ_LAST on n-1), per PROTOCOL.md 'Completeness'",
 }
 
 APP = "app-20261121235131-0001"
+AUTH_TENANT = "acme"
+AUTH_SECRET = b"correct horse battery staple"
 NODES = [
     Node("10.0.0.1:7070", "10.0.0.1", 7070, 1),
     Node("10.0.0.2:7070", "10.0.0.2", 7070, 1),
@@ -174,6 +179,16 @@ class Builder:
 def raw_header(magic: int = MAGIC, version: int = VERSION, op: int = Op.PING, flags: int = 0, rid: int = 1,
                meta_len: int = 0, reserved: int = 0, data_len: int = 0) -> bytes:
     return struct.pack("<IBBHQIIQ", magic, version, op, flags, rid, meta_len, reserved, data_len)
+
+
+def _register_frame(app: str) -> bytes:
+    """A REGISTER_SHUFFLE built by hand (the codec refuses bad names): `app`, shuffle 7, 4 partitions, 1 replica."""
+    w = W.MetaWriter()
+    w.str(app)
+    w.u32(7)
+    w.u32(4)
+    w.u8(1)
+    return w.frame(Op.REGISTER_SHUFFLE, 0, 1, 0)
 
 
 def build() -> tuple[dict[str, bytes], dict]:
@@ -289,6 +304,21 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.error("error_unavailable_draining", Op.REGISTER_SHUFFLE, ErrorCode.UNAVAILABLE,
             "node 10.0.0.2:7070 is draining: it takes no new shuffles; register through another node")
 
+    # ---- authentication (PROTOCOL.md "Authentication and tenants"): one whole exchange for tenant AUTH_TENANT
+    cn, nn = bytes(range(32)), bytes(range(0x80, 0xA0))
+    n_proof = node_proof(AUTH_SECRET, AUTH_TENANT, cn, nn)
+    c_proof = client_proof(AUTH_SECRET, AUTH_TENANT, cn, nn)
+    b.request("auth_req", Op.AUTH, (AUTH_TENANT, cn))
+    b.response("auth_resp", Op.AUTH, (nn, n_proof))
+    b.request("auth_proof_req", Op.AUTH_PROOF, (c_proof,))
+    b.response("auth_proof_resp", Op.AUTH_PROOF, ())
+    b.error("error_auth_failed", Op.AUTH_PROOF, ErrorCode.AUTH_FAILED, "authentication failed")
+    b.error("error_forbidden", Op.HEARTBEAT, ErrorCode.FORBIDDEN, "only nodes (@cluster) may send HEARTBEAT")
+    auth_example = {"tenant": AUTH_TENANT, "secret": AUTH_SECRET.decode(), "client_nonce": cn.hex(),
+                    "node_nonce": nn.hex(), "node_proof": n_proof.hex(), "client_proof": c_proof.hex(),
+                    "key_tag": key_tag(AUTH_TENANT).hex(), "qualified_app": qualify_app(AUTH_TENANT, APP),
+                    "qualified_key_of_6b6579": qualify_key(AUTH_TENANT, b"key").hex()}
+
     # ---- frames a receiver must reject
     good_push = W.encode_push(APP, 7, 3, 2, 17, 0, checksum)
     b.invalid("invalid_bad_magic", raw_header(magic=0x52504D50), ErrorCode.BAD_FRAME, "magic bytes 'PMPR'")
@@ -318,6 +348,24 @@ def build() -> tuple[dict[str, bytes], dict]:
     b.invalid("invalid_register_zero_partitions", w.frame(Op.REGISTER_SHUFFLE, 0, 1, 0), ErrorCode.BAD_REQUEST,
               "num_partitions = 0", Op.REGISTER_SHUFFLE)
 
+    w = W.MetaWriter()
+    w.str(AUTH_TENANT)
+    w.bytes(cn[:31])
+    b.invalid("invalid_auth_short_nonce", w.frame(Op.AUTH, 0, 1, 0), ErrorCode.BAD_REQUEST, "31-byte nonce", Op.AUTH)
+    w = W.MetaWriter()
+    w.bytes(c_proof + b"\0")
+    b.invalid("invalid_auth_proof_long", w.frame(Op.AUTH_PROOF, 0, 1, 0), ErrorCode.BAD_REQUEST, "33-byte proof",
+              Op.AUTH_PROOF)
+    cut = W.encode_auth(AUTH_TENANT, cn)[:-1]
+    b.invalid("invalid_auth_truncated", raw_header(op=Op.AUTH, meta_len=len(cut)) + cut, ErrorCode.BAD_FRAME,
+              "AUTH meta cut inside the nonce (the length says 32, 31 bytes follow)", Op.AUTH)
+    w = W.MetaWriter()
+    w.str("")
+    w.bytes(cn)
+    b.invalid("invalid_auth_empty_tenant", w.frame(Op.AUTH, 0, 1, 0), ErrorCode.BAD_REQUEST, "empty tenant", Op.AUTH)
+    b.invalid("invalid_register_app_161", _register_frame("x" * 161), ErrorCode.BAD_REQUEST,
+              "161-byte app (above APP_MAX, 160)", Op.REGISTER_SHUFFLE)
+
     examples = []
     for nodes, app, shuffle, nparts, replicas in [
         ([n.node_id for n in NODES], APP, 7, 4, 2),
@@ -328,7 +376,7 @@ def build() -> tuple[dict[str, bytes], dict]:
                          "replicas": replicas, "placement": HashRing(nodes).placement(app, shuffle, nparts, replicas)})
 
     doc = {"protocol_version": VERSION, "conventions": CONVENTIONS, "vectors": b.entries,
-           "placement_examples": examples}
+           "placement_examples": examples, "auth_example": auth_example}
     return b.files, doc
 
 

@@ -50,7 +50,7 @@ def test_constants_agree_with_protocol_module():
     assert P.MAX_META == 1 << 20 and P.DEFAULT_MAX_DATA == 256 << 20 and P.MAX_SEGMENT == 64 << 20
     assert (P.FLAG_RESPONSE, P.FLAG_ERROR, P.FLAG_MORE, P.FLAG_FORWARDED) == (1, 2, 4, 8)
     assert set(P.REQUEST_FIELDS) == set(Op) == set(P.RESPONSE_FIELDS)
-    assert [int(c) for c in ErrorCode] == list(range(1, 15))
+    assert [int(c) for c in ErrorCode] == list(range(1, 17))
 
 
 def test_type_stub_covers_the_module():
@@ -248,8 +248,8 @@ def test_every_vector_truncated_and_trailing(name):
 
 APP_CASES = [
     ("", "application name is empty"),
-    ("x" * 121, "application name is 121 bytes, the limit is 120"),
-    ("é" * 61, "application name is 122 bytes, the limit is 120"),
+    ("x" * 161, "application name is 161 bytes, the limit is 160"),
+    ("é" * 81, "application name is 162 bytes, the limit is 160"),
     ("a/b", "contains '/'"),
     ("a\0b", "contains a NUL byte"),
     ("\udc80", "not valid UTF-8"),
@@ -271,7 +271,7 @@ def test_app_validation(app, msg):
 
 
 def test_app_validation_ok_and_bad_utf8():
-    assert P.validate_app("é" * 60) == "é" * 60  # 120 bytes
+    assert P.validate_app("é" * 80) == "é" * 80  # 160 bytes (APP_MAX: what a frame may carry)
     assert P.validate_app(b"spark-app") == "spark-app"
     for enc in (W.encode_register, W.encode_delete_shuffle, W.encode_partition_info):
         args = {W.encode_register: (1, 1, 1), W.encode_delete_shuffle: (1,), W.encode_partition_info: (1, 2)}[enc]
@@ -535,7 +535,7 @@ def _sample_request_meta(op):
     samples = {Op.HELLO: (1, "c"), Op.HEARTBEAT: (NODES[0], 1), Op.REGISTER_SHUFFLE: (APP, 1, 2, 1),
                Op.PUSH: (APP, 1, 2, 3, 4, 5, 6), Op.MAP_END: (APP, 1, 2, 3, [(1, 1, 1)]), Op.FETCH: (APP, 1, 2),
                Op.PARTITION_INFO: (APP, 1, 2), Op.DELETE_SHUFFLE: (APP, 1), Op.DELETE_APP: (APP,),
-               Op.LEASE: (APP,), Op.DRAIN: (30,),
+               Op.LEASE: (APP,), Op.DRAIN: (30,), Op.AUTH: ("acme", bytes(32)), Op.AUTH_PROOF: (bytes(32),),
                Op.PUT: (b"k",), Op.GET: (b"k",), Op.DELETE: (b"k",), Op.ALLOC: (1,), Op.WRITE: (1, 2),
                Op.READ: (1, 2, 3), Op.FREE: (1,)}
     return W.encode_request(op, *samples.get(op, ()))
@@ -591,7 +591,7 @@ def _from_json(name, v):
         return [PartCount(**c) for c in v]
     if name == "blocks":
         return [Block(**b) for b in v]
-    if name == "key":
+    if name in ("key", "nonce", "proof"):
         return bytes.fromhex(v)
     if name == "prefs":
         return [tuple(row) for row in v]

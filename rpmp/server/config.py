@@ -91,7 +91,18 @@ class NodeConfig:
     app_quota: int = 0  # bytes one app may hold on this node, both tiers together; 0: no quota
     app_ttl: float = 3600.0  # seconds an app nobody renewed (LEASE, or a request naming it) lives on; 0: forever
     metrics_port: int = 0  # serve Prometheus /metrics on host:metrics_port (docs/OPERATIONS.md); 0: off
+    # TLS (docs/PROTOCOL.md "TLS"): the port speaks TLS with this certificate and key; with tls_ca, clients and
+    # peers must present certificates signed by it. PEM files, checked (and matched) by check().
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_ca: str = ""
+    # Authentication (docs/PROTOCOL.md "Authentication and tenants"): `tenant secret` lines; without it the node
+    # runs open. The cluster secret (one line) is what nodes and operator tools authenticate with as @cluster.
+    auth_file: str = ""
+    cluster_secret_file: str = ""
+    pool_mode: int = 0o600  # mode of the pool and spill files the node creates (who may map them: every tenant)
     log_level: str = "INFO"
+    log_format: str = "text"  # text, or json: one object a line (rpmp/server/logs.py)
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -138,6 +149,8 @@ class NodeConfig:
         if str(self.log_level).upper() not in LOG_LEVELS:
             raise SettingError("log_level", f"log_level={self.log_level!r}: must be one of DEBUG, INFO, WARNING, "
                                f"ERROR, CRITICAL")
+        if self.log_format not in ("text", "json"):
+            raise SettingError("log_format", f"log_format={self.log_format!r}: must be text or json")
         if not 0 <= self.metrics_port < 65536:
             raise SettingError("metrics_port", f"metrics_port={self.metrics_port}: must be a TCP port in 1..65535 "
                                f"(0: no metrics)")
@@ -148,6 +161,8 @@ class NodeConfig:
         a node started from the command line fails here, before its pool is created; a node built from a
         NodeConfig made otherwise should call it before opening storage. Idempotent."""
         self.check_values()
+        self.check_tls()
+        self.check_auth()
         prepare_spill_dirs(self.spill_dirs)
         return self
 
@@ -155,8 +170,39 @@ class NodeConfig:
         """check_values(), then the spill directories as check_spill_dirs() sees them: everything validate() checks,
         creating nothing (the node creates the directories once its port and pool checks passed too)."""
         self.check_values()
+        self.check_tls()
+        self.check_auth()
         check_spill_dirs(self.spill_dirs)
         return self
+
+    def check_tls(self) -> None:
+        """SettingError (one line) unless the TLS files are usable together: readable, key matching cert."""
+        from rpmp.tls import check_node_files
+
+        try:
+            check_node_files(self.tls_cert, self.tls_key, self.tls_ca)
+        except ValueError as e:
+            key = next((k for k in ("tls_key", "tls_ca", "tls_cert") if str(e).startswith(k)), "tls_cert")
+            raise SettingError(key, str(e)) from None
+
+    def check_auth(self) -> None:
+        """SettingError (one line) unless the auth settings work together: files readable by their owner only
+        and well-formed, a cluster secret when seeds are given (peers must authenticate), a sane pool mode."""
+        from rpmp.auth import AuthFileError, load_auth_file, load_secret_file
+
+        if not (isinstance(self.pool_mode, int) and 0 <= self.pool_mode <= 0o777 and self.pool_mode & 0o600 == 0o600):
+            raise SettingError("pool_mode", f"pool_mode={self.pool_mode!r}: must be an octal file mode with owner "
+                               f"read and write (e.g. 0600, 0640)")
+        try:
+            if self.auth_file:
+                load_auth_file(self.auth_file)
+            if self.cluster_secret_file:
+                load_secret_file(self.cluster_secret_file)
+        except AuthFileError as e:
+            raise SettingError("cluster_secret_file" if str(e).startswith("cluster") else "auth_file", str(e)) from None
+        if self.auth_file and self.seeds and not self.cluster_secret_file:
+            raise SettingError("cluster_secret_file", "auth_file without cluster_secret_file: with seeds, peers must "
+                               "authenticate as @cluster (give --cluster-secret-file)")
 
     @classmethod
     def load(cls, path: str | None = None, env: Mapping[str, str] | None = None, **overrides: object) -> NodeConfig:
@@ -187,6 +233,26 @@ class NodeConfig:
             return cls(**converted).check()
         except SettingError as e:
             raise ValueError(f"{where.get(e.key, '')}{e}") from None
+
+
+SECRET_WORDS = ("secret", "password", "token", "passphrase")
+
+
+def public_config(config: NodeConfig) -> dict[str, object]:
+    """The node's effective settings as STATS shows them (`rpmp admin config`): every field, except that a
+    setting whose name says it holds a secret is shown only when it names a file (`..._file`, `..._path`,
+    `..._dir`): a secret's value never leaves the node, where it is kept is what an operator needs."""
+    out: dict[str, object] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if any(w in f.name for w in SECRET_WORDS) and not f.name.endswith(("_file", "_path", "_dir", "_files")):
+            value = None if value in (None, "", b"") else "(hidden)"
+        if isinstance(value, (list, tuple)):
+            value = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in value]
+        elif not isinstance(value, (str, int, float, bool, type(None))):
+            value = str(value)  # JSON has no other kinds
+        out[f.name] = value
+    return out
 
 
 # Other names a setting is known by in a file (`spill_dir = /a,/b`, `spill-dir`) and the environment
@@ -328,6 +394,11 @@ def _convert(cls: type[NodeConfig], name: str, value: object) -> Any:
     kind = kinds[name]
     if isinstance(value, str):
         text = value.strip()
+        if name == "pool_mode":
+            try:
+                return int(text, 8)
+            except ValueError:
+                raise ValueError(f"{name} = {value!r}: not an octal file mode (e.g. 0600)") from None
         if kind == "int":
             try:
                 return parse_size(text)

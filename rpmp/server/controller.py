@@ -22,7 +22,9 @@ import xxhash
 
 from rpmp import _pool
 from rpmp import _wire as wire
+from rpmp.auth import CLUSTER, app_tenant, display_app, key_tag, qualify_app, qualify_key
 from rpmp.protocol import (
+    CLIENT_APP_MAX,
     END_MAP_ALL,
     FLAG_FORWARDED,
     MAX_META,
@@ -34,12 +36,15 @@ from rpmp.protocol import (
     Op,
     ProtocolError,
 )
-from rpmp.server.config import NodeConfig
+from rpmp.server import logs
+from rpmp.server.auth import IDENTITY, forbidden
+from rpmp.server.config import NodeConfig, public_config
 from rpmp.server.contract import Busy, FileRange, Reply, Sink
 from rpmp.server.leases import Leases
 from rpmp.server.membership import Membership
 from rpmp.server.peers import PeerPool
 from rpmp.server.storage import Record, Run, Shuffle, Storage, StorageError
+from rpmp.server.storage.disk import is_spilled
 
 log = logging.getLogger("rpmp.controller")
 
@@ -86,6 +91,19 @@ class Latency:
         self.sum += seconds
 
 
+def _owner() -> bytes | None:
+    """Whose ALLOC blocks the request may use: the tenant's tag, None (anyone's) when open or for @cluster."""
+    identity = IDENTITY.get()
+    return None if identity is None or identity == CLUSTER else key_tag(identity)
+
+
+def _visible_apps(apps: dict[str, dict], identity: str | None) -> dict[str, dict]:
+    """The apps STATS shows: all of them to @cluster and on a node running open, a tenant's own otherwise."""
+    if identity is None or identity == CLUSTER:
+        return apps
+    return {a: v for a, v in apps.items() if app_tenant(a) == identity}
+
+
 def _storage_error(e: Exception) -> ProtocolError:
     if isinstance(e, StorageError):
         return ProtocolError(STORAGE_ERRORS.get(e.kind, ErrorCode.INTERNAL), str(e))
@@ -98,6 +116,12 @@ async def _guarded(pending: Awaitable[Reply]) -> Reply:
         return await pending
     except (StorageError, _pool.PoolError) as e:
         raise _storage_error(e) from None
+
+
+def _forward_fields(op: int, meta: bytes, peer: Node) -> dict[str, object]:
+    """A failed forward's log fields: the request's app and shuffle, the peer it went to."""
+    app, shuffle = logs.subject(op, meta)
+    return {"app": app, "shuffle": shuffle, "peer": f"{peer.host}:{peer.port}", "node": peer.node_id}
 
 
 def _mapped(fn: OnDone) -> OnDone:
@@ -153,6 +177,9 @@ class Controller:
         h = self._handlers.get(op)
         if h is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
+        refused = forbidden(IDENTITY.get(), op, flags)
+        if refused is not None:
+            raise refused
         try:
             out = h(flags, meta)
         except (StorageError, _pool.PoolError) as e:
@@ -168,6 +195,9 @@ class Controller:
             if op in self._handlers:
                 raise ProtocolError(ErrorCode.BAD_REQUEST, f"{Op(op).name} takes no data part")
             raise ProtocolError(ErrorCode.UNKNOWN_OPCODE, f"unknown opcode {op:#04x}")
+        refused = forbidden(IDENTITY.get(), op, flags)
+        if refused is not None:
+            raise refused
         try:
             return h(flags, meta, data_len)
         except StorageError as e:
@@ -176,6 +206,18 @@ class Controller:
             raise _storage_error(e) from None
         except _pool.PoolError as e:
             raise _storage_error(e) from None
+
+    def _named(self, flags: int, app: str, what: str) -> str:
+        """The stored name of the app a request names: a client's (not FORWARDED) name is at most CLIENT_APP_MAX
+        bytes, and a tenant's is qualified with the tenant (forwarded frames carry qualified names already)."""
+        if flags & FLAG_FORWARDED:  # from @cluster, or from anyone on a node that runs open
+            return app
+        identity = IDENTITY.get()
+        n = len(app.encode("utf-8"))
+        if n > CLIENT_APP_MAX and identity != CLUSTER:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name is {n} bytes, the limit is "
+                                f"{CLIENT_APP_MAX}")
+        return qualify_app(identity, app)
 
     # ---- control --------------------------------------------------------------------------------
     def _hello(self, flags: int, meta: memoryview) -> Reply:
@@ -194,8 +236,26 @@ class Controller:
         st.update(node=self.config.node_id, state=self.membership.me.state.name, app_ttl=self.leases.ttl,
                   uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
-                  counters={**self.counters, **self.network_counters()})
+                  counters={**self.counters, **self.network_counters()}, config=public_config(self.config))
+        st["apps"] = _visible_apps(st["apps"], IDENTITY.get())
+        self._shuffle_stats(st["apps"])
+        st["apps"] = {display_app(a): v for a, v in st["apps"].items()}
         return Reply(data=[json.dumps(st).encode()])
+
+    def _shuffle_stats(self, apps: dict[str, dict]) -> None:
+        """STATS' per-shuffle figures (`rpmp admin shuffles`), under each app shown: apps[app]["by_shuffle"][sid]."""
+        blocks = self.storage.blocks
+        for (app, sid), sh in self.storage.shuffles.shuffles.items():
+            entry = apps.get(app)
+            if entry is None:  # not shown to this asker
+                continue
+            parts = sh.partitions.values()
+            entry.setdefault("by_shuffle", {})[str(sid)] = {
+                "partitions": sh.num_partitions, "replicas": sh.replicas,
+                "partitions_held": len(sh.partitions),
+                "bytes": sum(p.bytes for p in parts), "segments": sum(len(p.records) for p in parts),
+                "spilled_bytes": sum(blocks.used(b) for p in parts for b in p.blocks if is_spilled(b)),
+            }
 
     def _members(self, flags: int, meta: memoryview) -> Reply:
         wire.decode_empty(meta)
@@ -224,6 +284,7 @@ class Controller:
             (app, sid, nparts, replicas), placement = wire.decode_register_forwarded(meta)
         else:
             app, sid, nparts, replicas = wire.decode_register(meta)
+            app = self._named(flags, app, "REGISTER_SHUFFLE")
             placement = None
         if not 1 <= nparts <= MAX_PARTITIONS:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"num_partitions {nparts} is not in 1..{MAX_PARTITIONS}")
@@ -358,7 +419,8 @@ class Controller:
         for n, r in zip(peers, results, strict=True):
             if isinstance(r, BaseException):
                 if not (isinstance(r, ProtocolError) and DRAINING_REFUSAL in r.message):
-                    log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
+                    log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r,
+                                extra=_forward_fields(op, meta, n))
                 failed[n.node_id] = r
             else:
                 took.append(n)
@@ -373,13 +435,15 @@ class Controller:
         failed = []
         for n, r in zip(peers, results, strict=True):
             if isinstance(r, BaseException):
-                log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r)
+                log.warning("forwarding %s to %s failed: %s", Op(op).name, n.node_id, r,
+                            extra=_forward_fields(op, meta, n))
                 failed.append(n.node_id)
         return [r for r in results if not isinstance(r, BaseException)], failed
 
     def _push(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         began = time.perf_counter()
         app, sid, p, map_index, attempt, seq, checksum = wire.decode_push(meta)
+        app = self._named(flags, app, "PUSH")
         forwarded = bool(flags & FLAG_FORWARDED)
         if data_len > MAX_SEGMENT:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"segment of {data_len} bytes exceeds {MAX_SEGMENT}")
@@ -397,9 +461,9 @@ class Controller:
             if hasher is not None and hasher.intdigest() != checksum:
                 self.storage.shuffles.abort(res)
                 self.counters["checksum_errors"] += 1
-                raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
-                                    f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
-                                    f"{hasher.intdigest():#018x} != {checksum:#018x}")
+                raise logs.tag(ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
+                                             f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
+                                             f"{hasher.intdigest():#018x} != {checksum:#018x}"), app, sid)
             stored = self.storage.shuffles.commit(res, checksum)
             self.counters["pushes"] += 1
             self.counters["push_bytes"] += data_len
@@ -460,6 +524,7 @@ class Controller:
 
     def _map_end(self, flags: int, meta: memoryview) -> Reply:
         app, sid, map_index, attempt, counts = wire.decode_map_end(meta)
+        app = self._named(flags, app, "MAP_END")
         sh = self._shuffle(app, sid)
         self.leases.renew(app)
         wrong = []
@@ -476,6 +541,7 @@ class Controller:
     def _fetch(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         began = time.perf_counter()
         app, sid, p, start_map, end_map, attempts = wire.decode_fetch(meta)
+        app = self._named(flags, app, "FETCH")
         sh = self._shuffle(app, sid)
         self.leases.renew(app)
         self._partition(sh, p)
@@ -535,6 +601,7 @@ class Controller:
 
     def _partition_info(self, flags: int, meta: memoryview) -> Reply:
         app, sid, p = wire.decode_partition_info(meta)
+        app = self._named(flags, app, "PARTITION_INFO")
         sh = self._shuffle(app, sid)
         self.leases.renew(app)
         self._partition(sh, p)
@@ -549,32 +616,35 @@ class Controller:
 
     def _delete_shuffle(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app, sid = wire.decode_delete_shuffle(meta)
+        app = self._named(flags, app, "DELETE_SHUFFLE")
         freed = self.storage.shuffles.delete(app, sid)
         if freed:
             log.info("deleted shuffle %d of %s: %d blocks", sid, app, freed)
         if flags & FLAG_FORWARDED:
             return Reply(wire.encode_u64(freed))
-        return self._forward_sum(Op.DELETE_SHUFFLE, bytes(meta), freed)
+        return self._forward_sum(Op.DELETE_SHUFFLE, wire.encode_delete_shuffle(app, sid), freed)  # qualified
 
     def _delete_app(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         app = wire.decode_delete_app(meta)
+        app = self._named(flags, app, "DELETE_APP")
         freed = self.storage.shuffles.delete_app(app)
         if freed:
             log.info("deleted app %s: %d blocks", app, freed)
         if flags & FLAG_FORWARDED:
             return Reply(wire.encode_u64(freed))
-        return self._forward_sum(Op.DELETE_APP, bytes(meta), freed)
+        return self._forward_sum(Op.DELETE_APP, wire.encode_delete_app(app), freed)  # qualified
 
     # ---- leases and drain ------------------------------------------------------------------------
     def _lease(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
         """LEASE: renew the app here and (unless forwarded) on every other live node; answer this node's TTL."""
         app = wire.decode_lease(meta)
+        app = self._named(flags, app, "LEASE")
         self.leases.renew(app)
         self.counters["leases"] += 1
         reply = Reply(wire.encode_lease_resp(self.leases.ttl_ms))
         if flags & FLAG_FORWARDED:
             return reply
-        fwd = bytes(meta)  # the network reuses `meta` once this returns
+        fwd = wire.encode_lease(app)  # the qualified name (and the network reuses `meta` once this returns)
 
         async def run() -> Reply:
             await self._forward(Op.LEASE, fwd)  # failures are logged; a node missed renews next time
@@ -643,7 +713,7 @@ class Controller:
 
     # ---- key-value and address API --------------------------------------------------------------
     def _put(self, flags: int, meta: memoryview, data_len: int) -> Sink:
-        key = wire.decode_key(meta)
+        key = qualify_key(IDENTITY.get(), wire.decode_key(meta))
         res = self.storage.values.reserve(key, data_len)
 
         @_mapped
@@ -655,7 +725,7 @@ class Controller:
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.values.abort(res))
 
     def _get(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
-        key = wire.decode_key(meta)
+        key = qualify_key(IDENTITY.get(), wire.decode_key(meta))
         block, view, checked = self.storage.values.get(key, VERIFY_INLINE_BYTES)
         if checked:
             self.counters["gets"] += 1
@@ -679,16 +749,16 @@ class Controller:
         return Reply(data=[view])
 
     def _delete(self, flags: int, meta: memoryview) -> Reply:
-        self.storage.values.delete(wire.decode_key(meta))
+        self.storage.values.delete(qualify_key(IDENTITY.get(), wire.decode_key(meta)))
         return Reply()
 
     def _alloc(self, flags: int, meta: memoryview) -> Reply:
         size = wire.decode_alloc(meta)
-        return Reply(wire.encode_u64(self.storage.addresses.alloc(size)))
+        return Reply(wire.encode_u64(self.storage.addresses.alloc(size, _owner() or b"")))
 
     def _write(self, flags: int, meta: memoryview, data_len: int) -> Sink:
         address, offset = wire.decode_write(meta)
-        res = self.storage.addresses.reserve(address, offset, data_len)
+        res = self.storage.addresses.reserve(address, offset, data_len, _owner())
 
         @_mapped
         def done() -> Reply:
@@ -699,13 +769,13 @@ class Controller:
 
     def _read(self, flags: int, meta: memoryview) -> Reply:
         address, offset, length = wire.decode_read(meta)
-        block, view = self.storage.addresses.read(address, offset, length)
+        block, view = self.storage.addresses.read(address, offset, length, _owner())
         if not self.storage.addresses.block_ok(block):  # at most MAX_ADDRESS_BLOCK bytes: a few ms
             view.release()
             raise _storage_error(self.storage.addresses.quarantine(block))
         return Reply(data=[view])
 
     def _free(self, flags: int, meta: memoryview) -> Reply:
-        self.storage.addresses.free(wire.decode_free(meta))
+        self.storage.addresses.free(wire.decode_free(meta), _owner())
         return Reply()
 

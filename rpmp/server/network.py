@@ -34,18 +34,24 @@ import functools
 import logging
 import os
 import socket
+import ssl
 import struct
 import termios
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import TypeVar, cast
 
 from rpmp import _wire as wire
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, Op, ProtocolError
+from rpmp.server.auth import IDENTITY, Authenticator, AuthFailure, Session
 from rpmp.server.contract import Busy, FileRange, Handler, Part, Reply, Sink, nbytes
+from rpmp.server.logs import FailureLog, tag_from
+from rpmp.tls import HANDSHAKE_TIMEOUT, is_client_hello
 
 log = logging.getLogger("rpmp.network")
+V = TypeVar("V")
+log_failure = FailureLog(log)  # one line per error reply, naming app, shuffle and peer (rate-bounded)
 
 INITIAL_STAGING = 64 << 10
 SENDFILE_MIN = 64 << 10  # smaller replies are cheaper through the transport than through a sendfile round
@@ -54,7 +60,7 @@ MIN_RATE = 8 << 20  # bytes/s a frame's data part must arrive at, at least, on t
 EVICT_IDLE = 5.0  # seconds without a byte before a connection may make room for a new one
 # What a connection admitted in the control slot (one beyond max_connections) may ask: an operator's `rpmp stat`
 # or `rpmp drain`, and a peer's heartbeat, still reach a node that clients keep at its connection limit.
-CONTROL_OPS = frozenset({Op.HELLO, Op.PING, Op.STATS, Op.MEMBERS, Op.HEARTBEAT, Op.DRAIN})
+CONTROL_OPS = frozenset({Op.HELLO, Op.PING, Op.STATS, Op.MEMBERS, Op.HEARTBEAT, Op.DRAIN, Op.AUTH, Op.AUTH_PROOF})
 
 
 class Connection(asyncio.BufferedProtocol):
@@ -101,6 +107,8 @@ class Connection(asyncio.BufferedProtocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.fd = sock.fileno()
         self.peer = str(transport.get_extra_info("peername"))
+        peer = transport.get_extra_info("peername")
+        self.session = Session(self.server.auth, str(peer[0]) if isinstance(peer, tuple) else self.peer)
         if self.server.at_limit() and not self.server.evict_idle():
             if self.server.control is None:  # the spare slot: an operator's `rpmp stat` still gets its answer
                 self.control_only = True
@@ -229,6 +237,8 @@ class Connection(asyncio.BufferedProtocol):
                 op, flags, rid, meta_len, data_len = wire.unpack_header(self.view, self.server.max_data, self.start)
             except ProtocolError as e:  # broken framing: answer, echoing what op and id the bytes hold
                 op, rid = self.buf[self.start + 5], int.from_bytes(self.buf[self.start + 8:self.start + 16], "little")
+                if is_client_hello(self.view[self.start:self.start + 2]):  # a TLS client's ClientHello
+                    return self._fatal(op, rid, ErrorCode.BAD_FRAME, "this node speaks plaintext RPMP, not TLS")
                 return self._fatal(op, rid, e.code, e.message)
             if flags & FLAG_RESPONSE:
                 return self._fatal(op, rid, ErrorCode.BAD_FRAME, "a response frame was sent to a node")
@@ -236,6 +246,8 @@ class Connection(asyncio.BufferedProtocol):
                 return self._fatal(op, rid, ErrorCode.UNAVAILABLE, f"node has {self.server.max_connections} "
                                    f"connections already (this one, in the spare control slot, may only ask "
                                    f"HELLO, PING, STATS, MEMBERS, HEARTBEAT, DRAIN)")
+            if not self.session.admits(op) or (op in (Op.AUTH, Op.AUTH_PROOF) and data_len):
+                return self._auth_failed(op, rid, self.session.refuse(op))
             if self.frame_deadline is None and (data_len or avail < HEADER_SIZE + meta_len):
                 self.frame_began = time.monotonic()  # a frame that is not here whole: it has a deadline
                 self.frame_deadline = self.frame_began + self.server.frame_timeout + data_len / MIN_RATE
@@ -257,9 +269,12 @@ class Connection(asyncio.BufferedProtocol):
                         self.transport.pause_reading()
                         self.server.wait_room(self)
                         break
+                elif op == Op.AUTH or op == Op.AUTH_PROOF:
+                    self.frame_deadline = None
+                    self._authenticate(op, rid, meta)
                 else:
                     self.frame_deadline = None
-                    self._dispatch(op, rid, self.handler.handle, op, flags, meta)
+                    self._dispatch(op, rid, self._as_me(self.handler.handle), op, flags, meta)
             finally:
                 meta.release()
         if self.start == self.end:
@@ -284,10 +299,36 @@ class Connection(asyncio.BufferedProtocol):
         self.waiting_memory = False
         self._resume()
 
+    def _authenticate(self, op: int, rid: int, meta: memoryview) -> None:
+        """AUTH or AUTH_PROOF: the session answers; a failed handshake closes the connection (after a delay for
+        an address that keeps failing, during which this connection reads nothing and the others go on)."""
+        try:
+            reply = Reply(meta=self.session.answer(op, meta))
+        except AuthFailure as e:
+            return self._auth_failed(op, rid, e)
+        except ProtocolError as e:
+            return self._send_error(op, rid, e)
+        self._send(op, rid, reply)
+
+    def _auth_failed(self, op: int, rid: int, failure: AuthFailure) -> None:
+        if failure.delay <= 0:
+            return self._fatal(op, rid, ErrorCode.AUTH_FAILED, failure.message)
+        self.blocked = True
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(failure.delay, self._fatal_later, op, rid, failure.message)
+
+    def _fatal_later(self, op: int, rid: int, message: str) -> None:
+        if not self.closed:
+            self._fatal(op, rid, ErrorCode.AUTH_FAILED, message)
+
+    def _as_me(self, call: Callable[..., V]) -> Callable[..., V]:
+        """`call` with IDENTITY set to what this connection acts for (handlers read it before they return)."""
+        return functools.partial(_run_as, self.session.identity, call)
+
     def _begin_data(self, op: int, flags: int, rid: int, meta: memoryview, data_len: int) -> bool:
         """Start receiving a frame's data part; False: no room yet, wait (the frame is left in staging)."""
         try:
-            sink = self.handler.begin_data(op, flags, meta, data_len)
+            sink = self._as_me(self.handler.begin_data)(op, flags, meta, data_len)
         except Busy as e:
             waited = time.monotonic() - self.frame_began
             self.room_wait = self.server.room_wait if e.wait is None else e.wait
@@ -295,12 +336,14 @@ class Connection(asyncio.BufferedProtocol):
                 if self.room_wait_began is None:
                     self.room_wait_began = time.monotonic()
                 return False
-            sink = Sink.discarding(data_len, ProtocolError(ErrorCode.POOL_FULL, f"{e} (waited {waited:.0f} s)"))
+            full = ProtocolError(ErrorCode.POOL_FULL, f"{e} (waited {waited:.0f} s)")
+            sink = Sink.discarding(data_len, tag_from(full, op, meta))
         except ProtocolError as e:
-            sink = Sink.discarding(data_len, e)
+            sink = Sink.discarding(data_len, tag_from(e, op, meta))
         except Exception as e:  # a bug: answer, keep serving
-            log.exception("begin_data(op=%#x) failed", op)
-            sink = Sink.discarding(data_len, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            log.exception("begin_data(op=%#x) failed", op, extra={"peer": self.peer})
+            sink = Sink.discarding(data_len, tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"),
+                                                      op, meta))
         if self.room_wait_began is not None:  # the time spent waiting for room does not count against the data
             if self.frame_deadline is not None:
                 self.frame_deadline += time.monotonic() - self.room_wait_began
@@ -325,34 +368,40 @@ class Connection(asyncio.BufferedProtocol):
             self._send_error(op, rid, sink.error)
             return
         assert sink.on_done is not None, "a handler's sink answers with its error or its on_done"
-        self._dispatch(op, rid, sink.on_done)
+        self._dispatch(op, rid, self._as_me(sink.on_done))
 
     def _dispatch(self, op: int, rid: int, call: Callable[..., Reply | Awaitable[Reply]], *args: object) -> None:
+        # args: (op, flags, meta) for a request without data; none for a data part's on_done
         try:
             reply = call(*args)
         except ProtocolError as e:
-            self._send_error(op, rid, e)
+            self._send_error(op, rid, tag_from(e, op, cast(memoryview, args[2]) if args else None))
             return
         except Exception as e:
-            log.exception("request op=%#x failed", op)
-            self._send_error(op, rid, ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"))
+            meta = cast(memoryview, args[2]) if args else None
+            log.exception("request op=%#x failed", op, extra={"peer": self.peer})
+            self._send_error(op, rid, tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"), op,
+                                               meta))
             return
         if isinstance(reply, Reply) and not self._wants_sendfile(reply):
             self._send(op, rid, reply)
         else:  # a coroutine or a sendfile reply: later requests of this connection wait, to keep replies in order
             self.blocked = True
             self.transport.pause_reading()
-            asyncio.ensure_future(self._await(op, rid, reply))
+            # the request's meta (tens of bytes), kept so that a failure can name its app and shuffle
+            meta_copy = bytes(cast(memoryview, args[2])) if args and not isinstance(reply, Reply) else None
+            asyncio.ensure_future(self._await(op, rid, reply, meta_copy))
 
-    async def _await(self, op: int, rid: int, pending: Awaitable[Reply] | Reply) -> None:
+    async def _await(self, op: int, rid: int, pending: Awaitable[Reply] | Reply, meta: bytes | None = None) -> None:
         result: Reply | ProtocolError  # what the request came to: its reply or the error to answer with
         try:
             result = pending if isinstance(pending, Reply) else await pending
         except ProtocolError as e:
-            result = e
+            result = tag_from(e, op, meta)  # type: ignore[assignment]
         except Exception as e:
-            log.exception("request op=%#x failed", op)
+            log.exception("request op=%#x failed", op, extra={"peer": self.peer})
             result = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
+            tag_from(result, op, meta)
         if self.closed:
             return
         if isinstance(result, ProtocolError):
@@ -382,8 +431,9 @@ class Connection(asyncio.BufferedProtocol):
         self._write(out, size)
 
     def _wants_sendfile(self, reply: Reply) -> bool:
-        """With `sendfile` on, large replies of file bytes (pool or spill files) leave by sendfile(2)."""
-        if not self.server.sendfile or reply.frames is None:
+        """With `sendfile` on, large replies of file bytes (pool or spill files) leave by sendfile(2); never
+        through TLS (the bytes must pass the TLS layer: the transport's writes take them)."""
+        if not self.server.sendfile or self.server.tls is not None or reply.frames is None:
             return False
         return sum(d.nbytes for _, data in reply.frames for d in data
                    if isinstance(d, FileRange) and d.fd is not None) >= SENDFILE_MIN
@@ -466,6 +516,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
+            log_failure(self.peer, op, err)
             self.server.count_error(err.code)
             self._write([wire.error_frame(op, rid, int(err.code), str(err.message))])
 
@@ -476,6 +527,14 @@ class Connection(asyncio.BufferedProtocol):
         self.transport.close()
         self.closed = True
         self.server.connections.discard(self)
+
+
+def _run_as(identity: str | None, call: Callable[..., V], *args: object) -> V:
+    token = IDENTITY.set(identity)
+    try:
+        return call(*args)
+    finally:
+        IDENTITY.reset(token)
 
 
 def _sendfile_from(out: int, src: int, offset: int, count: int, pos: int) -> int:
@@ -512,8 +571,10 @@ class NetworkServer:
 
     def __init__(self, handler: Handler, max_data: int, max_connections: int, sendfile: bool = False,
                  send_timeout: float = 120.0, staging_memory: int = 64 << 20, frame_timeout: float = 30.0,
-                 idle_timeout: float = 600.0):
+                 idle_timeout: float = 600.0, tls: ssl.SSLContext | None = None, auth: Authenticator | None = None):
         self.handler = handler
+        self.auth = auth  # rpmp.server.auth: every connection authenticates (None: the node runs open)
+        self.tls = tls  # rpmp.tls.server_context: the port speaks TLS (no sendfile then)
         self.max_data = max_data
         self.max_connections = max_connections
         self.send_timeout = send_timeout
@@ -633,7 +694,9 @@ class NetworkServer:
     async def start(self, sock: socket.socket) -> None:
         """Serve connections on a bound, listening socket."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: Connection(self), sock=sock)
+        self.server = await loop.create_server(lambda: Connection(self), sock=sock, ssl=self.tls,
+                                               ssl_handshake_timeout=min(HANDSHAKE_TIMEOUT, self.frame_timeout)
+                                               if self.tls else None)
         self._janitor = asyncio.ensure_future(self._watch())
 
     async def stop(self) -> None:

@@ -8,15 +8,18 @@ import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rpmp import _wire as wire
+from rpmp import tls
 from rpmp._pool import PoolError, check_pool
+from rpmp.auth import AuthFileError, load_secret_file
 from rpmp.protocol import VERSION, Node, NodeState, Op
+from rpmp.server import logs
+from rpmp.server.auth import Authenticator
 from rpmp.server.config import NodeConfig, parse_hostport, prepare_spill_dirs
 from rpmp.server.controller import Controller
 from rpmp.server.membership import Membership
@@ -48,6 +51,7 @@ class RpmpNode:
         self._drainer: asyncio.Task[None] | None = None  # after DRAIN: stops the node once it holds nothing
         self._drain_deadline: float | None = None
         self.controller: Controller | None = None
+        self.auth: Authenticator | None = None  # --auth-file: connections authenticate (SIGHUP re-reads the file)
         self.metrics: MetricsServer | None = None  # --metrics-port: Prometheus /metrics, on a thread of its own
         self.orphaned = False  # stopped because the parent's pipe (serve_forever's parent_fd) reached EOF
         self.stop_reason = "stopped"  # why it stops: a signal, the parent gone, drained (the shutdown line says)
@@ -63,7 +67,14 @@ class RpmpNode:
         try:
             cfg.check()
             pool_action = check_pool(cfg.pool, cfg.pool_size)
-        except (ValueError, PoolError) as e:
+            server_tls = tls.server_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca) if cfg.tls_cert else None
+            if cfg.tls_cert:  # peers are reached with TLS too
+                self.peers.tls = tls.peer_context(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
+            if cfg.cluster_secret_file:  # peers are reached as @cluster
+                self.peers.cluster_secret = load_secret_file(cfg.cluster_secret_file)
+            if cfg.auth_file:
+                self.auth = Authenticator(cfg.auth_file, self.peers.cluster_secret)
+        except (ValueError, PoolError, AuthFileError) as e:
             raise StartError(str(e)) from None
         try:
             socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
@@ -110,6 +121,8 @@ class RpmpNode:
                 raise StartError(str(e) + _half_created_hint(cfg.pool)) from None
             raise
         pool_bytes = os.path.getsize(cfg.pool)
+        if pool_action != "open" and cfg.pool_mode != 0o600:  # created 0600: who else may map it is the operator's
+            os.chmod(cfg.pool, cfg.pool_mode)
         if pool_action == "open" and pool_bytes != cfg.pool_size:
             log.info("pool %s exists with %d MiB, not the %d MiB of pool_size (which sizes a new pool only)",
                      cfg.pool, pool_bytes >> 20, cfg.pool_size >> 20)
@@ -125,9 +138,16 @@ class RpmpNode:
         self.network = NetworkServer(controller, cfg.max_data, cfg.max_connections,
                                      sendfile=cfg.sendfile, send_timeout=cfg.send_timeout,
                                      staging_memory=cfg.staging_memory, frame_timeout=cfg.frame_timeout,
-                                     idle_timeout=cfg.idle_timeout)
+                                     idle_timeout=cfg.idle_timeout, tls=server_tls, auth=self.auth)
         await self.network.start(sock)
         self.membership.start()
+        if self.auth is None:
+            log.warning("node %s runs open: no --auth-file, so every client may read and delete every app's data",
+                        cfg.node_id)
+        else:
+            log.info("authentication on: %d tenants from %s%s", len(self.auth.tenants), cfg.auth_file,
+                     "" if self.auth.cluster_secret else " (no cluster secret: no node or operator tool can "
+                     "authenticate as @cluster)")
         self._janitor = asyncio.ensure_future(self._retry_frees(self.storage))
         if cfg.app_ttl > 0:
             self._expirer = asyncio.ensure_future(self._expire_apps(controller))
@@ -135,7 +155,8 @@ class RpmpNode:
         if disk is not None:
             spiller = Spiller(self.storage, cfg.spill_high, cfg.spill_low, cfg.full_wait)
             self._spiller = asyncio.ensure_future(spiller.run())
-        log.info("RPMP node %s listening on %s:%d, pool %s (%d MiB), seeds %s%s", cfg.node_id, cfg.host, self.port,
+        log.info("RPMP node %s listening on %s:%d%s, pool %s (%d MiB), seeds %s%s", cfg.node_id, cfg.host, self.port,
+                 "" if server_tls is None else " (TLS" + (", client certificates required)" if cfg.tls_ca else ")"),
                  cfg.pool, pool_bytes >> 20, cfg.seeds or "none",
                  "" if disk is None else f", spilling to {', '.join(disk.dirs)} above {cfg.spill_high:.0%} of the pool "
                  f"({len(disk.extents)} blocks, {disk.bytes >> 20} MiB there now)")
@@ -148,7 +169,7 @@ class RpmpNode:
 
     def _network_counters(self) -> dict[str, int]:
         assert self.network is not None, "STATS is asked for by a request, which the network brought"
-        return self.network.counters
+        return {**self.network.counters, "auth_failures": 0 if self.auth is None else self.auth.failures}
 
     async def _heartbeat(self, host: str, port: int, me: Node, epoch: int) -> tuple[int, list[Node]]:
         meta, _ = await self.peers.request(host, port, Op.HEARTBEAT, wire.encode_heartbeat(me, epoch))
@@ -243,6 +264,7 @@ class RpmpNode:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._signalled, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_auth)
         if parent_fd is not None:
             loop.add_reader(parent_fd, self._parent_readable, parent_fd)
         print(f"RPMP node listening on {self.config.host}:{self.port}", flush=True)
@@ -251,6 +273,14 @@ class RpmpNode:
         await self.stop()
         log.info("RPMP node %s stopped (%s) after %s; pool %s closed", self.config.node_id, self.stop_reason,
                  _duration(time.monotonic() - self.started_at), self.config.pool)
+
+    def _reload_auth(self) -> None:
+        """SIGHUP: re-read the auth file (a new tenant, a rotated secret) without a restart; a bad file is
+        logged and the tenants stay as they were."""
+        if self.auth is None:
+            log.info("SIGHUP: no --auth-file to re-read (the node runs open)")
+        else:
+            self.auth.reload()
 
     def _signalled(self, sig: int) -> None:
         self.stop_reason = signal.Signals(sig).name
@@ -327,8 +357,7 @@ def _creating(path: str, size: int, action: str) -> Iterator[None]:
 def run(config: NodeConfig, parent_fd: int | None = None, remove_pool_with_parent: bool = False) -> None:
     """Run a node until SIGINT/SIGTERM, or until the parent's pipe `parent_fd` closes; then, with
     `remove_pool_with_parent`, remove the pool file once it is closed (a pool only the parent knew of)."""
-    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(config.log_level, config.log_format)  # text, or one JSON object a line
     try:
         import uvloop
     except ImportError:

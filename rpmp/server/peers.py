@@ -7,9 +7,11 @@ next request opens a new one. Replica pushes send their payload as a view of poo
 from __future__ import annotations
 
 import asyncio
+import ssl
 
-from rpmp._wire import decode_error, frame, unpack_header
-from rpmp.protocol import FLAG_ERROR, FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, ErrorCode, ProtocolError
+from rpmp._wire import decode_auth_resp, decode_error, encode_auth, encode_auth_proof, frame, unpack_header
+from rpmp.auth import CLUSTER, client_proof, new_nonce, node_proof, proofs_equal
+from rpmp.protocol import FATAL_ERRORS, FLAG_ERROR, FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, ErrorCode, Op, ProtocolError
 
 MAX_CONTROL_DATA = 16 << 20
 
@@ -20,6 +22,8 @@ class PeerPool:
         self._conns: dict[tuple[str, int], tuple[asyncio.StreamReader, asyncio.StreamWriter]] = {}
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self._rid = 0
+        self.tls: ssl.SSLContext | None = None  # rpmp.tls.peer_context when the node speaks TLS
+        self.cluster_secret: bytes | None = None  # --cluster-secret-file: every new connection authenticates
 
     async def request(self, host: str, port: int, op: int, meta: bytes, flags: int = 0,
                       data: memoryview | None = None) -> tuple[bytes, bytes]:
@@ -37,8 +41,28 @@ class PeerPool:
                         data: memoryview | None) -> tuple[bytes, bytes]:
         conn = self._conns.get(key)
         if conn is None:
-            conn = self._conns[key] = await asyncio.open_connection(*key)
-        reader, writer = conn
+            conn = self._conns[key] = await asyncio.open_connection(*key, ssl=self.tls)
+            if self.cluster_secret is not None:
+                try:
+                    await self._authenticate(key, self.cluster_secret)
+                except BaseException:
+                    self._drop(key)
+                    raise
+        return await self._roundtrip(key, op, meta, flags, data)
+
+    async def _authenticate(self, key: tuple[str, int], secret: bytes) -> None:
+        """AUTH as @cluster on a new connection; ProtocolError AUTH_FAILED when either side's proof is wrong."""
+        cn = new_nonce()
+        rmeta, _ = await self._roundtrip(key, Op.AUTH, encode_auth(CLUSTER, cn), 0, None)
+        nn, proof = decode_auth_resp(rmeta)
+        if not proofs_equal(proof, node_proof(secret, CLUSTER, cn, nn)):
+            raise ProtocolError(ErrorCode.AUTH_FAILED, f"peer {key[0]}:{key[1]} could not prove it knows the cluster "
+                                f"secret (another --cluster-secret-file?)")
+        await self._roundtrip(key, Op.AUTH_PROOF, encode_auth_proof(client_proof(secret, CLUSTER, cn, nn)), 0, None)
+
+    async def _roundtrip(self, key: tuple[str, int], op: int, meta: bytes, flags: int,
+                         data: memoryview | None) -> tuple[bytes, bytes]:
+        reader, writer = self._conns[key]
         self._rid += 1
         rid = self._rid
         writer.write(frame(op, flags, rid, meta, 0 if data is None else data.nbytes))
@@ -59,6 +83,8 @@ class PeerPool:
         rdata = await reader.readexactly(data_len)
         if rflags & FLAG_ERROR:
             code, message = decode_error(rmeta)
+            if code in FATAL_ERRORS:  # the peer closed the connection
+                self._drop(key)
             raise ProtocolError(code, message)
         return rmeta, rdata
 

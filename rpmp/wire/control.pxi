@@ -126,3 +126,92 @@ cdef object _drain_fields(Cur* c, Py_ssize_t arg):
 def decode_drain(meta) -> int:
     """-> timeout_s"""
     return _decode(meta, "DRAIN", _drain_fields)
+
+
+cdef inline bytes r_nonce(Cur* c, const char* field):
+    """A ``bytes`` field that must hold exactly NONCE_SIZE bytes (AUTH nonces and proofs)."""
+    cdef bytes b = r_bytes(c, field)
+    if len(b) != C_NONCE_SIZE:
+        raise ProtocolError(BAD_REQUEST, f"{_s(c.what)}.{_s(field)} is {len(b)} bytes, it must be {C_NONCE_SIZE}")
+    return b
+
+
+cdef inline const unsigned char* _nonce_arg(object b, str field) except NULL:
+    if not isinstance(b, bytes) or len(<bytes>b) != C_NONCE_SIZE:
+        n = len(b) if isinstance(b, (bytes, bytearray, memoryview)) else -1
+        raise ProtocolError(BAD_REQUEST, f"{field} is {n} bytes, it must be {C_NONCE_SIZE}")
+    return <const unsigned char*>PyBytes_AS_STRING(b)
+
+
+cdef inline unsigned char* w_nonce(unsigned char* p, const unsigned char* b) noexcept:
+    rp_st32(p, C_NONCE_SIZE)
+    memcpy(p + 4, b, C_NONCE_SIZE)
+    return p + 4 + C_NONCE_SIZE
+
+
+cdef inline int _check_tenant(const char* s, Py_ssize_t n, str field) except -1:
+    if n < 1 or n > C_TENANT_MAX:
+        raise ProtocolError(BAD_REQUEST, f"{field}: tenant name is {n} bytes, it must be 1..{C_TENANT_MAX}")
+    return 0
+
+
+def encode_auth(tenant, nonce) -> bytes:
+    """AUTH request: ``str tenant, bytes nonce`` (the client's 32 random bytes)."""
+    cdef Py_ssize_t n
+    cdef const char* s = _str_arg(tenant, &n, "AUTH.tenant")
+    _check_tenant(s, n, "AUTH.tenant")
+    cdef const unsigned char* cn = _nonce_arg(nonce, "AUTH.nonce")
+    cdef bytes out = _new(2 + n + 4 + C_NONCE_SIZE)
+    w_nonce(w_str(_ptr(out), s, n), cn)
+    return out
+
+
+cdef object _auth_fields(Cur* c, Py_ssize_t arg):
+    tenant = r_str(c, "tenant")
+    cdef bytes raw = tenant.encode("utf-8")
+    _check_tenant(raw, len(raw), f"{_s(c.what)}.tenant")
+    nonce = r_nonce(c, "nonce")
+    return (tenant, nonce)
+
+
+def decode_auth(meta) -> tuple:
+    """-> (tenant, nonce); the tenant is 1..TENANT_MAX bytes (its characters are the authenticator's
+    business: an unknown name is AUTH_FAILED, not BAD_REQUEST), the nonce exactly 32 bytes."""
+    return _decode(meta, "AUTH", _auth_fields)
+
+
+def encode_auth_resp(nonce, proof) -> bytes:
+    """AUTH response: ``bytes nonce, bytes proof`` (the node's 32 random bytes and its HMAC-SHA256)."""
+    cdef const unsigned char* nn = _nonce_arg(nonce, "AUTH response.nonce")
+    cdef const unsigned char* pr = _nonce_arg(proof, "AUTH response.proof")
+    cdef bytes out = _new(2 * (4 + C_NONCE_SIZE))
+    w_nonce(w_nonce(_ptr(out), nn), pr)
+    return out
+
+
+cdef object _auth_resp_fields(Cur* c, Py_ssize_t arg):
+    nonce = r_nonce(c, "nonce")
+    proof = r_nonce(c, "proof")
+    return (nonce, proof)
+
+
+def decode_auth_resp(meta) -> tuple:
+    """-> (nonce, proof)"""
+    return _decode(meta, "AUTH response", _auth_resp_fields)
+
+
+def encode_auth_proof(proof) -> bytes:
+    """AUTH_PROOF request: ``bytes proof`` (the client's HMAC-SHA256). The response meta is empty."""
+    cdef const unsigned char* pr = _nonce_arg(proof, "AUTH_PROOF.proof")
+    cdef bytes out = _new(4 + C_NONCE_SIZE)
+    w_nonce(_ptr(out), pr)
+    return out
+
+
+cdef object _auth_proof_fields(Cur* c, Py_ssize_t arg):
+    return r_nonce(c, "proof")
+
+
+def decode_auth_proof(meta) -> bytes:
+    """-> proof"""
+    return _decode(meta, "AUTH_PROOF", _auth_proof_fields)

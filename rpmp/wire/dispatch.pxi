@@ -23,6 +23,7 @@ def _enc_empty(*fields):
 _REQUEST_DECODERS = {
     Op.HELLO: decode_hello, Op.PING: _empty("PING"), Op.STATS: _empty("STATS"), Op.MEMBERS: _empty("MEMBERS"),
     Op.HEARTBEAT: decode_heartbeat, Op.DRAIN: _one(decode_drain), Op.REGISTER_SHUFFLE: decode_register,
+    Op.AUTH: decode_auth, Op.AUTH_PROOF: _one(decode_auth_proof),
     Op.PUSH: decode_push, Op.LEASE: _one(decode_lease),
     Op.MAP_END: decode_map_end, Op.FETCH: decode_fetch, Op.PARTITION_INFO: decode_partition_info,
     Op.DELETE_SHUFFLE: decode_delete_shuffle, Op.DELETE_APP: _one(decode_delete_app), Op.PUT: _one(decode_key),
@@ -32,6 +33,7 @@ _REQUEST_DECODERS = {
 _REQUEST_ENCODERS = {
     Op.HELLO: encode_hello, Op.PING: _enc_empty, Op.STATS: _enc_empty, Op.MEMBERS: _enc_empty,
     Op.HEARTBEAT: encode_heartbeat, Op.DRAIN: encode_drain, Op.REGISTER_SHUFFLE: encode_register,
+    Op.AUTH: encode_auth, Op.AUTH_PROOF: encode_auth_proof,
     Op.PUSH: encode_push, Op.LEASE: encode_lease,
     Op.MAP_END: encode_map_end, Op.FETCH: encode_fetch, Op.PARTITION_INFO: encode_partition_info,
     Op.DELETE_SHUFFLE: encode_delete_shuffle, Op.DELETE_APP: encode_delete_app, Op.PUT: encode_key,
@@ -41,6 +43,7 @@ _REQUEST_ENCODERS = {
 _RESPONSE_DECODERS = {
     Op.HELLO: decode_hello_resp, Op.PING: _empty("PING response"), Op.STATS: _empty("STATS response"),
     Op.MEMBERS: decode_members, Op.HEARTBEAT: decode_members, Op.DRAIN: _empty("DRAIN response"),
+    Op.AUTH: decode_auth_resp, Op.AUTH_PROOF: _empty("AUTH_PROOF response"),
     Op.REGISTER_SHUFFLE: decode_register_resp, Op.LEASE: _one(decode_lease_resp),
     Op.PUSH: _empty("PUSH response"), Op.MAP_END: _empty("MAP_END response"), Op.FETCH: _one(decode_fetch_resp),
     Op.PARTITION_INFO: decode_partition_info_resp, Op.DELETE_SHUFFLE: _one(decode_u64),
@@ -51,6 +54,7 @@ _RESPONSE_DECODERS = {
 _RESPONSE_ENCODERS = {
     Op.HELLO: encode_hello_resp, Op.PING: _enc_empty, Op.STATS: _enc_empty, Op.MEMBERS: encode_members,
     Op.HEARTBEAT: encode_members, Op.DRAIN: _enc_empty, Op.REGISTER_SHUFFLE: encode_register_resp,
+    Op.AUTH: encode_auth_resp, Op.AUTH_PROOF: _enc_empty,
     Op.LEASE: encode_lease_resp, Op.PUSH: _enc_empty,
     Op.MAP_END: _enc_empty, Op.FETCH: encode_fetch_resp, Op.PARTITION_INFO: encode_partition_info_resp,
     Op.DELETE_SHUFFLE: encode_u64, Op.DELETE_APP: encode_u64, Op.PUT: _enc_empty, Op.GET: _enc_empty,

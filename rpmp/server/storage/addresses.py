@@ -38,33 +38,38 @@ class AddressStore:
         self.blocks = blocks
         self.name = name
         self.counters = counters
-        self.addresses: set[int] = set()
+        # address -> its owner's tag (rpmp.auth.key_tag; b"" when allocated on a node running open or by @cluster),
+        # stored in the block's key (b"A" + tag) so that it survives restarts
+        self.addresses: dict[int, bytes] = {}
         self.corrupt: set[int] = set()  # address blocks that failed their checksum
 
     def load(self, info: BlockInfo) -> None:
         if info.key[:1] == b"A":
-            self.addresses.add(info.id)
+            self.addresses[info.id] = bytes(info.key[1:])
         else:  # a WRITE's data that was still arriving: the write never happened
             self.blocks.free(info.id)
 
     def loaded(self, corrupt_blocks: set[int]) -> None:
-        for block in self.addresses & corrupt_blocks:
+        for block in self.addresses.keys() & corrupt_blocks:
             self._mark_corrupt(block)
 
-    def alloc(self, size: int) -> int:
+    def alloc(self, size: int, owner: bytes = b"") -> int:
+        """A new block owned by the tenant whose tag is `owner` (b"": nobody's, as on a node running open)."""
         if not 1 <= size <= MAX_ADDRESS_BLOCK:
             raise StorageError("bad_request", f"ALLOC size {size} is not in 1..{MAX_ADDRESS_BLOCK}")
-        block = self.blocks.alloc(size, b"A", checked=True)
-        self.addresses.add(block)
+        block = self.blocks.alloc(size, b"A" + owner, checked=True)
+        self.addresses[block] = owner
         return block
 
-    def _address(self, address: int) -> int:
-        if address not in self.addresses:
+    def _address(self, address: int, owner: bytes | None = None) -> int:
+        """`address` if it is an address block `owner` may use (None: anyone's, for a node running open and for
+        @cluster); another tenant's block is NOT_FOUND, as one never allocated."""
+        if address not in self.addresses or (owner is not None and self.addresses[address] != owner):
             raise StorageError("not_found", f"no block allocated at address {address:#x}")
         return address
 
-    def reserve(self, address: int, offset: int, length: int) -> WriteReservation:
-        block = self._address(address)
+    def reserve(self, address: int, offset: int, length: int, owner: bytes | None = None) -> WriteReservation:
+        block = self._address(address, owner)
         capacity = self.blocks.capacity(block)
         if offset > capacity or length > capacity - offset:
             raise StorageError("bad_request", f"WRITE of {length} bytes at {offset} exceeds the {capacity} bytes "
@@ -92,9 +97,9 @@ class AddressStore:
         self.blocks.received(res.length)
         self.blocks.free(res.scratch)
 
-    def read(self, address: int, offset: int, length: int) -> tuple[int, memoryview]:
+    def read(self, address: int, offset: int, length: int, owner: bytes | None = None) -> tuple[int, memoryview]:
         """The block and a view of the range; check the block with `block_ok` before it leaves."""
-        block = self._address(address)
+        block = self._address(address, owner)
         if block in self.corrupt:
             raise self._error(block)
         try:
@@ -121,7 +126,7 @@ class AddressStore:
         return StorageError("corrupt", f"the block at {block:#x} fails its checksum on node {self.name}; it is "
                             "quarantined until freed")
 
-    def free(self, address: int) -> None:
-        self.blocks.free(self._address(address))
-        self.addresses.discard(address)
+    def free(self, address: int, owner: bytes | None = None) -> None:
+        self.blocks.free(self._address(address, owner))
+        self.addresses.pop(address, None)
         self.corrupt.discard(address)
