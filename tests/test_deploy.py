@@ -403,3 +403,99 @@ def test_helm_node_config_and_probe_work_against_a_real_node(node, tmp_path):
         conn.close()
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and "not as an RPMP node" in err, err
+
+
+def expand(text: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion of args and env values (undefined references stay as they are)."""
+    return re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def test_helm_pod_runs_as_rendered_with_auth_tls_and_peers_not_resolvable_yet(tmp_path):
+    """The pod spec of the chart with auth, TLS, a disk tier and metrics, run here: every volume becomes a
+    directory (the Secrets' files written 0440, as Kubernetes leaves them when the pod has an fsGroup), the init
+    container's command copies the auth files, and the node starts from the rendered args; only its address is
+    127.0.0.1 (it cannot bind the pod's DNS name here). Its seeds are the other pods' names, which do not
+    resolve: as in a StatefulSet starting its pods in parallel, the node starts anyway. The rendered readiness
+    probe then passes, an authenticated TLS client is served, and SIGTERM stops it."""
+    port, metrics_port = free_port(), free_port()
+    docs = render("auth.enabled=true", "tls.enabled=true", "spill.type=emptyDir", f"port={port}",
+                  f"metrics.port={metrics_port}")
+    sts = only(docs, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    (node,), (init,) = pod["containers"], pod["initContainers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    shm = Path(f"/dev/shm/rpmp-deploy-{uuid.uuid4().hex[:12]}")
+    where = {}  # container path -> a directory here
+    for c in (node, init):
+        for m in c["volumeMounts"]:
+            v = volumes[m["name"]]
+            d = shm if v.get("emptyDir", {}).get("medium") == "Memory" and m["name"] == "pool" else tmp_path / m["name"]
+            d.mkdir(mode=0o700, exist_ok=True)
+            where[m["mountPath"]] = d
+
+    def local(text: str) -> str:
+        for mount, d in sorted(where.items(), key=lambda kv: -len(kv[0])):
+            text = re.sub(re.escape(mount) + r"(?=/|$)", str(d), text, flags=re.M)
+        return text
+
+    cm = only(docs, "ConfigMap")["data"]
+    for name, text in cm.items():
+        (where[next(m["mountPath"] for m in node["volumeMounts"] if m["name"] == "conf")] / name).write_text(text)
+    auth_secret = tmp_path / "auth-secret"
+    (auth_secret / "auth").write_text("etl s3cret-etl\n")
+    (auth_secret / "cluster-secret").write_text("cluster-s3cret\n")
+    tls_dir = tmp_path / "tls"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for cmd in (["req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=rpmp CA"],
+                ["req", *ec, "-keyout", "tls.key", "-out", "node.csr", "-subj", "/CN=rpmp node"],
+                ["x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"]):
+        (tls_dir / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+        subprocess.run(["openssl", *cmd], cwd=tls_dir, check=True, capture_output=True, timeout=30)
+    for f in [*auth_secret.iterdir(), *tls_dir.iterdir()]:
+        f.chmod(0o440)
+
+    env = {"POD_NAME": f"{sts['metadata']['name']}-0"}
+    for e in node["env"]:
+        if "value" in e:
+            env[e["name"]] = expand(e["value"], env)
+    env["RPMP_HOST"] = "127.0.0.1"
+    args = [local(expand(a, env)) for a in node["args"]]
+    a = flags(args)
+    assert not any(os.path.exists(a[f]) for f in ("--auth-file", "--cluster-secret-file"))
+    init_cmd = [local(c) for c in init["command"]]
+    subprocess.run(init_cmd, check=True, timeout=30)
+    for f in ("--auth-file", "--cluster-secret-file"):
+        assert os.stat(a[f]).st_mode & 0o777 == 0o400
+    try:
+        # What the init container is for: the Secret's own files (0440) are refused.
+        as_mounted = [f"--auth-file={auth_secret}/auth" if x.startswith("--auth-file=") else x for x in args]
+        refused = subprocess.run([sys.executable, "-m", "rpmp.cli", *as_mounted],
+                                 cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "group or others" in refused.stderr, refused.stderr
+        proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", *args], cwd=ROOT, env={**os.environ, **env},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            probe = [sys.executable if c == "python3" else local(c) for c in node["readinessProbe"]["exec"]["command"]]
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None, proc.communicate()[1]
+                got = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+                if got.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, f"the readiness probe did not pass within 60 s: {got.stderr}"
+                time.sleep(0.2)
+            with Client(f"127.0.0.1:{port}", timeout=10, tls=True, ca=a["--tls-ca"], cert=a["--tls-cert"],
+                        key=a["--tls-key"], tenant="etl", secret="s3cret-etl") as c:
+                c.put("k", b"v")
+                assert c.get("k").to_pybytes() == b"v"
+            assert os.path.exists(a["--pool"]) and a["--pool"].startswith(f"{shm}/")
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=pod["terminationGracePeriodSeconds"])
+            assert proc.returncode == 0 and "stopped (SIGTERM)" in err, err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
