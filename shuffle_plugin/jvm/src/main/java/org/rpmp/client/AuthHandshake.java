@@ -62,8 +62,12 @@ public final class AuthHandshake {
                 + credentials.tenant() + "': it is not the node meant, or its auth file holds another secret for "
                 + "that tenant; " + CHECK, node);
         }
-        byte[] mine = proof(credentials.secret(), CLIENT_LABEL, credentials.tenant(), clientNonce, nodeNonce);
-        return new MetaWriter().bytes(mine).toByteArray();
+        return proofRequest(proof(credentials.secret(), CLIENT_LABEL, credentials.tenant(), clientNonce, nodeNonce));
+    }
+
+    /** The AUTH_PROOF request meta: {@code bytes proof}. */
+    public static byte[] proofRequest(byte[] proof) {
+        return new MetaWriter().bytes(proof).toByteArray();
     }
 
     private static byte[] fixedBytes(MetaReader r, String what, String node) throws RpmpException {

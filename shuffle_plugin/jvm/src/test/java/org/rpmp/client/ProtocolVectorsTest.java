@@ -38,6 +38,12 @@ class ProtocolVectorsTest {
         return Paths.get(System.getProperty("rpmp.vectors", "../../tests/vectors"));
     }
 
+    /** vectors.json's auth_example: the secret, nonces and proofs of the auth_* vectors' exchange. */
+    static Map<String, Object> authExample() throws IOException {
+        Map<String, Object> root = map(JSON.readValue(dir().resolve("vectors.json").toFile(), Object.class));
+        return map(root.get("auth_example"));
+    }
+
     static Stream<Arguments> vectors() throws IOException {
         Path json = dir().resolve("vectors.json");
         assertTrue(Files.isRegularFile(json), "the protocol test vectors are missing: " + json
@@ -156,6 +162,13 @@ class ProtocolVectorsTest {
             case Protocol.OP_FREE:
                 meta = Requests.free(u64(f.get("address")));
                 break;
+            case Protocol.OP_AUTH:
+                meta = new AuthHandshake(new Credentials((String) f.get("tenant"), "any"), hex((String) f.get("nonce")))
+                    .authRequest();
+                break;
+            case Protocol.OP_AUTH_PROOF:
+                meta = AuthHandshake.proofRequest(hex((String) f.get("proof")));
+                break;
             default:
                 return false;
         }
@@ -262,6 +275,27 @@ class ProtocolVectorsTest {
             case Protocol.OP_LEASE:
                 equal("ttl_ms", u64(f.get("ttl_ms")), Responses.leaseTtlMs(r));
                 break;
+            case Protocol.OP_AUTH: {
+                // The example exchange: the client, with the example's secret and nonce, accepts the node's proof
+                // and answers with the Python side's client proof, byte for byte.
+                Map<String, Object> ex = authExample();
+                equal("nonce", ex.get("node_nonce"), f.get("nonce"));
+                equal("proof", ex.get("node_proof"), f.get("proof"));
+                AuthHandshake hs = new AuthHandshake(new Credentials((String) ex.get("tenant"), (String) ex.get("secret")),
+                    hex((String) ex.get("client_nonce")));
+                byte[] meta = Arrays.copyOfRange(bytes, Protocol.HEADER_SIZE, Protocol.HEADER_SIZE + h.metaLen());
+                equal("client proof", toHex(AuthHandshake.proofRequest(hex((String) ex.get("client_proof")))),
+                    toHex(hs.answer(meta, "vector")));
+                AuthHandshake other = new AuthHandshake(new Credentials((String) ex.get("tenant"), "another secret"),
+                    hex((String) ex.get("client_nonce")));
+                try {
+                    other.answer(meta, "vector");
+                    throw new Mismatch("a node proof made with another secret was accepted");
+                } catch (RpmpException e) {
+                    equal("code", (long) Protocol.AUTH_FAILED, e.code());
+                }
+                break;
+            }
             default:
                 Responses.empty(r, h.opcode());
                 if (!f.isEmpty()) throw new Mismatch("vector has fields the Java side does not decode: " + f.keySet());
@@ -357,6 +391,19 @@ class ProtocolVectorsTest {
                     r.end("REGISTER_SHUFFLE");
                     Requests.registerShuffle(app, shuffle, parts, replicas);
                     return 0;
+                }
+                case Protocol.OP_AUTH: {
+                    String tenant = r.str("tenant");
+                    int n = r.count("nonce", 1);
+                    for (int i = 0; i < n; i++) r.u8("nonce");
+                    r.end("AUTH");
+                    return Credentials.isValidTenant(tenant) && n == Protocol.NONCE_SIZE ? 0 : Protocol.BAD_REQUEST;
+                }
+                case Protocol.OP_AUTH_PROOF: {
+                    int n = r.count("proof", 1);
+                    for (int i = 0; i < n; i++) r.u8("proof");
+                    r.end("AUTH_PROOF");
+                    return n == Protocol.PROOF_SIZE ? 0 : Protocol.BAD_REQUEST;
                 }
                 default:
                     throw new Mismatch("no request check for opcode " + Protocol.opName(opcode));
