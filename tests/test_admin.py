@@ -1,0 +1,222 @@
+"""`rpmp stat --json`, `rpmp admin ...` and `rpmp server --log-format json`, through the real CLI against real
+nodes holding data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rpmp import _wire as wire
+from rpmp.client import Client, RpmpError
+from rpmp.protocol import ErrorCode, Op, ProtocolError
+from rpmp.server.config import NodeConfig, public_config
+
+APP, OTHER = "app-admin-1", "app-admin-2"
+SEG = 3000  # payload bytes of each pushed segment
+
+
+def rpmp(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rpmp.cli", *args], capture_output=True, text=True, input=stdin,
+                          env={**os.environ, "COLUMNS": "250"}, timeout=60)
+
+
+@pytest.fixture
+def two_nodes(node_factory):
+    """Two nodes in one cluster; APP has shuffles 0 (4 partitions, 10 segments a partition) and 1 (2 partitions,
+    replicas 2, 3 segments each), OTHER one shuffle of 1 partition and 1 segment."""
+    n0 = node_factory()
+    n1 = node_factory(seeds=n0.addr)
+    nodes = f"{n0.addr},{n1.addr}"
+    with Client(nodes, timeout=10) as c:
+        deadline = time.monotonic() + 10
+        while sum(1 for n in c.members()[1] if n.state.name == "ALIVE") < 2:
+            assert time.monotonic() < deadline, "the nodes did not see each other in 10 s"
+            time.sleep(0.05)
+        pl = c.register_shuffle(APP, 0, 4)
+        c.push_many(APP, 0, [(p, m, 0, 0, bytes([p + m]) * SEG) for p in range(4) for m in range(10)], placement=pl)
+        pl = c.register_shuffle(APP, 1, 2, replicas=2)
+        c.push_many(APP, 1, [(p, m, 0, 0, b"r" * SEG) for p in range(2) for m in range(3)], placement=pl)
+        pl = c.register_shuffle(OTHER, 0, 1)
+        c.push(OTHER, 0, 0, 0, 0, 0, b"o" * 100, placement=pl)
+    yield n0, n1, nodes
+
+
+def test_stat_json_has_the_tables_figures(two_nodes):
+    n0, n1, nodes = two_nodes
+    out = rpmp("stat", "--nodes", nodes, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert set(doc) == {"epoch", "nodes", "apps"}
+    assert {n["node"] for n in doc["nodes"]} == {n0.addr, n1.addr}
+    for n in doc["nodes"]:
+        assert n["state"] == "alive" and n["address"] == n["node"]
+        f = n["stats"]
+        assert set(f) == {"pool", "disk", "apps", "shuffles", "pushed_bytes", "pushed_segments", "fetched_bytes",
+                          "fetched_records", "checksum_errors", "uptime_s"}
+        assert set(f["pool"]) == {"path", "capacity", "allocated", "used", "free", "blocks"} and f["disk"] is None
+    apps = {a["app"]: a for a in doc["apps"]}
+    # Segments: 40 + 6 of APP's (shuffle 1's twice: 2 replicas), 1 of OTHER's.
+    assert apps[APP]["records"] == 40 + 2 * 6 and apps[OTHER]["records"] == 1
+    assert apps[APP]["bytes"] == (40 + 12) * SEG and apps[OTHER]["bytes"] == 100
+    assert sum(n["stats"]["pushed_bytes"] for n in doc["nodes"]) == (40 + 12) * SEG + 100
+    assert sum(a["bytes"] for a in apps[APP]["nodes"].values()) == apps[APP]["bytes"]
+    # The table shows the same figures.
+    table = rpmp("stat", "--nodes", nodes)
+    assert table.returncode == 0, table.stderr
+    for n in doc["nodes"]:
+        row = next(line for line in table.stdout.splitlines() if n["node"] in line)
+        f = n["stats"]
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        assert cells[:3] == [n["node"], "alive", f["pool"]["path"]]
+        assert cells[5] == str(f["pool"]["blocks"]) and cells[8:10] == [str(f["apps"]), str(f["shuffles"])]
+    app_row = next(line for line in table.stdout.splitlines() if APP in line)
+    assert [c.strip() for c in app_row.split("│") if c.strip()][:4] == [APP, str(apps[APP]["shuffles"]), "52",
+                                                                         "152.3 KiB"]
+
+
+def test_admin_apps_and_shuffles(two_nodes):
+    n0, n1, nodes = two_nodes
+    out = rpmp("admin", "apps", "--nodes", nodes, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    apps = {a["app"]: a for a in doc["apps"]}
+    assert set(apps) == {APP, OTHER}
+    assert apps[APP]["shuffles"] == 2 and apps[OTHER]["shuffles"] == 1
+    assert apps[APP]["pool_bytes"] == 52 * SEG and apps[APP]["disk_bytes"] == 0 and apps[APP]["segments"] == 52
+    assert sum(r["pool_bytes"] for r in apps[APP]["nodes"].values()) == 52 * SEG
+    assert set(apps[APP]["nodes"]) <= {n0.addr, n1.addr}
+
+    out = rpmp("admin", "shuffles", APP, "--nodes", nodes, "--json")
+    assert out.returncode == 0, out.stderr
+    sh = {s["shuffle"]: s for s in json.loads(out.stdout)["shuffles"]}
+    assert set(sh) == {0, 1}
+    assert (sh[0]["partitions"], sh[0]["replicas"], sh[0]["segments"], sh[0]["bytes"]) == (4, 1, 40, 40 * SEG)
+    assert (sh[1]["partitions"], sh[1]["replicas"], sh[1]["segments"], sh[1]["bytes"]) == (2, 2, 12, 12 * SEG)
+    assert set(sh[1]["nodes"]) == {n0.addr, n1.addr}  # 2 replicas on 2 nodes: each holds every partition
+    assert all(v["partitions_held"] == 2 for v in sh[1]["nodes"].values())
+    assert sum(v["partitions_held"] for v in sh[0]["nodes"].values()) == 4
+
+    table = rpmp("admin", "shuffles", APP, "--nodes", nodes)
+    assert table.returncode == 0 and f"shuffles of {APP}" in table.stdout
+    assert APP in rpmp("admin", "apps", "--nodes", nodes).stdout
+    missing = rpmp("admin", "shuffles", "no-such-app", "--nodes", nodes)
+    assert missing.returncode == 1 and "holds no shuffles" in missing.stderr
+
+
+def test_admin_delete_app_asks_then_frees(two_nodes):
+    n0, n1, nodes = two_nodes
+    refused = rpmp("admin", "delete-app", APP, "--nodes", nodes)  # not a terminal and no --yes: nothing happens
+    assert refused.returncode == 1 and "pass --yes" in refused.stderr
+    with Client(nodes, timeout=10) as c:
+        assert c.stats(node=n0.addr)["apps"].get(APP) or c.stats(node=n1.addr)["apps"].get(APP)
+    out = rpmp("admin", "delete-app", APP, "--nodes", nodes, "--yes", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["freed_bytes"] == 52 * SEG and doc["shuffles"] == 2 and doc["freed_blocks"] > 0
+    with Client(nodes, timeout=10) as c:
+        for n in (n0, n1):
+            assert APP not in c.stats(node=n.addr)["apps"]
+    apps = {a["app"] for a in json.loads(rpmp("admin", "apps", "--nodes", nodes, "--json").stdout)["apps"]}
+    assert apps == {OTHER}
+    again = rpmp("admin", "delete-app", APP, "--nodes", nodes, "--yes")
+    assert again.returncode == 1 and "nothing to delete" in again.stderr
+
+
+def test_admin_config_shows_the_effective_settings(node_factory):
+    n = node_factory(extra=["--app-ttl", "123", "--max-connections", "77"])
+    out = rpmp("admin", "config", n.addr, "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    cfg = doc["config"]
+    assert doc["node"] == n.addr and cfg["app_ttl"] == 123 and cfg["max_connections"] == 77
+    assert cfg["port"] == int(n.addr.rsplit(":", 1)[1]) and cfg["log_format"] == "text"
+    assert set(cfg) == set(public_config(NodeConfig()))
+    table = rpmp("admin", "config", n.addr)
+    assert table.returncode == 0 and "max_connections" in table.stdout and "77" in table.stdout
+
+
+def test_public_config_hides_secrets_but_not_their_files():
+    from dataclasses import dataclass
+
+    @dataclass
+    class WithSecrets(NodeConfig):
+        cluster_secret: str = ""
+        auth_file: str = ""
+        cluster_secret_file: str = ""
+
+    cfg = WithSecrets(cluster_secret="hunter2", cluster_secret_file="/etc/rpmp/cluster.secret",
+                      auth_file="/etc/rpmp/auth")
+    shown = public_config(cfg)
+    assert shown["cluster_secret"] == "(hidden)" and "hunter2" not in json.dumps(shown)
+    assert shown["cluster_secret_file"] == "/etc/rpmp/cluster.secret" and shown["auth_file"] == "/etc/rpmp/auth"
+
+
+def test_admin_against_a_closed_port_is_one_line():
+    out = rpmp("admin", "apps", "--nodes", "127.0.0.1:9", "--timeout", "2")
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and "connection refused" in out.stderr
+
+
+# ---- log lines ----------------------------------------------------------------------------------------------
+
+def _json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_json_log_names_app_shuffle_and_peer_of_failures(node_factory):
+    n = node_factory(extra=["--log-format", "json"])
+    with Client(n.addr, timeout=10) as c:
+        with pytest.raises(RpmpError):  # PUSH to a shuffle never registered: NOT_FOUND
+            c.push("app-ghost", 7, 0, 0, 0, 0, b"x" * 64)
+        c.register_shuffle("app-bad", 3, 2)
+        with c.connection(n.addr) as conn:  # a segment whose checksum does not match its payload
+            meta = wire.encode_push("app-bad", 3, 1, 0, 0, 0, 0x1234)
+            with pytest.raises(ProtocolError) as err:
+                conn.call(Op.PUSH, meta, b"y" * 64)
+            assert err.value.code == ErrorCode.CHECKSUM_MISMATCH
+        c.ping()
+    deadline = time.monotonic() + 5
+    while True:
+        lines = _json_lines(n.stderr_text())
+        failures = [ln for ln in lines if ln.get("op") == "PUSH"]
+        if len(failures) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    every = [ln for ln in n.stderr_text().splitlines() if ln.strip()]
+    assert every and all(ln.startswith("{") for ln in every), every[:3]  # every line is JSON
+    for ln in lines:
+        assert {"ts", "level", "logger", "msg"} <= set(ln)
+    ghost = next(ln for ln in failures if ln["code"] == "NOT_FOUND")
+    assert (ghost["app"], ghost["shuffle"], ghost["level"]) == ("app-ghost", 7, "INFO")
+    bad = next(ln for ln in failures if ln["code"] == "CHECKSUM_MISMATCH")
+    assert (bad["app"], bad["shuffle"], bad["level"], bad["logger"]) == ("app-bad", 3, "WARNING", "rpmp.network")
+    for ln in (ghost, bad):
+        assert ln["peer"].startswith("('127.0.0.1', ") and "PUSH failed" in ln["msg"]
+    assert any("listening on" in ln["msg"] for ln in lines)
+
+
+def test_text_log_appends_the_fields(node_factory):
+    n = node_factory()
+    with Client(n.addr, timeout=10) as c, pytest.raises(RpmpError):
+        c.fetch_raw("app-none", 2, 0)
+    deadline = time.monotonic() + 5
+    while "FETCH failed" not in n.stderr_text():
+        assert time.monotonic() < deadline, n.stderr_text()
+        time.sleep(0.05)
+    line = next(ln for ln in n.stderr_text().splitlines() if "FETCH failed" in ln)
+    assert " app=app-none shuffle=2 peer=" in line and " code=NOT_FOUND" in line
+
+
+def test_log_format_is_checked_like_the_other_settings(tmp_path):
+    out = rpmp("server", "--log-format", "yaml")
+    assert out.returncode == 2 and "invalid choice: 'yaml'" in out.stderr
+    conf = tmp_path / "node.conf"
+    conf.write_text("log_format = xml\n")
+    out = rpmp("server", "--config", str(conf))
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"rpmp server: {conf}:1: log_format='xml': must be text or json"
+    assert NodeConfig.load(None, env={"RPMP_LOG_FORMAT": "json"}).log_format == "json"
