@@ -19,29 +19,53 @@ import org.rpmp.client.TlsSettings;
 public final class RpmpConf implements Serializable {
     private static final long serialVersionUID = 1L;
 
+    /** RPMP nodes to reach first, host:port[,host:port] (IPv6 as [addr]:port): any nodes of the cluster, the others are learned from them. Required. */
     public static final String NODES = "spark.rpmp.nodes";
+    /** Copies of each partition, on distinct nodes (1..255): a shuffle survives replicas - 1 dead nodes. */
     public static final String REPLICAS = "spark.rpmp.replicas";
+    /** Bytes of a partition's records a map task buffers before it pushes them as one segment (1 KiB to 32 MiB). */
     public static final String PUSH_SIZE = "spark.rpmp.push.size";
+    /** Bytes a map task may buffer over all its partitions; beyond, the largest are pushed early (at least push.size). */
     public static final String PUSH_MEMORY = "spark.rpmp.push.memory";
+    /** Build segments in direct (off-heap) buffers; false: in heap buffers. */
     public static final String PUSH_OFF_HEAP = "spark.rpmp.push.offHeap";
+    /** Pushes a task may have in flight to one node, awaiting their acknowledgement (at least 1). */
     public static final String PUSH_INFLIGHT = "spark.rpmp.push.inflight";
+    /** Times a failed push (a node refusing it, a replica failing) is retried before the task fails. */
     public static final String PUSH_RETRIES = "spark.rpmp.push.retries";
+    /** Wait before a failed push is retried. */
     public static final String PUSH_RETRY_WAIT = "spark.rpmp.push.retryWait";
+    /** How long a request waits for a node's answer (the read timeout of every connection to the nodes). */
     public static final String FETCH_TIMEOUT = "spark.rpmp.fetch.timeout";
+    /** How long opening a connection to a node may take. */
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
+    /** Bytes of fetched segments a reduce task may hold ahead of the records it consumes. */
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
+    /** On a host with a node, read its partitions from the node's pool and spill files (one-sided: PARTITION_INFO, then mapping the files) instead of FETCH. */
     public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
+    /** How long the driver retries registering a shuffle while no node takes it, before spark.rpmp.fallback decides. */
     public static final String REGISTER_TIMEOUT = "spark.rpmp.register.timeout";
+    /** A shuffle no node registers in time: auto (Spark's sort shuffle writes it), never (the job fails), always (every shuffle is a sort shuffle: A/B runs). */
     public static final String FALLBACK = "spark.rpmp.fallback";
+    /** Tenant the connections authenticate as when there is a secret (default: the Spark user). */
     public static final String AUTH_TENANT = "spark.rpmp.auth.tenant";
+    /** The tenant's secret, as in the nodes' auth file (default: auth.secretFile's, else with spark.authenticate Spark's own secret; none: the nodes run open). */
     public static final String AUTH_SECRET = "spark.rpmp.auth.secret";
+    /** File whose first line is the tenant's secret, instead of auth.secret in the conf. */
     public static final String AUTH_SECRET_FILE = "spark.rpmp.auth.secretFile";
+    /** Speak TLS to the nodes (nodes started with --tls-cert). */
     public static final String TLS_ENABLED = "spark.rpmp.tls.enabled";
+    /** Trust store (JKS or PKCS12) the nodes' certificates are checked against (default: the JVM's); or tls.caPem. */
     public static final String TLS_TRUST_STORE = "spark.rpmp.tls.trustStore";
+    /** Password of tls.trustStore. */
     public static final String TLS_TRUST_STORE_PASSWORD = "spark.rpmp.tls.trustStorePassword";
+    /** PEM file of the CA the nodes' certificates are checked against, instead of a trust store. */
     public static final String TLS_CA_PEM = "spark.rpmp.tls.caPem";
+    /** Key store with the client certificate and its key (for nodes started with --tls-ca). */
     public static final String TLS_KEY_STORE = "spark.rpmp.tls.keyStore";
+    /** Password of tls.keyStore (it unlocks the key too). */
     public static final String TLS_KEY_STORE_PASSWORD = "spark.rpmp.tls.keyStorePassword";
+    /** Check that a node's certificate names the host connected to. */
     public static final String TLS_VERIFY_HOSTNAME = "spark.rpmp.tls.verifyHostname";
     /** Spark's own shared secret (spark.authenticate), the default of spark.rpmp.auth.secret. */
     static final String SPARK_AUTHENTICATE = "spark.authenticate";
