@@ -111,6 +111,25 @@ def _client_tls_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-key", metavar="FILE", help="with --tls: the client certificate's key")
 
 
+def _client_auth_args(p: argparse.ArgumentParser) -> None:
+    """`rpmp stat|drain|admin` to nodes started with --auth-file: as a tenant, or as @cluster (the operator)."""
+    p.add_argument("--tenant", help="authenticate as this tenant (with --secret-file); it sees its own apps only")
+    p.add_argument("--secret-file", metavar="FILE", help="with --tenant: a file (mode 0600) holding its secret")
+    p.add_argument("--cluster-secret-file", metavar="FILE", help="authenticate as @cluster with the nodes' "
+                   "cluster secret (every tenant's apps; what DRAIN needs)")
+
+
+def _auth_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """Client(...) authentication arguments from _client_auth_args' flags ({}: connect without authenticating)."""
+    if args.cluster_secret_file:
+        if args.tenant or args.secret_file:
+            raise ValueError("give --cluster-secret-file, or --tenant with --secret-file, not both")
+        return {"tenant": "@cluster", "secret_file": args.cluster_secret_file}
+    if bool(args.tenant) != bool(args.secret_file):
+        raise ValueError("--tenant and --secret-file go together")
+    return {"tenant": args.tenant, "secret_file": args.secret_file} if args.tenant else {}
+
+
 def _tls_kwargs(args: argparse.Namespace) -> dict[str, object]:
     """Client(...) TLS arguments from _client_tls_args' flags."""
     if not args.tls:
@@ -258,7 +277,7 @@ def cmd_stat(args: argparse.Namespace) -> int:
 
     if not args.timeout > 0:
         raise ValueError(f"--timeout {args.timeout}: must be seconds > 0")
-    with Client(args.nodes, timeout=args.timeout, **_tls_kwargs(args)) as client:
+    with Client(args.nodes, timeout=args.timeout, **_tls_kwargs(args), **_auth_kwargs(args)) as client:
         doc = admin.status(client, lambda call, node=None: _ask(client, args.timeout, call, node=node))
     if args.json:  # the same figures as the tables, keys documented in docs/OPERATIONS.md "Status as JSON"
         admin.print_json(doc)
@@ -274,7 +293,7 @@ class _Unreachable(Exception):
 
 def _ask(client: object, timeout: float, call: Callable[..., T], node: str | None = None) -> T:
     """call(node=...) on the client, its failures as one _Unreachable line naming the node."""
-    from rpmp.client import UnavailableError
+    from rpmp.client import AuthFailedError, ForbiddenError, UnavailableError
     from rpmp.protocol import ProtocolError
     from rpmp.tls import TlsError
 
@@ -290,6 +309,12 @@ def _ask(client: object, timeout: float, call: Callable[..., T], node: str | Non
                            f"(--timeout)") from None
     except UnavailableError as e:
         raise _Unreachable(f"{addr}: the node refuses: {e.args[-1]}") from None
+    except AuthFailedError as e:  # names the node; without --tenant/--cluster-secret-file, the node needs them
+        hint = "" if getattr(client, "tenant", None) else (" (the node requires authentication: "
+                                                             "--cluster-secret-file, or --tenant with --secret-file)")
+        raise _Unreachable(f"{addr}: {e.message}{hint}") from None
+    except ForbiddenError as e:
+        raise _Unreachable(f"{addr}: {e.message} (use --cluster-secret-file)") from None
     except ProtocolError as e:
         raise _Unreachable(f"{addr}: answered, but not as an RPMP node (is another service on that port?): "
                            f"{e.args[-1]}") from None
@@ -308,7 +333,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
     if not 0 <= args.timeout <= 0xFFFFFFFF:
         raise ValueError(f"--timeout {args.timeout}: must be 0..4294967295 seconds (0: no limit)")
-    with Client(args.node, timeout=30, **_tls_kwargs(args)) as client:
+    with Client(args.node, timeout=30, **_tls_kwargs(args), **_auth_kwargs(args)) as client:
         try:
             _ask(client, 30, lambda node: client.drain(node, timeout=args.timeout), node=args.node)
         except RpmpError as e:
@@ -380,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the same figures as one JSON document (keys: "
                    "docs/OPERATIONS.md \"Status as JSON\")")
     _client_tls_args(p)
+    _client_auth_args(p)
     p.set_defaults(func=cmd_stat)
 
     p = sub.add_parser("drain", help="take a node out of service once its shuffles are gone",
@@ -390,6 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=0, metavar="SECONDS",
                    help="exit after this long even if shuffles remain (logged; default 0: no limit)")
     _client_tls_args(p)
+    _client_auth_args(p)
     p.set_defaults(func=cmd_drain)
 
     _admin_parser(sub)
@@ -428,15 +455,14 @@ def _admin_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _admin_client_options(p: argparse.ArgumentParser) -> None:
-    """The connection options of `rpmp admin`: those of `rpmp stat`. HOOK(auth): add the auth option helper
-    here (--tenant/--secret-file/--cluster-secret-file) as `rpmp stat` does, and its kwargs in
-    _admin_client_kwargs."""
+    """The connection options of `rpmp admin`: those of `rpmp stat`."""
     _client_tls_args(p)
+    _client_auth_args(p)
 
 
 def _admin_client_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    """Client(...) arguments from _admin_client_options' flags. HOOK(auth): add the auth kwargs here."""
-    return _tls_kwargs(args)
+    """Client(...) arguments from _admin_client_options' flags."""
+    return {**_tls_kwargs(args), **_auth_kwargs(args)}
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
