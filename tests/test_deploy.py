@@ -209,7 +209,7 @@ CASES = {
     "tls": ["tls.enabled=true"],
     "tls-no-client-certs": ["tls.enabled=true", "tls.verifyClients=false"],
     "monitors": ["metrics.serviceMonitor.enabled=true", "metrics.podMonitor.enabled=true"],
-    "hostpath-pvc": ["pool.medium=hostPath", "spill.type=pvc", "spill.size=50g"],
+    "hostpath-pvc": ["pool.medium=hostPath", "spill.type=pvc", "spill.size=50g", "pool.hostPath.prepare=true"],
     "hostpath-tmpfs": ["pool.medium=hostPath", "pool.hostPath.path=/dev/shm/rpmp", "pool.hostPath.memoryBacked=true"],
     "five-replicas": ["replicas=5", "spill.type=emptyDir", "pool.sizeMi=4096", "port=7200", "metrics.port=9500"],
     "everything": ["replicas=4", "auth.enabled=true", "tls.enabled=true", "metrics.serviceMonitor.enabled=true",
@@ -238,6 +238,8 @@ def test_helm_manifests_wire_together(case):
     inits = pod.get("initContainers", [])
     a = flags(node["args"])
     assert node["args"][0] == "server" and sts["spec"]["replicas"] == replicas
+    assert node["command"][:2] == ["sh", "-c"] and node["command"][2].endswith('; exec rpmp "$@"')
+    assert node["command"][3:] == ["rpmp"]  # $0 of the script: the args are its "$@"
     assert sts["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
     # Names: each pod listens on and announces <pod>.<headless>.<ns>.svc.cluster.local; seeds are every pod.
@@ -334,9 +336,10 @@ def test_helm_manifests_wire_together(case):
 
     # Authentication: the node's files are copies (mode 0400) the init container makes from the Secret.
     auth = values.get("auth.enabled") == "true"
-    assert ("--auth-file" in a) == ("--cluster-secret-file" in a) == auth == bool(inits)
+    init_names = {c["name"] for c in inits}
+    assert ("--auth-file" in a) == ("--cluster-secret-file" in a) == auth == ("auth-files" in init_names)
     if auth:
-        (init,) = inits
+        init = next(c for c in inits if c["name"] == "auth-files")
         script = " ".join(init["command"])
         secret_mount = next(m for m in init["volumeMounts"] if "secret" in volumes[m["name"]])
         assert volumes[secret_mount["name"]]["secret"]["secretName"] == "rpmp-auth"
@@ -345,6 +348,17 @@ def test_helm_manifests_wire_together(case):
             assert under(target, init["volumeMounts"])["name"] == under(target, mounts)["name"]
             assert f"install -m 0400 {secret_mount['mountPath']}/{key} {target}" in script
             assert volumes[under(target, mounts)["name"]]["emptyDir"]["medium"] == "Memory"
+
+    # A hostPath pool's directory is given to the node's user by a root init container, when asked.
+    prepare = medium == "hostPath" and values.get("pool.hostPath.prepare") == "true"
+    assert ("pool-dir" in init_names) == prepare and init_names <= {"pool-dir", "auth-files"}
+    if prepare:
+        init = next(c for c in inits if c["name"] == "pool-dir")
+        (m,) = init["volumeMounts"]
+        assert m == under(a["--pool"], mounts) and init["securityContext"]["runAsUser"] == 0
+        ctx = pod["securityContext"]
+        assert f"chown {ctx['runAsUser']}:{ctx['runAsGroup']} {m['mountPath']} " in init["command"][2]
+        assert "runAsUser" not in node["securityContext"] and ctx["runAsNonRoot"] is True
 
     # TLS: certificate, key and CA come from the TLS Secret's volume, and the probe speaks TLS with them.
     tls = values.get("tls.enabled") == "true"
@@ -423,6 +437,7 @@ def test_helm_pod_runs_as_rendered_with_auth_tls_and_peers_not_resolvable_yet(tm
     sts = only(docs, "StatefulSet")
     pod = sts["spec"]["template"]["spec"]
     (node,), (init,) = pod["containers"], pod["initContainers"]
+    assert init["name"] == "auth-files"
     volumes = {v["name"]: v for v in pod["volumes"]}
     shm = Path(f"/dev/shm/rpmp-deploy-{uuid.uuid4().hex[:12]}")
     where = {}  # container path -> a directory here
@@ -463,6 +478,13 @@ def test_helm_pod_runs_as_rendered_with_auth_tls_and_peers_not_resolvable_yet(tm
     args = [local(expand(a, env)) for a in node["args"]]
     a = flags(args)
     assert not any(os.path.exists(a[f]) for f in ("--auth-file", "--cluster-secret-file"))
+    # The container's command as rendered (it waits for the pod's name to resolve, then runs `rpmp`), with
+    # `rpmp` being this checkout's CLI, whether or not the package is installed.
+    shim = tmp_path / "bin" / "rpmp"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m rpmp.cli "$@"\n')
+    shim.chmod(0o755)
+    run_env = {**os.environ, **env, "PATH": f"{shim.parent}:{os.environ['PATH']}"}
     init_cmd = [local(c) for c in init["command"]]
     subprocess.run(init_cmd, check=True, timeout=30)
     for f in ("--auth-file", "--cluster-secret-file"):
@@ -470,11 +492,11 @@ def test_helm_pod_runs_as_rendered_with_auth_tls_and_peers_not_resolvable_yet(tm
     try:
         # What the init container is for: the Secret's own files (0440) are refused.
         as_mounted = [f"--auth-file={auth_secret}/auth" if x.startswith("--auth-file=") else x for x in args]
-        refused = subprocess.run([sys.executable, "-m", "rpmp.cli", *as_mounted],
-                                 cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+        refused = subprocess.run([*node["command"], *as_mounted], cwd=ROOT, env=run_env, capture_output=True,
+                                 text=True, timeout=60)
         assert refused.returncode != 0 and "group or others" in refused.stderr, refused.stderr
-        proc = subprocess.Popen([sys.executable, "-m", "rpmp.cli", *args], cwd=ROOT, env={**os.environ, **env},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([*node["command"], *args], cwd=ROOT, env=run_env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
         try:
             probe = [sys.executable if c == "python3" else local(c) for c in node["readinessProbe"]["exec"]["command"]]
             deadline = time.monotonic() + 60
