@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from rpmp.protocol import NodeState
@@ -157,7 +157,7 @@ def shuffles_doc(per_node: list[tuple[str, dict[str, Any]]], app: str) -> dict[s
     return {"app": app, "shuffles": [shuffles[k] for k in sorted(shuffles)]}
 
 
-def _table(title: str, cols: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+def _table(title: str, cols: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -14,7 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from rpmp.server.config import DEFAULT_PORT, NodeConfig, parse_size
 
@@ -460,7 +460,7 @@ def _admin_client_options(p: argparse.ArgumentParser) -> None:
     _client_auth_args(p)
 
 
-def _admin_client_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def _admin_client_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Client(...) arguments from _admin_client_options' flags."""
     return {**_tls_kwargs(args), **_auth_kwargs(args)}
 

@@ -255,6 +255,15 @@ def public_config(config: NodeConfig) -> dict[str, object]:
     return out
 
 
+# The meaning of settings that have no flag (a flag's help text is the meaning of the others): what
+# docs/CONFIGURATION.md says of them (scripts/gen_config_reference.py; a setting with neither fails its test).
+UNFLAGGED_HELP = {
+    "verify_on_open": "check every record of the pool (and of spill files not known intact) against its XXH3 when "
+                      "the node opens them; a damaged one is quarantined, never served (config file and environment "
+                      "only)",
+}
+
+
 # Other names a setting is known by in a file (`spill_dir = /a,/b`, `spill-dir`) and the environment
 # (RPMP_SPILL_DIR); the field's own name wins when both are given.
 ALIASES = {"spill_dir": "spill_dirs"}

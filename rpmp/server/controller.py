@@ -16,7 +16,7 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeAlias
+from typing import Any, TypeAlias, cast
 
 import xxhash
 
@@ -242,8 +242,9 @@ class Controller:
         st["apps"] = {display_app(a): v for a, v in st["apps"].items()}
         return Reply(data=[json.dumps(st).encode()])
 
-    def _shuffle_stats(self, apps: dict[str, dict]) -> None:
+    def _shuffle_stats(self, shown: object) -> None:
         """STATS' per-shuffle figures (`rpmp admin shuffles`), under each app shown: apps[app]["by_shuffle"][sid]."""
+        apps = cast(dict[str, dict[str, Any]], shown)
         blocks = self.storage.blocks
         for (app, sid), sh in self.storage.shuffles.shuffles.items():
             entry = apps.get(app)
@@ -327,7 +328,7 @@ class Controller:
                             forwarded: bool, nodes: list[Node] | None = None) -> Reply | Awaitable[Reply]:
         self.storage.shuffles.register(app, sid, nparts, replicas, placement)
         self.leases.hold(app)
-        log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, app, nparts, replicas,
+        log.info("registered shuffle %d of %s: %d partitions, %d replicas%s", sid, display_app(app), nparts, replicas,
                  " (forwarded)" if forwarded else "")
         if forwarded:
             return Reply(placement)
@@ -354,7 +355,7 @@ class Controller:
                     return Reply(table)
                 for nid in draining:
                     self.membership.mark_draining(nid)
-                log.info("shuffle %d of %s: nodes %s are draining; placing it again without them", sid, app,
+                log.info("shuffle %d of %s: nodes %s are draining; placing it again without them", sid, display_app(app),
                          ", ".join(draining))
                 self.storage.shuffles.delete(app, sid)
                 if took:
@@ -619,7 +620,7 @@ class Controller:
         app = self._named(flags, app, "DELETE_SHUFFLE")
         freed = self.storage.shuffles.delete(app, sid)
         if freed:
-            log.info("deleted shuffle %d of %s: %d blocks", sid, app, freed)
+            log.info("deleted shuffle %d of %s: %d blocks", sid, display_app(app), freed)
         if flags & FLAG_FORWARDED:
             return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_SHUFFLE, wire.encode_delete_shuffle(app, sid), freed)  # qualified
@@ -629,7 +630,7 @@ class Controller:
         app = self._named(flags, app, "DELETE_APP")
         freed = self.storage.shuffles.delete_app(app)
         if freed:
-            log.info("deleted app %s: %d blocks", app, freed)
+            log.info("deleted app %s: %d blocks", display_app(app), freed)
         if flags & FLAG_FORWARDED:
             return Reply(wire.encode_u64(freed))
         return self._forward_sum(Op.DELETE_APP, wire.encode_delete_app(app), freed)  # qualified
@@ -680,7 +681,7 @@ class Controller:
             try:
                 blocks = store.delete_app(app)
             except (StorageError, _pool.PoolError) as e:
-                log.warning("app %s expired but could not be deleted: %s", app, e)
+                log.warning("app %s expired but could not be deleted: %s", display_app(app), e)
                 continue
             self.leases.forget(app)
             self.counters["apps_expired"] += 1

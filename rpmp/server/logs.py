@@ -12,7 +12,8 @@ import json
 import logging
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rpmp import _wire as wire
 from rpmp.protocol import ErrorCode, Op, ProtocolError
@@ -81,8 +82,11 @@ def configure(level: str, fmt: str = "text") -> None:
 
 # ---- failed requests ------------------------------------------------------------------------------------------
 
-_DECODERS = {Op.PUSH: wire.decode_push, Op.FETCH: wire.decode_fetch, Op.MAP_END: wire.decode_map_end,
-             Op.PARTITION_INFO: wire.decode_partition_info, Op.DELETE_SHUFFLE: wire.decode_delete_shuffle}
+E = TypeVar("E", bound=BaseException)
+
+_DECODERS: dict[int, Callable[[Any], tuple[Any, ...]]] = {
+    Op.PUSH: wire.decode_push, Op.FETCH: wire.decode_fetch, Op.MAP_END: wire.decode_map_end,
+    Op.PARTITION_INFO: wire.decode_partition_info, Op.DELETE_SHUFFLE: wire.decode_delete_shuffle}
 
 
 def subject(op: int, meta: bytes | memoryview | None) -> tuple[str | None, int | None]:
@@ -93,7 +97,7 @@ def subject(op: int, meta: bytes | memoryview | None) -> tuple[str | None, int |
     try:
         if op in _DECODERS:
             fields = _DECODERS[op](meta)
-            return fields[0], fields[1]
+            return str(fields[0]), int(fields[1])
         if op == Op.REGISTER_SHUFFLE:
             try:
                 app, sid, _, _ = wire.decode_register(meta)
@@ -109,14 +113,14 @@ def subject(op: int, meta: bytes | memoryview | None) -> tuple[str | None, int |
     return None, None
 
 
-def tag(err: BaseException, app: str | None, shuffle: int | None) -> BaseException:
+def tag(err: E, app: str | None, shuffle: int | None) -> E:
     """Note on `err` the app and shuffle of the request it failed (kept if already noted); returns `err`."""
     if getattr(err, "rpmp_subject", None) is None and (app is not None or shuffle is not None):
         err.rpmp_subject = (app, shuffle)  # type: ignore[attr-defined]
     return err
 
 
-def tag_from(err: BaseException, op: int, meta: bytes | memoryview | None) -> BaseException:
+def tag_from(err: E, op: int, meta: bytes | memoryview | None) -> E:
     if getattr(err, "rpmp_subject", None) is None:
         tag(err, *subject(op, meta))
     return err

@@ -397,7 +397,7 @@ class Connection(asyncio.BufferedProtocol):
         try:
             result = pending if isinstance(pending, Reply) else await pending
         except ProtocolError as e:
-            result = tag_from(e, op, meta)  # type: ignore[assignment]
+            result = tag_from(e, op, meta)
         except Exception as e:
             log.exception("request op=%#x failed", op, extra={"peer": self.peer})
             result = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
