@@ -268,7 +268,9 @@ def test_helm_manifests_wire_together(case):
     # Ports: the Service, probes and monitors use what the container exposes.
     for sp in svc["spec"]["ports"]:
         assert ports[sp["targetPort"]] == sp["port"] and sp["name"] == sp["targetPort"]
-    assert ports[node["livenessProbe"]["tcpSocket"]["port"]] == port
+    assert ports[node["livenessProbe"]["tcpSocket"]["port"]] == ports[node["startupProbe"]["tcpSocket"]["port"]] == port
+    startup = node["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # a large pool's creation fits
     probe = node["readinessProbe"]["exec"]["command"]
     assert probe[:2] == ["python3", "/etc/rpmp/conf/rpmp-ping.py"] and f"--port={port}" in probe
     if values.get("metrics.enabled") == "false":
