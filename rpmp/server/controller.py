@@ -271,7 +271,8 @@ class Controller:
     def _shuffle(self, app: str, sid: int) -> Shuffle:
         sh = self.storage.shuffles.get(app, sid)
         if sh is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sid} of app {app!r} is not registered on this node")
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sid} of app {display_app(app)!r} is not registered "
+                                f"on this node")
         return sh
 
     def _partition(self, sh: Shuffle, p: int) -> None:
@@ -297,7 +298,7 @@ class Controller:
             return existing
         if self.membership.draining:  # a client (or the taking node) goes to another node
             raise ProtocolError(ErrorCode.UNAVAILABLE, f"node {self.config.node_id} {DRAINING_REFUSAL}; register "
-                                f"shuffle {sid} of {app!r} through another node")
+                                f"shuffle {sid} of {display_app(app)!r} through another node")
         if placement is not None:
             self._check_forwarded_placement(app, sid, nparts, placement)
             return self._store_registration(app, sid, nparts, replicas, placement, forwarded)
@@ -320,7 +321,7 @@ class Controller:
         if sh is None:
             return None
         if sh.num_partitions != nparts:
-            raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {app!r} is registered with "
+            raise ProtocolError(ErrorCode.CONFLICT, f"shuffle {sid} of app {display_app(app)!r} is registered with "
                                 f"{sh.num_partitions} partitions, not {nparts}")
         return Reply(self.storage.shuffles.placement(sh))
 
@@ -355,8 +356,8 @@ class Controller:
                     return Reply(table)
                 for nid in draining:
                     self.membership.mark_draining(nid)
-                log.info("shuffle %d of %s: nodes %s are draining; placing it again without them", sid, display_app(app),
-                         ", ".join(draining))
+                log.info("shuffle %d of %s: nodes %s are draining; placing it again without them", sid,
+                         display_app(app), ", ".join(draining))
                 self.storage.shuffles.delete(app, sid)
                 if took:
                     await self._forward_to(took, Op.DELETE_SHUFFLE, wire.encode_delete_shuffle(app, sid))
@@ -366,8 +367,8 @@ class Controller:
                 targets = [n for n in fresh if n.node_id != me]
                 self.storage.shuffles.register(app, sid, nparts, replicas, table)
                 self.leases.hold(app)
-            raise ProtocolError(ErrorCode.UNAVAILABLE, f"shuffle {sid} of {app!r}: nodes kept refusing it as "
-                                f"draining over {REGISTER_ROUNDS} placements; retry")
+            raise ProtocolError(ErrorCode.UNAVAILABLE, f"shuffle {sid} of {display_app(app)!r}: nodes kept refusing "
+                                f"it as draining over {REGISTER_ROUNDS} placements; retry")
 
         return run()
 
@@ -490,7 +491,7 @@ class Controller:
         """
         view = self.storage.shuffles.payload(sh, p, ident)
         if view is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {sh.app!r} was deleted "
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {display_app(sh.app)!r} was deleted "
                                 f"while segment {ident} was pushed")
         me = self.config.node_id
         targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
@@ -686,7 +687,7 @@ class Controller:
             self.leases.forget(app)
             self.counters["apps_expired"] += 1
             log.warning("app %s expired: nobody renewed its lease for %.0f s (--app-ttl); deleted %d shuffles %s, "
-                        "%d bytes, %d blocks", app, self.leases.ttl, len(shuffles),
+                        "%d bytes, %d blocks", display_app(app), self.leases.ttl, len(shuffles),
                         sorted(sh.shuffle for sh in shuffles)[:20], nbytes, blocks)
         return gone
 

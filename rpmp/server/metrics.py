@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rpmp.auth import display_app
 from rpmp.protocol import VERSION, ErrorCode
 from rpmp.server.controller import APP_COUNTERS, LATENCY_BUCKETS
 
@@ -72,6 +73,8 @@ NETWORK_COUNTERS = (
      "--max-connections."),
     ("rpmp_connections_idle_closed_total", "idle_closed", "Connections closed after --idle-timeout of silence."),
     ("rpmp_frames_timed_out_total", "timed_out_frames", "Frames not complete within --frame-timeout."),
+    ("rpmp_auth_failures_total", "auth_failures", "Failed authentications (--auth-file): unknown tenant, wrong proof, "
+     "a request before AUTH; each logged at WARN with the peer's address."),
 )
 # (per-app metric name, index in the controller's per-app counters, help)
 APP_METRICS = (
@@ -126,10 +129,12 @@ class NodeCollector(Collector):
             elif c.waiting_room:
                 paused["room"] += 1
         disk = storage.disk
+        network = {**net.counters, "auth_failures": 0 if net.auth is None else net.auth.failures}
         return {
-            "node": ctl.config.node_id, "counters": dict(ctl.counters), "network": dict(net.counters),
+            "node": ctl.config.node_id, "counters": dict(ctl.counters), "network": network,
             "errors": dict(net.errors), "latency": {k: (list(h.counts), h.sum) for k, h in ctl.latency.items()},
-            "apps": {app: list(c) for app, c in ctl.app_counters.items()}, "retired": list(ctl.retired_app_counters),
+            "apps": {display_app(app): list(c) for app, c in ctl.app_counters.items()},
+            "retired": list(ctl.retired_app_counters),
             "stats": st, "connections": len(net.connections), "paused": paused,
             "disk_capacity": None if disk is None else (disk.capacity or disk.used + disk.room()),
             "epoch": members.epoch, "live": len(members.live()), "members": len(members.nodes()),

@@ -123,6 +123,8 @@ class RpmpNode:
         pool_bytes = os.path.getsize(cfg.pool)
         if pool_action != "open" and cfg.pool_mode != 0o600:  # created 0600: who else may map it is the operator's
             os.chmod(cfg.pool, cfg.pool_mode)
+        if self.storage.disk is not None:
+            self.storage.disk.file_mode = cfg.pool_mode
         if pool_action == "open" and pool_bytes != cfg.pool_size:
             log.info("pool %s exists with %d MiB, not the %d MiB of pool_size (which sizes a new pool only)",
                      cfg.pool, pool_bytes >> 20, cfg.pool_size >> 20)

@@ -71,6 +71,8 @@ class _Spilled:
 class DiskTier:
     """The spill files of one node: where extents are written, the live ones, and their mappings."""
 
+    file_mode = 0o600  # of new spill files (the node sets --pool-mode): who may map them reads every tenant's data
+
     def __init__(self, dirs: Sequence[str], capacity: int, stem: str):
         """`capacity`: bytes the files may hold together (0: what the file systems have, less a floor);
         `stem`: the pool file's name, which names this node's spill files."""
@@ -159,6 +161,8 @@ class DiskTier:
         self._next_number += 1
         f = self.files[number] = self.current[d] = _File(number, d, SpillFile(
             os.path.join(d, f"{self.stem}.{number:06d}.spill")))
+        if self.file_mode != 0o600:  # created 0600
+            os.fchmod(f.spill.fd, self.file_mode)
         if old is not None and old.live == 0:
             self._remove(old)
         return f
