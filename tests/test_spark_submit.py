@@ -63,8 +63,11 @@ def test_spark_defaults_conf_matches_what_the_plugin_reads():
     plugin_keys, defaults = plugin_keys_and_defaults()
     assert len(plugin_keys) >= 12 and "spark.rpmp.nodes" in plugin_keys   # the grep found RpmpConf's keys
     shown = {k for k in conf if k.startswith("spark.rpmp.")}
+    # The security keys (no default a file could show: a tenant, a secret, certificate paths) are commented examples.
+    examples = set(re.findall(r"^# (spark\.rpmp\.\S+) ", DEFAULTS.read_text(encoding="utf-8"), re.M))
+    assert examples == {k for k in plugin_keys if k.startswith(("spark.rpmp.auth.", "spark.rpmp.tls."))}
     assert shown - plugin_keys == set(), "spark-defaults.conf sets keys the plugin never reads"
-    assert plugin_keys - shown == set(), "keys the plugin reads are missing from spark-defaults.conf"
+    assert plugin_keys - shown - examples == set(), "keys the plugin reads are missing from spark-defaults.conf"
     assert set(conf) - shown == {"spark.jars", "spark.shuffle.manager", "spark.shuffle.sort.io.plugin.class"}, \
         "other settings crept in"
     assert conf["spark.shuffle.sort.io.plugin.class"] == "org.rpmp.shuffle.RpmpShuffleDataIO"
