@@ -13,11 +13,12 @@ import time
 import pytest
 import xxhash
 
-from rpmp.client import Client
+from rpmp._wire import encode_fetch
+from rpmp.client import Client, Connection
 from rpmp.cluster import LocalCluster
-from rpmp.protocol import SEQ_LAST, ErrorCode
+from rpmp.protocol import END_MAP_ALL, SEQ_LAST, ErrorCode, Op
 from rpmp.server.config import NodeConfig
-from rpmp.tls import TlsError
+from rpmp.tls import TlsError, client_context
 
 APP = "app-20261202-tls"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +98,24 @@ def test_every_op_family_round_trips_byte_exact_and_large_fetches_leave_through_
         assert fetched(c, 2, 4) == big
         assert fetched(c, 1, 2) == small
         assert c.stats()["counters"]["sendfile_replies"] == 0  # sendfile cannot carry TLS: the transport did
+
+
+def test_a_tls_client_that_does_not_read_is_dropped_and_others_are_served(node_factory, certs):
+    """Replies wait in slices (not in the TLS transport): they still count as unsent, so a client that takes none
+    of them loses its connection after --send-timeout, and the node does not hold them meanwhile."""
+    node = node_factory(extra=[*tls_flags(certs), "--send-timeout", "1"])
+    with Client(node.addr, tls=True, ca=certs["ca.pem"]) as c:
+        c.register_shuffle(APP, 3, 1)
+        c.push_many(APP, 3, [(0, m, 0, SEQ_LAST, data_of(m, 1 << 20)) for m in range(16)])
+        stuck = Connection(node.host, node.port, 10, tls=client_context(certs["ca.pem"]))
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        for _ in range(8):  # 128 MiB of replies asked for, none read
+            stuck.send(Op.FETCH, encode_fetch(APP, 3, 0, 0, END_MAP_ALL, []))
+        began = time.monotonic()
+        while c.stats()["counters"]["dropped_connections"] == 0 and time.monotonic() - began < 10:
+            assert len(c.fetch(APP, 3, 0)) == 16  # served meanwhile
+        assert c.stats()["counters"]["dropped_connections"] == 1
+        stuck.close()
 
 
 def test_a_client_without_the_ca_fails_verification_with_a_clear_message(node_factory, certs):
