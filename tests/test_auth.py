@@ -1,8 +1,10 @@
 """Authentication and tenants (docs/PROTOCOL.md "Authentication and tenants") on real node processes.
 
 One node with two tenants serves most tests (module fixture); tests that need their own node (SIGHUP, the
-cluster secret, permissions, back-off) start one. Raw frames go through rpmp.client.Connection, so what the
-node answers is checked byte for byte, not through the Client's own handshake.
+cluster secret, permissions, back-off, failed handshakes) start one. The three that wait for time to pass
+(back-off, leases, a 2-node cluster) are marked slow; the rest is in the quick subset (13 s on the loaded
+2-core machine, mostly node starts). Raw frames go through rpmp.client.Connection, so what the node answers
+is checked byte for byte, not through the Client's own handshake.
 """
 
 from __future__ import annotations
@@ -56,7 +58,16 @@ def _node(tmp_path, tenants=TENANTS, cluster_secret: str | None = "cluster-one",
 
 @pytest.fixture(scope="module")
 def anode(tmp_path_factory):
+    """A node shared by the tests that make few failed handshakes (failures from 127.0.0.1 slow later ones)."""
     node = _node(tmp_path_factory.mktemp("auth")).start()
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A node of the test's own, for tests that fail handshakes on purpose."""
+    node = _node(tmp_path).start()
     yield node
     node.close()
 
@@ -187,7 +198,8 @@ def test_wrong_secret_and_unknown_tenant(anode):
     assert A_SECRET not in anode.stderr_text()
 
 
-def test_requests_before_auth_are_refused(anode):
+def test_requests_before_auth_are_refused(fresh):
+    anode = fresh
     conn = _raw(anode)  # HELLO and PING are allowed first, then PUSH is not
     assert W.decode_hello_resp(conn.call(Op.HELLO, W.encode_hello(VERSION, "t"))[0])[1] == anode.address
     conn.call(Op.PING)
@@ -210,7 +222,8 @@ def test_bad_auth_meta_is_bad_request(anode):
     _handshake(conn, "acme", A_SECRET.encode())  # the connection stays open
 
 
-def test_replayed_transcript_is_refused(anode):
+def test_replayed_transcript_is_refused(fresh):
+    anode = fresh
     conn = _raw(anode)
     cn, _, recorded = _handshake(conn, "acme", A_SECRET.encode())
     conn.close()
@@ -219,7 +232,8 @@ def test_replayed_transcript_is_refused(anode):
     _expect_auth_failed(replay, Op.AUTH_PROOF, W.encode_auth_proof(recorded))
 
 
-def test_proof_for_another_tenant_is_refused(anode):
+def test_proof_for_another_tenant_is_refused(fresh):
+    anode = fresh
     conn = _raw(anode)  # claims beta, proves with acme's secret (over beta's transcript, then acme's)
     cn = new_nonce()
     nn, _ = W.decode_auth_resp(conn.call(Op.AUTH, W.encode_auth("beta", cn))[0])
@@ -265,6 +279,11 @@ def test_tenant_cannot_touch_another_tenants_data(anode):
             with pytest.raises(NotFoundError) as ei:
                 call()
             assert "acme" not in ei.value.message
+        with pytest.raises(NotFoundError) as ei:
+            b.fetch_raw(app, 3, 0)
+        assert ei.value.message == f"shuffle 3 of app 'beta/{app}' is not registered on this node"
+        with pytest.raises(NotFoundError, match=r"^NOT_FOUND: no value under key b'key'$"):
+            b.get(b"key")
         assert b.delete_shuffle(app, 3) == 0 and b.delete_app(app) == 0  # beta's own (empty) app
         b.register_shuffle(app, 3, 5)  # beta's own app: another partition count is no CONFLICT
         assert sorted(b.stats()["apps"]) == ["beta/" + app]
@@ -305,6 +324,7 @@ def test_client_app_names_are_at_most_120_bytes(anode, node):
             assert ei.value.message == "REGISTER_SHUFFLE.app: application name is 121 bytes, the limit is 120"
 
 
+@pytest.mark.slow  # ~3 s
 def test_lease_thread_renews_through_authenticated_connections(tmp_path):
     node = _node(tmp_path, extra=["--app-ttl", "0.9"]).start()
     try:
@@ -346,9 +366,11 @@ def test_sighup_adds_a_tenant_and_keeps_the_old_file_when_the_new_is_bad(tmp_pat
         node.close()
 
 
+@pytest.mark.slow  # ~3 s
 def test_failing_address_is_delayed_without_slowing_others(tmp_path):
-    node = _node(tmp_path, cluster_secret=None).start()
+    node = _node(tmp_path, cluster_secret=None, extra=["--pool-mode", "0640"]).start()
     try:
+        assert os.stat(node.pool).st_mode & 0o777 == 0o640
         times: list[float] = []
 
         # by hand: the Client would stop before AUTH_PROOF (the node's proof does not match a guessed secret)
@@ -383,6 +405,7 @@ def test_failing_address_is_delayed_without_slowing_others(tmp_path):
 
 # ---- nodes as @cluster --------------------------------------------------------------------------------
 
+@pytest.mark.slow  # ~3 s
 def test_nodes_with_the_cluster_secret_form_a_cluster_and_a_wrong_one_is_not_admitted(tmp_path):
     with LocalCluster(2, pool_size="64m", node_args=NODE_ARGS, auth_file=TENANTS) as cluster:
         cluster.start(timeout=30)

@@ -21,6 +21,11 @@ log = logging.getLogger("rpmp.storage")
 KKEY = struct.Struct("<cQ")  # b"K", version; then the user's key
 
 
+def _shown(key: bytes) -> bytes:
+    """A stored key as its owner named it (a tenant's keys carry rpmp.auth's 9-byte prefix), cut for messages."""
+    return (key[9:] if key[:1] == b"\x1f" and len(key) > 9 else key)[:40]
+
+
 @dataclass(slots=True)
 class PutReservation:
     """Room for one value: `view` is where the network receives it."""
@@ -96,7 +101,7 @@ class ValueStore:
         `check_up_to` bytes are checked here, larger ones are left to the caller (`block_ok`)."""
         entry = self.values.get(key)
         if entry is None:
-            raise StorageError("not_found", f"no value under key {key[:40]!r}")
+            raise StorageError("not_found", f"no value under key {_shown(key)!r}")
         block = entry[0]
         if block in self.corrupt:
             raise self._error(key, block)
@@ -125,7 +130,7 @@ class ValueStore:
                   key[:40], block, self.blocks.file_offset(block))
 
     def _error(self, key: bytes, block: int) -> StorageError:
-        return StorageError("corrupt", f"the value under key {key[:40]!r} fails its checksum on node {self.name} "
+        return StorageError("corrupt", f"the value under key {_shown(key)!r} fails its checksum on node {self.name} "
                             f"(block {block:#x}); it is quarantined until replaced or deleted")
 
     # ---- moving values to the disk tier ------------------------------------------------------------
@@ -156,6 +161,6 @@ class ValueStore:
     def delete(self, key: bytes) -> None:
         entry = self.values.pop(key, None)
         if entry is None:
-            raise StorageError("not_found", f"no value under key {key[:40]!r}")
+            raise StorageError("not_found", f"no value under key {_shown(key)!r}")
         self.blocks.free(entry[0])
         self.corrupt.discard(entry[0])
