@@ -157,6 +157,26 @@ def shuffles_doc(per_node: list[tuple[str, dict[str, Any]]], app: str) -> dict[s
     return {"app": app, "shuffles": [shuffles[k] for k in sorted(shuffles)]}
 
 
+def shown_name(args: argparse.Namespace, app: str) -> str:
+    """APP as STATS names it: a tenant's own app `a` is `tenant/a` there (docs/PROTOCOL.md "Authentication and
+    tenants"); open nodes and @cluster see names as they are."""
+    tenant = getattr(args, "tenant", None)
+    return f"{tenant}/{app}" if tenant and not app.startswith(f"{tenant}/") else app
+
+
+def request_name(args: argparse.Namespace, app: str) -> str:
+    """APP as a request names it: a tenant names its own apps bare (the node qualifies them); @cluster names a
+    tenant's app by the node's own name, `tenant` U+001F `app`, which STATS prints as `tenant/app`."""
+    tenant = getattr(args, "tenant", None)
+    if tenant:
+        return app.removeprefix(f"{tenant}/")
+    if getattr(args, "cluster_secret_file", None) and "/" in app:
+        from rpmp.auth import SEP
+
+        return app.replace("/", SEP, 1)
+    return app
+
+
 def _table(title: str, cols: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -189,7 +209,7 @@ def cmd_apps(args: argparse.Namespace, client: Any, ask: Ask) -> int:
 
 
 def cmd_shuffles(args: argparse.Namespace, client: Any, ask: Ask) -> int:
-    doc = shuffles_doc(_node_stats(client, ask), args.app)
+    doc = shuffles_doc(_node_stats(client, ask), shown_name(args, args.app))
     if args.json:
         print_json(doc)
         return 0
@@ -205,7 +225,7 @@ def cmd_shuffles(args: argparse.Namespace, client: Any, ask: Ask) -> int:
 def cmd_delete_app(args: argparse.Namespace, client: Any, ask: Ask) -> int:
     """DELETE_APP through one node (it forwards to the others); what the app held is read from STATS first."""
     held = apps_doc(_node_stats(client, ask))
-    app = next((a for a in held["apps"] if a["app"] == args.app), None)
+    app = next((a for a in held["apps"] if a["app"] == shown_name(args, args.app)), None)
     if app is None:
         print(f"app {args.app!r} holds nothing on {', '.join(held['nodes'])}: nothing to delete", file=sys.stderr)
         return 1
@@ -219,7 +239,7 @@ def cmd_delete_app(args: argparse.Namespace, client: Any, ask: Ask) -> int:
         if input(f"delete {what}? [y/N] ").strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    blocks = ask(lambda: client.delete_app(args.app))
+    blocks = ask(lambda: client.delete_app(request_name(args, args.app)))
     doc = {"app": args.app, "freed_blocks": blocks, "freed_bytes": total, "pool_bytes": app["pool_bytes"],
            "disk_bytes": app["disk_bytes"], "shuffles": app["shuffles"], "nodes": sorted(app["nodes"])}
     if args.json:

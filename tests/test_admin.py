@@ -220,3 +220,52 @@ def test_log_format_is_checked_like_the_other_settings(tmp_path):
     assert out.returncode == 2
     assert out.stderr.strip() == f"rpmp server: {conf}:1: log_format='xml': must be text or json"
     assert NodeConfig.load(None, env={"RPMP_LOG_FORMAT": "json"}).log_format == "json"
+
+
+# ---- with authentication --------------------------------------------------------------------------------------
+
+def test_admin_with_tenants_and_the_cluster_secret(tmp_path):
+    from rpmp.auth import write_private
+    from rpmp.cluster import LocalNode, new_pool_path
+
+    secret_file = str(tmp_path / "acme.secret")
+    write_private(secret_file, "acme-secret\n")
+    node = LocalNode(new_pool_path("rpmp-admin-auth"), pool_size="64m", remove_pool=True,
+                     auth_file={"acme": "acme-secret", "beta": "beta-secret"},
+                     cluster_secret_file=str(tmp_path / "cluster.secret"))
+    write_private(str(tmp_path / "cluster.secret"), "the-cluster-secret\n")
+    node.start()
+    try:
+        for tenant, secret, n in (("acme", "acme-secret", 1), ("beta", "beta-secret", 3)):
+            with Client(node.addr, timeout=10, tenant=tenant, secret=secret) as c:
+                pl = c.register_shuffle("x", 0, 2)
+                c.push_many("x", 0, [(0, m, 0, 0, b"z" * 500) for m in range(n)], placement=pl)
+        as_acme = ("--tenant", "acme", "--secret-file", secret_file)
+        as_cluster = ("--cluster-secret-file", str(tmp_path / "cluster.secret"))
+
+        mine = json.loads(rpmp("admin", "apps", "--nodes", node.addr, *as_acme, "--json").stdout)["apps"]
+        assert [(a["app"], a["pool_bytes"]) for a in mine] == [("acme/x", 500)]  # its own app only
+        every = json.loads(rpmp("admin", "apps", "--nodes", node.addr, *as_cluster, "--json").stdout)["apps"]
+        assert {(a["app"], a["pool_bytes"]) for a in every} == {("acme/x", 500), ("beta/x", 1500)}
+        sh = json.loads(rpmp("admin", "shuffles", "x", "--nodes", node.addr, *as_acme, "--json").stdout)
+        assert [(s["shuffle"], s["segments"]) for s in sh["shuffles"]] == [(0, 1)]
+
+        out = rpmp("admin", "delete-app", "x", "--nodes", node.addr, *as_acme, "--yes", "--json")
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["freed_bytes"] == 500
+        every = json.loads(rpmp("admin", "apps", "--nodes", node.addr, *as_cluster, "--json").stdout)["apps"]
+        assert [a["app"] for a in every] == ["beta/x"]  # the other tenant's app of the same name stays
+        out = rpmp("admin", "delete-app", "beta/x", "--nodes", node.addr, *as_cluster, "--yes", "--json")
+        assert out.returncode == 0 and json.loads(out.stdout)["freed_bytes"] == 1500, out.stderr
+        assert json.loads(rpmp("admin", "apps", "--nodes", node.addr, *as_cluster, "--json").stdout)["apps"] == []
+
+        cfg = rpmp("admin", "config", node.addr, *as_cluster, "--json")
+        assert cfg.returncode == 0, cfg.stderr
+        shown = json.loads(cfg.stdout)["config"]
+        assert shown["auth_file"] == node.auth.auth_file
+        assert shown["cluster_secret_file"] == str(tmp_path / "cluster.secret")
+        assert not any(s in cfg.stdout for s in ("acme-secret", "beta-secret", "the-cluster-secret"))
+        unauthenticated = rpmp("admin", "apps", "--nodes", node.addr)
+        assert unauthenticated.returncode == 1 and unauthenticated.stderr.count("\n") == 1
+    finally:
+        node.close()
