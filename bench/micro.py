@@ -7,6 +7,9 @@
 - push:  4 MiB PUSH segments from the Python client to a node process (pipelined, checksummed by the
          client, verified by the node, persisted in its pool) -> push_ratio = push / raw;
 - fetch: FETCH of the same data back (the client receives the frames into Arrow buffers) -> fetch / raw;
+- tls (with --tls): the same push and fetch rounds against a second node that speaks TLS (a self-signed certificate
+         made with the `openssl` command line), in the same rounds as the plaintext ones -> tls_push_gbps,
+         tls_fetch_gbps and their ratios to the plaintext figures (what TLS costs);
 - get4k: 4 KiB GETs per second with 1 and 16 connections, driven by bench/loadgen.c; if redis-server is
          installed, the same program drives the same load against Redis -> redis_ratio (16 connections).
 Rounds alternate raw / push / fetch; each figure is the median over rounds. Next to the throughput, each
@@ -15,7 +18,7 @@ via /proc): on two cores a throughput figure moves with whatever else runs, the 
 and it says which end is the limit (`cpu_s_per_gb` in the JSON).
 
     python bench/micro.py [--rounds 3] [--mib 1024] [--seconds 3] [--json out.json] [--node-args '...']
-                          [--segment-kib 4096]
+                          [--segment-kib 4096] [--tls]
 """
 
 from __future__ import annotations
@@ -151,6 +154,15 @@ def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuM
     return got / dt / 1e9
 
 
+def self_signed(directory: str) -> tuple[str, str]:
+    """A certificate and key for 127.0.0.1 (EC P-256), made with the openssl command line."""
+    cert, key = os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+    return cert, key
+
+
 def loadgen_binary() -> str:
     out = os.path.join(tempfile.gettempdir(), f"rpmp-loadgen-v{VERSION}")
     src = os.path.join(HERE, "loadgen.c")
@@ -207,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--segment-kib", type=int, default=SEG >> 10,
                     help="PUSH segment size (4096; small segments show the node's per-push cost)")
     ap.add_argument("--node-args", default="", help="extra `rpmp server` flags, e.g. '--no-verify-fetch'")
+    ap.add_argument("--tls", action="store_true", help="also push and fetch through a TLS node in the same rounds")
     args = ap.parse_args(argv)
     total = args.mib << 20
 
@@ -222,7 +235,15 @@ def main(argv: list[str] | None = None) -> dict:
     cpu: dict[str, list[tuple[float, float]]] = {"raw": [], "push": [], "fetch": []}
     receiver: subprocess.Popen | None = None
     rport = 0
+    tls_node: LocalNode | None = None
+    certs = tempfile.mkdtemp(prefix="rpmp-bench-tls-") if args.tls else None
     try:  # from here on, whatever fails, neither the node nor the receiver is left behind
+        if certs is not None:
+            cert, key = self_signed(certs)
+            tls_node = LocalNode(pool_size=f"{args.mib * 2 + 256}m", stderr="inherit", tls_cert=cert, tls_key=key,
+                                 args=["--log-level", "WARNING", *args.node_args.split()]).start()
+            for k in ("tls_push", "tls_fetch"):
+                runs[k], cpu[k] = [], []
         receiver = subprocess.Popen([sys.executable, "-c", RECEIVER], stdout=subprocess.PIPE, text=True)
         rport = int(receiver.stdout.readline())
         to_receiver, to_node = CpuMeter(receiver.pid), CpuMeter(node.pid)
@@ -237,8 +258,18 @@ def main(argv: list[str] | None = None) -> dict:
                 runs["fetch"].append(fetch_round(c, r, total, meter=to_node))
                 cpu["fetch"].append(to_node.last)
                 c.delete_shuffle(APP, r)
+                if tls_node is not None:
+                    to_tls = CpuMeter(tls_node.pid)
+                    with Client(tls_node.address, **tls_node.client_tls) as tc:
+                        runs["tls_push"].append(push_round(tc, r, total, meter=to_tls, seg=args.segment_kib << 10))
+                        cpu["tls_push"].append(to_tls.last)
+                        runs["tls_fetch"].append(fetch_round(tc, r, total, meter=to_tls))
+                        cpu["tls_fetch"].append(to_tls.last)
+                        tc.delete_shuffle(APP, r)
                 print(f"round {r + 1}: raw {runs['raw'][-1]:.2f}  raw_distinct {runs['raw_distinct'][-1]:.2f}  "
-                      f"push {runs['push'][-1]:.2f}  fetch {runs['fetch'][-1]:.2f} GB/s", flush=True)
+                      f"push {runs['push'][-1]:.2f}  fetch {runs['fetch'][-1]:.2f} GB/s"
+                      + (f"  TLS push {runs['tls_push'][-1]:.2f}  TLS fetch {runs['tls_fetch'][-1]:.2f} GB/s"
+                         if tls_node is not None else ""), flush=True)
             c.put("bench-4k", os.urandom(4096))
         get1 = loadgen("rpmp", port, 1, args.seconds, "bench-4k")
         get16 = loadgen("rpmp", port, 16, args.seconds, "bench-4k")
@@ -254,6 +285,10 @@ def main(argv: list[str] | None = None) -> dict:
                 receiver.kill()
                 receiver.wait()
         node.close()
+        if tls_node is not None:
+            tls_node.close()
+        if certs is not None:
+            shutil.rmtree(certs, ignore_errors=True)
 
     med = {k: statistics.median(v) for k, v in runs.items()}
     mine = {k: statistics.median(x[0] for x in v) for k, v in cpu.items()}
@@ -281,11 +316,23 @@ def main(argv: list[str] | None = None) -> dict:
         "node_args": args.node_args,
         "rounds": args.rounds,
     }
+    if args.tls:  # what TLS costs: the same rounds through a TLS node, and the ratio to the plaintext node's
+        result.update({
+            "tls_push_gbps": round(med["tls_push"], 3),
+            "tls_fetch_gbps": round(med["tls_fetch"], 3),
+            "tls_push_vs_plain": round(med["tls_push"] / med["push"], 3),
+            "tls_fetch_vs_plain": round(med["tls_fetch"] / med["fetch"], 3),
+        })
+        cpu_per_gb["tls_push"] = {"client": round(mine["tls_push"], 3), "node": round(peer["tls_push"], 3)}
+        cpu_per_gb["tls_fetch"] = {"node": round(peer["tls_fetch"], 3), "client": round(mine["tls_fetch"], 3)}
     print(f"raw socket   {result['raw_gbps']:6.2f} GB/s  (distinct memory: {result['raw_distinct_gbps']:.2f} GB/s; "
           f"push {result['push_ratio_distinct']:.2f}, fetch {result['fetch_ratio_distinct']:.2f} of it)")
     print(f"push {result['segment_bytes'] >> 10:>4} KiB {result['push_gbps']:6.2f} GB/s  "
           f"ratio {result['push_ratio']:.2f} (target >= 0.85)")
     print(f"fetch        {result['fetch_gbps']:6.2f} GB/s  ratio {result['fetch_ratio']:.2f} (target >= 0.90)")
+    if args.tls:
+        print(f"TLS push     {result['tls_push_gbps']:6.2f} GB/s  {result['tls_push_vs_plain']:.2f} of plaintext push; "
+              f"TLS fetch {result['tls_fetch_gbps']:.2f} GB/s  {result['tls_fetch_vs_plain']:.2f} of plaintext fetch")
     print(f"node CPU per push {result['node_us_per_push']:.1f} us ({result['segment_bytes']} B segments)")
     print("CPU s per GB  " + "  ".join(f"{k}: " + ", ".join(f"{side} {v:.3f}" for side, v in sides.items())
                                        for k, sides in cpu_per_gb.items()))

@@ -13,7 +13,7 @@ KEYS = ["push_gbps", "fetch_gbps", "raw_gbps", "push_ratio", "fetch_ratio", "get
 def test_micro_writes_every_figure(tmp_path):
     out = tmp_path / "micro.json"
     proc = subprocess.run([sys.executable, "bench/micro.py", "--rounds", "1", "--mib", "32", "--seconds", "0.3",
-                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                           "--json", str(out), "--tls"], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     d = json.loads(out.read_text())
     assert set(KEYS) <= set(d), set(KEYS) - set(d)
@@ -26,3 +26,7 @@ def test_micro_writes_every_figure(tmp_path):
     for what, sides in d["cpu_s_per_gb"].items():
         assert len(sides) == 2 and all(v >= 0 for v in sides.values()), (what, sides)
     assert d["cpu_s_per_gb"]["push"]["node"] > 0   # the node received and hashed 32 MiB
+    for k in ("tls_push_gbps", "tls_fetch_gbps"):  # --tls: the same rounds through a TLS node
+        assert d[k] > 0, (k, d[k])
+    assert abs(d["tls_fetch_vs_plain"] - d["tls_fetch_gbps"] / d["fetch_gbps"]) < 0.01
+    assert d["cpu_s_per_gb"]["tls_push"]["node"] > 0
