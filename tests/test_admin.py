@@ -267,5 +267,11 @@ def test_admin_with_tenants_and_the_cluster_secret(tmp_path):
         assert not any(s in cfg.stdout for s in ("acme-secret", "beta-secret", "the-cluster-secret"))
         unauthenticated = rpmp("admin", "apps", "--nodes", node.addr)
         assert unauthenticated.returncode == 1 and unauthenticated.stderr.count("\n") == 1
+        with Client(node.addr, timeout=10, tenant="acme", secret="acme-secret") as c, pytest.raises(RpmpError):
+            c.fetch_raw("nope", 9, 0)  # a tenant's failure names the app as STATS does: tenant/app
+        deadline = time.monotonic() + 5
+        while "app=acme/nope shuffle=9 peer=" not in node.stderr_text():
+            assert time.monotonic() < deadline, node.stderr_text()[-2000:]
+            time.sleep(0.05)
     finally:
         node.close()

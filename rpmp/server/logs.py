@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rpmp import _wire as wire
+from rpmp.auth import CLUSTER, display_app
 from rpmp.protocol import ErrorCode, Op, ProtocolError
 
 LOG_FORMATS = ("text", "json")
@@ -143,7 +144,9 @@ class FailureLog:
         self.lines = 0
         self.suppressed = 0
 
-    def __call__(self, peer: str, op: int, err: ProtocolError) -> None:
+    def __call__(self, peer: str, op: int, err: ProtocolError, tenant: str | None = None) -> None:
+        """tenant: what the connection acts for (None: an open node); a tenant's app is named `tenant/app`, as
+        STATS names it."""
         code = err.code
         if code == ErrorCode.NOT_FOUND and op in _KV_OPS:
             level = logging.DEBUG  # a cache miss of the key-value API
@@ -162,6 +165,8 @@ class FailureLog:
             return
         self.lines += 1
         app, shuffle = getattr(err, "rpmp_subject", None) or (None, None)
+        if app is not None:  # a peer's forwarded frame names the node's own name, tenant U+001F app
+            app = display_app(app) if tenant is None or tenant == CLUSTER else f"{tenant}/{app}"
         try:
             name = Op(op).name
         except ValueError:

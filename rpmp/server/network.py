@@ -553,7 +553,7 @@ class Connection(asyncio.BufferedProtocol):
 
     def _send_error(self, op: int, rid: int, err: ProtocolError) -> None:
         if not self.closed:
-            log_failure(self.peer, op, err)
+            log_failure(self.peer, op, err, self.session.identity)
             self.server.count_error(err.code)
             self._write([wire.error_frame(op, rid, int(err.code), str(err.message))])
 
