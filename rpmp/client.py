@@ -22,6 +22,10 @@ pushes, and every error frame raised as an RpmpError subclass carrying the node'
 node answered, i.e. took every byte, so the caller's buffer is free again when it returns. Replies are
 received straight into pyarrow buffers: what `get` and `fetch` hand back is a view of the bytes that
 came off the socket.
+
+TLS (nodes started with --tls-cert): `Client(nodes, tls=True, ca="ca.pem")`, plus `cert=`/`key=` for nodes that
+require client certificates (--tls-ca). Every byte then passes the TLS layer (no splice); a failed handshake is a
+TlsError (a ConnectionError) whose message says what to do.
 """
 
 from __future__ import annotations

@@ -199,6 +199,8 @@ class LocalNode:
       the caller. spill_size, spill_high, spill_low, full_wait, app_quota: the `rpmp server` flags of the same
       names (None: the node's default, or its config file's or RPMP_* variable's); bad values are a ValueError
       here, before anything is created.
+    tls_cert / tls_key / tls_ca: `rpmp server --tls-cert/--tls-key/--tls-ca` (checked here); `client_tls` gives the
+      Client arguments that reach the node.
     exit_with_parent: the node stops by itself when this process ends, however it ends (SIGKILL included), and
       then removes its pool if close() would have (remove_pool). It watches a pipe whose only write end this
       process holds (`rpmp server --parent-fd`): the kernel closes it when the process is gone, whichever

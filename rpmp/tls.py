@@ -74,11 +74,19 @@ def check_node_files(cert: str, key: str, ca: str) -> None:
     server_context(cert, key, ca)
 
 
+_server_contexts: dict[tuple[object, ...], ssl.SSLContext] = {}  # by the files' paths and identities
+
+
 def server_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
     """The context of a node's listening port: its certificate and key; with `ca`, client certificates signed by
-    it are required. ValueError (one line) for a file that is missing, unreadable or does not fit."""
-    for setting, path in (("tls_cert", cert), ("tls_key", key), *((("tls_ca", ca),) if ca else ())):
+    it are required. ValueError (one line) for a file that is missing, unreadable or does not fit. The files are
+    loaded once: the node's check and its start share the context while the files stay the same."""
+    files = (("tls_cert", cert), ("tls_key", key), *((("tls_ca", ca),) if ca else ()))
+    for setting, path in files:
         _readable(setting, path)
+    ident = tuple((path, st.st_ino, st.st_size, st.st_mtime_ns) for _, path in files for st in (os.stat(path),))
+    if ident in _server_contexts:
+        return _server_contexts[ident]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     _load_chain(ctx, cert, key)
@@ -86,6 +94,7 @@ def server_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
         _load_ca(ctx, ca)
         ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.sslobject_class = _LoggedSSLObject  # asyncio creates them: the node's failed handshakes are logged
+    _server_contexts[ident] = ctx
     return ctx
 
 
