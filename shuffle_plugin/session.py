@@ -3,6 +3,7 @@
     from shuffle_plugin import rpmp_session, metrics
     spark = rpmp_session("my-job", master="local-cluster[2,1,2048]")   # embedded RPMP node
     spark = rpmp_session("my-job", nodes="10.0.0.5:7177,10.0.0.6:7177")  # an existing RPMP cluster
+    spark = rpmp_session("my-job", secret=my_secret, tls=True)  # embedded node: authenticated, over TLS
     ...
     metrics(spark)      # bytes pushed / fetched per shuffle, push and fetch times (from the driver JVM)
     spark.stop()        # also stops the embedded node and removes its pool (EmbeddedNode.close())
@@ -17,15 +18,22 @@ What a notebook user can rely on:
   not shuffle through RPMP (nor through a node that is gone);
 - Spark fixes the shuffle manager when its SparkContext starts, so rpmp_session() cannot put a running
   session on RPMP: with one running it raises, unless asked to stop it (stop_existing=True);
-- a misspelt option, an empty `nodes`, or more replicas than nodes is a ValueError before Spark starts.
+- a misspelt option, an empty `nodes`, or more replicas than nodes is a ValueError before Spark starts;
+- a secret given to rpmp_session() is never printed: it reaches the embedded node through a 0600 auth file and
+  the JVMs through a 0600 secret file (spark.rpmp.auth.secretFile), never a command line; both are removed when
+  the session stops.
 """
 
 from __future__ import annotations
 
 import atexit
 import difflib
+import getpass
 import json
 import os
+import shutil
+import subprocess
+import tempfile
 import warnings
 from typing import Any
 
@@ -73,15 +81,99 @@ class EmbeddedNode(LocalNode):
 
     def __init__(self, pool_size: str = "1g", pool: str | None = None, host: str = "127.0.0.1",
                  extra_args: list[str] | None = None, *, spill_dir: str | list[str] | None = None,
-                 spill_size: str | int | None = None):
+                 spill_size: str | int | None = None, auth: dict[str, str] | None = None,
+                 tls: tuple[str, str] | None = None):
         path = pool or new_pool_path(f"rpmp-embedded-{os.getpid()}")
         super().__init__(path, pool_size=pool_size, host=host,
                          args=["--log-level", "WARNING", *(extra_args or [])], stderr="inherit",
                          remove_pool=pool is None, exit_with_parent=True, spill_dir=spill_dir,
                          spill_subdir=os.path.basename(path).removesuffix(".pool") if spill_dir else None,
-                         spill_size=spill_size)
+                         spill_size=spill_size, auth_file=auth, tls_cert=tls[0] if tls else None,
+                         tls_key=tls[1] if tls else None)
         self.start()
         atexit.register(self.close)
+
+
+class SessionSecurity:
+    """What a session's tenant, secret and TLS need on disk: the secret for the JVMs (spark.rpmp.auth.secretFile, a
+    0600 file, so the secret is on no command line and in no Spark setting the UI lists) and, for an embedded node
+    with tls=True, a self-signed certificate for 127.0.0.1 (made by `openssl`) that the JVMs trust as the CA.
+    Everything lives in one private temporary directory that close() removes."""
+
+    def __init__(self, tenant: str | None, secret: str | None, tls: bool | str, embedded: bool):
+        self._dir: str | None = None
+        self.tenant = tenant
+        self.secret_file: str | None = None
+        self.node_auth: dict[str, str] | None = None
+        self.node_tls: tuple[str, str] | None = None
+        self.ca_pem: str | None = tls if isinstance(tls, str) else None
+        self.tls = bool(tls)
+        try:
+            if secret is not None:
+                self.tenant = tenant or default_tenant()
+                self.secret_file = self._write("secret", secret + "\n")
+                if embedded:
+                    self.node_auth = {self.tenant: secret}
+            if tls is True and embedded:
+                self.node_tls = self_signed_cert(self._tmp())
+                self.ca_pem = self.node_tls[0]
+        except BaseException:
+            self.close()
+            raise
+
+    def _tmp(self) -> str:
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="rpmp-session-")  # mode 0700
+        return self._dir
+
+    def _write(self, name: str, text: str) -> str:
+        path = os.path.join(self._tmp(), name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def spark_conf(self) -> dict[str, str]:
+        conf: dict[str, str] = {}
+        if self.secret_file:
+            conf["spark.rpmp.auth.tenant"] = str(self.tenant)
+            conf["spark.rpmp.auth.secretFile"] = self.secret_file
+        if self.tls:
+            conf["spark.rpmp.tls.enabled"] = "true"
+            if self.ca_pem:
+                conf["spark.rpmp.tls.caPem"] = os.path.abspath(self.ca_pem)
+        return conf
+
+    def close(self) -> None:
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+def default_tenant() -> str:
+    """The tenant a session authenticates as by default: the Spark user (SPARK_USER, else the login user), as the
+    plugin's default is; ValueError when that is no tenant name."""
+    from rpmp.auth import valid_tenant
+
+    user = os.environ.get("SPARK_USER") or getpass.getuser()
+    if not valid_tenant(user):
+        raise ValueError(f"the Spark user {user!r} is not a valid RPMP tenant name (1..32 of A-Z a-z 0-9 . _ -): "
+                         f"pass tenant='...'")
+    return user
+
+
+def self_signed_cert(directory: str, ip: str = "127.0.0.1") -> tuple[str, str]:
+    """(cert.pem, key.pem): a fresh self-signed EC certificate for `ip` (its IP SAN, so hostname verification
+    passes), valid 7 days, made with the `openssl` command; the key file is 0600."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("tls=True for the embedded node needs the `openssl` command to make its certificate "
+                           "(install openssl), or run nodes with your own certificate and pass tls='ca.pem'")
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=rpmp-embedded",
+                    "-addext", f"subjectAltName=IP:{ip}"], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    return cert, key
 
 
 def _option_key(name: str, accepted: tuple[str, ...] = ()) -> str:
@@ -136,6 +228,24 @@ def _alive_nodes(nodes: str, timeout: float = 5.0) -> int | None:
                       stacklevel=3)
         return None
     return sum(1 for m in members if m.state == NodeState.ALIVE)
+
+
+def _check_security(tenant: str | None, secret: str | None, tls: bool | str) -> None:
+    """ValueError for a bad tenant, an empty secret, a tenant without a secret, or a tls that is neither a bool
+    nor a CA file. The secret is never part of a message."""
+    from rpmp.auth import valid_tenant
+
+    if secret is not None and (not isinstance(secret, str) or not secret.strip() or "\n" in secret):
+        raise ValueError("secret= must be a non-empty string on one line (the secret is not shown)")
+    if tenant is not None:
+        if not isinstance(tenant, str) or not valid_tenant(tenant):
+            raise ValueError(f"tenant={tenant!r} is not a tenant name: 1..32 of A-Z a-z 0-9 . _ -")
+        if secret is None:
+            raise ValueError(f"tenant={tenant!r} without secret=: the nodes need the tenant's secret too")
+    if not isinstance(tls, (bool, str)):
+        raise ValueError(f"tls={tls!r}: True, False, or the path of the nodes' CA certificate (PEM)")
+    if isinstance(tls, str) and not os.path.isfile(tls):
+        raise ValueError(f"tls={tls!r}: no such CA file (the PEM certificate of the CA that signed the nodes')")
 
 
 def _check_embedded(nodes: str | None, pool_size: str, spill_dir: str | list[str] | None,
@@ -219,50 +329,79 @@ def rpmp_conf(nodes: str, *, replicas: int = 1, push_size: str | None = None, pu
 
 
 # Arguments of configure() and rpmp_session() that are not spark.rpmp.* options.
-EMBEDDED_ARGS = ("nodes", "pool_size", "replicas", "spill_dir", "spill_size")
+EMBEDDED_ARGS = ("nodes", "pool_size", "replicas", "spill_dir", "spill_size", "tenant", "secret", "tls")
 
 
 def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", replicas: int = 1,
               spill_dir: str | list[str] | None = None, spill_size: str | int | None = None,
+              tenant: str | None = None, secret: str | None = None, tls: bool | str = False,
               **options: Any) -> tuple[Any, EmbeddedNode | None]:
     """Put a SparkSession.Builder on RPMP; with no `nodes` (None), start an embedded node (returned, to stop
-    later) with a pool of `pool_size` and, with `spill_dir`, a disk tier (EmbeddedNode).
+    later) with a pool of `pool_size` and, with `spill_dir`, a disk tier (EmbeddedNode). tenant, secret and tls
+    as rpmp_session's (the files they need are removed when the returned node is closed; with `nodes` and a
+    secret or tls, nothing is returned to close them: they are removed when this process exits).
 
     `options` are spark.rpmp.* settings (OPTIONS: push_size="4m" -> spark.rpmp.push.size); an unknown one, an
     empty `nodes`, more `replicas` than nodes, or spill settings with `nodes` is a ValueError, raised before the
     node starts.
     """
+    _check_security(tenant, secret, tls)
     settings = check_settings(nodes, replicas, options, EMBEDDED_ARGS)
     _check_embedded(nodes, pool_size, spill_dir, spill_size)
-    return _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size)
+    security = SessionSecurity(tenant, secret, tls, embedded=nodes is None)
+    builder, node = _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size, security)
+    if node is None:
+        atexit.register(security.close)
+    return builder, node
 
 
 def _configure(builder: Any, nodes: str | None, pool_size: str, replicas: int, settings: dict[str, str],
-               spill_dir: str | list[str] | None = None,
-               spill_size: str | int | None = None) -> tuple[Any, EmbeddedNode | None]:
-    """Start the embedded node if need be and put the builder on RPMP with the checked `settings`."""
+               spill_dir: str | list[str] | None = None, spill_size: str | int | None = None,
+               security: SessionSecurity | None = None) -> tuple[Any, EmbeddedNode | None]:
+    """Start the embedded node if need be and put the builder on RPMP with the checked `settings`. The embedded
+    node's close() also removes `security`'s files."""
     node = None
-    if nodes is None:
-        node = EmbeddedNode(pool_size, spill_dir=spill_dir, spill_size=spill_size)
-        nodes = node.address
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # everything of this session is on this host
     try:
+        if nodes is None:
+            node = EmbeddedNode(pool_size, spill_dir=spill_dir, spill_size=spill_size,
+                                auth=security.node_auth if security else None,
+                                tls=security.node_tls if security else None)
+            nodes = node.address
+            os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # everything of this session is on this host
+            if security is not None:
+                _close_with(node, security)
         options = builder._options if hasattr(builder, "_options") else {}
         conf = rpmp_conf(nodes, replicas=replicas, existing_jars=options.get("spark.jars"),
                          existing_classpath=options.get(EXECUTOR_CLASSPATH))
-        for k, v in {**conf, **settings}.items():
+        for k, v in {**conf, **(security.spark_conf() if security else {}), **settings}.items():
             builder = builder.config(k, v)
     except BaseException:
         if node is not None:
             node.close()
+        elif security is not None:
+            security.close()
         raise
     return builder, node
+
+
+def _close_with(node: EmbeddedNode, security: SessionSecurity) -> None:
+    """node.close() also removes the session's secret and certificate files."""
+    close = node.close
+
+    def close_both() -> None:
+        try:
+            close()
+        finally:
+            security.close()
+
+    node.close = close_both  # type: ignore[method-assign]
 
 
 def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str | None = None, *,
                  pool_size: str = "1g", replicas: int = 1, conf: dict[str, str] | None = None,
                  stop_existing: bool = False, spill_dir: str | list[str] | None = None,
-                 spill_size: str | int | None = None, **options: Any) -> Any:
+                 spill_size: str | int | None = None, tenant: str | None = None, secret: str | None = None,
+                 tls: bool | str = False, **options: Any) -> Any:
     """A new SparkSession whose shuffles go through RPMP.
 
     nodes: RPMP nodes as "host:port,..."; None starts an embedded single node that stops with the session, or
@@ -275,6 +414,16 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
         A missing directory is created if its parent exists. None (default): no disk tier; a push into a full
         pool fails.
       spill_size: bytes the spill files may take ("200g"; None or 0: what the directories' file systems have).
+    Security (README "Security"; nodes run with --auth-file / --tls-cert):
+      secret: the tenant's secret; the JVMs authenticate every connection with it (read from a 0600 file the
+        session writes, spark.rpmp.auth.secretFile: the file must be at that path on every executor host, so
+        with executors on other hosts set spark.rpmp.auth.secret in `conf` instead). With the embedded node,
+        the node is started with an auth file holding this tenant and secret. Never printed.
+      tenant: the tenant of `secret` (default: the Spark user, SPARK_USER or the login user).
+      tls: True speaks TLS to the nodes (the embedded node gets a fresh self-signed certificate for 127.0.0.1,
+        made by `openssl`, which the session trusts; named nodes must have certificates the JVM's default CAs
+        trust); a path: the PEM CA certificate that signed the nodes' certificates. One-sided local reads of
+        the pool file are not affected by TLS (they do not cross the network).
     options: spark.rpmp.* settings (see OPTIONS), e.g. push_size="8m".
     stop_existing: a SparkSession (or SparkContext) already running in this process, e.g. a pyspark shell's
     or a notebook's, cannot be put on RPMP (Spark picks the shuffle manager when its context starts), so by
@@ -286,6 +435,7 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     from pyspark.sql import SparkSession
 
     accepted = ("app_name", "master", "conf", "stop_existing", *EMBEDDED_ARGS)
+    _check_security(tenant, secret, tls)
     settings = check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
     _check_embedded(nodes, pool_size, spill_dir, spill_size)
     running = SparkContext._active_spark_context
@@ -308,7 +458,8 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     for k, v in (conf or {}).items():
         builder = builder.config(k, v)
     jvm_launched_here = not _jvm_running()
-    builder, node = _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size)
+    security = SessionSecurity(tenant, secret, tls, embedded=nodes is None)
+    builder, node = _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size, security)
     ours = {k: str(v) for k, v in builder._options.items()
             if k.startswith("spark.rpmp.")
             or k in ("spark.shuffle.manager", DATA_IO_KEY, "spark.jars", EXECUTOR_CLASSPATH)}
@@ -317,21 +468,25 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
     except Exception:
         if node is not None:
             node.close()
+        security.close()
         raise
     finally:
         if jvm_launched_here:
             _forget_in_jvm(ours)
-    if node is not None:
+    if node is not None or security.secret_file or security.ca_pem:
         original_stop = spark.stop
 
         def stop() -> None:
             try:
                 original_stop()
             finally:
-                node.close()
+                if node is not None:
+                    node.close()
+                security.close()
 
         spark.stop = stop
         spark._rpmp_node = node
+        atexit.register(security.close)
     return spark
 
 

@@ -58,9 +58,9 @@ public final class AuthHandshake {
         r.end("AUTH response");
         byte[] expected = proof(credentials.secret(), NODE_LABEL, credentials.tenant(), clientNonce, nodeNonce);
         if (!MessageDigest.isEqual(expected, nodeProof)) {
-            throw new RpmpException(Protocol.AUTH_FAILED, "the node could not prove it knows the secret of tenant '"
-                + credentials.tenant() + "': it is not the node meant, or its auth file holds another secret for "
-                + "that tenant; " + CHECK, node);
+            throw new RpmpException(Protocol.AUTH_FAILED, "the node's proof does not match the secret given for tenant '"
+                + credentials.tenant() + "': that secret is not the one the node's auth file holds for the tenant "
+                + "(or this is not the node meant); " + CHECK, node);
         }
         return proofRequest(proof(credentials.secret(), CLIENT_LABEL, credentials.tenant(), clientNonce, nodeNonce));
     }

@@ -162,7 +162,7 @@ class AuthHandshakeTest {
     }
 
     @Test
-    @DisplayName("a node that cannot prove the secret is AUTH_FAILED naming it; no AUTH_PROOF is sent")
+    @DisplayName("a node proof made with another secret (a wrong secret on either side) is AUTH_FAILED naming the node; no AUTH_PROOF is sent")
     void wrongNodeProofFails() throws Exception {
         Seen seen = new Seen();
         try (FakeNode n = new FakeNode(authNode(seen, "not-the-secret", SECRET))) {
@@ -171,7 +171,7 @@ class AuthHandshakeTest {
             expect(e.code() == Protocol.AUTH_FAILED, "AUTH_FAILED: " + e);
             String m = e.getMessage();
             expect(m.contains("127.0.0.1:" + n.port()), "names the node: " + m);
-            expect(m.contains("could not prove it knows the secret of tenant 'alice'"), "says what failed: " + m);
+            expect(m.contains("the node's proof does not match the secret given for tenant 'alice'"), "says what failed: " + m);
             expect(m.contains("spark.rpmp.auth.secret"), "says what to check: " + m);
             expect(!m.contains(SECRET), "never the secret: " + m);
             long deadline = System.nanoTime() + 2_000_000_000L;
