@@ -491,8 +491,8 @@ class Controller:
         """
         view = self.storage.shuffles.payload(sh, p, ident)
         if view is None:
-            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {display_app(sh.app)!r} was deleted "
-                                f"while segment {ident} was pushed")
+            raise logs.tag(ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {display_app(sh.app)!r} "
+                                         f"was deleted while segment {ident} was pushed"), sh.app, sh.shuffle)
         me = self.config.node_id
         targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
         meta = wire.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
@@ -502,8 +502,9 @@ class Controller:
             try:
                 strangers = [n for n in targets if not self._is_member(n)]
                 if strangers:
-                    raise ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
-                                        f"{', '.join(n.node_id for n in strangers)} are not members of this cluster")
+                    raise logs.tag(ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
+                                                 f"{', '.join(n.node_id for n in strangers)} are not members of this "
+                                                 "cluster"), sh.app, sh.shuffle)
                 results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, FLAG_FORWARDED,
                                                                     view) for n in targets), return_exceptions=True)
             finally:
@@ -512,8 +513,9 @@ class Controller:
                       if isinstance(r, BaseException)]
             if failed:
                 self.counters["replica_errors"] += 1
-                raise ProtocolError(ErrorCode.UNAVAILABLE,
-                                    f"segment stored here but not on replicas {', '.join(failed)}")
+                raise logs.tag(ProtocolError(ErrorCode.UNAVAILABLE,
+                                             f"segment stored here but not on replicas {', '.join(failed)}"),
+                               sh.app, sh.shuffle)
             self.counters["replica_pushes"] += len(targets)
             self.counters["replica_bytes"] += nbytes * len(targets)
             per_app = self._app(sh.app)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rpmp import _wire as wire
-from rpmp.auth import CLUSTER, display_app
+from rpmp.auth import CLUSTER, SEP, display_app
 from rpmp.protocol import ErrorCode, Op, ProtocolError
 
 LOG_FORMATS = ("text", "json")
@@ -127,6 +127,12 @@ def tag_from(err: E, op: int, meta: bytes | memoryview | None) -> E:
     return err
 
 
+def subject_fields(err: BaseException, peer: str) -> dict[str, object]:
+    """`extra=` of a line about a failed request: the app and shuffle noted on `err`, and the peer."""
+    app, shuffle = getattr(err, "rpmp_subject", None) or (None, None)
+    return {"app": None if app is None else display_app(app), "shuffle": shuffle, "peer": peer}
+
+
 # What a client meets in normal operation (a retry, a full pool, a draining node, a missing key): INFO. The rest
 # (a corrupt segment, a bad request, a denied tenant, a bug) is WARNING.
 _ROUTINE = frozenset({ErrorCode.NOT_FOUND, ErrorCode.UNAVAILABLE, ErrorCode.POOL_FULL, ErrorCode.QUOTA_EXCEEDED,
@@ -166,7 +172,7 @@ class FailureLog:
         self.lines += 1
         app, shuffle = getattr(err, "rpmp_subject", None) or (None, None)
         if app is not None:  # a peer's forwarded frame names the node's own name, tenant U+001F app
-            app = display_app(app) if tenant is None or tenant == CLUSTER else f"{tenant}/{app}"
+            app = display_app(app) if tenant is None or tenant == CLUSTER or SEP in app else f"{tenant}/{app}"
         try:
             name = Op(op).name
         except ValueError:

@@ -47,7 +47,7 @@ from rpmp import _wire as wire
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, Op, ProtocolError
 from rpmp.server.auth import IDENTITY, Authenticator, AuthFailure, Session
 from rpmp.server.contract import Busy, FileRange, Handler, Part, Reply, Sink, nbytes
-from rpmp.server.logs import FailureLog, tag_from
+from rpmp.server.logs import FailureLog, subject_fields, tag_from
 from rpmp.tls import HANDSHAKE_TIMEOUT, is_client_hello
 
 log = logging.getLogger("rpmp.network")
@@ -378,9 +378,9 @@ class Connection(asyncio.BufferedProtocol):
         except ProtocolError as e:
             sink = Sink.discarding(data_len, tag_from(e, op, meta))
         except Exception as e:  # a bug: answer, keep serving
-            log.exception("begin_data(op=%#x) failed", op, extra={"peer": self.peer})
-            sink = Sink.discarding(data_len, tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"),
-                                                      op, meta))
+            bug = tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"), op, meta)
+            log.exception("begin_data(op=%#x) failed", op, extra=subject_fields(bug, self.peer))
+            sink = Sink.discarding(data_len, bug)
         if self.room_wait_began is not None:  # the time spent waiting for room does not count against the data
             if self.frame_deadline is not None:
                 self.frame_deadline += time.monotonic() - self.room_wait_began
@@ -415,10 +415,10 @@ class Connection(asyncio.BufferedProtocol):
             self._send_error(op, rid, tag_from(e, op, cast(memoryview, args[2]) if args else None))
             return
         except Exception as e:
-            meta = cast(memoryview, args[2]) if args else None
-            log.exception("request op=%#x failed", op, extra={"peer": self.peer})
-            self._send_error(op, rid, tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"), op,
-                                               meta))
+            bug = tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"), op,
+                           cast(memoryview, args[2]) if args else None)
+            log.exception("request op=%#x failed", op, extra=subject_fields(bug, self.peer))
+            self._send_error(op, rid, bug)
             return
         if isinstance(reply, Reply) and not self._wants_sendfile(reply):
             self._send(op, rid, reply)
@@ -436,9 +436,8 @@ class Connection(asyncio.BufferedProtocol):
         except ProtocolError as e:
             result = tag_from(e, op, meta)
         except Exception as e:
-            log.exception("request op=%#x failed", op, extra={"peer": self.peer})
-            result = ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}")
-            tag_from(result, op, meta)
+            result = tag_from(ProtocolError(ErrorCode.INTERNAL, f"{type(e).__name__}: {e}"), op, meta)
+            log.exception("request op=%#x failed", op, extra=subject_fields(result, self.peer))
         if self.closed:
             return
         if isinstance(result, ProtocolError):
