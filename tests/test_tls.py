@@ -14,7 +14,7 @@ import pytest
 import xxhash
 
 from rpmp._wire import encode_fetch
-from rpmp.client import Client, Connection
+from rpmp.client import Client, Connection, RpmpError
 from rpmp.cluster import LocalCluster
 from rpmp.protocol import END_MAP_ALL, SEQ_LAST, ErrorCode, Op
 from rpmp.server.config import NodeConfig
@@ -193,6 +193,20 @@ def test_three_tls_nodes_with_client_certificates_replicate_and_serve(certs):
                 for n in (primary, replica):  # each copy, from its own node
                     assert c.partition_info(APP, 7, p, node=n.node_id)["records"] == 3
                     assert sorted(bytes(s.data) for s in c.fetch(APP, 7, p, node=n.node_id)) == want
+
+
+def test_authentication_runs_inside_tls_for_clients_and_peers(certs):
+    with LocalCluster(2, pool_size="64m", node_args=NODE_ARGS, auth_file={"etl": "etl-secret"},
+                      tls_cert=certs["node.pem"], tls_key=certs["node.key"], tls_ca=certs["ca.pem"]) as cluster:
+        tls = cluster[0].client_tls
+        with Client(cluster.addresses, tenant="etl", secret="etl-secret", **tls) as c:
+            pl = c.register_shuffle(APP, 2, num_partitions=2, replicas=2)  # forwarded and replicated: peers AUTH too
+            c.push(APP, 2, 1, 0, 1, 0, b"both", placement=pl, last=True)
+            for n in pl.nodes_for(1):
+                assert [bytes(s.data) for s in c.fetch(APP, 2, 1, node=n.node_id)] == [b"both"]
+        with Client(cluster.addresses, tenant="etl", secret="not-it", **tls) as c, \
+                pytest.raises(RpmpError, match="etl"):
+            c.hello()
 
 
 def test_cli_stat_over_tls(node_factory, certs):
