@@ -127,6 +127,26 @@ def test_admin_delete_app_asks_then_frees(two_nodes):
     assert again.returncode == 1 and "nothing to delete" in again.stderr
 
 
+def test_admin_delete_app_on_a_terminal_asks(two_nodes):
+    import pty
+
+    n0, n1, nodes = two_nodes
+    for answer, code in (("n", 1), ("y", 0)):
+        master, slave = pty.openpty()  # stdin a terminal: the command asks
+        try:
+            os.write(master, f"{answer}\n".encode())
+            out = subprocess.run([sys.executable, "-m", "rpmp.cli", "admin", "delete-app", OTHER, "--nodes", nodes],
+                                 stdin=slave, capture_output=True, text=True, timeout=60)
+        finally:
+            os.close(slave)
+            os.close(master)
+        assert out.returncode == code, out.stderr
+        assert f"delete app {OTHER!r}: 1 shuffles, 100 B" in out.stdout
+        held = {a["app"] for a in json.loads(rpmp("admin", "apps", "--nodes", nodes, "--json").stdout)["apps"]}
+        assert (OTHER in held) == (answer == "n")
+    assert "deleted app" in out.stdout and "blocks freed" in out.stdout
+
+
 def test_admin_config_shows_the_effective_settings(node_factory):
     n = node_factory(extra=["--app-ttl", "123", "--max-connections", "77"])
     out = rpmp("admin", "config", n.addr, "--json")
