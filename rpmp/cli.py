@@ -130,7 +130,7 @@ def _auth_kwargs(args: argparse.Namespace) -> dict[str, object]:
     return {"tenant": args.tenant, "secret_file": args.secret_file} if args.tenant else {}
 
 
-def _tls_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def _tls_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Client(...) TLS arguments from _client_tls_args' flags."""
     if not args.tls:
         if args.tls_ca or args.tls_cert or args.tls_key:
