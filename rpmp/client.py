@@ -361,8 +361,8 @@ class Connection:
             if not got:
                 if self._rid == 1 and not self.replied and isinstance(self.sock, ssl.SSLSocket):
                     raise _tls.TlsError(f"{self.host}:{self.port}: TLS: the node closed the connection before "
-                                        f"answering the first request: it requires a client certificate signed by "
-                                        f"its --tls-ca (cert=..., key=...) and got none it trusts")
+                                        f"answering the first request (a node started with --tls-ca requires a "
+                                        f"client certificate signed by that CA: cert=..., key=...)")
                 first = self._rid == 1 and not self.replied
                 raise ConnectionError(f"node {self.host}:{self.port} closed the connection" + (
                     " before answering its first request (a node started with --tls-cert closes plaintext "
