@@ -16,6 +16,7 @@ __all__ = [
     # rpmp.client
     "Client", "Placement", "Segment", "RpmpError", "BadRequestError", "ChecksumMismatchError", "ConflictError",
     "CorruptError", "IncompleteError", "NotFoundError", "PoolFullError", "QuotaExceededError", "UnavailableError",
+    "AuthFailedError", "ForbiddenError",
     # rpmp.protocol
     "ProtocolError", "ErrorCode", "Node", "NodeState",
 ]
@@ -23,11 +24,13 @@ _FROM_PROTOCOL = frozenset({"ProtocolError", "ErrorCode", "Node", "NodeState"})
 
 if TYPE_CHECKING:
     from rpmp.client import (
+        AuthFailedError,
         BadRequestError,
         ChecksumMismatchError,
         Client,
         ConflictError,
         CorruptError,
+        ForbiddenError,
         IncompleteError,
         NotFoundError,
         Placement,

@@ -177,7 +177,8 @@ def client_secret(tenant: str | None, secret: str | bytes | None, secret_file: s
         raise ValueError(f"tenant {tenant}: give exactly one of secret= and secret_file=")
     if secret_file is not None:
         return load_secret_file(secret_file, "secret file")
-    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)  # type: ignore[union-attr]
+    assert secret is not None
+    raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
     if not raw:
         raise ValueError(f"tenant {tenant}: the secret is empty")
     return raw

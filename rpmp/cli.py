@@ -119,7 +119,7 @@ def _client_auth_args(p: argparse.ArgumentParser) -> None:
                    "cluster secret (every tenant's apps; what DRAIN needs)")
 
 
-def _auth_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def _auth_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Client(...) authentication arguments from _client_auth_args' flags ({}: connect without authenticating)."""
     if args.cluster_secret_file:
         if args.tenant or args.secret_file:

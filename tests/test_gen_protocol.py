@@ -115,7 +115,7 @@ def test_java_constants_are_the_python_ones():
     want = {k: (v - (1 << 32) if v >= 1 << 31 and k not in G.JAVA_LONG else v) for k, v in expected_values().items()}
     assert got == want
     assert re.search(r"public static final long DEFAULT_MAX_DATA = ", text)
-    assert "return code == BAD_FRAME || code == BAD_VERSION || code == TOO_LARGE;" in text  # FATAL_ERRORS
+    assert "return code == BAD_FRAME || code == BAD_VERSION || code == TOO_LARGE || code == AUTH_FAILED;" in text
     for e in P.ErrorCode:
         assert f'case {e.name}: return "{e.name}";' in text
     for op in P.Op:

@@ -97,7 +97,7 @@ def _owner() -> bytes | None:
     return None if identity is None or identity == CLUSTER else key_tag(identity)
 
 
-def _visible_apps(apps: dict[str, dict], identity: str | None) -> dict[str, dict]:
+def _visible_apps(apps: dict[str, dict[str, Any]], identity: str | None) -> dict[str, dict[str, Any]]:
     """The apps STATS shows: all of them to @cluster and on a node running open, a tenant's own otherwise."""
     if identity is None or identity == CLUSTER:
         return apps
@@ -237,9 +237,9 @@ class Controller:
                   uptime_s=round(time.time() - self.started, 1),
                   epoch=self.membership.epoch, live_nodes=[n.node_id for n in self.membership.live()],
                   counters={**self.counters, **self.network_counters()}, config=public_config(self.config))
-        st["apps"] = _visible_apps(st["apps"], IDENTITY.get())
-        self._shuffle_stats(st["apps"])
-        st["apps"] = {display_app(a): v for a, v in st["apps"].items()}
+        apps = _visible_apps(cast(dict[str, dict[str, Any]], st["apps"]), IDENTITY.get())
+        self._shuffle_stats(apps)
+        st["apps"] = {display_app(a): v for a, v in apps.items()}
         return Reply(data=[json.dumps(st).encode()])
 
     def _shuffle_stats(self, shown: object) -> None:
