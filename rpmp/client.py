@@ -362,7 +362,8 @@ class Connection:
                 if self._rid == 1 and not self.replied and isinstance(self.sock, ssl.SSLSocket):
                     raise _tls.TlsError(f"{self.host}:{self.port}: TLS: the node closed the connection before "
                                         f"answering the first request (a node started with --tls-ca requires a "
-                                        f"client certificate signed by that CA: cert=..., key=...)")
+                                        f"client certificate signed by that CA: cert=..., key=...; rpmp: "
+                                        f"--tls-cert, --tls-key)")
                 first = self._rid == 1 and not self.replied
                 raise ConnectionError(f"node {self.host}:{self.port} closed the connection" + (
                     " before answering its first request (a node started with --tls-cert closes plaintext "

@@ -146,8 +146,8 @@ def describe(e: BaseException, where: str) -> str:
         return (f"{where}: TLS: the node does not speak TLS (a plaintext RPMP node?): connect without tls, or "
                 f"start the node with --tls-cert and --tls-key ({why})")
     if "certificate required" in why or "handshake failure" in why:
-        return (f"{where}: TLS: the node requires a client certificate signed by its --tls-ca (cert=..., key=...) "
-                f"({why})")
+        return (f"{where}: TLS: the node requires a client certificate signed by its --tls-ca (cert=..., key=...; "
+                f"rpmp: --tls-cert, --tls-key) ({why})")
     if "unknown ca" in why or "bad certificate" in why:
         return f"{where}: TLS: the node does not trust this client certificate ({why})"
     if isinstance(e, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError)) or "eof" in why:
