@@ -197,14 +197,14 @@ def cmd_apps(args: argparse.Namespace, client: Any, ask: Ask) -> int:
     rows = []
     for a in doc["apps"]:
         rows.append((a["app"], str(a["shuffles"]), human(a["pool_bytes"]), human(a["disk_bytes"]),
-                     human(a["pool_bytes"] + a["disk_bytes"]), ""))
+                     human(a["pool_bytes"] + a["disk_bytes"])))
         for node, r in sorted(a["nodes"].items()):
             rows.append((f"  {node}", str(r["shuffles"]), human(r["pool_bytes"]), human(r["disk_bytes"]),
-                         human(r["pool_bytes"] + r["disk_bytes"]), ""))
+                         human(r["pool_bytes"] + r["disk_bytes"])))
     if not rows:
         print(f"no apps on {', '.join(doc['nodes'])}")
         return 0
-    _table("apps (total, then per node)", ("app / node", "shuffles", "pool", "disk", "total", ""), rows)
+    _table("apps (total, then per node)", ("app / node", "shuffles", "pool", "disk", "total"), rows)
     return 0
 
 

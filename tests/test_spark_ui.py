@@ -68,6 +68,7 @@ def _run_and_read_stages(spark, ui_key: str) -> dict[str, dict]:
             listed = _get(url)
         except OSError:  # a driver slow to answer on a loaded machine: ask again until the deadline
             assert time.monotonic() < deadline, f"the driver's UI at {url} did not answer in 60 s"
+            time.sleep(0.5)
             continue
         stages = [s for s in listed if s["status"] == "COMPLETE"]  # type: ignore[union-attr]
         maps = [s for s in stages if s["shuffleWriteRecords"] > 0]
