@@ -12,6 +12,7 @@ and tenants"). No I/O except reading the two secret files, so each side's protoc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -70,6 +71,7 @@ def proofs_equal(a: bytes, b: bytes) -> bool:
     return hmac.compare_digest(a, b)
 
 
+@functools.lru_cache(maxsize=4096)  # a few tenants, asked on every key-value request
 def key_tag(tenant: str) -> bytes:
     """The 8 bytes (XXH3-64 of the tenant, little-endian) that prefix a tenant's keys and mark its ALLOC blocks."""
     return struct.pack("<Q", xxhash.xxh3_64_intdigest(tenant.encode("utf-8")))

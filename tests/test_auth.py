@@ -9,9 +9,12 @@ is checked byte for byte, not through the Client's own handshake.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
+import subprocess
+import sys
 import threading
 import time
 
@@ -167,6 +170,36 @@ def test_node_refuses_a_readable_auth_file(tmp_path):
         assert not os.path.exists(node.pool)  # refused before anything was created
     finally:
         node.close()
+
+
+def test_spill_files_get_the_pool_mode(tmp_path):
+    from rpmp.server.storage.disk import DiskTier
+
+    tier = DiskTier([str(tmp_path)], 0, "pool")
+    tier.file_mode = 0o640  # what the node sets from --pool-mode
+    f = tier.target()
+    assert os.stat(f.spill.path).st_mode & 0o777 == 0o640
+
+
+def test_cli_stat_and_drain_authenticate(anode, tmp_path):
+    secret = tmp_path / "beta.secret"
+    write_private(str(secret), B_SECRET + "\n")
+    with Client(anode.address, tenant="beta", secret=B_SECRET, timeout=10) as c:
+        c.register_shuffle("cli-app", 0, 1)
+
+    def rpmp(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "rpmp.cli", *args], capture_output=True, text=True, timeout=60)
+
+    r = rpmp("stat", "--nodes", anode.address, "--json")
+    assert r.returncode == 1 and "the node requires authentication" in r.stderr
+    r = rpmp("stat", "--nodes", anode.address, "--json", "--tenant", "beta", "--secret-file", str(secret))
+    assert r.returncode == 0, r.stderr
+    assert "beta/cli-app" in r.stdout and "acme/" not in r.stdout and json.loads(r.stdout)
+    r = rpmp("stat", "--nodes", anode.address, "--json", "--cluster-secret-file", anode.auth.cluster_secret_file)
+    assert r.returncode == 0 and "beta/cli-app" in r.stdout, r.stderr
+    r = rpmp("drain", anode.address, "--tenant", "beta", "--secret-file", str(secret))
+    assert r.returncode == 1
+    assert r.stderr.strip().endswith("only nodes (@cluster) may send DRAIN (use --cluster-secret-file)"), r.stderr
 
 
 # ---- the handshake -------------------------------------------------------------------------------------
