@@ -26,7 +26,8 @@ NODE_COUNTERS = {"pushed_bytes": "push_bytes", "pushed_segments": "pushes", "fet
 
 def status(client: Any, ask: Ask) -> dict[str, Any]:
     """The cluster as `rpmp stat` shows it: {"epoch", "nodes": [...], "apps": [...]} (docs/OPERATIONS.md
-    "Status as JSON"). Nodes that are not alive or draining have no figures (`stats` null)."""
+    "Status as JSON"). Nodes that are not alive or draining have no figures (`stats` null), nor do those that
+    did not answer (`error` says why)."""
     epoch, members = ask(client.members)
     nodes: list[dict[str, Any]] = []
     apps: dict[str, dict[str, Any]] = {}
@@ -37,7 +38,11 @@ def status(client: Any, ask: Ask) -> dict[str, Any]:
         if n.state not in (NodeState.ALIVE, NodeState.DRAINING):  # a draining node still holds data
             entry["stats"] = None
             continue
-        st = ask(client.stats, node=f"{n.host}:{n.port}")
+        try:
+            st = ask(client.stats, node=f"{n.host}:{n.port}")
+        except Exception as e:  # a member the others still think alive, gone: shown, not fatal
+            entry["stats"], entry["error"] = None, str(e)
+            continue
         entry["stats"] = node_figures(st)
         for app, a in st["apps"].items():
             agg = apps.setdefault(app, {"app": app, "shuffles": 0, "records": 0, "bytes": 0, "spilled_bytes": 0,
@@ -84,7 +89,7 @@ def print_status(doc: dict[str, Any]) -> None:
     for n in doc["nodes"]:
         f = n["stats"]
         if f is None:
-            nt.add_row(n["node"], n["state"], *[""] * (len(cols) - 2))
+            nt.add_row(n["node"], n["state"], n.get("error", ""), *[""] * (len(cols) - 3))
             continue
         pool, disk = f["pool"], f["disk"]
         # The disk tier: bytes its files hold (of --spill-size, when set) and bytes moved there since start.
@@ -111,10 +116,17 @@ def print_json(doc: object) -> None:
 # ---- rpmp admin ----------------------------------------------------------------------------------------------
 
 def _node_stats(client: Any, ask: Ask) -> list[tuple[str, dict[str, Any]]]:
-    """(node id, STATS) of every node that holds data (alive or draining)."""
+    """(node id, STATS) of every node that holds data (alive or draining); one that does not answer is named on
+    stderr and left out."""
     _, members = ask(client.members)
-    return [(n.node_id, ask(client.stats, node=f"{n.host}:{n.port}")) for n in members
-            if n.state in (NodeState.ALIVE, NodeState.DRAINING)]
+    out = []
+    for n in members:
+        if n.state in (NodeState.ALIVE, NodeState.DRAINING):
+            try:
+                out.append((n.node_id, ask(client.stats, node=f"{n.host}:{n.port}")))
+            except Exception as e:
+                print(f"rpmp admin: {e}; what it holds is not shown", file=sys.stderr)
+    return out
 
 
 def apps_doc(per_node: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:

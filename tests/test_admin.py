@@ -77,6 +77,18 @@ def test_stat_json_has_the_tables_figures(two_nodes):
     app_row = next(line for line in table.stdout.splitlines() if APP in line)
     assert [c.strip() for c in app_row.split("│") if c.strip()][:4] == [APP, str(apps[APP]["shuffles"]), "52",
                                                                          "152.3 KiB"]
+    # A dead node is listed with its state and no figures.
+    n1.stop()
+    deadline = time.monotonic() + 15
+    while True:
+        doc = json.loads(rpmp("stat", "--nodes", n0.addr, "--json").stdout)
+        gone = next(n for n in doc["nodes"] if n["node"] == n1.addr)
+        if gone["state"] != "alive":
+            break
+        assert gone["stats"] is None and "connection refused" in gone["error"]  # alive to n0 yet, but gone
+        assert time.monotonic() < deadline, doc
+        time.sleep(0.3)
+    assert gone["stats"] is None and gone["state"] in ("suspect", "dead")
 
 
 def test_admin_apps_and_shuffles(two_nodes):
