@@ -307,3 +307,35 @@ def test_admin_with_tenants_and_the_cluster_secret(tmp_path):
             time.sleep(0.05)
     finally:
         node.close()
+
+
+def test_failure_lines_are_bounded_per_second():
+    import logging
+
+    from rpmp.server.logs import MAX_LINES_PER_SECOND, FailureLog
+
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    logger = logging.getLogger("rpmp.test-failure-log")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(Keep())
+    logger.propagate = False
+    failures = FailureLog(logger)
+    err = ProtocolError(ErrorCode.NOT_FOUND, "no such shuffle")
+    began = time.monotonic()
+    for _ in range(10 * MAX_LINES_PER_SECOND):
+        failures("('127.0.0.1', 1)", Op.FETCH, err)
+    seconds = int(time.monotonic()) - int(began) + 1  # the loop may straddle a second boundary
+    lines = [r for r in records if r.getMessage().startswith("FETCH failed")]
+    assert MAX_LINES_PER_SECOND <= len(lines) <= seconds * MAX_LINES_PER_SECOND
+    assert all((r.peer, r.code, r.levelname) == ("('127.0.0.1', 1)", "NOT_FOUND", "INFO") for r in lines)
+    time.sleep(1.05)
+    failures("('127.0.0.1', 1)", Op.GET, err)  # the next second: first the count of what was left out
+    summary = [r.getMessage() for r in records if "not logged" in r.getMessage()]
+    assert summary and summary[-1].endswith(f"more failed requests not logged (over {MAX_LINES_PER_SECOND} lines a "
+                                            f"second)")
+    assert not any(r.getMessage().startswith("GET failed") for r in records)  # a missing key is DEBUG: not shown

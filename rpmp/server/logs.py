@@ -158,14 +158,14 @@ class FailureLog:
             level = logging.DEBUG  # a cache miss of the key-value API
         else:
             level = logging.INFO if code in _ROUTINE else logging.WARNING
-        if not self.log.isEnabledFor(level):
-            return
         now = int(time.monotonic())
-        if now != self.second:
+        if now != self.second:  # a new second: first say how many the last one left out
             if self.suppressed:
                 self.log.warning("%d more failed requests not logged (over %d lines a second)", self.suppressed,
                                  MAX_LINES_PER_SECOND)
             self.second, self.lines, self.suppressed = now, 0, 0
+        if not self.log.isEnabledFor(level):
+            return
         if self.lines >= MAX_LINES_PER_SECOND:
             self.suppressed += 1
             return
