@@ -112,18 +112,19 @@ def peer_context(cert: str, key: str, ca: str = "") -> ssl.SSLContext:
 
 
 def client_context(ca: str | None = None, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-    """A client's context: the node's certificate checked against `ca` (a PEM file; default: the system's CAs),
-    with its host name; `cert`/`key`: a client certificate, for nodes started with --tls-ca. ValueError (one
-    line) for unusable files."""
+    """A client's context: the node's certificate checked against `ca` (a PEM file, trusted alone; default: the
+    system's CAs), with its host name; `cert`/`key`: a client certificate, for nodes started with --tls-ca.
+    ValueError (one line) for unusable files."""
     for setting, path in (("ca", ca), ("cert", cert), ("key", key)):
         if path:
             _readable(setting, path)
     if key and not cert:
         raise ValueError("key given without cert: a client certificate needs both")
-    ctx = ssl.create_default_context()
+    try:  # `ca` alone, when given: the system's CAs are not trusted then
+        ctx = ssl.create_default_context(cafile=ca or None)
+    except ssl.SSLError as e:
+        raise ValueError(f"ca {ca!r}: not a PEM certificate ({_reason(e)})") from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca:
-        _load_ca(ctx, ca, "ca")
     if cert:
         try:
             ctx.load_cert_chain(cert, key or None)
