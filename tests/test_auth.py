@@ -1,10 +1,10 @@
 """Authentication and tenants (docs/PROTOCOL.md "Authentication and tenants") on real node processes.
 
 One node with two tenants serves most tests (module fixture); tests that need their own node (SIGHUP, the
-cluster secret, permissions, back-off, failed handshakes) start one. The three that wait for time to pass
-(back-off, leases, a 2-node cluster) are marked slow; the rest is in the quick subset (13 s on the loaded
-2-core machine, mostly node starts). Raw frames go through rpmp.client.Connection, so what the node answers
-is checked byte for byte, not through the Client's own handshake.
+cluster secret, permissions, back-off, failed handshakes) start one. The four that wait for time to pass
+(back-off, leases, a 2-node cluster, the handshake deadline) are marked slow; the rest is in the quick subset
+(15 s on the loaded 2-core machine, mostly node starts). Raw frames go through rpmp.client.Connection, so what
+the node answers is checked byte for byte, not through the Client's own handshake.
 """
 
 from __future__ import annotations
@@ -243,6 +243,25 @@ def test_requests_before_auth_are_refused(fresh):
     conn = _raw(anode)  # a second AUTH on an authenticated connection
     _handshake(conn, "acme", A_SECRET.encode())
     _expect_auth_failed(conn, Op.AUTH, W.encode_auth("acme", new_nonce()))
+
+
+@pytest.mark.slow  # ~3 s
+def test_connection_that_does_not_authenticate_is_closed(tmp_path):
+    node = _node(tmp_path, extra=["--frame-timeout", "1"]).start()
+    try:
+        conn = _raw(node)
+        conn.call(Op.PING)  # allowed, but does not keep the connection
+        began = time.monotonic()
+        assert _closed(conn)
+        assert 0.5 < time.monotonic() - began < 4
+        assert "did not authenticate within 1 s (--frame-timeout)" in node.stderr_text()
+        with Client(node.address, tenant="acme", secret=A_SECRET, timeout=10) as c:
+            c.ping()
+            time.sleep(2.2)  # an authenticated connection is not closed for that
+            c.ping()
+            assert _stats(node)["counters"]["dropped_connections"] == 1
+    finally:
+        node.close()
 
 
 def test_bad_auth_meta_is_bad_request(anode):

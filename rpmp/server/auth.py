@@ -118,9 +118,15 @@ class Session:
         self.address = address
         self.state = State.OPEN if auth is None else State.AWAITING
         self.identity: str | None = None
+        self.began = time.monotonic()
         self._tenant = ""
         self._cn = self._nn = self._key = b""
         self._known = False
+
+    def overdue(self, now: float, limit: float) -> bool:
+        """Connected for `limit` seconds without authenticating: the node closes it (an open connection takes a
+        slot of max_connections; PINGs alone must not keep one)."""
+        return self.state in (State.AWAITING, State.CHALLENGED) and now - self.began > limit
 
     def admits(self, op: int) -> bool:
         """Whether a frame with this opcode may be handled now (AUTH and AUTH_PROOF go to `answer`)."""

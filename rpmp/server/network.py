@@ -722,6 +722,8 @@ class NetworkServer:
                 elif conn.frame_deadline is not None and now > conn.frame_deadline and not conn.blocked:
                     self.counters["timed_out_frames"] += 1
                     conn._abort(f"a frame was not complete within {self.frame_timeout:g} s (+1 s per MiB of data)")
+                elif conn.session.overdue(now, self.frame_timeout) and not conn.blocked:  # slots are for clients
+                    conn._abort(f"did not authenticate within {self.frame_timeout:g} s (--frame-timeout)")
                 elif conn.frame_deadline is None and not conn.blocked and now - conn.last_active > self.idle_timeout:
                     self.counters["idle_closed"] += 1
                     log.info("closing connection from %s: idle for %.0f s", conn.peer, now - conn.last_active)
