@@ -339,3 +339,14 @@ def test_failure_lines_are_bounded_per_second():
     assert summary and summary[-1].endswith(f"more failed requests not logged (over {MAX_LINES_PER_SECOND} lines a "
                                             f"second)")
     assert not any(r.getMessage().startswith("GET failed") for r in records)  # a missing key is DEBUG: not shown
+
+
+@pytest.mark.parametrize("command", ["apps", "shuffles", "delete-app", "config"])
+def test_admin_help_explains_every_option(command):
+    from rpmp.cli import build_parser
+
+    admin = build_parser()._subparsers._group_actions[0].choices["admin"]
+    sub = admin._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        assert action.help, f"rpmp admin {command}: {action.option_strings or action.dest} has no help text"
+    assert {"--json", "--timeout", "--tls", "--cluster-secret-file", "--tenant"} <= set(sub._option_string_actions)
