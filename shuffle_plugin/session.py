@@ -62,6 +62,17 @@ OPTIONS: dict[str, str] = {
     "connect_timeout": "spark.rpmp.connect.timeout",
     "register_timeout": "spark.rpmp.register.timeout",
     "fallback": "spark.rpmp.fallback",
+    # Security: tenant=, secret= and tls= cover the common cases; these are the plugin's settings as they are.
+    "auth_tenant": "spark.rpmp.auth.tenant",
+    "auth_secret": "spark.rpmp.auth.secret",
+    "auth_secret_file": "spark.rpmp.auth.secretFile",
+    "tls_enabled": "spark.rpmp.tls.enabled",
+    "tls_trust_store": "spark.rpmp.tls.trustStore",
+    "tls_trust_store_password": "spark.rpmp.tls.trustStorePassword",
+    "tls_ca_pem": "spark.rpmp.tls.caPem",
+    "tls_key_store": "spark.rpmp.tls.keyStore",
+    "tls_key_store_password": "spark.rpmp.tls.keyStorePassword",
+    "tls_verify_hostname": "spark.rpmp.tls.verifyHostname",
 }
 _SPARK_SPELLING = {key.removeprefix("spark.rpmp.").replace(".", "_"): key for key in OPTIONS.values()}
 

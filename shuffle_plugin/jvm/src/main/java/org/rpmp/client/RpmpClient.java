@@ -138,6 +138,8 @@ public final class RpmpClient implements Closeable {
             } finally {
                 in.flip();
             }
+            // The node closed it, or sent something nobody asked for: never hand it out again.
+            if (n != 0) broken = true;
             return n == 0;
         } catch (IOException e) {
             broken = true;

@@ -20,20 +20,25 @@ import javax.net.ssl.SSLSocket;
  */
 final class TlsTransport implements Transport {
     private static final int BUFFER = 64 << 10;
+    /** An idle connection used this recently is trusted without the 1 ms probe read (nodes close idle ones after >= 5 s). */
+    private static final long TRUST_IDLE_NANOS = 1_000_000_000L;
 
     private final String address;
     private final int readTimeoutMs;
     private final SSLSocket socket;
+    private final Socket raw;
     private final InputStream in;
     private final OutputStream out;
     private final byte[] readBuf = new byte[BUFFER];
     private final byte[] writeBuf = new byte[BUFFER];
     private long ioWaitNanos;
+    private long lastIo = System.nanoTime();
 
-    private TlsTransport(String address, int readTimeoutMs, SSLSocket socket) throws IOException {
+    private TlsTransport(String address, int readTimeoutMs, SSLSocket socket, Socket raw) throws IOException {
         this.address = address;
         this.readTimeoutMs = readTimeoutMs;
         this.socket = socket;
+        this.raw = raw;
         this.in = socket.getInputStream();
         this.out = socket.getOutputStream();
     }
@@ -66,7 +71,7 @@ final class TlsTransport implements Transport {
                     + "(--tls-ca) this client does not present");
             }
             s.setSoTimeout(Math.max(1, readTimeoutMs));
-            return new TlsTransport(host + ":" + port, readTimeoutMs, s);
+            return new TlsTransport(host + ":" + port, readTimeoutMs, s, raw);
         } catch (IOException | RuntimeException e) {
             try {
                 if (s != null) s.close();
@@ -89,11 +94,16 @@ final class TlsTransport implements Transport {
             throw new SocketTimeoutException("node " + address + ": no progress waiting for a response for "
                 + readTimeoutMs + " ms");
         } finally {
-            ioWaitNanos += System.nanoTime() - start;
+            lastIo = System.nanoTime();
+            ioWaitNanos += lastIo - start;
         }
     }
 
-    /** Decrypted bytes already buffered, else a 1 ms read: an idle connection the node closed shows as -1. */
+    /**
+     * Decrypted bytes already buffered, else, when TLS bytes (an alert, a close_notify) are waiting in the socket or
+     * the connection was idle for a second or more, a 1 ms read: an idle connection the node closed shows as -1.
+     * A connection used within the last second with nothing waiting is taken as healthy without waiting.
+     */
     @Override
     public int readNow(ByteBuffer dst) throws IOException {
         int avail = in.available();
@@ -102,6 +112,7 @@ final class TlsTransport implements Transport {
             if (n > 0) dst.put(readBuf, 0, n);
             return n;
         }
+        if (raw.getInputStream().available() == 0 && System.nanoTime() - lastIo < TRUST_IDLE_NANOS) return 0;
         socket.setSoTimeout(1);
         try {
             int n = in.read(readBuf, 0, Math.min(readBuf.length, dst.remaining()));
@@ -130,6 +141,7 @@ final class TlsTransport implements Transport {
         }
         if (used > 0) out.write(writeBuf, 0, used);
         out.flush();
+        lastIo = System.nanoTime();
     }
 
     @Override

@@ -127,10 +127,9 @@ class TlsTest {
             try {
                 InputStream in = s.getInputStream();
                 OutputStream out = s.getOutputStream();
-                while (true) {
-                    byte[] h = readFrame(in);
-                    if (h.length < Protocol.HEADER_SIZE) return;
-                    out.write(response(h, Protocol.FLAG_RESPONSE, new byte[0], 0));
+                AuthHandshakeTest.Frame f;
+                while ((f = AuthHandshakeTest.readWhole(in)) != null) {
+                    out.write(response(f.header(), Protocol.FLAG_RESPONSE, new byte[0], 0));
                     out.flush();
                 }
             } catch (IOException ignored) {
@@ -154,6 +153,31 @@ class TlsTest {
             expect("fake:1".equals(c.helloInfo().nodeId()), "HELLO over TLS: " + c.helloInfo());
             for (int i = 0; i < 3; i++) c.ping();
             expect(c.isIdleHealthy(), "an idle TLS connection is healthy");
+            sleep(1100);   // idle for over a second: checked with a 1 ms read
+            expect(c.isIdleHealthy(), "still healthy after a second idle");
+            c.ping();
+        }
+    }
+
+    @Test
+    @DisplayName("an idle TLS connection the node closed is found unhealthy (the pool then opens a new one)")
+    void closedIdleConnectionIsUnhealthy() throws Exception {
+        try (TlsNode n = new TlsNode(node, null, afterHello(s -> {
+            try {
+                byte[] h = readFrame(s.getInputStream());
+                s.getOutputStream().write(response(h, Protocol.FLAG_RESPONSE, new byte[0], 0));
+                s.getOutputStream().flush();
+                s.close();
+            } catch (IOException ignored) {
+                // client went away
+            }
+        }));
+             RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
+                 tls(TlsSettings.create(null, null, nodePem.toString(), null, null, true)))) {
+            c.ping();
+            long deadline = System.nanoTime() + 5_000_000_000L;
+            while (c.isIdleHealthy() && System.nanoTime() < deadline) sleep(100);
+            expect(!c.isIdleHealthy(), "a closed connection is not healthy");
         }
     }
 
