@@ -48,31 +48,35 @@ NODE_ARGS = ["--heartbeat-interval", "0.2", "--dead-after", "1.5"]
 
 
 def _node(tmp_path, tenants=TENANTS, cluster_secret: str | None = "cluster-one", seeds=None,
-          extra=()) -> LocalNode:
+          extra=(), pool: str | None = None) -> LocalNode:
     auth = tmp_path / f"auth-{os.urandom(3).hex()}"
     write_private(str(auth), "".join(f"{t} {s}\n" for t, s in tenants.items()))
     secret_file = None
     if cluster_secret is not None:
         secret_file = str(tmp_path / f"cluster-{os.urandom(3).hex()}")
         write_private(secret_file, cluster_secret + "\n")
-    return LocalNode(new_pool_path("rpmp-auth"), pool_size="64m", seeds=seeds, args=[*NODE_ARGS, *extra],
-                     auth_file=str(auth), cluster_secret_file=secret_file)
+    return LocalNode(pool or new_pool_path("rpmp-auth"), pool_size="64m", seeds=seeds, args=[*NODE_ARGS, *extra],
+                     auth_file=str(auth), cluster_secret_file=secret_file, remove_pool=True)
 
 
 @pytest.fixture(scope="module")
 def anode(tmp_path_factory):
     """A node shared by the tests that make few failed handshakes (failures from 127.0.0.1 slow later ones)."""
-    node = _node(tmp_path_factory.mktemp("auth")).start()
-    yield node
-    node.close()
+    node = _node(tmp_path_factory.mktemp("auth"))
+    try:
+        yield node.start()
+    finally:
+        node.close()
 
 
 @pytest.fixture
 def fresh(tmp_path):
     """A node of the test's own, for tests that fail handshakes on purpose."""
-    node = _node(tmp_path).start()
-    yield node
-    node.close()
+    node = _node(tmp_path)
+    try:
+        yield node.start()
+    finally:
+        node.close()
 
 
 def _stats(node: LocalNode) -> dict:
@@ -247,8 +251,9 @@ def test_requests_before_auth_are_refused(fresh):
 
 @pytest.mark.slow  # ~3 s
 def test_connection_that_does_not_authenticate_is_closed(tmp_path):
-    node = _node(tmp_path, extra=["--frame-timeout", "1"]).start()
+    node = _node(tmp_path, extra=["--frame-timeout", "1"])
     try:
+        node.start()
         conn = _raw(node)
         conn.call(Op.PING)  # allowed, but does not keep the connection
         began = time.monotonic()
@@ -350,6 +355,35 @@ def test_tenant_cannot_touch_another_tenants_data(anode):
         b.close()
 
 
+def test_owners_survive_a_restart_and_open_data_is_the_clusters(tmp_path):
+    pool = new_pool_path("rpmp-auth")
+    opened = LocalNode(pool, pool_size="64m", remove_pool=False)  # open: keys and apps as named
+    node = _node(tmp_path, pool=pool)
+    try:
+        opened.start()
+        with Client(opened.address, timeout=10) as c:
+            c.put(b"old", b"from the open days")
+        opened.stop()
+        node.start()
+        with Client(node.address, tenant="acme", secret=A_SECRET, timeout=10) as a:
+            with pytest.raises(NotFoundError):
+                a.get(b"old")  # a tenant's key "old" is another key
+            addr = a.alloc(16)
+            a.write(addr, b"acme" * 4)
+        with Client(node.address, timeout=10, **node.cluster_auth) as c:
+            assert c.get(b"old").to_pybytes() == b"from the open days"
+        node.restart()
+        with Client(node.address, tenant="beta", secret=B_SECRET, timeout=10) as b:
+            with pytest.raises(NotFoundError):
+                b.read(addr, 16)  # the owner is in the block's key: it survives the restart
+        with Client(node.address, tenant="acme", secret=A_SECRET, timeout=10) as a:
+            assert a.read(addr, 16).to_pybytes() == b"acme" * 4
+            a.free(addr)
+    finally:
+        node.close()
+        opened.close()
+
+
 def test_cluster_only_requests_are_forbidden_to_tenants(anode):
     conn = _raw(anode)
     _handshake(conn, "beta", B_SECRET.encode())
@@ -378,8 +412,9 @@ def test_client_app_names_are_at_most_120_bytes(anode, node):
 
 @pytest.mark.slow  # ~3 s
 def test_lease_thread_renews_through_authenticated_connections(tmp_path):
-    node = _node(tmp_path, extra=["--app-ttl", "0.9"]).start()
+    node = _node(tmp_path, extra=["--app-ttl", "0.9"])
     try:
+        node.start()
         with Client(node.address, tenant="acme", secret=A_SECRET, timeout=10) as c:
             c.register_shuffle("leased", 0, 1)
             c.push("leased", 0, 0, 0, 1, 0, b"kept", last=True)
@@ -393,8 +428,9 @@ def test_lease_thread_renews_through_authenticated_connections(tmp_path):
 # ---- the auth file at run time ---------------------------------------------------------------------------
 
 def test_sighup_adds_a_tenant_and_keeps_the_old_file_when_the_new_is_bad(tmp_path):
-    node = _node(tmp_path, cluster_secret=None).start()
+    node = _node(tmp_path, cluster_secret=None)
     try:
+        node.start()
         with pytest.raises(AuthFailedError):
             Client(node.address, tenant="gamma", secret="g", timeout=10).ping()
         path = node.auth.auth_file
@@ -420,8 +456,9 @@ def test_sighup_adds_a_tenant_and_keeps_the_old_file_when_the_new_is_bad(tmp_pat
 
 @pytest.mark.slow  # ~3 s
 def test_failing_address_is_delayed_without_slowing_others(tmp_path):
-    node = _node(tmp_path, cluster_secret=None, extra=["--pool-mode", "0640"]).start()
+    node = _node(tmp_path, cluster_secret=None, extra=["--pool-mode", "0640"])
     try:
+        node.start()
         assert os.stat(node.pool).st_mode & 0o777 == 0o640
         times: list[float] = []
 
@@ -468,9 +505,14 @@ def test_nodes_with_the_cluster_secret_form_a_cluster_and_a_wrong_one_is_not_adm
             assert [bytes(s.data) for s in c.fetch("two", 0, 0, placement=placement)] == [b"replicated"]
         for n in cluster:  # both copies are under the qualified name
             assert "acme/two" in _stats(n)["apps"]
+        with Client(cluster[1].address, tenant="acme", secret=A_SECRET, timeout=10) as c:
+            assert c.delete_app("two") > 0  # forwarded under the qualified name: gone on both nodes
+        for n in cluster:
+            assert "acme/two" not in _stats(n)["apps"]
         seed = cluster[0]
-        intruder = _node(tmp_path, seeds=seed.address, cluster_secret="not-the-cluster-secret").start()
+        intruder = _node(tmp_path, seeds=seed.address, cluster_secret="not-the-cluster-secret")
         try:
+            intruder.start()
             time.sleep(1.5)  # several heartbeats, all refused
             with Client(seed.address, timeout=10, **seed.cluster_auth) as c:
                 _, members = c.members()
