@@ -127,6 +127,14 @@ def tag_from(err: E, op: int, meta: bytes | memoryview | None) -> E:
     return err
 
 
+def peer_name(address: object) -> str:
+    """A socket's peer address as log lines name it: host:port ([host]:port for IPv6)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return str(address)
+
+
 def subject_fields(err: BaseException, peer: str) -> dict[str, object]:
     """`extra=` of a line about a failed request: the app and shuffle noted on `err`, and the peer."""
     app, shuffle = getattr(err, "rpmp_subject", None) or (None, None)

@@ -47,7 +47,7 @@ from rpmp import _wire as wire
 from rpmp.protocol import FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, MAX_META, ErrorCode, Op, ProtocolError
 from rpmp.server.auth import IDENTITY, Authenticator, AuthFailure, Session
 from rpmp.server.contract import Busy, FileRange, Handler, Part, Reply, Sink, nbytes
-from rpmp.server.logs import FailureLog, subject_fields, tag_from
+from rpmp.server.logs import FailureLog, peer_name, subject_fields, tag_from
 from rpmp.tls import HANDSHAKE_TIMEOUT, is_client_hello
 
 log = logging.getLogger("rpmp.network")
@@ -113,8 +113,8 @@ class Connection(asyncio.BufferedProtocol):
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.fd = sock.fileno()
-        self.peer = str(transport.get_extra_info("peername"))
         peer = transport.get_extra_info("peername")
+        self.peer = peer_name(peer)  # host:port, as log lines name a client
         self.session = Session(self.server.auth, str(peer[0]) if isinstance(peer, tuple) else self.peer)
         if self.server.at_limit() and not self.server.evict_idle():
             if self.server.control is None:  # the spare slot: an operator's `rpmp stat` still gets its answer
