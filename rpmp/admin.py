@@ -189,13 +189,13 @@ def request_name(args: argparse.Namespace, app: str) -> str:
     return app
 
 
-def _table(title: str, cols: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
+def _table(title: str, cols: tuple[str, ...], rows: Sequence[tuple[str, ...]], numbers: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
     t = Table(title=title)
     for i, col in enumerate(cols):
-        t.add_column(col, justify="left" if i == 0 else "right")
+        t.add_column(col, justify="right" if i and numbers else "left")
     for r in rows:
         t.add_row(*r)
     Console().print(t)
@@ -271,11 +271,13 @@ def cmd_config(args: argparse.Namespace, client: Any, ask: Ask) -> int:
         print_json({"node": st.get("node"), "config": config})
         return 0
     _table(f"configuration of {st.get('node')}", ("setting", "value"),
-           [(k, _value(v)) for k, v in sorted(config.items())])
+           [(k, _value(k, v)) for k, v in sorted(config.items())], numbers=False)
     return 0
 
 
-def _value(v: object) -> str:
+def _value(key: str, v: object) -> str:
+    if key.endswith("_mode") and isinstance(v, int):
+        return f"0{v:o}"  # a file mode
     if isinstance(v, list):
         return ",".join(map(str, v)) or "-"
     if v is None or v == "":
