@@ -19,13 +19,18 @@ import org.rpmp.client.TlsSettings;
 public final class RpmpConf implements Serializable {
     private static final long serialVersionUID = 1L;
 
-    /** RPMP nodes to reach first, host:port[,host:port] (IPv6 as [addr]:port): any nodes of the cluster, the others are learned from them. Required. */
+    /**
+     * RPMP nodes to reach first, host:port[,host:port] (IPv6 as [addr]:port): any nodes of the cluster, the others are
+     * learned from them. Required.
+     */
     public static final String NODES = "spark.rpmp.nodes";
     /** Copies of each partition, on distinct nodes (1..255): a shuffle survives replicas - 1 dead nodes. */
     public static final String REPLICAS = "spark.rpmp.replicas";
     /** Bytes of a partition's records a map task buffers before it pushes them as one segment (1 KiB to 32 MiB). */
     public static final String PUSH_SIZE = "spark.rpmp.push.size";
-    /** Bytes a map task may buffer over all its partitions; beyond, the largest are pushed early (at least push.size). */
+    /**
+     * Bytes a map task may buffer over all its partitions; beyond, the largest are pushed early (at least push.size).
+     */
     public static final String PUSH_MEMORY = "spark.rpmp.push.memory";
     /** Build segments in direct (off-heap) buffers; false: in heap buffers. */
     public static final String PUSH_OFF_HEAP = "spark.rpmp.push.offHeap";
@@ -41,15 +46,24 @@ public final class RpmpConf implements Serializable {
     public static final String CONNECT_TIMEOUT = "spark.rpmp.connect.timeout";
     /** Bytes of fetched segments a reduce task may hold ahead of the records it consumes. */
     public static final String FETCH_BUFFER = "spark.rpmp.fetch.buffer";
-    /** On a host with a node, read its partitions from the node's pool and spill files (one-sided: PARTITION_INFO, then mapping the files) instead of FETCH. */
+    /**
+     * On a host with a node, read its partitions from the node's pool and spill files (one-sided: PARTITION_INFO, then
+     * mapping the files) instead of FETCH.
+     */
     public static final String FETCH_LOCAL = "spark.rpmp.fetch.local";
     /** How long the driver retries registering a shuffle while no node takes it, before spark.rpmp.fallback decides. */
     public static final String REGISTER_TIMEOUT = "spark.rpmp.register.timeout";
-    /** A shuffle no node registers in time: auto (Spark's sort shuffle writes it), never (the job fails), always (every shuffle is a sort shuffle: A/B runs). */
+    /**
+     * A shuffle no node registers in time: auto (Spark's sort shuffle writes it), never (the job fails), always (every
+     * shuffle is a sort shuffle: A/B runs).
+     */
     public static final String FALLBACK = "spark.rpmp.fallback";
     /** Tenant the connections authenticate as when there is a secret (default: the Spark user). */
     public static final String AUTH_TENANT = "spark.rpmp.auth.tenant";
-    /** The tenant's secret, as in the nodes' auth file (default: auth.secretFile's, else with spark.authenticate Spark's own secret; none: the nodes run open). */
+    /**
+     * The tenant's secret, as in the nodes' auth file (default: auth.secretFile's, else with spark.authenticate Spark's
+     * own secret; none: the nodes run open).
+     */
     public static final String AUTH_SECRET = "spark.rpmp.auth.secret";
     /** File whose first line is the tenant's secret, instead of auth.secret in the conf. */
     public static final String AUTH_SECRET_FILE = "spark.rpmp.auth.secretFile";
