@@ -278,7 +278,7 @@ def mutate_tokens(tokens: list, rng: random.Random, n: int, frozen: frozenset = 
 HEARTBEAT_FROZEN = frozenset({1, 2})
 
 
-UNKNOWN_OPS = [0x00, 0x07, 0x0F, 0x18, 0x1F, 0x27, 0x30, 0x7F, 0x80, 0xFF]
+UNKNOWN_OPS = [0x00, 0x09, 0x0F, 0x18, 0x1F, 0x27, 0x30, 0x7F, 0x80, 0xFF]
 # Never DRAIN: a well-formed one would take the node under test out of service (it exits once empty), which
 # is what DRAIN is for, not a bug the fuzzer could find.
 ALL_OPS = [int(o) for o in Op if o != Op.DRAIN]

@@ -408,6 +408,13 @@ def test_client_app_names_are_at_most_120_bytes(anode, node):
             with pytest.raises(BadRequestError) as ei:
                 c.register_shuffle("x" * 121, 0, 1)
             assert ei.value.message == "REGISTER_SHUFFLE.app: application name is 121 bytes, the limit is 120"
+            # nothing a client names may look like a tenant's qualified name or key, not even on an open node
+            with pytest.raises(BadRequestError, match=r"REGISTER_SHUFFLE.app: application name 'acme\\x1fa' "
+                                                      r"contains U\+001F"):
+                c.register_shuffle("acme\x1fa", 0, 1)
+            with pytest.raises(BadRequestError, match="PUT.key: a key may not begin with byte 0x1f"):
+                c.put(b"\x1f" + key_tag("acme") + b"k", b"forged")
+            c.put(b"k\x1f", b"fine elsewhere in a key")
 
 
 @pytest.mark.slow  # ~3 s

@@ -22,7 +22,7 @@ import xxhash
 
 from rpmp import _pool
 from rpmp import _wire as wire
-from rpmp.auth import CLUSTER, app_tenant, display_app, key_tag, qualify_app, qualify_key
+from rpmp.auth import CLUSTER, KEY_PREFIX, SEP, app_tenant, display_app, key_tag, qualify_app, qualify_key
 from rpmp.protocol import (
     CLIENT_APP_MAX,
     END_MAP_ALL,
@@ -213,11 +213,30 @@ class Controller:
         if flags & FLAG_FORWARDED:  # from @cluster, or from anyone on a node that runs open
             return app
         identity = IDENTITY.get()
+        if identity == CLUSTER:  # the operator may name any stored app, qualified ones too
+            return app
         n = len(app.encode("utf-8"))
-        if n > CLIENT_APP_MAX and identity != CLUSTER:
+        if n > CLIENT_APP_MAX:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name is {n} bytes, the limit is "
                                 f"{CLIENT_APP_MAX}")
+        if SEP in app:  # else an app named on a node running open could pass for a tenant's once auth is on
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name {app!r} contains U+001F "
+                                f"(it separates tenant and app on the node)")
         return qualify_app(identity, app)
+
+    @staticmethod
+    def _key(meta: memoryview, what: str) -> bytes:
+        """The stored key of a key-value request: a tenant's key is prefixed with its tag; no client's key may
+        begin with that prefix's byte (0x1F), so that no key, not even one written on a node running open, can
+        pass for a tenant's."""
+        key = wire.decode_key(meta)
+        identity = IDENTITY.get()
+        if identity == CLUSTER:
+            return key
+        if key[:1] == KEY_PREFIX:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.key: a key may not begin with byte 0x1f (the node's "
+                                f"tenant prefix)")
+        return qualify_key(identity, key)
 
     # ---- control --------------------------------------------------------------------------------
     def _hello(self, flags: int, meta: memoryview) -> Reply:
@@ -717,7 +736,7 @@ class Controller:
 
     # ---- key-value and address API --------------------------------------------------------------
     def _put(self, flags: int, meta: memoryview, data_len: int) -> Sink:
-        key = qualify_key(IDENTITY.get(), wire.decode_key(meta))
+        key = self._key(meta, "PUT")
         res = self.storage.values.reserve(key, data_len)
 
         @_mapped
@@ -729,7 +748,7 @@ class Controller:
         return Sink(res.view, data_len, on_done=done, on_abort=lambda: self.storage.values.abort(res))
 
     def _get(self, flags: int, meta: memoryview) -> Reply | Awaitable[Reply]:
-        key = qualify_key(IDENTITY.get(), wire.decode_key(meta))
+        key = self._key(meta, "GET")
         block, view, checked = self.storage.values.get(key, VERIFY_INLINE_BYTES)
         if checked:
             self.counters["gets"] += 1
@@ -753,7 +772,7 @@ class Controller:
         return Reply(data=[view])
 
     def _delete(self, flags: int, meta: memoryview) -> Reply:
-        self.storage.values.delete(qualify_key(IDENTITY.get(), wire.decode_key(meta)))
+        self.storage.values.delete(self._key(meta, "DELETE"))
         return Reply()
 
     def _alloc(self, flags: int, meta: memoryview) -> Reply:
