@@ -31,6 +31,7 @@ always runs first), and the result is the median per shuffle and their ratio (rp
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
 import math
@@ -412,12 +413,16 @@ def rpmp_counters(spark: SparkSession) -> dict[str, int]:
     return metrics(spark)["totals"]
 
 
+# How this process's own Client reaches the nodes (--tls: {"tls": True, "ca": the embedded node's certificate}).
+CLIENT_KW: dict[str, Any] = {}
+
+
 def node_counters(nodes: str) -> dict[str, int]:
     """The STATS counters of every node named, summed (pushes, push_bytes, fetches, fetch_bytes, ...)."""
     from rpmp.client import Client
 
     total: dict[str, int] = {}
-    with Client(nodes) as c:
+    with Client(nodes, **CLIENT_KW) as c:
         for addr in [a.strip() for a in nodes.split(",") if a.strip()]:
             for k, v in c.stats(node=addr).get("counters", {}).items():
                 total[k] = total.get(k, 0) + int(v)
@@ -427,7 +432,7 @@ def node_counters(nodes: str) -> dict[str, int]:
 def node_stats(nodes: str) -> list[dict[str, Any]]:
     from rpmp.client import Client
 
-    with Client(nodes) as c:
+    with Client(nodes, **CLIENT_KW) as c:
         return [c.stats(node=a.strip()) for a in nodes.split(",") if a.strip()]
 
 
@@ -898,7 +903,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plot", metavar="FILE.png", help="bar chart of the runs")
     p.add_argument("--log-level", default="ERROR", help="Spark's log level")
     p.add_argument("--ui", action="store_true", help="keep Spark's web UI on")
+    p.add_argument("--tls", action="store_true",
+                   help="the embedded node speaks TLS with a self-signed certificate made by openssl in a temporary "
+                        "directory; the plugin trusts it (spark.rpmp.tls.*). Local reads of the pool file stay "
+                        "outside TLS unless --conf spark.rpmp.fetch.local=false")
     args = p.parse_args(argv)
+    if args.tls and args.nodes:
+        p.error("--tls is for the embedded node; with --nodes pass --conf spark.rpmp.tls.enabled=true and the CA")
     if args.repeat < 1 or args.warmup < 0 or args.warmup_sessions < 0:
         p.error("--repeat must be >= 1, --warmup and --warmup-sessions >= 0")
     args.rows = args.rows if args.rows is not None else parse_size(args.size) // ROW_BYTES
@@ -1029,10 +1040,20 @@ def main(argv: list[str] | None = None) -> int:
         if "rpmp" in settings.shuffles and not nodes:
             from shuffle_plugin import EmbeddedNode
 
-            node = EmbeddedNode(settings.pool_size, spill_dir=settings.spill_dir)
+            tls = None
+            if args.tls:
+                from shuffle_plugin.session import self_signed_cert
+
+                tls_dir = tempfile.mkdtemp(prefix="terasort-tls-")
+                atexit.register(shutil.rmtree, tls_dir, True)
+                tls = self_signed_cert(tls_dir)
+                settings.extra_conf.update({"spark.rpmp.tls.enabled": "true", "spark.rpmp.tls.caPem": tls[0]})
+                CLIENT_KW.update(tls=True, ca=tls[0])
+            node = EmbeddedNode(settings.pool_size, spill_dir=settings.spill_dir, tls=tls)
             nodes = node.address
             console.print(f"RPMP: embedded node {nodes}, pool {node.pool} ({settings.pool_size})"
-                          + (f", spill dir {', '.join(node.spill_dirs)}" if node.spill_dirs else ""))
+                          + (f", spill dir {', '.join(node.spill_dirs)}" if node.spill_dirs else "")
+                          + (", TLS (self-signed certificate)" if tls else ""))
         with Progress(SpinnerColumn(), TextColumn("{task.description:<26}"), BarColumn(),
                       MofNCompleteColumn(), TextColumn("tasks"), TimeElapsedColumn(), console=console) as progress:
             phases = SparkPhases(progress)
