@@ -132,6 +132,10 @@ def tokens_for(op: str, f: dict) -> list:
         return [t_int(8, f["address"]), t_int(8, f["offset"]), t_int(8, f["length"])]
     if op == "FREE":
         return [t_int(8, f["address"])]
+    if op == "AUTH":
+        return [("str", f["tenant"].encode()), ("bytes", bytes.fromhex(f["nonce"]))]
+    if op == "AUTH_PROOF":
+        return [("bytes", bytes.fromhex(f["proof"]))]
     raise ValueError(op)
 
 
