@@ -201,6 +201,9 @@ class LocalNode:
       here, before anything is created.
     tls_cert / tls_key / tls_ca: `rpmp server --tls-cert/--tls-key/--tls-ca` (checked here); `client_tls` gives the
       Client arguments that reach the node.
+    auth_file: `--auth-file`, a path or a {tenant: secret} dict written to a 0600 file in a private temporary
+      directory that close() removes; cluster_secret_file: `--cluster-secret-file`. `cluster_auth` are the
+      Client(...) arguments that act as @cluster on the node.
     exit_with_parent: the node stops by itself when this process ends, however it ends (SIGKILL included), and
       then removes its pool if close() would have (remove_pool). It watches a pipe whose only write end this
       process holds (`rpmp server --parent-fd`): the kernel closes it when the process is gone, whichever
@@ -504,6 +507,9 @@ class LocalCluster:
       close() removes what LocalNode.close() does, then the dirs this cluster created if they are empty.
       spill_size, spill_high, spill_low, full_wait, app_quota: every node's `rpmp server` flags. Bad values
       and unusable directories are a ValueError here, before any node, pool or directory is made.
+    auth_file / cluster_secret_file: as LocalNode's, for every node; with an auth file and no cluster secret,
+      a random one is made (the nodes must authenticate to each other). `cluster_auth` are the Client(...)
+      arguments that act as @cluster.
     """
 
     def __init__(self, n: int = 3, *, pool_size: str | int = "256m", pool_dir: str | None = None,
