@@ -33,6 +33,7 @@ DELAY_FIRST = 0.05  # seconds the second failure in a row from one address waits
 DELAY_MAX = 2.0
 FORGET_AFTER = 60.0  # seconds without a failure after which an address starts again from no delay
 MAX_ADDRESSES = 10_000  # failing addresses remembered (the oldest are forgotten first)
+LOG_PER_SECOND = 20  # failure lines a second at most; then one line says how many were left out
 
 
 class State(enum.Enum):
@@ -72,6 +73,8 @@ class Authenticator:
         self.cluster_secret = cluster_secret
         self.failures = 0  # STATS auth_failures
         self._failing: OrderedDict[str, tuple[int, float]] = OrderedDict()  # address -> (failures in a row, last)
+        self._log_second = 0  # the second the lines below were logged in
+        self._logged = self._unlogged = 0
 
     def reload(self) -> bool:
         """Re-read the auth file; a file that does not pass keeps the tenants as they were (ERROR logged)."""
@@ -105,8 +108,17 @@ class Authenticator:
         while len(self._failing) > MAX_ADDRESSES:
             self._failing.popitem(last=False)
         delay = 0.0 if count < 2 else min(DELAY_MAX, DELAY_FIRST * 2 ** (count - 2))
-        log.warning("authentication from %s failed: %s (%d in a row from there; answer delayed %.2f s)", address,
-                    why, count, delay)
+        second = int(now)
+        if second != self._log_second:
+            if self._unlogged:
+                log.warning("%d more authentication failures were not logged", self._unlogged)
+            self._log_second, self._logged, self._unlogged = second, 0, 0
+        if self._logged < LOG_PER_SECOND:  # a flood of failures must not flood the log
+            self._logged += 1
+            log.warning("authentication from %s failed: %s (%d in a row from there; answer delayed %.2f s)",
+                        address, why, count, delay)
+        else:
+            self._unlogged += 1
         return delay
 
 
