@@ -25,6 +25,7 @@ from operator import attrgetter
 
 from rpmp._pool import BlockInfo
 from rpmp._wire import decode_register_resp, unpack_record_header, write_record_header, xxh3
+from rpmp.auth import display_app
 from rpmp.protocol import END_MAP_ALL, RECORD_HEADER_SIZE, Node, ProtocolError
 from rpmp.server.contract import FileRange
 from rpmp.server.storage.blocks import Blocks, StorageError
@@ -285,8 +286,8 @@ class ShuffleStore:
         for block in sh.meta_blocks:
             if self.blocks.verify(block):
                 return self.blocks.read(block, META.size)
-        raise StorageError("corrupt", f"every copy of the registration of shuffle {sh.shuffle} of {sh.app!r} "
-                           f"fails its checksum on node {self.name}")
+        raise StorageError("corrupt", f"every copy of the registration of shuffle {sh.shuffle} of "
+                           f"{display_app(sh.app)!r} fails its checksum on node {self.name}")
 
     def replica_nodes(self, sh: Shuffle, p: int) -> list[Node]:
         """The nodes that hold partition p (its placement row, in preference order, first `replicas`): decoded
@@ -306,8 +307,8 @@ class ShuffleStore:
         """Room for one pushed segment in partition p; the record header is written here already."""
         held = self.app_bytes.get(sh.app, 0)
         if self.quota and held + length > self.quota:
-            raise StorageError("quota", f"app {sh.app!r} holds {held} bytes on node {self.name}; {length} more "
-                               f"would exceed its quota of {self.quota} bytes (delete finished shuffles)")
+            raise StorageError("quota", f"app {display_app(sh.app)!r} holds {held} bytes on node {self.name}; {length} "
+                               f"more would exceed its quota of {self.quota} bytes (delete finished shuffles)")
         self.blocks.begin_receive(length)
         try:
             part = sh.part(p)
@@ -481,8 +482,8 @@ class ShuffleStore:
 
     def _corrupt_error(self, sh: Shuffle, p: int, r: Record) -> StorageError:
         return StorageError("corrupt", f"record ({r.map_index}, {r.attempt}, {r.seq & 0x7FFFFFFF}) of shuffle "
-                            f"{sh.shuffle} of {sh.app!r} partition {p} fails its checksum on node {self.name} "
-                            f"(block {r.block:#x} offset {r.offset}); it is quarantined: read a replica")
+                            f"{sh.shuffle} of {display_app(sh.app)!r} partition {p} fails its checksum on node "
+                            f"{self.name} (block {r.block:#x} offset {r.offset}); it is quarantined: read a replica")
 
     def partition_blocks(self, sh: Shuffle, p: int) -> tuple[list[tuple[int, int, int, bool, int]], int, int,
                                                              list[str]]:
