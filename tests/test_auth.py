@@ -384,6 +384,22 @@ def test_owners_survive_a_restart_and_open_data_is_the_clusters(tmp_path):
         opened.close()
 
 
+def test_quota_counts_each_tenants_app_apart(tmp_path):
+    from rpmp.client import QuotaExceededError
+
+    node = _node(tmp_path, extra=["--app-quota", "1k"])
+    try:
+        node.start()
+        for tenant, secret in TENANTS.items():  # the same app id: two apps, each with its own quota
+            with Client(node.address, tenant=tenant, secret=secret, timeout=10) as c:
+                c.register_shuffle("q", 0, 1)
+                c.push("q", 0, 0, 0, 1, 0, b"x" * 800)
+                with pytest.raises(QuotaExceededError, match=f"app '{tenant}/q' holds 800 bytes"):
+                    c.push("q", 0, 0, 0, 1, 1, b"y" * 800)
+    finally:
+        node.close()
+
+
 def test_cluster_only_requests_are_forbidden_to_tenants(anode):
     conn = _raw(anode)
     _handshake(conn, "beta", B_SECRET.encode())
