@@ -48,14 +48,14 @@ NODE_ARGS = ["--heartbeat-interval", "0.2", "--dead-after", "1.5"]
 
 
 def _node(tmp_path, tenants=TENANTS, cluster_secret: str | None = "cluster-one", seeds=None,
-          extra=(), pool: str | None = None) -> LocalNode:
+          extra=(), pool: str | None = None, pool_size: str = "64m") -> LocalNode:
     auth = tmp_path / f"auth-{os.urandom(3).hex()}"
     write_private(str(auth), "".join(f"{t} {s}\n" for t, s in tenants.items()))
     secret_file = None
     if cluster_secret is not None:
         secret_file = str(tmp_path / f"cluster-{os.urandom(3).hex()}")
         write_private(secret_file, cluster_secret + "\n")
-    return LocalNode(pool or new_pool_path("rpmp-auth"), pool_size="64m", seeds=seeds, args=[*NODE_ARGS, *extra],
+    return LocalNode(pool or new_pool_path("rpmp-auth"), pool_size=pool_size, seeds=seeds, args=[*NODE_ARGS, *extra],
                      auth_file=str(auth), cluster_secret_file=secret_file, remove_pool=True)
 
 
@@ -396,6 +396,34 @@ def test_quota_counts_each_tenants_app_apart(tmp_path):
                 c.push("q", 0, 0, 0, 1, 0, b"x" * 800)
                 with pytest.raises(QuotaExceededError, match=f"app '{tenant}/q' holds 800 bytes"):
                     c.push("q", 0, 0, 0, 1, 1, b"y" * 800)
+    finally:
+        node.close()
+
+
+def test_a_tenants_shuffle_spills_to_disk_and_reads_back(tmp_path):
+    spill = tmp_path / "spill"
+    node = _node(tmp_path, extra=["--spill-dir", str(spill), "--pool-mode", "0640"], pool_size="32m")
+    try:
+        node.start()
+        sent = {}
+        with Client(node.address, tenant="acme", secret=A_SECRET, timeout=30) as c:
+            c.register_shuffle("big", 0, 4)
+            for m in range(12):  # 48 MiB into a 32 MiB pool
+                segs = []
+                for p in range(4):
+                    data = bytes([m, p]) * (512 << 10)
+                    sent[(p, m)] = W.xxh3(data)
+                    segs.append((p, m, 0, 0x80000000, data))
+                c.push_many("big", 0, segs)
+            st = c.stats()
+            assert st["apps"]["acme/big"]["spilled_bytes"] > 0, st["apps"]
+            got = {(p, s.map_index): W.xxh3(bytes(s.data)) for p in range(4) for s in c.fetch("big", 0, p)}
+            assert got == sent
+        files = list(spill.glob("*.spill"))
+        assert files and all(f.stat().st_mode & 0o777 == 0o640 for f in files)
+        with Client(node.address, tenant="beta", secret=B_SECRET, timeout=10) as b:
+            with pytest.raises(NotFoundError):
+                b.fetch_raw("big", 0, 0)
     finally:
         node.close()
 
