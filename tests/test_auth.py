@@ -206,6 +206,13 @@ def test_cli_stat_and_drain_authenticate(anode, tmp_path):
     assert r.stderr.strip().endswith("only nodes (@cluster) may send DRAIN (use --cluster-secret-file)"), r.stderr
 
 
+def test_cli_drain_as_cluster_stops_the_node(fresh):
+    r = subprocess.run([sys.executable, "-m", "rpmp.cli", "drain", fresh.address, "--cluster-secret-file",
+                        fresh.auth.cluster_secret_file], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and f"{fresh.address} is draining" in r.stdout, r.stderr
+    assert fresh.proc is not None and fresh.proc.wait(timeout=30) == 0  # it held nothing: it stops
+
+
 # ---- the handshake -------------------------------------------------------------------------------------
 
 def test_client_authenticates_and_pool_is_0600(anode):
