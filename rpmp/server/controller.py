@@ -208,20 +208,21 @@ class Controller:
             raise _storage_error(e) from None
 
     def _named(self, flags: int, app: str, what: str) -> str:
-        """The stored name of the app a request names: a client's (not FORWARDED) name is at most CLIENT_APP_MAX
-        bytes, and a tenant's is qualified with the tenant (forwarded frames carry qualified names already)."""
-        if flags & FLAG_FORWARDED:  # from @cluster, or from anyone on a node that runs open
-            return app
+        """The stored name of the app a request names: a tenant's is qualified with the tenant; a client's (not
+        FORWARDED) name is at most CLIENT_APP_MAX bytes; only @cluster (peers, the operator) may name a qualified
+        app, so that no name, not even one given to a node running open, can pass for a tenant's."""
         identity = IDENTITY.get()
-        if identity == CLUSTER:  # the operator may name any stored app, qualified ones too
+        if identity == CLUSTER:
+            return app
+        if SEP in app:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name {app!r} contains U+001F "
+                                f"(it separates tenant and app on the node)")
+        if flags & FLAG_FORWARDED:  # from a peer of a node running open (a tenant's FORWARDED is FORBIDDEN)
             return app
         n = len(app.encode("utf-8"))
         if n > CLIENT_APP_MAX:
             raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name is {n} bytes, the limit is "
                                 f"{CLIENT_APP_MAX}")
-        if SEP in app:  # else an app named on a node running open could pass for a tenant's once auth is on
-            raise ProtocolError(ErrorCode.BAD_REQUEST, f"{what}.app: application name {app!r} contains U+001F "
-                                f"(it separates tenant and app on the node)")
         return qualify_app(identity, app)
 
     @staticmethod
