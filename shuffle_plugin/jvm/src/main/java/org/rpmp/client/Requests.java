@@ -18,12 +18,16 @@ public final class Requests {
         return out;
     }
 
-    /** Application names: 1..120 UTF-8 bytes, no '/' (it separates placement key parts), no NUL. */
+    /**
+     * Application names: 1..120 UTF-8 bytes, no '/' (it separates placement key parts), no NUL, no U+001F (nodes
+     * qualify a tenant's apps as tenant U+001F app).
+     */
     public static void checkApp(String app) {
         int n = app.getBytes(StandardCharsets.UTF_8).length;
-        if (n < 1 || n > Protocol.CLIENT_APP_MAX || app.indexOf('/') >= 0 || app.indexOf('\0') >= 0) {
+        if (n < 1 || n > Protocol.CLIENT_APP_MAX || app.indexOf('/') >= 0 || app.indexOf('\0') >= 0
+                || app.indexOf('\u001F') >= 0) {
             throw new IllegalArgumentException("bad RPMP application name '" + app
-                + "': needs 1.." + Protocol.CLIENT_APP_MAX + " UTF-8 bytes, no '/' and no NUL");
+                + "': needs 1.." + Protocol.CLIENT_APP_MAX + " UTF-8 bytes, no '/', NUL or U+001F");
         }
     }
 
@@ -117,6 +121,7 @@ public final class Requests {
         if (key.length < 1 || key.length > Protocol.KEY_MAX) {
             throw new IllegalArgumentException("keys are 1.." + Protocol.KEY_MAX + " bytes");
         }
+        if (key[0] == 0x1F) throw new IllegalArgumentException("a key may not begin with byte 0x1F (tenants' keys do)");
     }
 
     public static byte[] key(byte[] key) {

@@ -275,10 +275,10 @@ public class RpmpShuffleManager extends SortShuffleManager {
         throw last != null ? last : new IOException("no RPMP node configured");
     }
 
-    /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/' or NUL. */
+    /** The application id as an RPMP app name: 1..120 UTF-8 bytes, no '/', NUL or U+001F. */
     static String appName(String applicationId) {
         String s = applicationId == null || applicationId.isEmpty() ? "spark-app" : applicationId;
-        s = s.replace('/', '_').replace('\0', '_');
+        s = s.replace('/', '_').replace('\0', '_').replace('\u001F', '_');
         while (s.getBytes(StandardCharsets.UTF_8).length > Protocol.CLIENT_APP_MAX) s = s.substring(0, s.length() - 1);
         return s;
     }

@@ -221,7 +221,7 @@ class AuthHandshakeTest {
     }
 
     @Test
-    @DisplayName("tenant names: 1..32 of A-Za-z0-9._-; credentials never print the secret")
+    @DisplayName("tenant names: 1..32 of A-Za-z0-9._-; credentials never print the secret; no U+001F apps or 0x1F keys")
     void tenantRulesAndRedaction() throws Exception {
         for (String ok : new String[] {"a", "alice", "A.b_c-9", "x".repeat(32)}) {
             expect(Credentials.isValidTenant(ok), ok);
@@ -234,5 +234,9 @@ class AuthHandshakeTest {
         Credentials c = new Credentials(TENANT, SECRET);
         expect(!c.toString().contains(SECRET) && c.toString().contains("redacted"), c.toString());
         expectThrows(IllegalArgumentException.class, () -> new Credentials(TENANT, ""));
+        // Names a client may not send: they would pass for another tenant's qualified app or key.
+        expectThrows(IllegalArgumentException.class, () -> Requests.checkApp("other" + (char) 0x1F + "app"));
+        expectThrows(IllegalArgumentException.class, () -> Requests.key(new byte[] {0x1F, 'k'}));
+        expect(Requests.key(new byte[] {'k', 0x1F}).length == 6, "0x1F inside a key is fine");
     }
 }
