@@ -225,20 +225,31 @@ def _check_replicas(replicas: Any) -> int:
     return replicas
 
 
-def _alive_nodes(nodes: str, timeout: float = 5.0) -> int | None:
+def _alive_nodes(nodes: str, timeout: float = 5.0, client_kw: dict[str, Any] | None = None) -> int | None:
     """How many nodes the RPMP cluster reached through `nodes` (seeds) lists alive; None (with a warning) if
-    none of them answers: the nodes may come up later, the plugin then reports what it meets."""
+    none of them answers: the nodes may come up later, the plugin then reports what it meets. client_kw: the
+    session's tenant, secret and TLS, as rpmp.client.Client takes them."""
     from rpmp.client import Client
     from rpmp.protocol import NodeState, ProtocolError
 
     try:
-        with Client(nodes, timeout=timeout) as client:
+        with Client(nodes, timeout=timeout, **(client_kw or {})) as client:
             _, members = client.members()
     except (OSError, ProtocolError) as e:
         warnings.warn(f"RPMP nodes {nodes} did not answer ({e}); the session is configured for them anyway",
                       stacklevel=3)
         return None
     return sum(1 for m in members if m.state == NodeState.ALIVE)
+
+
+def _client_kw(tenant: str | None, secret: str | None, tls: bool | str) -> dict[str, Any]:
+    """How this process's own Client reaches the session's nodes (the replica count check)."""
+    kw: dict[str, Any] = {}
+    if secret is not None:
+        kw.update(tenant=tenant or default_tenant(), secret=secret)
+    if tls:
+        kw.update(tls=True, ca=tls if isinstance(tls, str) else None)
+    return kw
 
 
 def _check_security(tenant: str | None, secret: str | None, tls: bool | str) -> None:
@@ -284,7 +295,7 @@ def _check_embedded(nodes: str | None, pool_size: str, spill_dir: str | list[str
 
 
 def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
-                   accepted: tuple[str, ...] = ()) -> dict[str, str]:
+                   accepted: tuple[str, ...] = (), client_kw: dict[str, Any] | None = None) -> dict[str, str]:
     """Validate a session's RPMP settings before anything starts: the spark.rpmp.* settings of `options`, or
     ValueError for an unknown option, `nodes` that name no node, or more `replicas` than nodes (the embedded
     node is one; for named nodes, the cluster's alive members when it answers). nodes=None: embedded node.
@@ -299,7 +310,7 @@ def check_settings(nodes: str | None, replicas: int, options: dict[str, Any],
     else:
         _check_nodes(nodes)
         if replicas > 1:
-            alive = _alive_nodes(nodes)
+            alive = _alive_nodes(nodes, client_kw=client_kw)
             if alive is not None and replicas > alive:
                 raise ValueError(f"replicas={replicas} but the RPMP cluster at {nodes} has {alive} alive "
                                  f"node{'s' if alive != 1 else ''}: replicas can be at most the node count")
@@ -357,7 +368,7 @@ def configure(builder: Any, nodes: str | None = None, *, pool_size: str = "1g", 
     node starts.
     """
     _check_security(tenant, secret, tls)
-    settings = check_settings(nodes, replicas, options, EMBEDDED_ARGS)
+    settings = check_settings(nodes, replicas, options, EMBEDDED_ARGS, _client_kw(tenant, secret, tls))
     _check_embedded(nodes, pool_size, spill_dir, spill_size)
     security = SessionSecurity(tenant, secret, tls, embedded=nodes is None)
     builder, node = _configure(builder, nodes, pool_size, replicas, settings, spill_dir, spill_size, security)
@@ -447,7 +458,8 @@ def rpmp_session(app_name: str = "rpmp", master: str | None = None, nodes: str |
 
     accepted = ("app_name", "master", "conf", "stop_existing", *EMBEDDED_ARGS)
     _check_security(tenant, secret, tls)
-    settings = check_settings(nodes, replicas, options, accepted)  # before anything is stopped or started
+    # before anything is stopped or started
+    settings = check_settings(nodes, replicas, options, accepted, _client_kw(tenant, secret, tls))
     _check_embedded(nodes, pool_size, spill_dir, spill_size)
     running = SparkContext._active_spark_context
     if running is not None:

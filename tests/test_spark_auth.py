@@ -232,3 +232,28 @@ def test_rpmp_session_with_a_secret_starts_an_authenticating_node(tls, capfd):
     assert not os.path.exists(secret_file) and not os.path.exists(auth_file), "the session's secret files stay"
     out, err = capfd.readouterr()
     assert secret not in out and secret not in err
+
+
+def test_session_checks_replicas_against_an_authenticating_cluster():
+    """configure()/rpmp_session() count a cluster's alive nodes for `replicas` with the session's tenant and
+    secret: against nodes that authenticate, the count works (no 'did not answer' warning) and too many
+    replicas is the usual ValueError; bad security arguments are ValueErrors that never show the secret."""
+    import warnings
+
+    from rpmp.cluster import LocalCluster
+    from shuffle_plugin.session import _check_security, _client_kw, check_settings
+
+    secret = "cluster-" + os.urandom(8).hex()
+    with LocalCluster(2, pool_size="32m", pool_dir=SHM, name="rpmp-auth-replicas", auth_file={"etl": secret}) as c:
+        nodes = ",".join(c.addresses)
+        kw = _client_kw("etl", secret, False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert check_settings(nodes, 2, {}, (), kw) == {}
+            with pytest.raises(ValueError, match="has 2 alive nodes"):
+                check_settings(nodes, 3, {}, (), kw)
+    for args, match in (((None, " ", False), "non-empty"), (("etl", None, False), "without secret="),
+                        (("a b", "x", False), "not a tenant name"), ((None, "x", "/nonexistent/ca.pem"), "no such CA")):
+        with pytest.raises(ValueError, match=match) as e:
+            _check_security(*args)
+        assert secret not in str(e.value)
