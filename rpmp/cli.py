@@ -327,6 +327,18 @@ def _ask(client: object, timeout: float, call: Callable[..., T], node: str | Non
         raise _Unreachable(f"{addr}: {e.strerror or e}") from None
 
 
+def cmd_ping(args: argparse.Namespace) -> int:
+    """PING one node (a health probe: answered before authentication, so no secret is needed); silent when it
+    answers."""
+    from rpmp.client import Client
+
+    if not args.timeout > 0:
+        raise ValueError(f"--timeout {args.timeout}: must be seconds > 0")
+    with Client(args.node, timeout=args.timeout, **_tls_kwargs(args)) as client:
+        _ask(client, args.timeout, lambda node: client.ping(node), node=args.node)
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     """DRAIN one node: it takes no new shuffles and exits once it holds none, or after --timeout."""
     from rpmp.client import Client, RpmpError
@@ -418,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     _client_tls_args(p)
     _client_auth_args(p)
     p.set_defaults(func=cmd_drain)
+
+    p = sub.add_parser("ping", help="check that a node answers (exit 0), e.g. as a readiness probe",
+                       description="Send one PING; exit 0 when the node answers, else 1 with one line on stderr. "
+                       "PING needs no authentication.")
+    here = f"{os.environ.get('RPMP_HOST') or '127.0.0.1'}:{os.environ.get('RPMP_PORT') or DEFAULT_PORT}"
+    p.add_argument("node", metavar="HOST:PORT", nargs="?", default=here,
+                   help=f"the node (default $RPMP_HOST:$RPMP_PORT, else 127.0.0.1:{DEFAULT_PORT})")
+    p.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS", help="how long to wait (default 3)")
+    _client_tls_args(p)
+    p.set_defaults(func=cmd_ping)
 
     _admin_parser(sub)
     return ap

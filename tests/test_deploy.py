@@ -272,7 +272,7 @@ def test_helm_manifests_wire_together(case):
     startup = node["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 600  # a large pool's creation fits
     probe = node["readinessProbe"]["exec"]["command"]
-    assert probe[:2] == ["python3", "/etc/rpmp/conf/rpmp-ping.py"] and f"--port={port}" in probe
+    assert probe[:2] == ["rpmp", "ping"]  # its default node is $RPMP_HOST:$RPMP_PORT: the pod's (checked above)
     if values.get("metrics.enabled") == "false":
         assert "--metrics-port" not in a and "metrics" not in ports
         assert not [d for d in docs if d["kind"] in ("ServiceMonitor", "PodMonitor")]
@@ -308,9 +308,8 @@ def test_helm_manifests_wire_together(case):
         return volumes.get(m["name"]) or claims[m["name"]]
 
     cm = only(docs, "ConfigMap")
-    for path in (a["--config"], probe[1]):
-        v = volume_of(path)
-        assert v["configMap"]["name"] == cm["metadata"]["name"] and path.rsplit("/", 1)[1] in cm["data"]
+    v = volume_of(a["--config"])
+    assert v["configMap"]["name"] == cm["metadata"]["name"] and a["--config"].rsplit("/", 1)[1] in cm["data"]
 
     pool_size = parse_size(a["--pool-size"])
     assert pool_size == int(values.get("pool.sizeMi", 1024)) * MiB
@@ -372,8 +371,8 @@ def test_helm_manifests_wire_together(case):
             v = volume_of(a[flag])
             assert v["secret"]["secretName"] == "rpmp-tls" and a[flag].endswith("/" + key)
     if verify:
-        assert f"--cert={a['--tls-cert']}" in probe and f"--key={a['--tls-key']}" in probe
-        assert f"--ca={a['--tls-ca']}" in probe
+        assert f"--tls-cert={a['--tls-cert']}" in probe and f"--tls-key={a['--tls-key']}" in probe
+        assert f"--tls-ca={a['--tls-ca']}" in probe
 
     # The node's flags are ones `rpmp server` takes, and the config file's keys are settings.
     server = build_parser()._subparsers._group_actions[0].choices["server"]  # type: ignore[union-attr]
@@ -386,39 +385,40 @@ def test_helm_manifests_wire_together(case):
 
 
 def test_helm_node_config_and_probe_work_against_a_real_node(node, tmp_path):
-    """The ConfigMap's rpmp-node.conf loads as node settings, and its rpmp-ping.py, run as the readiness probe
-    runs it (host from $RPMP_HOST), exits 0 for a node, 1 with one line for a closed port and for a port where
-    something else answers."""
+    """The ConfigMap's rpmp-node.conf loads as node settings, and the readiness probe's command (`rpmp ping`, its
+    node from $RPMP_HOST and $RPMP_PORT as in the pod) exits 0 for a node, 1 with one line for a closed port and
+    for a port where something else answers."""
     docs = render("nodeConfig.full_wait=12", "nodeConfig.verify_push=false")
     cm = only(docs, "ConfigMap")["data"]
     conf = tmp_path / "rpmp-node.conf"
     conf.write_text(cm["rpmp-node.conf"])
     loaded = NodeConfig.load(str(conf), env={})
     assert (loaded.full_wait, loaded.verify_push, loaded.app_ttl, loaded.log_level) == (12.0, False, 3600.0, "INFO")
-    script = tmp_path / "rpmp-ping.py"
-    script.write_text(cm["rpmp-ping.py"])
-    env = {**os.environ, "RPMP_HOST": "127.0.0.1"}
+    probe_cmd = only(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["exec"]
+    assert probe_cmd["command"] == ["rpmp", "ping"]
 
-    def probe(port: int) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, str(script), f"--port={port}"], env=env, capture_output=True,
-                              text=True, timeout=30)
+    def probe(port: int) -> subprocess.Popen[str]:
+        env = {**os.environ, "RPMP_HOST": "127.0.0.1", "RPMP_PORT": str(port)}
+        return subprocess.Popen([sys.executable, "-m", "rpmp.cli", "ping"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     got = probe(node.port)
-    assert (got.returncode, got.stderr) == (0, "")
+    out, err = got.communicate(timeout=30)
+    assert (got.returncode, out, err) == (0, "", "")
     closed = free_port()
     got = probe(closed)
-    assert got.returncode == 1 and got.stderr.startswith(f"rpmp-ping: 127.0.0.1:{closed}: ") and "refused" in got.stderr
+    _, err = got.communicate(timeout=30)
+    assert got.returncode == 1 and err.startswith(f"rpmp ping: 127.0.0.1:{closed}: ") and "refused" in err
     with socket.socket() as other:  # a port that answers with something else
         other.bind(("127.0.0.1", 0))
         other.listen(1)
-        proc = subprocess.Popen([sys.executable, str(script), f"--port={other.getsockname()[1]}"], env=env,
-                                stderr=subprocess.PIPE, text=True)
+        proc = probe(other.getsockname()[1])
         conn, _ = other.accept()
         conn.recv(64)
         conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" + b"\0" * 16)
         conn.close()
         _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 1 and "not as an RPMP node" in err, err
+    assert proc.returncode == 1 and err.count("\n") == 1 and "not as an RPMP node" in err, err
 
 
 def expand(text: str, env: dict[str, str]) -> str:
@@ -500,11 +500,11 @@ def test_helm_pod_runs_as_rendered_with_auth_tls_and_peers_not_resolvable_yet(tm
         proc = subprocess.Popen([*node["command"], *args], cwd=ROOT, env=run_env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         try:
-            probe = [sys.executable if c == "python3" else local(c) for c in node["readinessProbe"]["exec"]["command"]]
+            probe = [local(c) for c in node["readinessProbe"]["exec"]["command"]]
             deadline = time.monotonic() + 60
             while True:
                 assert proc.poll() is None, proc.communicate()[1]
-                got = subprocess.run(probe, env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
+                got = subprocess.run(probe, env=run_env, capture_output=True, text=True, timeout=30)
                 if got.returncode == 0:
                     break
                 assert time.monotonic() < deadline, f"the readiness probe did not pass within 60 s: {got.stderr}"
