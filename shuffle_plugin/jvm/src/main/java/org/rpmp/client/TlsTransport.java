@@ -9,6 +9,9 @@ import java.net.Socket;
 import java.net.SocketTimeoutException;
 import java.net.UnknownHostException;
 import java.nio.ByteBuffer;
+import java.util.concurrent.ScheduledFuture;
+import java.util.concurrent.ScheduledThreadPoolExecutor;
+import java.util.concurrent.TimeUnit;
 
 import javax.net.ssl.SSLParameters;
 import javax.net.ssl.SSLSocket;
@@ -16,12 +19,26 @@ import javax.net.ssl.SSLSocket;
 /**
  * TLS (PROTOCOL.md "TLS"): a blocking SSLSocket whose reads are bounded by SO_TIMEOUT (the read timeout) and
  * whose handshake by the connect timeout. Bytes are copied through two heap buffers (the JSSE encrypts from
- * heap arrays anyway); small writes are gathered into one TLS record.
+ * heap arrays anyway); small writes are gathered into one TLS record. A blocking SSLSocket write ignores
+ * SO_TIMEOUT, so a write that makes no progress for the read timeout (a node that stopped reading) has its socket
+ * closed by a watchdog and fails as a SocketTimeoutException, as the plain transport's does.
  */
 final class TlsTransport implements Transport {
     private static final int BUFFER = 64 << 10;
     /** An idle connection used this recently is trusted without the 1 ms probe read (nodes close idle ones after >= 5 s). */
     private static final long TRUST_IDLE_NANOS = 1_000_000_000L;
+    /** Closes the sockets of writes that outlive the read timeout; one daemon thread for all connections. */
+    private static final ScheduledThreadPoolExecutor WATCHDOG = watchdog();
+
+    private static ScheduledThreadPoolExecutor watchdog() {
+        ScheduledThreadPoolExecutor e = new ScheduledThreadPoolExecutor(1, r -> {
+            Thread t = new Thread(r, "rpmp-tls-write-watchdog");
+            t.setDaemon(true);
+            return t;
+        });
+        e.setRemoveOnCancelPolicy(true);
+        return e;
+    }
 
     private final String address;
     private final int readTimeoutMs;
@@ -125,13 +142,55 @@ final class TlsTransport implements Transport {
         }
     }
 
+    /** When the current write last moved bytes (nanoTime); read by the watchdog. */
+    private volatile long writeProgress;
+    private volatile boolean writing;
+    private volatile boolean writeTimedOut;
+
     @Override
     public void write(ByteBuffer... srcs) throws IOException {
+        writeProgress = System.nanoTime();
+        writing = true;
+        ScheduledFuture<?> guard = WATCHDOG.schedule(this::checkWrite, Math.max(1, readTimeoutMs), TimeUnit.MILLISECONDS);
+        try {
+            writeAll(srcs);
+        } catch (IOException e) {
+            if (writeTimedOut) {
+                throw new SocketTimeoutException("node " + address + ": no progress sending for " + readTimeoutMs
+                    + " ms (connection closed)");
+            }
+            throw e;
+        } finally {
+            writing = false;
+            guard.cancel(false);
+        }
+    }
+
+    /** The watchdog: closes the socket of a write stuck for the read timeout, else looks again when it could be. */
+    private void checkWrite() {
+        if (!writing) return;
+        long timeout = Math.max(1, readTimeoutMs) * 1_000_000L;
+        long idle = System.nanoTime() - writeProgress;
+        if (idle >= timeout) {
+            writeTimedOut = true;
+            // The TCP socket under TLS: SSLSocket.close() would wait for the stuck write's lock to send close_notify.
+            try {
+                raw.close();
+            } catch (IOException ignored) {
+                // closing anyway
+            }
+        } else {
+            WATCHDOG.schedule(this::checkWrite, timeout - idle, TimeUnit.NANOSECONDS);
+        }
+    }
+
+    private void writeAll(ByteBuffer[] srcs) throws IOException {
         int used = 0;
         for (ByteBuffer src : srcs) {
             while (src.hasRemaining()) {
                 if (used == writeBuf.length) {
                     out.write(writeBuf, 0, used);
+                    writeProgress = System.nanoTime();
                     used = 0;
                 }
                 int n = Math.min(src.remaining(), writeBuf.length - used);

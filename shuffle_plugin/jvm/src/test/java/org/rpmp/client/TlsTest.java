@@ -182,6 +182,23 @@ class TlsTest {
     }
 
     @Test
+    @DisplayName("a node that stops reading times a TLS write out like a plain one (no hang)")
+    void stalledWriteTimesOut() throws Exception {
+        try (TlsNode n = new TlsNode(node, null, afterHello(s -> sleep(15_000)));
+             RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
+                 tls(TlsSettings.create(null, null, nodePem.toString(), null, null, true)))) {
+            byte[] payload = new byte[32 << 20];
+            long t0 = System.nanoTime();
+            java.net.SocketTimeoutException e = expectThrows(java.net.SocketTimeoutException.class,
+                () -> c.push("app", 1, 0, 0, 1, 0, Checksums.xxh3(payload, 0, payload.length), payload, 0, payload.length));
+            long ms = (System.nanoTime() - t0) / 1_000_000;
+            expect(e.getMessage().contains("no progress sending"), e.getMessage());
+            expect(ms >= 1400 && ms < 8000, "timed out after " + ms + " ms");
+            expect(!c.isReusable(), "broken after a timeout");
+        }
+    }
+
+    @Test
     @DisplayName("a JKS trust store works as the CA too")
     void trustStore() throws Exception {
         try (TlsNode n = new TlsNode(node, null, pings());
