@@ -1,5 +1,7 @@
 """Spark's UI (its REST API, /api/v1/applications/<id>/stages) shows an RPMP shuffle's write and read metrics as it
 shows the sort shuffle's: the same job on both, stage by stage, records exactly equal, bytes and times present.
+While the RPMP job runs, a scraper reads the node's Prometheus /metrics, as Prometheus would; afterwards the bytes
+the node counts as pushed equal the plugin's own count.
 
 One job, a repartition of N rows over two local-cluster executors (every row is written and read once), first on
 Spark's sort shuffle, then on RPMP. The stage metrics come from the driver's UI over HTTP (spark.ui.enabled on a
@@ -9,7 +11,9 @@ free port), as an operator's browser or a monitoring script would read them.
 from __future__ import annotations
 
 import json
+import re
 import socket
+import threading
 import time
 import urllib.request
 
@@ -17,16 +21,19 @@ import pytest
 
 pytest.importorskip("pyspark")
 
+from conftest import NODE_ARGS, SHM  # noqa: E402
 from sparkutil import (  # noqa: E402
     MANAGER,
     forget_jvm_settings,
     forget_lingering_rpmp_settings,
-    node_cluster,
     plugin_conf,
     plugin_jar,
     spark_session,
     wait_for_executors,
 )
+
+from rpmp.cluster import LocalCluster  # noqa: E402
+from shuffle_plugin.session import metrics  # noqa: E402
 
 DATA_IO_KEY = "spark.shuffle.sort.io.plugin.class"
 SORT_CONF = {"spark.shuffle.manager": "sort", DATA_IO_KEY: "org.apache.spark.shuffle.sort.io.LocalDiskShuffleDataIO"}
@@ -43,6 +50,33 @@ def _conf() -> dict[str, str]:
     return {"spark.ui.enabled": "true", "spark.ui.port": str(_free_port()), "spark.port.maxRetries": "50",
             "spark.ui.showConsoleProgress": "false", "spark.executor.memory": "512m",
             "spark.sql.adaptive.enabled": "false"}  # one exchange, read whole: the stages are the same on both
+
+
+def _pushed_bytes(metrics_port: int) -> float:
+    """rpmp_pushed_bytes_total from the node's /metrics (Prometheus text format)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    found = re.search(r"^rpmp_pushed_bytes_total (\S+)$", text, re.M)
+    assert found, "rpmp_pushed_bytes_total is not in the node's /metrics"
+    return float(found.group(1))
+
+
+class _Scraper(threading.Thread):
+    """Scrapes /metrics every 50 ms until stopped (bounded: at most 2,000 scrapes), keeping what it read."""
+
+    def __init__(self, metrics_port: int):
+        super().__init__(daemon=True)
+        self.port, self.seen, self.errors = metrics_port, [], []
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        for _ in range(2000):
+            try:
+                self.seen.append(_pushed_bytes(self.port))
+            except Exception as e:  # reported by the test
+                self.errors.append(repr(e))
+            if self.stopped.wait(0.05):
+                return
 
 
 def _get(url: str) -> object:
@@ -98,18 +132,33 @@ def test_rpmp_stages_report_shuffle_metrics_like_the_sort_shuffle():
     finally:
         spark.stop()
     print(f"sort stopped at {time.monotonic() - t0:.1f} s")
-    with node_cluster(2, pool_size="128m", prefix="rpmp-ui") as nodes:
-        conf = {**_conf(), **plugin_conf([n.addr for n in nodes]), "spark.rpmp.push.size": "32k"}
+    metrics_port = _free_port()
+    with LocalCluster(1, pool_size="128m", pool_dir=SHM, name="rpmp-ui",
+                      node_args=[*NODE_ARGS, "--metrics-port", str(metrics_port)]) as cluster:
+        conf = {**_conf(), **plugin_conf([n.addr for n in cluster.nodes]), "spark.rpmp.push.size": "32k"}
         spark = spark_session("local-cluster[2,1,1024]", conf, "rpmp-ui-rpmp")
+        scraper = _Scraper(metrics_port)
         try:
             spark.sparkContext.setLogLevel("ERROR")
             assert spark.sparkContext._jvm.org.rpmp.shuffle.RpmpMetrics.activeShuffleManager() == MANAGER
             print(f"rpmp session at {time.monotonic() - t0:.1f} s")
+            before = _pushed_bytes(metrics_port)
+            scraper.start()
             rpmp = _run_and_read_stages(spark, "rpmp")
+            scraper.stopped.set()
+            scraper.join(timeout=30)
             print(f"rpmp job at {time.monotonic() - t0:.1f} s")
+            plugin_pushed = metrics(spark)["totals"]["bytesPushed"]
+            node_pushed = _pushed_bytes(metrics_port) - before
         finally:
+            scraper.stopped.set()
             spark.stop()
         print(f"rpmp stopped at {time.monotonic() - t0:.1f} s")
+
+    # /metrics answered all along the job, its count only grew, and it ends at the plugin's own count.
+    assert not scraper.errors and len(scraper.seen) >= 3, (scraper.errors, scraper.seen)
+    assert scraper.seen == sorted(scraper.seen)
+    assert plugin_pushed > 0 and node_pushed == plugin_pushed, (node_pushed, plugin_pushed)
 
     keys = ("shuffleWriteBytes", "shuffleWriteRecords", "shuffleWriteTime", "shuffleReadBytes",
             "shuffleRemoteBytesRead", "shuffleLocalBytesRead", "shuffleReadRecords", "shuffleFetchWaitTime")
