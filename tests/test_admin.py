@@ -231,6 +231,32 @@ def test_json_log_names_app_shuffle_and_peer_of_failures(node_factory):
     assert any("listening on" in ln["msg"] for ln in lines)
 
 
+def test_a_data_frames_late_failure_is_tagged_with_its_app_and_shuffle():
+    """A PUSH's commit runs after the network let go of the frame's meta: the controller's wrapper names the app
+    and shuffle on what it raises (a storage error, a protocol error, or the failure of the coroutine it returns),
+    so the failure's log line can; a tag already set (the replication's own) is kept."""
+    import asyncio
+
+    from rpmp.server.controller import _mapped
+    from rpmp.server.logs import subject_fields
+    from rpmp.server.storage import StorageError
+
+    def refuse() -> None:
+        raise StorageError("not_found", "the shuffle was deleted")
+
+    with pytest.raises(ProtocolError) as err:
+        _mapped(refuse, "t\x1fapp-late", 5)()
+    assert err.value.code == ErrorCode.NOT_FOUND
+    assert subject_fields(err.value, "127.0.0.1:9") == {"app": "t/app-late", "shuffle": 5, "peer": "127.0.0.1:9"}
+
+    async def replicate() -> None:
+        raise ProtocolError(ErrorCode.UNAVAILABLE, "replicas unreachable")
+
+    with pytest.raises(ProtocolError) as err:
+        asyncio.run(_mapped(replicate, "app-r", 9)())  # type: ignore[arg-type]
+    assert subject_fields(err.value, "p") == {"app": "app-r", "shuffle": 9, "peer": "p"}
+
+
 def test_text_log_appends_the_fields(node_factory):
     n = node_factory()
     with Client(n.addr, timeout=10) as c, pytest.raises(RpmpError):

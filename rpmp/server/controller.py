@@ -124,19 +124,29 @@ def _forward_fields(op: int, meta: bytes, peer: Node) -> dict[str, object]:
     return {"app": app, "shuffle": shuffle, "peer": f"{peer.host}:{peer.port}", "node": peer.node_id}
 
 
-def _mapped(fn: OnDone) -> OnDone:
+def _mapped(fn: OnDone, app: str | None = None, shuffle: int | None = None) -> OnDone:
     """Callbacks the network calls later (a sink's on_done, a coroutine) answer storage and pool errors
-    with their protocol codes too, not with INTERNAL (handle() does the same for the handlers)."""
+    with their protocol codes too, not with INTERNAL (handle() does the same for the handlers). `app` and
+    `shuffle` name the request in the failure's log line: the network no longer has a data frame's meta then."""
 
     @functools.wraps(fn)
     def call() -> Reply | Awaitable[Reply]:
         try:
             out = fn()
         except (StorageError, _pool.PoolError) as e:
-            raise _storage_error(e) from None
-        return out if isinstance(out, Reply) else _guarded(out)
+            raise logs.tag(_storage_error(e), app, shuffle) from None
+        except ProtocolError as e:
+            raise logs.tag(e, app, shuffle) from None
+        return out if isinstance(out, Reply) else _tagged(_guarded(out), app, shuffle)
 
     return call
+
+
+async def _tagged(pending: Awaitable[Reply], app: str | None, shuffle: int | None) -> Reply:
+    try:
+        return await pending
+    except ProtocolError as e:
+        raise logs.tag(e, app, shuffle) from None
 
 
 class Controller:
@@ -478,7 +488,6 @@ class Controller:
             if hasher is not None:
                 hasher.update(view)
 
-        @_mapped
         def done() -> Reply | Awaitable[Reply]:
             if hasher is not None and hasher.intdigest() != checksum:
                 self.storage.shuffles.abort(res)
@@ -499,7 +508,8 @@ class Controller:
             self.latency["push"].observe(time.perf_counter() - began)
             return Reply()
 
-        return Sink(res.view, data_len, on_chunk=chunk, on_done=done, on_abort=lambda: self.storage.shuffles.abort(res))
+        return Sink(res.view, data_len, on_chunk=chunk, on_done=_mapped(done, app, sid),
+                    on_abort=lambda: self.storage.shuffles.abort(res))
 
     def _replicate(self, sh: Shuffle, p: int, ident: tuple[int, int, int], checksum: int,
                    began: float) -> Awaitable[Reply]:
