@@ -356,14 +356,6 @@ def cmd_drain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _default_cluster_name() -> str:
     import getpass
 
