@@ -492,9 +492,8 @@ class Controller:
             if hasher is not None and hasher.intdigest() != checksum:
                 self.storage.shuffles.abort(res)
                 self.counters["checksum_errors"] += 1
-                raise logs.tag(ProtocolError(ErrorCode.CHECKSUM_MISMATCH,
-                                             f"segment ({map_index}, {attempt}, {seq}) of partition {p}: payload XXH3 "
-                                             f"{hasher.intdigest():#018x} != {checksum:#018x}"), app, sid)
+                raise ProtocolError(ErrorCode.CHECKSUM_MISMATCH, f"segment ({map_index}, {attempt}, {seq}) of "
+                                    f"partition {p}: payload XXH3 {hasher.intdigest():#018x} != {checksum:#018x}")
             stored = self.storage.shuffles.commit(res, checksum)
             self.counters["pushes"] += 1
             self.counters["push_bytes"] += data_len
@@ -513,7 +512,8 @@ class Controller:
 
     def _replicate(self, sh: Shuffle, p: int, ident: tuple[int, int, int], checksum: int,
                    began: float) -> Awaitable[Reply]:
-        """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it.
+        """Forward a stored segment to the partition's replicas; acknowledge once all have persisted it. Called by a
+        PUSH's on_done, whose wrapper (_mapped) names app and shuffle on whatever this raises.
 
         Also for a duplicate: a writer retrying after a failed replication must get its copies made. The
         payload is pinned here, before anything can run in between: a delete racing the push must not free
@@ -521,8 +521,8 @@ class Controller:
         """
         view = self.storage.shuffles.payload(sh, p, ident)
         if view is None:
-            raise logs.tag(ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {display_app(sh.app)!r} "
-                                         f"was deleted while segment {ident} was pushed"), sh.app, sh.shuffle)
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"shuffle {sh.shuffle} of app {display_app(sh.app)!r} was deleted "
+                                f"while segment {ident} was pushed")
         me = self.config.node_id
         targets = [n for n in self.storage.shuffles.replica_nodes(sh, p) if n.node_id != me]
         meta = wire.encode_push(sh.app, sh.shuffle, p, *ident, checksum)
@@ -532,9 +532,8 @@ class Controller:
             try:
                 strangers = [n for n in targets if not self._is_member(n)]
                 if strangers:
-                    raise logs.tag(ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
-                                                 f"{', '.join(n.node_id for n in strangers)} are not members of this "
-                                                 "cluster"), sh.app, sh.shuffle)
+                    raise ProtocolError(ErrorCode.UNAVAILABLE, "segment stored here but replicas "
+                                        f"{', '.join(n.node_id for n in strangers)} are not members of this cluster")
                 results = await asyncio.gather(*(self.peers.request(n.host, n.port, Op.PUSH, meta, FLAG_FORWARDED,
                                                                     view) for n in targets), return_exceptions=True)
             finally:
@@ -543,9 +542,8 @@ class Controller:
                       if isinstance(r, BaseException)]
             if failed:
                 self.counters["replica_errors"] += 1
-                raise logs.tag(ProtocolError(ErrorCode.UNAVAILABLE,
-                                             f"segment stored here but not on replicas {', '.join(failed)}"),
-                               sh.app, sh.shuffle)
+                raise ProtocolError(ErrorCode.UNAVAILABLE,
+                                    f"segment stored here but not on replicas {', '.join(failed)}")
             self.counters["replica_pushes"] += len(targets)
             self.counters["replica_bytes"] += nbytes * len(targets)
             per_app = self._app(sh.app)
