@@ -1,5 +1,6 @@
 """Authentication and tenant primitives both the node and the client use (docs/PROTOCOL.md, "Authentication
-and tenants"). No I/O except reading the two secret files, so each side's protocol code stays small.
+and tenants"). No I/O except reading the two secret files, so each side's protocol code stays small: the asking
+side of the handshake (ClientHandshake) serves the Python client and the node's peers alike.
 
 - proofs: ``HMAC-SHA256(secret, "rpmp-auth-v1 node\\0" | "rpmp-auth-v1 client\\0" || u8 len(tenant) || tenant
   || cn || nn)``; the two labels keep a node's proof from ever being usable as a client's;
@@ -23,6 +24,7 @@ import struct
 
 import xxhash
 
+from rpmp._wire import decode_auth_resp, encode_auth, encode_auth_proof
 from rpmp.protocol import NONCE_SIZE, TENANT_MAX
 
 CLUSTER = "@cluster"  # the nodes' identity (and the operator tools', with the cluster secret)
@@ -31,10 +33,6 @@ KEY_PREFIX = b"\x1f"
 _TENANT_RE = re.compile(r"[A-Za-z0-9._-]{1,%d}" % TENANT_MAX)  # noqa: UP031 (braces of the regex)
 _NODE_LABEL = b"rpmp-auth-v1 node\0"
 _CLIENT_LABEL = b"rpmp-auth-v1 client\0"
-
-
-class AuthError(Exception):
-    """A handshake that did not prove what it should (the other side does not know the secret)."""
 
 
 class AuthFileError(ValueError):
@@ -69,6 +67,25 @@ def client_proof(secret: bytes, tenant: str, cn: bytes, nn: bytes) -> bytes:
 def proofs_equal(a: bytes, b: bytes) -> bool:
     """Constant-time comparison (a timing difference would tell an attacker how many bytes were right)."""
     return hmac.compare_digest(a, b)
+
+
+class ClientHandshake:
+    """The asking side of one connection's handshake, without I/O: the Python client (blocking sockets) and the
+    node's peer pool (asyncio) send what it gives and hand it what comes back, so what is checked, and in what
+    order, is written once.
+
+    ``auth_meta`` goes out in AUTH; ``proof_meta(answer)`` takes AUTH's response meta and returns AUTH_PROOF's meta,
+    or None when the node's proof is wrong (it does not know the secret: send nothing more)."""
+
+    def __init__(self, tenant: str, secret: bytes):
+        self.tenant, self._secret, self._cn = tenant, secret, new_nonce()
+        self.auth_meta = encode_auth(tenant, self._cn)
+
+    def proof_meta(self, answer: bytes) -> bytes | None:
+        nn, proof = decode_auth_resp(answer)
+        if not proofs_equal(proof, node_proof(self._secret, self.tenant, self._cn, nn)):
+            return None
+        return encode_auth_proof(client_proof(self._secret, self.tenant, self._cn, nn))
 
 
 @functools.lru_cache(maxsize=4096)  # a few tenants, asked on every key-value request

@@ -47,7 +47,6 @@ import pyarrow as pa
 from rpmp import auth as _auth
 from rpmp import tls as _tls
 from rpmp._wire import (
-    decode_auth_resp,
     decode_error,
     decode_fetch_resp,
     decode_hello_resp,
@@ -57,8 +56,6 @@ from rpmp._wire import (
     decode_register_resp,
     decode_u64,
     encode_alloc,
-    encode_auth,
-    encode_auth_proof,
     encode_delete_app,
     encode_delete_shuffle,
     encode_drain,
@@ -359,12 +356,12 @@ class Connection:
             except ssl.SSLError as e:  # e.g. TLS 1.3: a node refuses the client certificate after the handshake
                 raise _tls.TlsError(_tls.describe(e, f"{self.host}:{self.port}")) from None
             if not got:
-                if self._rid == 1 and not self.replied and isinstance(self.sock, ssl.SSLSocket):
+                first = self._rid == 1 and not self.replied
+                if first and isinstance(self.sock, ssl.SSLSocket):
                     raise _tls.TlsError(f"{self.host}:{self.port}: TLS: the node closed the connection before "
                                         f"answering the first request (a node started with --tls-ca requires a "
                                         f"client certificate signed by that CA: cert=..., key=...; rpmp: "
                                         f"--tls-cert, --tls-key)")
-                first = self._rid == 1 and not self.replied
                 raise ConnectionError(f"node {self.host}:{self.port} closed the connection" + (
                     " before answering its first request (a node started with --tls-cert closes plaintext "
                     "connections: connect with tls=True)" if first else ""))
@@ -495,17 +492,17 @@ class Client:
         """AUTH, check the node's proof, AUTH_PROOF (docs/PROTOCOL.md "Authentication and tenants")."""
         assert self.tenant is not None and self._secret is not None
         where = f"{conn.host}:{conn.port}"
-        cn = _auth.new_nonce()
+        handshake = _auth.ClientHandshake(self.tenant, self._secret)
         try:
-            nn, proof = decode_auth_resp(conn.call(Op.AUTH, encode_auth(self.tenant, cn))[0])
+            proof = handshake.proof_meta(conn.call(Op.AUTH, handshake.auth_meta)[0])
         except AuthFailedError as e:
             raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} refused tenant {self.tenant}: {e.message}") \
                 from None
-        if not _auth.proofs_equal(proof, _auth.node_proof(self._secret, self.tenant, cn, nn)):
+        if proof is None:
             raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} could not prove it knows the secret of tenant "
                                   f"{self.tenant}: not the node you meant, or its auth file has another secret")
         try:
-            conn.call(Op.AUTH_PROOF, encode_auth_proof(_auth.client_proof(self._secret, self.tenant, cn, nn)))
+            conn.call(Op.AUTH_PROOF, proof)
         except AuthFailedError as e:
             raise AuthFailedError(ErrorCode.AUTH_FAILED, f"node {where} refused tenant {self.tenant}: {e.message} "
                                   f"(wrong secret?)") from None

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import ssl
 
-from rpmp._wire import decode_auth_resp, decode_error, encode_auth, encode_auth_proof, frame, unpack_header
-from rpmp.auth import CLUSTER, client_proof, new_nonce, node_proof, proofs_equal
+from rpmp._wire import decode_error, frame, unpack_header
+from rpmp.auth import CLUSTER, ClientHandshake
 from rpmp.protocol import FATAL_ERRORS, FLAG_ERROR, FLAG_MORE, FLAG_RESPONSE, HEADER_SIZE, ErrorCode, Op, ProtocolError
 
 MAX_CONTROL_DATA = 16 << 20
@@ -52,13 +52,13 @@ class PeerPool:
 
     async def _authenticate(self, key: tuple[str, int], secret: bytes) -> None:
         """AUTH as @cluster on a new connection; ProtocolError AUTH_FAILED when either side's proof is wrong."""
-        cn = new_nonce()
-        rmeta, _ = await self._roundtrip(key, Op.AUTH, encode_auth(CLUSTER, cn), 0, None)
-        nn, proof = decode_auth_resp(rmeta)
-        if not proofs_equal(proof, node_proof(secret, CLUSTER, cn, nn)):
+        handshake = ClientHandshake(CLUSTER, secret)
+        rmeta, _ = await self._roundtrip(key, Op.AUTH, handshake.auth_meta, 0, None)
+        proof = handshake.proof_meta(rmeta)
+        if proof is None:
             raise ProtocolError(ErrorCode.AUTH_FAILED, f"peer {key[0]}:{key[1]} could not prove it knows the cluster "
                                 f"secret (another --cluster-secret-file?)")
-        await self._roundtrip(key, Op.AUTH_PROOF, encode_auth_proof(client_proof(secret, CLUSTER, cn, nn)), 0, None)
+        await self._roundtrip(key, Op.AUTH_PROOF, proof, 0, None)
 
     async def _roundtrip(self, key: tuple[str, int], op: int, meta: bytes, flags: int,
                          data: memoryview | None) -> tuple[bytes, bytes]:
