@@ -193,13 +193,13 @@ class NodeConfig:
         if not (isinstance(self.pool_mode, int) and 0 <= self.pool_mode <= 0o777 and self.pool_mode & 0o600 == 0o600):
             raise SettingError("pool_mode", f"pool_mode={self.pool_mode!r}: must be an octal file mode with owner "
                                f"read and write (e.g. 0600, 0640)")
-        try:
-            if self.auth_file:
-                load_auth_file(self.auth_file)
-            if self.cluster_secret_file:
-                load_secret_file(self.cluster_secret_file)
-        except AuthFileError as e:
-            raise SettingError("cluster_secret_file" if str(e).startswith("cluster") else "auth_file", str(e)) from None
+        for key, path, load in (("auth_file", self.auth_file, load_auth_file),
+                                ("cluster_secret_file", self.cluster_secret_file, load_secret_file)):
+            try:
+                if path:
+                    load(path)
+            except AuthFileError as e:
+                raise SettingError(key, str(e)) from None
         if self.auth_file and self.seeds and not self.cluster_secret_file:
             raise SettingError("cluster_secret_file", "auth_file without cluster_secret_file: with seeds, peers must "
                                "authenticate as @cluster (give --cluster-secret-file)")
