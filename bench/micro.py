@@ -39,6 +39,7 @@ import time
 from rpmp.client import Client
 from rpmp.cluster import LocalNode, NodeError
 from rpmp.protocol import VERSION
+from rpmp.tls import self_signed_cert
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -154,15 +155,6 @@ def fetch_round(c: Client, shuffle: int, total: int, parts: int = 8, meter: CpuM
     return got / dt / 1e9
 
 
-def self_signed(directory: str) -> tuple[str, str]:
-    """A certificate and key for 127.0.0.1 (EC P-256), made with the openssl command line."""
-    cert, key = os.path.join(directory, "node.pem"), os.path.join(directory, "node.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
-    return cert, key
-
-
 def loadgen_binary() -> str:
     out = os.path.join(tempfile.gettempdir(), f"rpmp-loadgen-v{VERSION}")
     src = os.path.join(HERE, "loadgen.c")
@@ -239,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     certs = tempfile.mkdtemp(prefix="rpmp-bench-tls-") if args.tls else None
     try:  # from here on, whatever fails, neither the node nor the receiver is left behind
         if certs is not None:
-            cert, key = self_signed(certs)
+            cert, key = self_signed_cert(certs)
             tls_node = LocalNode(pool_size=f"{args.mib * 2 + 256}m", stderr="inherit", tls_cert=cert, tls_key=key,
                                  args=["--log-level", "WARNING", *args.node_args.split()]).start()
             for k in ("tls_push", "tls_fetch"):

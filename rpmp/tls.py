@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import ssl
+import subprocess
 import threading
 import time
 
@@ -218,3 +219,14 @@ def wrap(sock: socket.socket, ctx: ssl.SSLContext, hostname: str, where: str) ->
     except (ssl.SSLError, ssl.CertificateError, ConnectionResetError, BrokenPipeError) as e:
         sock.close()
         raise TlsError(describe(e, where)) from None
+
+
+def self_signed_cert(directory: str, ip: str = "127.0.0.1", name: str = "rpmp", days: int = 7) -> tuple[str, str]:
+    """(cert.pem, key.pem) in `directory`: a fresh self-signed EC P-256 certificate for `ip` (its IP SAN, so hostname
+    verification passes), made with the `openssl` command (FileNotFoundError without it); the key file is 0600."""
+    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", key, "-out", cert, "-days", str(days), "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=IP:{ip}"], check=True, capture_output=True, timeout=60)
+    os.chmod(key, 0o600)
+    return cert, key

@@ -32,11 +32,11 @@ import getpass
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import warnings
 from typing import Any
 
+from rpmp import tls as _tls
 from rpmp.cluster import LocalNode, new_pool_path
 from shuffle_plugin import jar as plugin_jar
 
@@ -179,12 +179,7 @@ def self_signed_cert(directory: str, ip: str = "127.0.0.1") -> tuple[str, str]:
     if shutil.which("openssl") is None:
         raise RuntimeError("tls=True for the embedded node needs the `openssl` command to make its certificate "
                            "(install openssl), or run nodes with your own certificate and pass tls='ca.pem'")
-    cert, key = os.path.join(directory, "cert.pem"), os.path.join(directory, "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                    "-keyout", key, "-out", cert, "-days", "7", "-subj", "/CN=rpmp-embedded",
-                    "-addext", f"subjectAltName=IP:{ip}"], check=True, capture_output=True, timeout=60)
-    os.chmod(key, 0o600)
-    return cert, key
+    return _tls.self_signed_cert(directory, ip, name="rpmp-embedded")
 
 
 def _option_key(name: str, accepted: tuple[str, ...] = ()) -> str:
