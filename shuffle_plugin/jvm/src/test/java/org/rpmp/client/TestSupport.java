@@ -227,7 +227,12 @@ public final class TestSupport {
         final Thread thread;
 
         FakeNode(Consumer<Socket> behaviour) throws IOException {
-            server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress());
+            this(new ServerSocket(0, 1, InetAddress.getLoopbackAddress()), behaviour);
+        }
+
+        /** Serves one connection of `server` (a plain or a TLS server socket) with `behaviour`. */
+        FakeNode(ServerSocket server, Consumer<Socket> behaviour) {
+            this.server = server;
             thread = new Thread(() -> {
                 try (Socket s = server.accept()) {
                     behaviour.accept(s);

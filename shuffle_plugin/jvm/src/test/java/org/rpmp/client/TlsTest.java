@@ -90,36 +90,20 @@ class TlsTest {
     }
 
     /** A node on a TLS port serving one connection: HELLO, then PINGs (or what `behaviour` does after HELLO). */
-    static final class TlsNode implements AutoCloseable {
-        final SSLServerSocket server;
-
-        TlsNode(Path keyStore, Path clientCa, Consumer<Socket> behaviour) throws Exception {
-            KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
-            kmf.init(KeyStore.getInstance(keyStore.toFile(), PW.toCharArray()), PW.toCharArray());
-            TrustManagerFactory tmf = null;
-            if (clientCa != null) {
-                tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
-                tmf.init(TlsSettings.pemTrustStore(clientCa.toString()));
-            }
-            SSLContext ctx = SSLContext.getInstance("TLS");
-            ctx.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
-            server = (SSLServerSocket) ctx.getServerSocketFactory().createServerSocket(0, 1, InetAddress.getLoopbackAddress());
-            server.setNeedClientAuth(clientCa != null);
-            Thread t = new Thread(() -> {
-                try (Socket s = server.accept()) {
-                    behaviour.accept(s);
-                } catch (IOException ignored) {
-                    // the client went away
-                }
-            });
-            t.setDaemon(true);
-            t.start();
+    static FakeNode tlsNode(Path keyStore, Path clientCa, Consumer<Socket> behaviour) throws Exception {
+        KeyManagerFactory kmf = KeyManagerFactory.getInstance(KeyManagerFactory.getDefaultAlgorithm());
+        kmf.init(KeyStore.getInstance(keyStore.toFile(), PW.toCharArray()), PW.toCharArray());
+        TrustManagerFactory tmf = null;
+        if (clientCa != null) {
+            tmf = TrustManagerFactory.getInstance(TrustManagerFactory.getDefaultAlgorithm());
+            tmf.init(TlsSettings.pemTrustStore(clientCa.toString()));
         }
-
-        int port() { return server.getLocalPort(); }
-
-        @Override
-        public void close() throws IOException { server.close(); }
+        SSLContext ctx = SSLContext.getInstance("TLS");
+        ctx.init(kmf.getKeyManagers(), tmf == null ? null : tmf.getTrustManagers(), null);
+        SSLServerSocket server =
+                (SSLServerSocket) ctx.getServerSocketFactory().createServerSocket(0, 1, InetAddress.getLoopbackAddress());
+        server.setNeedClientAuth(clientCa != null);
+        return new FakeNode(server, behaviour);
     }
 
     static Consumer<Socket> pings() {
@@ -147,7 +131,7 @@ class TlsTest {
     @Test
     @DisplayName("a PEM CA and a certificate for 127.0.0.1: connected, HELLO and PING over TLS")
     void pemCaWithHostnameVerification() throws Exception {
-        try (TlsNode n = new TlsNode(node, null, pings());
+        try (FakeNode n = tlsNode(node, null, pings());
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
                  tls(TlsSettings.create(null, null, nodePem.toString(), null, null, true)))) {
             expect("fake:1".equals(c.helloInfo().nodeId()), "HELLO over TLS: " + c.helloInfo());
@@ -162,7 +146,7 @@ class TlsTest {
     @Test
     @DisplayName("an idle TLS connection the node closed is found unhealthy (the pool then opens a new one)")
     void closedIdleConnectionIsUnhealthy() throws Exception {
-        try (TlsNode n = new TlsNode(node, null, afterHello(s -> {
+        try (FakeNode n = tlsNode(node, null, afterHello(s -> {
             try {
                 byte[] h = readFrame(s.getInputStream());
                 s.getOutputStream().write(response(h, Protocol.FLAG_RESPONSE, new byte[0], 0));
@@ -184,7 +168,7 @@ class TlsTest {
     @Test
     @DisplayName("a node that stops reading times a TLS write out like a plain one (no hang)")
     void stalledWriteTimesOut() throws Exception {
-        try (TlsNode n = new TlsNode(node, null, afterHello(s -> sleep(15_000)));
+        try (FakeNode n = tlsNode(node, null, afterHello(s -> sleep(15_000)));
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
                  tls(TlsSettings.create(null, null, nodePem.toString(), null, null, true)))) {
             byte[] payload = new byte[32 << 20];
@@ -201,7 +185,7 @@ class TlsTest {
     @Test
     @DisplayName("a JKS trust store works as the CA too")
     void trustStore() throws Exception {
-        try (TlsNode n = new TlsNode(node, null, pings());
+        try (FakeNode n = tlsNode(node, null, pings());
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
                  tls(TlsSettings.create(trustStore.toString(), PW, null, null, null, true)))) {
             c.ping();
@@ -211,12 +195,12 @@ class TlsTest {
     @Test
     @DisplayName("a certificate that does not name 127.0.0.1 fails, unless hostname verification is off")
     void hostnameVerification() throws Exception {
-        try (TlsNode n = new TlsNode(other, null, pings())) {
+        try (FakeNode n = tlsNode(other, null, pings())) {
             SSLException e = expectThrows(SSLException.class, () -> RpmpClient.connect("127.0.0.1", n.port(),
                 tls(TlsSettings.create(null, null, otherPem.toString(), null, null, true))).close());
             expect(String.valueOf(e.getMessage()).contains("127.0.0.1"), "says which name did not match: " + e);
         }
-        try (TlsNode n = new TlsNode(other, null, pings());
+        try (FakeNode n = tlsNode(other, null, pings());
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
                  tls(TlsSettings.create(null, null, otherPem.toString(), null, null, false)))) {
             c.ping();
@@ -226,7 +210,7 @@ class TlsTest {
     @Test
     @DisplayName("a node whose CA is not trusted fails the handshake")
     void untrustedNode() throws Exception {
-        try (TlsNode n = new TlsNode(node, null, pings())) {
+        try (FakeNode n = tlsNode(node, null, pings())) {
             expectThrows(SSLException.class, () -> RpmpClient.connect("127.0.0.1", n.port(),
                 tls(TlsSettings.create(null, null, otherPem.toString(), null, null, true))).close());
         }
@@ -235,12 +219,12 @@ class TlsTest {
     @Test
     @DisplayName("a node that asks for a client certificate gets the key store's; without one it refuses")
     void clientCertificate() throws Exception {
-        try (TlsNode n = new TlsNode(node, clientPem, pings());
+        try (FakeNode n = tlsNode(node, clientPem, pings());
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
                  tls(TlsSettings.create(null, null, nodePem.toString(), client.toString(), PW, true)))) {
             c.ping();
         }
-        try (TlsNode n = new TlsNode(node, clientPem, pings())) {
+        try (FakeNode n = tlsNode(node, clientPem, pings())) {
             // TLS 1.3: the node's refusal may arrive with the first read, after the client's handshake is done.
             expectThrows(IOException.class, () -> {
                 try (RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(),
@@ -257,7 +241,7 @@ class TlsTest {
         AuthHandshakeTest.Seen seen = new AuthHandshakeTest.Seen();
         RpmpClient.Options o = tls(TlsSettings.create(null, null, nodePem.toString(), null, null, true));
         o.credentials = new Credentials("bob", "bobs-secret");
-        try (TlsNode n = new TlsNode(node, null, AuthHandshakeTest.authNode(seen, "bobs-secret", "bobs-secret"));
+        try (FakeNode n = tlsNode(node, null, AuthHandshakeTest.authNode(seen, "bobs-secret", "bobs-secret"));
              RpmpClient c = RpmpClient.connect("127.0.0.1", n.port(), o)) {
             expect("bob".equals(c.tenant()), "authenticated inside TLS");
             c.ping();
